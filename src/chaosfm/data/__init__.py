@@ -1,0 +1,63 @@
+"""Loading, validating and featurising market data and chaotic trajectories."""
+
+from chaosfm.data._errors import (
+    CandleShapeError,
+    DataError,
+    EmptyDataError,
+    FileFormatError,
+    LeakageError,
+    MissingColumnError,
+    NegativeVolumeError,
+    NonFiniteError,
+    NonNumericError,
+    NonPositivePriceError,
+    TimestampOrderError,
+    UnknownDatasetError,
+)
+from chaosfm.data._fence import (
+    TimeFence,
+    TrainedThrough,
+    merge_trained_through,
+    trained_through,
+    trained_through_from_json,
+    trained_through_to_json,
+)
+from chaosfm.data._frame import (
+    MARKET_COLUMNS,
+    assets,
+    canonical_columns,
+    frame_kind,
+    split_assets,
+    state_columns,
+    target_columns,
+    validate,
+)
+
+__all__ = [
+    "MARKET_COLUMNS",
+    "CandleShapeError",
+    "DataError",
+    "EmptyDataError",
+    "FileFormatError",
+    "LeakageError",
+    "MissingColumnError",
+    "NegativeVolumeError",
+    "NonFiniteError",
+    "NonNumericError",
+    "NonPositivePriceError",
+    "TimeFence",
+    "TimestampOrderError",
+    "TrainedThrough",
+    "UnknownDatasetError",
+    "assets",
+    "canonical_columns",
+    "frame_kind",
+    "merge_trained_through",
+    "split_assets",
+    "state_columns",
+    "target_columns",
+    "trained_through",
+    "trained_through_from_json",
+    "trained_through_to_json",
+    "validate",
+]
