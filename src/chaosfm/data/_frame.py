@@ -253,7 +253,7 @@ def validate(
         frame = frame.loc[~mask].reset_index(drop=True)
 
     stamps = frame["timestamp"]
-    stamp_missing = stamps.isna().to_numpy()
+    stamp_missing = stamps.isna().to_numpy().copy()
     if stamps.dtype.kind == "f":
         stamp_missing |= ~np.isfinite(stamps.to_numpy())
     drop(stamp_missing, NonFiniteError, "timestamp is missing or not finite", "timestamp")

@@ -1,0 +1,213 @@
+"""The ``chaosfm`` command: parses flags into config objects and calls one library function.
+
+Errors print one line and exit 2 (bad input: data, config, arguments) or 1 (a bug in chaosfm);
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+class UsageError(Exception):
+    """Bad command-line arguments."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print usage and exit 2 itself
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _table(title: str, frame: Any) -> Table:
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column))
+    for row in frame.itertuples(index=False):
+        table.add_row(*[_cell(v) for v in row])
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "–" if value != value else f"{value:.4g}"
+    return str(value)
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from chaosfm.data import datasets
+
+    console.print(_table("built-in datasets", datasets()))
+
+
+def cmd_data_check(args: argparse.Namespace) -> None:
+    from chaosfm.data import describe, load
+
+    summary = describe(load(args.path, repair=args.repair))
+    console.print(
+        f"[green]ok[/green] {args.path}: {summary['kind']} data, {summary['rows']:,} rows, "
+        f"{len(summary['assets'])} asset(s)"
+    )
+    for asset, info in summary["assets"].items():
+        console.print(f"  {asset}: {info['rows']:,} rows, {info['start']} to {info['end']}")
+    for message in summary["repairs"]:
+        console.print(f"  repaired: {message}")
+
+
+def _summary_table(metrics: dict[str, Any]) -> None:
+    import pandas as pd
+
+    shown = ("crps", "mase", "coverage_80", "valid_prediction_time", "smape", "directional_accuracy")
+    for name, entry in metrics["datasets"].items():
+        rows = []
+        for model, summary in entry["models"].items():
+            row = {"model": model, "fresh windows": summary["fresh"]["n_windows"]}
+            row.update({k: v for k, v in summary["fresh"].items() if k in shown})
+            rows.append(row)
+        console.print(_table(f"{name}: scores on fresh windows (cutoff {entry['cutoff']})", pd.DataFrame(rows)))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from chaosfm._config import ConfigError, parse_config, read_config
+    from chaosfm.pipelines import EvaluateConfig, run_evaluate
+
+    protocol = {
+        key: getattr(args, key)
+        for key in ("horizon", "num_samples", "embargo", "step", "max_windows", "seed", "context_length")
+        if getattr(args, key) is not None
+    }
+    names = _split(args.data)
+    overrides: dict[str, Any] = {
+        "datasets": [{"name": n} for n in names] if names else None,
+        "models": _split(args.models),
+        "cutoff": args.cutoff,
+        "out": str(args.out) if args.out else None,
+    }
+    if args.config is not None:
+        settings = read_config(EvaluateConfig, args.config, overrides)
+        if protocol:
+            merged = {**settings.protocol.model_dump(), **protocol}
+            settings = settings.model_copy(update={"protocol": parse_config(type(settings.protocol), merged, "flags")})
+    else:
+        if not names:
+            raise ConfigError("--data is required (or --config FILE with a datasets key)")
+        values = {k: v for k, v in overrides.items() if v is not None}
+        settings = parse_config(EvaluateConfig, {**values, "protocol": protocol}, "flags")
+    metrics = run_evaluate(settings)
+    _summary_table(metrics)
+    console.print(f"wrote {settings.out}/metrics.json and {settings.out}/report.html")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from chaosfm.pipelines import run_demo
+
+    started = time.perf_counter()
+    metrics = run_demo(args.out, fast=args.fast)
+    _summary_table(metrics)
+    console.print(
+        f"wrote {args.out}/metrics.json and {args.out}/report.html in "
+        f"{time.perf_counter() - started:.0f} s"
+    )
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="chaosfm",
+        description="Forecast chaotic and financial time series, and tell the truth about how well it did.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = commands.add_parser("datasets", help="list the built-in datasets")
+    p.set_defaults(run=cmd_datasets)
+
+    data = commands.add_parser("data", help="inspect and check data")
+    data_commands = data.add_subparsers(dest="data_command", metavar="COMMAND", parser_class=_Parser)
+    p = data_commands.add_parser("check", help="validate a CSV/Parquet file or a built-in dataset")
+    p.add_argument("path", help="file path or built-in name")
+    p.add_argument("--repair", action="store_true", help="fix what can be fixed and say what was done")
+    p.set_defaults(run=cmd_data_check)
+
+    p = commands.add_parser("evaluate", help="fit up to a cutoff and score under the leakage protocol")
+    p.add_argument("--data", help="dataset names or paths, comma-separated")
+    p.add_argument("--models", help="model names, comma-separated (default: every baseline that applies)")
+    p.add_argument("--cutoff", help="last timestamp models may fit on (default: 70%% of the rows)")
+    p.add_argument("--out", type=Path, help="run folder to write (default: runs/evaluate)")
+    p.add_argument("--horizon", type=int, help="steps forecast from each origin")
+    p.add_argument("--num-samples", type=int, help="sample paths per forecast")
+    p.add_argument("--embargo", type=int, help="observations after training data that are not fresh")
+    p.add_argument("--step", type=int, help="rows between forecast origins")
+    p.add_argument("--context-length", type=int, help="rows of history given to each forecast")
+    p.add_argument("--max-windows", type=int, help="score at most this many origins per asset")
+    p.add_argument("--seed", type=int, help="seed of every random draw")
+    p.add_argument("--config", type=Path, help="YAML config; flags override it")
+    p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser("demo", help="the main job: every baseline on sp500 and lorenz63")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
+    p.add_argument("--fast", action="store_true", help="fewer windows and samples: under 3 minutes on 2 cores")
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def _is_bad_input(error: BaseException) -> bool:
+    from chaosfm._artifacts import ArtifactError
+    from chaosfm._config import ConfigError
+    from chaosfm.data import DataError
+
+    return isinstance(
+        error,
+        (UsageError, DataError, ConfigError, ArtifactError, FileNotFoundError, IsADirectoryError,
+         PermissionError),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``chaosfm`` console script; returns the exit code."""
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args_list
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+        if not hasattr(args, "run"):
+            (parser if args.command is None else parser._subparsers._group_actions[0].choices[args.command]).print_help()
+            return 0 if args.command is None and not args_list else 2
+        args.run(args)
+    except KeyboardInterrupt:
+        print("chaosfm: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as done:  # --help
+        return int(done.code or 0)
+    except Exception as error:  # noqa: BLE001 - the one place that turns errors into exit codes
+        bad_input = _is_bad_input(error)
+        if debug:
+            traceback.print_exc()
+        kind = "error" if bad_input else f"internal error ({type(error).__name__}; rerun with --debug for the trace)"
+        print(f"chaosfm: {kind}: {error}", file=sys.stderr)
+        return 2 if bad_input else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Built-in datasets: real market data shipped inside PyPI packages, and chaotic systems.
+
+Market data (no network needed):
+- ``sp500``, ``nasdaq``: daily OHLCV 1999-2018 from ``arch.data`` (NCSA licence).
+- ``ndx``, ``n225``, ``jkse``: daily OHLCV 1990-2001 (JKSE from 1997) from ``nolds.datasets``
+  (MIT licence). The source marks market holidays as rows of nulls; those rows are dropped and the
+  drop is recorded in ``frame.attrs["repairs"]``.
+
+Chaotic systems are integrated on demand (see ``chaosfm.data._chaos``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What ``chaosfm datasets`` lists about a built-in dataset."""
+
+    name: str
+    kind: str  # "market" or "trajectory"
+    frequency: str
+    source: str
+    licence: str
+    description: str
+
+
+def _arch(module: str) -> pd.DataFrame:
+    import importlib
+
+    raw = importlib.import_module(f"arch.data.{module}").load()
+    frame = raw.reset_index().rename(columns={"Date": "timestamp"})
+    frame.columns = [str(c).lower().replace(" ", "_") for c in frame.columns]
+    frame.insert(0, "asset", module)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"]).astype("datetime64[ns]")
+    frame.attrs["repairs"] = []
+    return frame
+
+
+def _nolds(attribute: str) -> pd.DataFrame:
+    with warnings.catch_warnings():
+        # nolds 0.6.2 imports pkg_resources, which warns on import; nothing we can act on.
+        warnings.simplefilter("ignore")
+        import nolds.datasets
+
+    days, values = getattr(nolds.datasets, attribute)
+    frame = pd.DataFrame(
+        values, columns=["open", "high", "low", "close", "adj_close", "volume"]
+    )
+    frame.insert(0, "timestamp", pd.to_datetime(days).astype("datetime64[ns]"))
+    frame.insert(0, "asset", attribute)
+    # Yahoo marks closed days with "null" in every field; nolds pads the open from the previous
+    # close, which leaves rows with an open and nothing else. They are not candles: drop them.
+    holiday = frame[["high", "low", "close", "volume"]].isna().all(axis=1).to_numpy()
+    frame = frame.loc[~holiday].reset_index(drop=True)
+    frame.attrs["repairs"] = (
+        [f"dropped {int(holiday.sum())} market-holiday rows the source marks null"]
+        if holiday.any()
+        else []
+    )
+    return frame
+
+
+_ARCH = "arch.data (Kevin Sheppard's arch package)"
+_NOLDS = "nolds.datasets (Yahoo Finance via the nolds package)"
+
+MARKET: dict[str, tuple[DatasetInfo, Callable[[], pd.DataFrame]]] = {
+    "sp500": (
+        DatasetInfo("sp500", "market", "daily", _ARCH, "NCSA", "S&P 500 index, 1999-2018"),
+        lambda: _arch("sp500"),
+    ),
+    "nasdaq": (
+        DatasetInfo("nasdaq", "market", "daily", _ARCH, "NCSA", "NASDAQ Composite, 1999-2018"),
+        lambda: _arch("nasdaq"),
+    ),
+    "ndx": (
+        DatasetInfo("ndx", "market", "daily", _NOLDS, "MIT", "NASDAQ-100 index, 1990-2001"),
+        lambda: _nolds("ndx"),
+    ),
+    "n225": (
+        DatasetInfo("n225", "market", "daily", _NOLDS, "MIT", "Nikkei 225 index, 1990-2001"),
+        lambda: _nolds("n225"),
+    ),
+    "jkse": (
+        DatasetInfo("jkse", "market", "daily", _NOLDS, "MIT", "Jakarta Composite, 1997-2001"),
+        lambda: _nolds("jkse"),
+    ),
+}
+
+
+def market_frame(name: str) -> pd.DataFrame:
+    """The raw (not yet validated) frame of a built-in market dataset."""
+    info, loader = MARKET[name]
+    frame = loader()
+    frame.attrs.update(
+        name=name, kind="market", source=info.source, licence=info.licence,
+        frequency=info.frequency,
+    )
+    return frame

@@ -1,0 +1,201 @@
+"""``load(name_or_path)``: one validated frame from a built-in dataset, a CSV or a Parquet file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from chaosfm.data._builtin import MARKET, market_frame
+from chaosfm.data._errors import DataError, EmptyDataError, FileFormatError, UnknownDatasetError
+from chaosfm.data._frame import frame_kind, validate
+
+_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".txt")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def _chaos():
+    from chaosfm.data import _chaos
+
+    return _chaos
+
+
+def builtin_names() -> list[str]:
+    """Names ``load`` accepts without a path: market datasets first, then chaotic systems."""
+    return [*MARKET, *_chaos().SYSTEMS]
+
+
+def load(name_or_path: str | os.PathLike[str], *, repair: bool = False, **options: Any) -> pd.DataFrame:
+    """Load a built-in dataset or a user's file as one validated long-format frame.
+
+    Args:
+        name_or_path: a built-in name (``sp500``, ``nasdaq``, ``ndx``, ``n225``, ``jkse``,
+            ``lorenz63``, ``rossler``, ``mackey_glass``, ``henon``, ``lorenz96``), several joined
+            by commas (``"sp500,nasdaq"``: one frame, one asset each), or the path of a CSV or
+            Parquet file (Yahoo, Nixtla ``unique_id, ds, y`` and Chronos ``item_id, timestamp,
+            target`` layouts load as they are; column names match case-insensitively).
+        repair: fix what validation would reject and say what was done (see ``validate``).
+        **options: for chaotic systems ``length``, ``dt``, ``seed``, ``initial_condition``,
+            ``burn_in`` and the system's parameters; for files ``asset`` (the name of a file's
+            single asset when it has no asset column; default: the file's stem).
+
+    Returns:
+        The validated frame; ``frame.attrs`` carries ``name``, ``kind``, ``source``, ``licence``
+        and, for chaotic systems, ``lyapunov_exponent``, ``dt``, ``integrator`` and tolerances.
+
+    Raises:
+        DataError: a subclass naming the file (or dataset), the row and the rule broken.
+    """
+    text = os.fspath(name_or_path)
+    if "," in text and not Path(text).exists():
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        frames = [load(name, repair=repair, **options) for name in names]
+        kinds = {frame_kind(f) for f in frames}
+        if len(kinds) > 1:
+            raise DataError(
+                f"cannot combine market data and trajectories in one frame: {text}",
+                source=text, rule="one kind per frame",
+            )
+        duplicates = _repeated_assets(frames)
+        if duplicates:
+            raise DataError(
+                f"asset(s) {duplicates} appear in more than one of {names}", source=text,
+                rule="unique asset names",
+            )
+        combined = pd.concat(frames, ignore_index=True)
+        combined.attrs = {
+            "name": text,
+            "kind": frames[0].attrs.get("kind"),
+            "parts": [dict(f.attrs) for f in frames],
+            "repairs": [r for f in frames for r in f.attrs.get("repairs", [])],
+        }
+        return combined
+    key = text.strip().lower()
+    if key in MARKET:
+        _no_options(key, options, allowed=())
+        raw = market_frame(key)
+        attrs = dict(raw.attrs)
+        frame = validate(raw, key, repair=repair)
+        attrs["repairs"] = attrs.get("repairs", []) + frame.attrs.get("repairs", [])
+        frame.attrs = attrs
+        return frame
+    chaos = _chaos()
+    if key in chaos.SYSTEMS:
+        raw = chaos.chaotic_system(key, **options)
+        attrs = dict(raw.attrs)
+        frame = validate(raw, key, repair=repair)
+        frame.attrs = {**attrs, "repairs": frame.attrs.get("repairs", [])}
+        return frame
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise UnknownDatasetError(
+            f"no built-in dataset and no file of that name; built-ins are {', '.join(builtin_names())}",
+            source=text,
+        )
+    asset = options.pop("asset", None)
+    _no_options(text, options, allowed=("asset", "repair"))
+    raw, line_offset = read_file(path)
+    frame = validate(
+        raw, str(path), repair=repair, line_offset=line_offset, default_asset=asset or _stem(path)
+    )
+    frame.attrs.update(name=_stem(path), source=str(path), licence="user data")
+    return frame
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (*_CSV_SUFFIXES, *_PARQUET_SUFFIXES):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _repeated_assets(frames: list[pd.DataFrame]) -> list[str]:
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for frame in frames:
+        names = set(frame["asset"].unique())
+        repeated += sorted(names & seen)
+        seen |= names
+    return repeated
+
+
+def _no_options(source: str, options: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    if options:
+        raise DataError(
+            f"unknown option(s) {sorted(options)}; allowed here: {list(allowed) or 'none'}",
+            source=source, rule="known options",
+        )
+
+
+def read_file(path: Path) -> tuple[pd.DataFrame, int | None]:
+    """Read a CSV or Parquet file as it is, with the offset from a row to its line number.
+
+    Raises:
+        FileFormatError: the file is not a readable CSV or Parquet file.
+        EmptyDataError: it has no rows.
+    """
+    lower = path.name.lower()
+    if path.is_dir():
+        raise FileFormatError("is a directory, not a CSV or Parquet file", source=str(path))
+    try:
+        if lower.endswith(_PARQUET_SUFFIXES):
+            return pd.read_parquet(path), None
+        if lower.endswith(_CSV_SUFFIXES):
+            return pd.read_csv(path), 2
+    except pd.errors.EmptyDataError:
+        raise EmptyDataError("the file is empty", source=str(path)) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as error:
+        raise FileFormatError(f"cannot be read: {error}", source=str(path)) from None
+    except Exception as error:  # pyarrow raises its own error types for damaged files.
+        if type(error).__module__.startswith("pyarrow"):
+            raise FileFormatError(f"cannot be read: {error}", source=str(path)) from None
+        raise
+    raise FileFormatError(
+        f"unknown file type; use one of {', '.join(_CSV_SUFFIXES + _PARQUET_SUFFIXES)}",
+        source=str(path),
+    )
+
+
+def datasets() -> pd.DataFrame:
+    """The built-in datasets: name, kind, rows, start, end, frequency, source, licence."""
+    rows = []
+    for name in MARKET:
+        frame = load(name)
+        rows.append(_describe(name, frame))
+    chaos = _chaos()
+    for name in chaos.SYSTEMS:
+        frame = load(name)
+        rows.append(_describe(name, frame))
+    return pd.DataFrame(rows)
+
+
+def _describe(name: str, frame: pd.DataFrame) -> dict[str, Any]:
+    attrs = frame.attrs
+    return {
+        "name": name,
+        "kind": attrs.get("kind"),
+        "rows": len(frame),
+        "start": frame["timestamp"].min(),
+        "end": frame["timestamp"].max(),
+        "frequency": attrs.get("frequency", f"dt={attrs.get('dt')}"),
+        "source": attrs.get("source"),
+        "licence": attrs.get("licence"),
+    }
+
+
+def describe(frame: pd.DataFrame) -> dict[str, Any]:
+    """A short summary of a validated frame (for ``chaosfm data check``)."""
+    by_asset = frame.groupby("asset", sort=False)["timestamp"].agg(["count", "min", "max"])
+    return {
+        "kind": frame_kind(frame),
+        "rows": len(frame),
+        "assets": {
+            str(a): {"rows": int(r["count"]), "start": str(r["min"]), "end": str(r["max"])}
+            for a, r in by_asset.iterrows()
+        },
+        "columns": [str(c) for c in frame.columns],
+        "repairs": list(frame.attrs.get("repairs", [])),
+    }

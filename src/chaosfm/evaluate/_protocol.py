@@ -1,0 +1,350 @@
+"""``evaluate(forecasters, frame, protocol) -> Results``: the leakage-aware evaluation.
+
+Forecast origins walk forward through every asset of the frame. Each window is classified for
+each forecaster from ``trained_through`` records, never by hand:
+
+- ``in_sample``: the forecaster itself saw a timestamp of the window's targets;
+- ``within_pretrain``: it did not, but an upstream artifact (tokenizer, pretrained encoder) did;
+- ``fresh``: nothing upstream saw the window, and it starts at least ``embargo`` observations
+  after the last one anything saw;
+- otherwise the window sits in the embargo and is not scored (counted as ``n_embargoed``).
+
+Scores are averaged per class, and the leakage gap ``fresh - within_pretrain`` is reported per
+score with a bootstrap confidence interval (windows resampled within each class).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import stats
+
+from chaosfm._progress import progress
+from chaosfm.data import frame_kind, split_assets, target_columns
+from chaosfm.data._fence import latest
+from chaosfm.evaluate._forecast import AbstractForecaster, Forecast
+from chaosfm.evaluate._scoring import HIGHER_IS_BETTER, Window, resolve_scores
+from chaosfm.evaluate._splits import walk_forward
+
+CLASSES = ("in_sample", "within_pretrain", "fresh")
+
+
+class Protocol(BaseModel):
+    """How windows are cut and scored. Every field is also a config key and a CLI flag."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    horizon: int = Field(5, ge=1, description="steps forecast from each origin")
+    num_samples: int = Field(100, ge=1, description="sample paths per forecast")
+    context_length: int | None = Field(
+        512, ge=1, description="rows of history handed to forecast(); None passes all of it"
+    )
+    min_context: int = Field(64, ge=2, description="first origin: rows of history needed")
+    step: int | None = Field(None, ge=1, description="rows between origins; default: horizon")
+    embargo: int = Field(5, ge=0, description="observations after training data that are not fresh")
+    metrics: tuple[str, ...] | None = Field(None, description="scores; default depends on the kind")
+    season: int = Field(1, ge=1, description="MASE's seasonal lag")
+    quantile_levels: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    lyapunov_exponent: float | None = Field(
+        None, description="for VPT; default: the frame's attrs['lyapunov_exponent']"
+    )
+    dt: float | None = Field(None, gt=0, description="time per row for VPT; default: attrs['dt']")
+    vpt_threshold: float = Field(0.4, gt=0)
+    max_windows: int | None = Field(
+        None, ge=1, description="score at most this many origins per asset, evenly spaced"
+    )
+    n_bootstrap: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
+
+
+@dataclass
+class Example:
+    """One window kept for plots: the history tail, the truth and the forecast."""
+
+    model: str
+    asset: str
+    window_class: str
+    history: pd.DataFrame
+    truth: pd.DataFrame
+    forecast: Forecast
+
+
+@dataclass
+class Results:
+    """Per-window scores of every forecaster, and their summaries per class."""
+
+    dataset: str
+    kind: str
+    protocol: Protocol
+    scores: pd.DataFrame
+    metric_names: list[str]
+    models: list[str]
+    cutoff: Any = None
+    n_embargoed: dict[str, int] = field(default_factory=dict)
+    examples: list[Example] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """``{MODEL: {class: {METRIC: mean, "n_windows": n}, "leakage_gap": {...}}}``."""
+        return {model: self._model_summary(model) for model in self.models}
+
+    def _model_summary(self, model: str) -> dict[str, Any]:
+        rows = self.scores[self.scores["model"] == model]
+        out: dict[str, Any] = {}
+        for window_class in CLASSES:
+            part = rows[rows["window_class"] == window_class]
+            entry: dict[str, Any] = {}
+            for metric in self.metric_names:
+                values = part[metric].to_numpy(dtype=np.float64)
+                values = values[np.isfinite(values)]
+                entry[metric] = float(values.mean()) if values.size else None
+            entry["n_windows"] = int(len(part))
+            out[window_class] = entry
+        out["leakage_gap"] = {
+            metric: self._gap(rows, metric, index) for index, metric in enumerate(self.metric_names)
+        }
+        out["n_embargoed"] = int(self.n_embargoed.get(model, 0))
+        return out
+
+    def _gap(self, rows: pd.DataFrame, metric: str, index: int) -> dict[str, float | None]:
+        fresh = rows.loc[rows["window_class"] == "fresh", metric].to_numpy(dtype=np.float64)
+        within = rows.loc[rows["window_class"] == "within_pretrain", metric].to_numpy(
+            dtype=np.float64
+        )
+        fresh, within = fresh[np.isfinite(fresh)], within[np.isfinite(within)]
+        if fresh.size < 2 or within.size < 2:
+            return {"value": None, "ci_low": None, "ci_high": None}
+        value = float(fresh.mean() - within.mean())
+        rng = np.random.default_rng([self.protocol.seed, index])
+        result = stats.bootstrap(
+            (fresh, within),
+            lambda a, b, axis=-1: np.mean(a, axis=axis) - np.mean(b, axis=axis),
+            n_resamples=self.protocol.n_bootstrap,
+            confidence_level=self.protocol.confidence,
+            method="percentile",
+            vectorized=True,
+            rng=rng,
+        )
+        low, high = result.confidence_interval
+        return {"value": value, "ci_low": float(low), "ci_high": float(high)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dataset entry of ``metrics.json``."""
+        cutoff = self.cutoff
+        if isinstance(cutoff, pd.Timestamp):
+            cutoff = cutoff.isoformat()
+        return {
+            "cutoff": cutoff,
+            "embargo": self.protocol.embargo,
+            "horizon": self.protocol.horizon,
+            "num_samples": self.protocol.num_samples,
+            "higher_is_better": sorted(HIGHER_IS_BETTER & set(self.metric_names)),
+            "models": self.summary(),
+        }
+
+
+def classify_window(
+    first_target: Any,
+    asset: str,
+    rows_after_seen: int,
+    own: Mapping[str, Any] | None,
+    upstream: Sequence[Mapping[str, Any] | None],
+    embargo: int,
+) -> str:
+    """The class of a window whose first target is at ``first_target``.
+
+    Args:
+        first_target: timestamp of the window's first target row.
+        asset: the window's asset.
+        rows_after_seen: rows of this asset strictly after the last timestamp anything saw and
+            strictly before ``first_target``.
+        own: the scorer's ``trained_through``.
+        upstream: ``trained_through`` of every upstream artifact.
+        embargo: observations after training data that are not yet fresh.
+
+    Returns:
+        ``"in_sample"``, ``"within_pretrain"``, ``"fresh"`` or ``"embargoed"``.
+    """
+    own_last = (own or {}).get(asset)
+    upstream_last = latest(upstream, asset)
+    if own_last is not None and first_target <= own_last:
+        return "in_sample"
+    if upstream_last is not None and first_target <= upstream_last:
+        return "within_pretrain"
+    if own_last is None and upstream_last is None:
+        return "fresh"
+    return "fresh" if rows_after_seen >= embargo else "embargoed"
+
+
+def _last_seen(own: Mapping[str, Any] | None, upstream: Sequence[Any], asset: str) -> Any:
+    seen = [s for s in ((own or {}).get(asset), latest(upstream, asset)) if s is not None]
+    return max(seen) if seen else None
+
+
+def evaluate(
+    forecasters: Sequence[AbstractForecaster] | Mapping[str, AbstractForecaster],
+    frame: pd.DataFrame,
+    protocol: Protocol | None = None,
+    *,
+    cutoff: Any = None,
+) -> Results:
+    """Score fitted forecasters on every walk-forward window of ``frame``.
+
+    Args:
+        forecasters: fitted forecasters (a mapping gives them display names).
+        frame: a validated frame; windows are cut from every asset.
+        protocol: windows and scores (defaults: ``Protocol()``).
+        cutoff: the fitting cutoff, recorded in the results for the reader; classification uses
+            the forecasters' ``trained_through`` only.
+
+    Returns:
+        Results with one row per (model, window) in ``scores``.
+    """
+    protocol = protocol or Protocol()
+    named = dict(forecasters) if isinstance(forecasters, Mapping) else {
+        f.name: f for f in forecasters
+    }
+    if not named:
+        raise ValueError("evaluate needs at least one forecaster")
+    for name, forecaster in named.items():
+        if forecaster.trained_through is None:
+            raise ValueError(f"forecaster {name!r} is not fitted: call fit(train_frame) first")
+    kind = frame_kind(frame)
+    scores = resolve_scores(protocol.metrics, kind)
+    columns = target_columns(frame)
+    lyapunov = protocol.lyapunov_exponent or frame.attrs.get("lyapunov_exponent")
+    dt = protocol.dt or float(frame.attrs.get("dt", 1.0))
+    root = jax.random.key(protocol.seed)
+    rows: list[dict[str, Any]] = []
+    embargoed = {name: 0 for name in named}
+    examples: dict[str, Example] = {}
+    plan = list(_windows(frame, protocol))
+    for asset_index, asset, part, origin in progress(plan, "evaluating windows"):
+        values = part[columns].to_numpy(dtype=np.float64)
+        stamps = part["timestamp"].to_numpy()
+        start = 0 if protocol.context_length is None else max(0, origin - protocol.context_length)
+        context = part.iloc[start:origin]
+        observed = values[origin : origin + protocol.horizon]
+        history = values[:origin]
+        first_target = part["timestamp"].iloc[origin]
+        key = jax.random.fold_in(jax.random.fold_in(root, asset_index), origin)
+        for name, forecaster in named.items():
+            upstream = forecaster.upstream_trained_through()
+            seen = _last_seen(forecaster.trained_through, upstream, asset)
+            after = 0 if seen is None else int(np.sum((stamps > seen) & (stamps < stamps[origin])))
+            window_class = classify_window(
+                first_target, asset, after, forecaster.trained_through, upstream, protocol.embargo
+            )
+            if window_class == "embargoed":
+                embargoed[name] += 1
+                continue
+            forecast = forecaster.forecast(
+                context, protocol.horizon, protocol.num_samples, key=key
+            )
+            _check_forecast(forecast, name, protocol, len(columns))
+            window = Window(
+                forecast=forecast,
+                observed=observed,
+                history=history,
+                season=protocol.season,
+                quantile_levels=protocol.quantile_levels,
+                lyapunov_exponent=lyapunov,
+                dt=dt,
+                vpt_threshold=protocol.vpt_threshold,
+            )
+            row = {
+                "model": name,
+                "asset": asset,
+                "origin": first_target,
+                "window_class": window_class,
+            }
+            row.update({metric: fn(window) for metric, fn in scores.items()})
+            rows.append(row)
+            if window_class == "fresh" and name not in examples:
+                examples[name] = Example(
+                    model=name, asset=asset, window_class=window_class,
+                    history=part.iloc[max(0, origin - 5 * protocol.horizon) : origin],
+                    truth=part.iloc[origin : origin + protocol.horizon],
+                    forecast=Forecast(
+                        forecast.samples, forecast.columns, asset=asset,
+                        timestamps=part["timestamp"].iloc[origin : origin + protocol.horizon].tolist(),
+                    ),
+                )
+    table = pd.DataFrame(rows, columns=["model", "asset", "origin", "window_class", *scores])
+    return Results(
+        dataset=str(frame.attrs.get("name", "frame")),
+        kind=kind,
+        protocol=protocol,
+        scores=table,
+        metric_names=list(scores),
+        models=list(named),
+        cutoff=cutoff,
+        n_embargoed=embargoed,
+        examples=list(examples.values()),
+    )
+
+
+def _windows(frame: pd.DataFrame, protocol: Protocol):
+    """(asset index, asset, asset frame, origin row) for every scored origin."""
+    step = protocol.step or protocol.horizon
+    for asset_index, (asset, part) in enumerate(split_assets(frame).items()):
+        n_obs = len(part)
+        if n_obs < protocol.min_context + protocol.horizon:
+            continue
+        origins = [
+            int(test[0])
+            for _, test in walk_forward(
+                n_obs, protocol.horizon, step=step, min_train_size=protocol.min_context
+            )
+        ]
+        if protocol.max_windows is not None and len(origins) > protocol.max_windows:
+            keep = np.linspace(0, len(origins) - 1, protocol.max_windows).round().astype(int)
+            origins = [origins[i] for i in np.unique(keep)]
+        for origin in origins:
+            yield asset_index, asset, part, origin
+
+
+def _check_forecast(forecast: Forecast, name: str, protocol: Protocol, channels: int) -> None:
+    expected = (protocol.num_samples, protocol.horizon, channels)
+    if forecast.samples.shape != expected:
+        raise ValueError(
+            f"forecaster {name!r} returned samples of shape {forecast.samples.shape}, "
+            f"expected {expected} (samples, horizon, channels)"
+        )
+    if not np.isfinite(forecast.samples).all():
+        raise ValueError(f"forecaster {name!r} returned non-finite samples")
+
+
+def fit_through(
+    forecasters: Mapping[str, AbstractForecaster], frame: pd.DataFrame, cutoff: Any, embargo: int = 0
+) -> pd.DataFrame:
+    """Fit every forecaster on the rows at or before ``cutoff`` (a TimeFence); return them."""
+    from chaosfm.data import TimeFence
+
+    fence = TimeFence(cutoff, embargo)
+    train = fence.train(frame)
+    if len(train) == 0:
+        raise ValueError(f"no rows at or before the cutoff {cutoff!s}: nothing to fit on")
+    train.attrs = dict(frame.attrs)
+    for forecaster in progress(list(forecasters.values()), "fitting"):
+        fence.check(train, f"{forecaster.name}.fit")
+        forecaster.fit(train)
+    return train
+
+
+def nan_to_none(value: Any) -> Any:
+    """JSON has no NaN: write null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [nan_to_none(v) for v in value]
+    return value

@@ -1,0 +1,114 @@
+"""Window scores: one shared signature, ``score(window) -> float``, used by ``evaluate``.
+
+Each entry adapts a stateless metric from ``_metrics`` to a scored window: the forecast, what was
+observed, and the history at or before the window's origin (never after it), so a scale such as
+MASE's denominator or the attractor's spread for VPT comes only from data the forecaster could see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from chaosfm.evaluate._forecast import Forecast
+from chaosfm.evaluate import _metrics as m
+
+
+@dataclass(frozen=True)
+class Window:
+    """One scored forecast. Shapes: observed ``(H, C)``, history ``(T, C)``."""
+
+    forecast: Forecast
+    observed: np.ndarray
+    history: np.ndarray
+    season: int = 1
+    quantile_levels: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    lyapunov_exponent: float | None = None
+    dt: float = 1.0
+    vpt_threshold: float = 0.4
+
+
+Score = Callable[[Window], float]
+
+
+def _crps(w: Window) -> float:
+    return float(np.mean(m.crps(w.forecast.samples, w.observed)))
+
+
+def _wql(w: Window) -> float:
+    levels = list(w.quantile_levels)
+    return float(m.wql(w.forecast.quantile(levels), w.observed, levels))
+
+
+def _mase(w: Window) -> float:
+    try:
+        return float(m.mase(w.forecast.median(), w.observed, w.history, season=w.season))
+    except ValueError:
+        # A history too short, or constant, has no scale: no score rather than an invented one.
+        return float("nan")
+
+
+def _coverage_80(w: Window) -> float:
+    return float(m.coverage(w.forecast.samples, w.observed, level=0.8))
+
+
+def _smape(w: Window) -> float:
+    return float(m.smape(w.forecast.median(), w.observed))
+
+
+def _rmse(w: Window) -> float:
+    return float(m.rmse(w.forecast.mean(), w.observed))
+
+
+def _mae(w: Window) -> float:
+    return float(m.mae(w.forecast.median(), w.observed))
+
+
+def _directional(w: Window) -> float:
+    last = np.broadcast_to(w.history[-1], w.observed.shape)
+    return float(m.directional_accuracy(w.forecast.median(), w.observed, last))
+
+
+def _vpt(w: Window) -> float:
+    if w.lyapunov_exponent is None:
+        return float("nan")
+    scale = w.history.std(axis=0)
+    return float(
+        m.valid_prediction_time(
+            w.forecast.median(), w.observed, w.lyapunov_exponent, w.vpt_threshold,
+            dt=w.dt, scale=scale,
+        )
+    )
+
+
+SCORES: dict[str, Score] = {
+    "crps": _crps,
+    "wql": _wql,
+    "mase": _mase,
+    "coverage_80": _coverage_80,
+    "smape": _smape,
+    "rmse": _rmse,
+    "mae": _mae,
+    "directional_accuracy": _directional,
+    "valid_prediction_time": _vpt,
+}
+
+HIGHER_IS_BETTER = {"directional_accuracy", "valid_prediction_time"}
+"""Every other score is a loss, except ``coverage_80`` whose target is 0.8."""
+
+DEFAULT_SCORES = {
+    "market": ("crps", "mase", "coverage_80", "wql", "smape", "rmse", "mae", "directional_accuracy"),
+    "trajectory": ("valid_prediction_time", "smape", "crps", "mase", "coverage_80", "rmse", "mae"),
+}
+
+
+def resolve_scores(names: Any, kind: str) -> dict[str, Score]:
+    """The scores named (or the defaults for the frame kind), with a clear error for a typo."""
+    chosen = DEFAULT_SCORES[kind] if names is None else tuple(names)
+    unknown = [n for n in chosen if n not in SCORES]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(SCORES)}")
+    return {name: SCORES[name] for name in chosen}

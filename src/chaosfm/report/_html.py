@@ -1,0 +1,135 @@
+"""One self-contained ``report.html``: data, fan charts, scores per class, the leakage gap."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from chaosfm import __version__
+from chaosfm._artifacts import atomic_write_text, machine
+from chaosfm.report import _plots
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
+th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right}
+th{background:#f4f4f4}td.name{text-align:left;font-weight:600}
+.best{background:#e3f2e1}.note{color:#555;font-size:.9em}img{max-width:100%}
+"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _class_table(models: Mapping[str, Any], window_class: str, metrics: Sequence[str],
+                 higher: set[str]) -> str:
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    best: dict[str, float] = {}
+    for metric in metrics:
+        values = [m[window_class].get(metric) for m in models.values()]
+        values = [v for v in values if v is not None]
+        if values:
+            if metric == "coverage_80":
+                best[metric] = min(values, key=lambda v: abs(v - 0.8))
+            else:
+                best[metric] = max(values) if metric in higher else min(values)
+    body = []
+    for name, summary in models.items():
+        entry = summary[window_class]
+        cells = []
+        for metric in metrics:
+            value = entry.get(metric)
+            mark = ' class="best"' if value is not None and value == best.get(metric) else ""
+            cells.append(f"<td{mark}>{_fmt(value)}</td>")
+        body.append(f'<tr><td class="name">{html.escape(name)}</td><td>{entry["n_windows"]}</td>{"".join(cells)}</tr>')
+    return f"<table><tr><th>model</th><th>windows</th>{head}</tr>{''.join(body)}</table>"
+
+
+def _gap_table(models: Mapping[str, Any], metrics: Sequence[str]) -> str:
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    body = []
+    for name, summary in models.items():
+        cells = []
+        for metric in metrics:
+            gap = summary["leakage_gap"][metric]
+            if gap["value"] is None:
+                cells.append("<td>–</td>")
+            else:
+                cells.append(f"<td>{gap['value']:.4g} [{gap['ci_low']:.4g}, {gap['ci_high']:.4g}]</td>")
+        body.append(f'<tr><td class="name">{html.escape(name)}</td>{"".join(cells)}</tr>')
+    return f"<table><tr><th>model</th>{head}</tr>{''.join(body)}</table>"
+
+
+def dataset_section(name: str, frame: pd.DataFrame, results: Any, columns: Sequence[str]) -> str:
+    """The report section of one dataset."""
+    entry = results.to_dict()
+    models = entry["models"]
+    metrics = results.metric_names
+    higher = set(entry["higher_is_better"])
+    cutoff = results.cutoff
+    parts = [f"<h2>{html.escape(name)}</h2>"]
+    attrs = frame.attrs
+    facts = [f"{len(frame):,} rows", f"{frame['asset'].nunique()} asset(s)",
+             f"{frame['timestamp'].min()} to {frame['timestamp'].max()}"]
+    if attrs.get("source"):
+        facts.append(f"source: {html.escape(str(attrs['source']))} ({html.escape(str(attrs.get('licence')))})")
+    if attrs.get("lyapunov_exponent"):
+        facts.append(f"largest Lyapunov exponent {attrs['lyapunov_exponent']:.4g} (measured)")
+    parts.append(f'<p class="note">{"; ".join(facts)}. Cutoff {_fmt(str(cutoff))}, embargo '
+                 f'{entry["embargo"]} observations, horizon {entry["horizon"]}, '
+                 f'{entry["num_samples"]} samples per forecast.</p>')
+    parts.append(_img(_plots.data_plot(frame, columns, cutoff, f"{name}: target series"), "data"))
+    if results.examples:
+        parts.append("<h3>Forecasts on a fresh window</h3>")
+        parts.append(_img(_plots.fan_chart(results.examples), "fan chart"))
+    for window_class in ("fresh", "within_pretrain", "in_sample"):
+        parts.append(f"<h3>Scores: {window_class}</h3>")
+        parts.append(_class_table(models, window_class, metrics, higher))
+    parts.append(
+        "<h3>Leakage gap (fresh − within_pretrain), 95% bootstrap interval</h3>"
+        '<p class="note">A dash means one of the two classes has fewer than two windows: the gap is '
+        "not estimable, and is not filled in. Baselines have no upstream artifacts, so every window "
+        "they did not fit on is fresh or embargoed.</p>"
+    )
+    parts.append(_gap_table(models, metrics))
+    headline = metrics[0]
+    if len(results.scores):
+        parts.append(f"<h3>{html.escape(headline)} per window over time</h3>")
+        parts.append(_img(_plots.scores_over_time(results.scores, headline), "scores over time"))
+    return "\n".join(parts)
+
+
+def write_report(path: str | os.PathLike[str], title: str, sections: Sequence[str],
+                 intro: str = "") -> Path:
+    """Write the self-contained HTML report (plots embedded as PNG)."""
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    box = machine()
+    document = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_STYLE}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="note">chaosfm {__version__}, {when}, on {html.escape(str(box['platform']))} with
+{box['cpu_count']} CPU core(s). Windows are classified from what each model and its upstream
+artifacts saw (<code>trained_through</code>): <b>in_sample</b> (the model fitted on it),
+<b>within_pretrain</b> (an upstream artifact saw it), <b>fresh</b> (nothing saw it, after the
+embargo).</p>
+{intro}
+{''.join(sections)}
+</body></html>"""
+    return atomic_write_text(path, document)

@@ -1,0 +1,87 @@
+"""Figures for reports, rendered off-screen (Agg) and returned as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+CLASS_COLOURS = {"in_sample": "#9e9e9e", "within_pretrain": "#e69f00", "fresh": "#0072b2"}
+
+
+def to_png(figure: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def data_plot(frame: pd.DataFrame, columns: Sequence[str], cutoff: Any, title: str) -> bytes:
+    """The target series of every asset with the fitting cutoff marked."""
+    figure, axis = plt.subplots(figsize=(10, 3.2))
+    for asset, part in frame.groupby("asset", sort=False):
+        for column in columns[:3]:
+            label = f"{asset} {column}" if len(columns) > 1 or frame["asset"].nunique() > 1 else column
+            axis.plot(part["timestamp"], part[column], linewidth=0.7, label=label)
+    if cutoff is not None:
+        axis.axvline(cutoff, color="black", linestyle="--", linewidth=1)
+        axis.annotate(" cutoff: fitted before, scored after", (cutoff, 1.0), xycoords=("data", "axes fraction"),
+                      va="top", fontsize=8)
+    if frame_kind_is_market(columns):
+        axis.set_yscale("log")
+    axis.set_title(title)
+    axis.legend(fontsize=7, loc="upper left")
+    return to_png(figure)
+
+
+def frame_kind_is_market(columns: Sequence[str]) -> bool:
+    return list(columns) == ["close"]
+
+
+def fan_chart(examples: Sequence[Any], column: int = 0) -> bytes:
+    """History, truth and the forecast's 10-90% and 25-75% bands, one panel per model."""
+    count = max(1, len(examples))
+    cols = min(count, 3)
+    rows = int(np.ceil(count / cols))
+    figure, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for axis in axes.ravel()[count:]:
+        axis.set_visible(False)
+    for axis, example in zip(axes.ravel(), examples):
+        name = example.forecast.columns[column]
+        steps = np.arange(1, example.forecast.horizon + 1)
+        history = example.history[name].to_numpy()
+        axis.plot(np.arange(-len(history) + 1, 1), history, color="black", linewidth=0.9, label="history")
+        axis.plot(steps, example.truth[name].to_numpy(), color="black", linestyle=":", label="truth")
+        q = example.forecast.quantile([0.1, 0.25, 0.5, 0.75, 0.9])[:, :, column]
+        axis.fill_between(steps, q[0], q[4], alpha=0.2, color="#0072b2", label="10-90%")
+        axis.fill_between(steps, q[1], q[3], alpha=0.35, color="#0072b2", label="25-75%")
+        axis.plot(steps, q[2], color="#0072b2", label="median")
+        axis.set_title(f"{example.model} ({example.asset}, {example.window_class})", fontsize=9)
+        axis.tick_params(labelsize=7)
+    axes.ravel()[0].legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    return to_png(figure)
+
+
+def scores_over_time(scores: pd.DataFrame, metric: str) -> bytes:
+    """A window's score against its origin, coloured by protocol class, one line per model."""
+    figure, axis = plt.subplots(figsize=(10, 3.2))
+    for model, part in scores.groupby("model", sort=False):
+        part = part.sort_values("origin")
+        axis.plot(part["origin"], part[metric].rolling(5, min_periods=1).mean(), linewidth=0.9, label=model)
+    for window_class, colour in CLASS_COLOURS.items():
+        part = scores[scores["window_class"] == window_class]
+        if len(part):
+            axis.axvspan(part["origin"].min(), part["origin"].max(), color=colour, alpha=0.08)
+            axis.annotate(window_class, (part["origin"].min(), 1.0), xycoords=("data", "axes fraction"),
+                          va="top", fontsize=8, color=colour)
+    axis.set_ylabel(f"{metric} (rolling mean of 5 windows)")
+    axis.legend(fontsize=7)
+    return to_png(figure)

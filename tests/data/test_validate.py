@@ -1,0 +1,176 @@
+"""Validation: each rule broken once is named with its row; malformed frames raise only DataError."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import pandas as hpd
+
+from chaosfm.data import (
+    CandleShapeError,
+    DataError,
+    EmptyDataError,
+    MissingColumnError,
+    NegativeVolumeError,
+    NonFiniteError,
+    NonNumericError,
+    NonPositivePriceError,
+    TimestampOrderError,
+    validate,
+)
+
+
+def candles(n=6, asset="a"):
+    close = 100 + np.arange(n, dtype=float)
+    return pd.DataFrame(
+        {
+            "asset": asset,
+            "timestamp": pd.date_range("2020-01-01", periods=n, freq="D"),
+            "open": close - 0.5,
+            "high": close + 1.0,
+            "low": close - 1.0,
+            "close": close,
+            "volume": np.full(n, 1000.0),
+        }
+    )
+
+
+def test_valid_frame_passes_and_is_canonical():
+    frame = validate(candles())
+    assert list(frame.columns[:7]) == ["asset", "timestamp", "open", "high", "low", "close", "volume"]
+    assert frame["close"].dtype == np.float64
+    assert frame.attrs["kind"] == "market"
+
+
+def broken(rule):
+    frame = candles()
+    if rule == "nan":
+        frame.loc[3, "close"] = np.nan
+    elif rule == "inf":
+        frame.loc[3, "volume"] = np.inf
+    elif rule == "nonpositive":
+        frame.loc[3, "low"] = 0.0
+    elif rule == "high":
+        frame.loc[3, "high"] = frame.loc[3, "close"] - 0.1
+    elif rule == "low":
+        frame.loc[3, "low"] = frame.loc[3, "open"] + 0.1
+    elif rule == "volume":
+        frame.loc[3, "volume"] = -1.0
+    elif rule == "duplicate":
+        frame.loc[3, "timestamp"] = frame.loc[2, "timestamp"]
+    elif rule == "unsorted":
+        frame.loc[3, "timestamp"] = frame.loc[0, "timestamp"] - pd.Timedelta(days=1)
+    elif rule == "text":
+        frame["close"] = frame["close"].astype(object)
+        frame.loc[3, "close"] = "abc"
+    return frame
+
+
+@pytest.mark.parametrize(
+    "rule, error, column",
+    [
+        ("nan", NonFiniteError, "close"),
+        ("inf", NonFiniteError, "volume"),
+        ("nonpositive", NonPositivePriceError, "low"),
+        ("high", CandleShapeError, "high"),
+        ("low", CandleShapeError, "low"),
+        ("volume", NegativeVolumeError, "volume"),
+        ("duplicate", TimestampOrderError, "timestamp"),
+        ("unsorted", TimestampOrderError, "timestamp"),
+        ("text", NonNumericError, "close"),
+    ],
+)
+def test_each_rule_names_row_and_rule(rule, error, column):
+    with pytest.raises(error) as raised:
+        validate(broken(rule), "prices.csv", line_offset=2)
+    assert raised.value.row == 3
+    assert raised.value.column == column
+    message = str(raised.value)
+    assert "prices.csv" in message and "row 3" in message and "line 5" in message
+    assert raised.value.rule in message
+
+
+def test_missing_column_and_empty():
+    with pytest.raises(MissingColumnError, match="volume"):
+        validate(candles().drop(columns=["volume"]))
+    with pytest.raises(EmptyDataError):
+        validate(candles().iloc[:0])
+    with pytest.raises(MissingColumnError, match="timestamp"):
+        validate(candles().drop(columns=["timestamp"]))
+
+
+def test_repair_fixes_and_reports():
+    frame = broken("high")
+    frame.loc[1, "close"] = np.nan
+    repaired = validate(frame, repair=True)
+    assert len(repaired) == 5
+    assert (repaired["high"] >= repaired[["open", "close", "low"]].max(axis=1)).all()
+    assert len(repaired.attrs["repairs"]) == 2
+
+
+def test_yahoo_nixtla_chronos_layouts():
+    yahoo = candles().drop(columns=["asset"]).rename(
+        columns={"timestamp": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close",
+                 "volume": "Volume"}
+    )
+    yahoo["Adj Close"] = yahoo["Close"]
+    frame = validate(yahoo, default_asset="spy")
+    assert set(frame["asset"]) == {"spy"} and "adj_close" in frame.columns
+    nixtla = pd.DataFrame({"unique_id": ["u"] * 3, "ds": [1, 2, 3], "y": [0.1, 0.2, 0.3], "extra": 1})
+    frame = validate(nixtla)
+    assert list(frame["x0"]) == [0.1, 0.2, 0.3] and "extra" in frame.columns
+    assert frame.attrs["kind"] == "trajectory"
+    chronos = pd.DataFrame({"item_id": ["i"] * 2, "timestamp": ["2020-01-01", "2020-01-02"], "target": [1.0, 2.0]})
+    assert validate(chronos)["timestamp"].dtype.kind == "M"
+
+
+def test_assets_may_interleave_only_if_each_is_sorted():
+    two = pd.concat([candles(asset="a"), candles(asset="b")], ignore_index=True)
+    assert validate(two)["asset"].tolist() == ["a"] * 6 + ["b"] * 6
+    split = pd.concat([candles(3, "a"), candles(3, "b"), candles(6, "a").iloc[3:]], ignore_index=True)
+    with pytest.raises(TimestampOrderError):
+        validate(split)
+
+
+cells = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**20), 10**20),
+    st.text(max_size=5),
+    st.none(),
+    st.booleans(),
+    st.datetimes(),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    hpd.data_frames(
+        columns=[hpd.column(name, elements=cells) for name in
+                 ("timestamp", "open", "high", "low", "close", "volume")],
+        index=hpd.range_indexes(max_size=6),
+    ),
+    st.lists(st.sampled_from(["timestamp", "open", "high", "low", "close", "volume"]), max_size=2),
+)
+def test_malformed_market_frames_raise_only_data_error(frame, dropped):
+    frame = frame.drop(columns=list(set(dropped)))
+    try:
+        validate(frame, "fuzz.csv", line_offset=2)
+    except DataError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    hpd.data_frames(
+        columns=[hpd.column("asset", elements=st.sampled_from(["a", "b", None])),
+                 hpd.column("ds", elements=cells), hpd.column("y", elements=cells)],
+        index=hpd.range_indexes(max_size=6),
+    )
+)
+def test_malformed_series_frames_raise_only_data_error(frame):
+    try:
+        out = validate(frame)
+    except DataError:
+        return
+    assert np.isfinite(out["x0"].to_numpy()).all()
