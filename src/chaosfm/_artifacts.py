@@ -23,6 +23,15 @@ META = "meta.json"
 _VERSIONED = ("chaosfm", "jax", "jaxlib", "equinox", "optax", "numpy", "pandas", "scipy")
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 class ArtifactError(RuntimeError):
     """A run folder is missing a file, or a file does not match its recorded hash."""
 
@@ -37,6 +46,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode.
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

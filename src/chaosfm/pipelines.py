@@ -68,8 +68,15 @@ class EvaluateConfig(BaseModel):
     title: str = "chaosfm evaluation"
 
 
+DEFAULT_MODELS = {
+    "market": ["random_walk", "garch", "ar", "seasonal_naive", "context_parroting", "last_value"],
+    # A seasonal lag means nothing for a chaotic flow; GARCH needs prices.
+    "trajectory": ["context_parroting", "ar", "random_walk", "last_value"],
+}
+
+
 def _default_models(kind: str) -> list[str]:
-    return [name for name, cls in BASELINES.items() if kind in cls.kinds]
+    return list(DEFAULT_MODELS[kind])
 
 
 def _cutoff(frame: pd.DataFrame, spec: DatasetSpec, config: EvaluateConfig) -> Any:

@@ -1,0 +1,126 @@
+"""The leakage protocol: windows are classified from trained_through records, never by hand."""
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from chaosfm.data import trained_through, validate
+from chaosfm.evaluate import (
+    AbstractForecaster,
+    Forecast,
+    LastValue,
+    Protocol,
+    classify_window,
+    evaluate,
+    fit_through,
+)
+
+
+def series(n=400, assets=("a",), seed=0):
+    rng = np.random.default_rng(seed)
+    parts = []
+    for asset in assets:
+        parts.append(pd.DataFrame({
+            "asset": asset, "timestamp": np.arange(n, dtype=float), "x0": np.cumsum(rng.normal(size=n)),
+        }))
+    return validate(pd.concat(parts, ignore_index=True))
+
+
+class Noisy(AbstractForecaster):
+    """Last value plus Gaussian noise; optionally built on an 'upstream' artifact."""
+
+    name = "noisy"
+
+    def __init__(self, upstream=None):
+        self.upstream = upstream
+
+    def fit(self, frame):
+        self.trained_through = trained_through(frame)
+        return self
+
+    def upstream_trained_through(self):
+        return [self.upstream] if self.upstream else []
+
+    def forecast(self, context, horizon, num_samples, *, key=None):
+        last = context["x0"].to_numpy()[-1]
+        noise = np.asarray(jax.random.normal(key, (num_samples, horizon)))
+        return Forecast(last + noise, ["x0"])
+
+
+def test_classify_window_rules():
+    own = {"a": 10.0}
+    up = [{"a": 20.0}]
+    assert classify_window(5.0, "a", 0, own, up, embargo=3) == "in_sample"
+    assert classify_window(10.0, "a", 0, own, up, embargo=3) == "in_sample"
+    assert classify_window(15.0, "a", 4, own, up, embargo=3) == "within_pretrain"
+    assert classify_window(22.0, "a", 1, own, up, embargo=3) == "embargoed"
+    assert classify_window(24.0, "a", 3, own, up, embargo=3) == "fresh"
+    assert classify_window(1.0, "b", 0, own, up, embargo=3) == "fresh"  # nobody saw asset b
+
+
+def test_classes_follow_trained_through_and_upstream():
+    frame = series()
+    model = Noisy(upstream={"a": 299.0})
+    fit_through({"noisy": model}, frame, cutoff=199.0)
+    protocol = Protocol(horizon=5, num_samples=20, min_context=50, embargo=5, context_length=100)
+    results = evaluate({"noisy": model}, frame, protocol, cutoff=199.0)
+    table = results.scores
+    origins = table.groupby("window_class")["origin"].agg(["min", "max", "count"])
+    assert origins.loc["in_sample", "max"] <= 199.0
+    assert origins.loc["within_pretrain", "min"] > 199.0 and origins.loc["within_pretrain", "max"] <= 299.0
+    assert origins.loc["fresh", "min"] >= 300.0 + 5
+    summary = results.summary()["noisy"]
+    assert summary["n_embargoed"] == 1  # origin 300: right after what the upstream saw
+    gap = summary["leakage_gap"]["crps"]
+    fresh, within = summary["fresh"]["crps"], summary["within_pretrain"]["crps"]
+    assert gap["value"] == pytest.approx(fresh - within)
+    assert gap["ci_low"] <= gap["value"] <= gap["ci_high"]
+
+
+def test_empty_class_is_reported_not_omitted():
+    frame = series()
+    model = LastValue()
+    fit_through({"last_value": model}, frame, cutoff=199.0)
+    results = evaluate([model], frame, Protocol(horizon=5, num_samples=1, min_context=50))
+    entry = results.to_dict()["models"]["last_value"]
+    assert entry["within_pretrain"]["n_windows"] == 0
+    assert entry["within_pretrain"]["crps"] is None
+    assert entry["leakage_gap"]["crps"] == {"value": None, "ci_low": None, "ci_high": None}
+
+
+def test_future_rows_never_change_earlier_scores():
+    frame = series(seed=1)
+    changed = frame.copy()
+    changed.loc[changed["timestamp"] > 250, "x0"] += 100.0
+    protocol = Protocol(horizon=5, num_samples=16, min_context=50, context_length=80)
+    scores = []
+    for data in (frame, changed):
+        model = Noisy()
+        fit_through({"noisy": model}, data, cutoff=150.0)
+        table = evaluate([model], data, protocol).scores
+        scores.append(table[table["origin"] + protocol.horizon - 1 <= 250].reset_index(drop=True))
+    pd.testing.assert_frame_equal(scores[0], scores[1])
+
+
+def test_unfitted_and_misshapen_forecasters_are_refused():
+    frame = series()
+    with pytest.raises(ValueError, match="not fitted"):
+        evaluate([Noisy()], frame)
+
+    class Wrong(Noisy):
+        def forecast(self, context, horizon, num_samples, *, key=None):
+            return Forecast(np.zeros((num_samples, horizon + 1)), ["x0"])
+
+    model = Wrong().fit(frame.iloc[:100])
+    with pytest.raises(ValueError, match="expected"):
+        evaluate([model], frame, Protocol(horizon=5, num_samples=4, min_context=50))
+
+
+def test_multi_asset_windows_use_each_assets_own_record():
+    frame = series(assets=("a", "b"))
+    model = Noisy()
+    model.fit(frame[frame["asset"] == "a"].iloc[:200])
+    results = evaluate([model], frame, Protocol(horizon=5, num_samples=8, min_context=50, embargo=0))
+    b = results.scores[results.scores["asset"] == "b"]
+    assert set(b["window_class"]) == {"fresh"}

@@ -1,0 +1,70 @@
+"""The command line: exit codes, one-line errors, and the demo end to end."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from chaosfm.cli import main
+
+
+def write_candles(path, broken=None):
+    frame = pd.DataFrame({
+        "Date": pd.date_range("2021-01-01", periods=5, freq="D").strftime("%Y-%m-%d"),
+        "Open": [10.0, 11, 12, 13, 14], "High": [11.0, 12, 13, 14, 15],
+        "Low": [9.0, 10, 11, 12, 13], "Close": [10.5, 11.5, 12.5, 13.5, 14.5],
+        "Volume": [100.0, 100, 100, 100, 100],
+    })
+    if broken == "high":
+        frame.loc[2, "High"] = 12.0
+    if broken == "volume":
+        frame.loc[4, "Volume"] = -5.0
+    frame.to_csv(path, index=False)
+
+
+def test_data_check_exit_codes(tmp_path, capsys):
+    good = tmp_path / "good.csv"
+    write_candles(good)
+    assert main(["data", "check", str(good)]) == 0
+    bad = tmp_path / "bad.csv"
+    write_candles(bad, broken="high")
+    assert main(["data", "check", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.csv" in err[0] and "row 2 (line 4)" in err[0] and "high" in err[0]
+    write_candles(bad, broken="volume")
+    assert main(["data", "check", str(bad)]) == 2
+    assert "volume >= 0" in capsys.readouterr().err
+
+
+def test_usage_and_config_errors_exit_2(tmp_path, capsys):
+    assert main(["no-such-command"]) == 2
+    assert main(["evaluate", "--data", "sp500", "--models", "oracle"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert main(["evaluate"]) == 2
+
+
+def test_debug_shows_trace(tmp_path, capsys):
+    assert main(["--debug", "data", "check", str(tmp_path / "missing.csv")]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_fast_writes_metrics_and_report(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--fast", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["datasets"]) == {"sp500", "lorenz63"}
+    sp500 = metrics["datasets"]["sp500"]
+    assert sp500["cutoff"].startswith("2014-12-31") and isinstance(sp500["embargo"], int)
+    for model, entry in sp500["models"].items():
+        for window_class in ("in_sample", "within_pretrain", "fresh"):
+            assert {"crps", "mase", "coverage_80", "n_windows"} <= set(entry[window_class])
+        assert set(entry["leakage_gap"]["crps"]) == {"value", "ci_low", "ci_high"}
+        assert entry["fresh"]["n_windows"] > 10
+    lorenz = metrics["datasets"]["lorenz63"]["models"]
+    for entry in lorenz.values():
+        assert {"valid_prediction_time", "smape", "crps"} <= set(entry["fresh"])
+    assert (lorenz["context_parroting"]["fresh"]["valid_prediction_time"]
+            > lorenz["last_value"]["fresh"]["valid_prediction_time"])
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64") >= 4 and "leakage gap" in html.lower()
