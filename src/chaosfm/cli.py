@@ -16,7 +16,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# Tables are wider than 80 columns; when output goes to a file or pipe, do not squeeze them.
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 class UsageError(Exception):

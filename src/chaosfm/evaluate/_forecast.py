@@ -25,6 +25,9 @@ class Forecast:
         columns: the C target column names.
         asset: the asset forecast, when known.
         timestamps: the H target timestamps, when known (the evaluator sets them).
+        point: the forecaster's own point forecast ``(H, C)``, when it has one that is not a
+            statistic of the samples (context parroting's best match); point scores (MASE,
+            sMAPE, MAE, VPT, direction) use :meth:`point_forecast`, the sample median otherwise.
     """
 
     def __init__(
@@ -34,6 +37,7 @@ class Forecast:
         *,
         asset: str | None = None,
         timestamps: Sequence[Any] | None = None,
+        point: Any = None,
     ):
         array = np.asarray(samples, dtype=np.float64)
         if array.ndim == 2:
@@ -49,7 +53,10 @@ class Forecast:
             raise ValueError(f"{len(columns)} column names for {array.shape[2]} channels")
         if timestamps is not None and len(timestamps) != array.shape[1]:
             raise ValueError(f"{len(timestamps)} timestamps for a horizon of {array.shape[1]}")
+        if point is not None:
+            point = np.asarray(point, dtype=np.float64).reshape(array.shape[1:])
         self.samples = array
+        self.point = point
         self.columns = list(columns)
         self.asset = asset
         self.timestamps = None if timestamps is None else list(timestamps)
@@ -76,6 +83,10 @@ class Forecast:
     def median(self) -> np.ndarray:
         """Sample median, ``(H, C)``."""
         return np.median(self.samples, axis=0)
+
+    def point_forecast(self) -> np.ndarray:
+        """The point forecast, ``(H, C)``: the forecaster's own if it gave one, else the median."""
+        return self.median() if self.point is None else self.point
 
     def to_frame(self, quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> pd.DataFrame:
         """Long frame: ``asset, step, timestamp, column, mean, q0.1, ...`` (one row per step and column)."""

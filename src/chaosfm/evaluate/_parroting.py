@@ -189,7 +189,8 @@ class ContextParroting(AbstractForecaster):
             samples = values[-1] * np.exp(np.cumsum(paths, axis=1))
         else:
             samples = parrot(values, horizon, num_samples, self.motif_length, self.min_separation)
-        return Forecast(samples, self._columns, asset=asset)
+        # The best match is the parroting forecast proper; the others show its ambiguity.
+        return Forecast(samples, self._columns, asset=asset, point=samples[0])
 
 
 BASELINES[ContextParroting.name] = ContextParroting

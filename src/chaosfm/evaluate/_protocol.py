@@ -275,6 +275,7 @@ def evaluate(
                     forecast=Forecast(
                         forecast.samples, forecast.columns, asset=asset,
                         timestamps=part["timestamp"].iloc[origin : origin + protocol.horizon].tolist(),
+                        point=forecast.point,
                     ),
                 )
     table = pd.DataFrame(rows, columns=["model", "asset", "origin", "window_class", *scores])

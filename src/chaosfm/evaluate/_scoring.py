@@ -45,7 +45,7 @@ def _wql(w: Window) -> float:
 
 def _mase(w: Window) -> float:
     try:
-        return float(m.mase(w.forecast.median(), w.observed, w.history, season=w.season))
+        return float(m.mase(w.forecast.point_forecast(), w.observed, w.history, season=w.season))
     except ValueError:
         # A history too short, or constant, has no scale: no score rather than an invented one.
         return float("nan")
@@ -56,20 +56,20 @@ def _coverage_80(w: Window) -> float:
 
 
 def _smape(w: Window) -> float:
-    return float(m.smape(w.forecast.median(), w.observed))
+    return float(m.smape(w.forecast.point_forecast(), w.observed))
 
 
 def _rmse(w: Window) -> float:
-    return float(m.rmse(w.forecast.mean(), w.observed))
+    return float(m.rmse(w.forecast.point_forecast(), w.observed))
 
 
 def _mae(w: Window) -> float:
-    return float(m.mae(w.forecast.median(), w.observed))
+    return float(m.mae(w.forecast.point_forecast(), w.observed))
 
 
 def _directional(w: Window) -> float:
     last = np.broadcast_to(w.history[-1], w.observed.shape)
-    return float(m.directional_accuracy(w.forecast.median(), w.observed, last))
+    return float(m.directional_accuracy(w.forecast.point_forecast(), w.observed, last))
 
 
 def _vpt(w: Window) -> float:
@@ -78,7 +78,7 @@ def _vpt(w: Window) -> float:
     scale = w.history.std(axis=0)
     return float(
         m.valid_prediction_time(
-            w.forecast.median(), w.observed, w.lyapunov_exponent, w.vpt_threshold,
+            w.forecast.point_forecast(), w.observed, w.lyapunov_exponent, w.vpt_threshold,
             dt=w.dt, scale=scale,
         )
     )
