@@ -1,5 +1,11 @@
 """Loading, validating and featurising market data and chaotic trajectories."""
 
+from chaosfm.data._chaos import (
+    SYSTEMS,
+    ChaoticSystem,
+    chaotic_system,
+    largest_lyapunov_exponent,
+)
 from chaosfm.data._errors import (
     CandleShapeError,
     DataError,
@@ -14,6 +20,7 @@ from chaosfm.data._errors import (
     TimestampOrderError,
     UnknownDatasetError,
 )
+from chaosfm.data._features import FEATURE_COLUMNS, candle_features, symlog, warmup_rows
 from chaosfm.data._fence import (
     TimeFence,
     TrainedThrough,
@@ -32,10 +39,14 @@ from chaosfm.data._frame import (
     target_columns,
     validate,
 )
+from chaosfm.data._load import builtin_names, datasets, describe, load, read_file
 
 __all__ = [
+    "FEATURE_COLUMNS",
     "MARKET_COLUMNS",
+    "SYSTEMS",
     "CandleShapeError",
+    "ChaoticSystem",
     "DataError",
     "EmptyDataError",
     "FileFormatError",
@@ -50,14 +61,24 @@ __all__ = [
     "TrainedThrough",
     "UnknownDatasetError",
     "assets",
+    "builtin_names",
+    "candle_features",
     "canonical_columns",
+    "chaotic_system",
+    "datasets",
+    "describe",
     "frame_kind",
+    "largest_lyapunov_exponent",
+    "load",
     "merge_trained_through",
+    "read_file",
     "split_assets",
     "state_columns",
+    "symlog",
     "target_columns",
     "trained_through",
     "trained_through_from_json",
     "trained_through_to_json",
     "validate",
+    "warmup_rows",
 ]

@@ -160,15 +160,24 @@ def read_file(path: Path) -> tuple[pd.DataFrame, int | None]:
 
 
 def datasets() -> pd.DataFrame:
-    """The built-in datasets: name, kind, rows, start, end, frequency, source, licence."""
-    rows = []
-    for name in MARKET:
-        frame = load(name)
-        rows.append(_describe(name, frame))
-    chaos = _chaos()
-    for name in chaos.SYSTEMS:
-        frame = load(name)
-        rows.append(_describe(name, frame))
+    """The built-in datasets: name, kind, rows, start, end, frequency, source, licence.
+
+    Chaotic systems are described from their defaults without integrating them.
+    """
+    rows = [_describe(name, load(name)) for name in MARKET]
+    for name, system in _chaos().SYSTEMS.items():
+        step = 1 if system.kind == "map" else system.dt
+        rows.append({
+            "name": name,
+            "kind": "trajectory",
+            "rows": system.length,
+            "start": 0,
+            "end": (system.length - 1) * step,
+            "frequency": "1 iteration" if system.kind == "map" else f"dt={system.dt:g}",
+            "source": f"generated ({'diffrax' if system.kind == 'flow' else 'chaosfm'}): "
+            f"{system.description.split(':')[0]}",
+            "licence": "generated",
+        })
     return pd.DataFrame(rows)
 
 
@@ -178,12 +187,19 @@ def _describe(name: str, frame: pd.DataFrame) -> dict[str, Any]:
         "name": name,
         "kind": attrs.get("kind"),
         "rows": len(frame),
-        "start": frame["timestamp"].min(),
-        "end": frame["timestamp"].max(),
+        "start": _day(frame["timestamp"].min()),
+        "end": _day(frame["timestamp"].max()),
         "frequency": attrs.get("frequency", f"dt={attrs.get('dt')}"),
         "source": attrs.get("source"),
         "licence": attrs.get("licence"),
     }
+
+
+def _day(stamp: Any) -> Any:
+    """A midnight timestamp of daily data reads better as a date."""
+    if isinstance(stamp, pd.Timestamp) and stamp == stamp.normalize():
+        return stamp.date().isoformat()
+    return stamp
 
 
 def describe(frame: pd.DataFrame) -> dict[str, Any]:
