@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chaosfm._artifacts import atomic_write_bytes, write_json, write_meta, write_yaml
 from chaosfm._config import ConfigError
-from chaosfm._progress import say
 from chaosfm.data import (
+    DataError,
     frame_kind,
     load,
     merge_trained_through,
@@ -83,13 +83,20 @@ def _cutoff(frame: pd.DataFrame, spec: DatasetSpec, config: EvaluateConfig) -> A
     chosen = spec.cutoff if spec.cutoff is not None else config.cutoff
     first = frame["timestamp"].iloc[0]
     if chosen is not None:
-        return as_timestamp_like(chosen, first)
+        try:
+            return as_timestamp_like(chosen, first)
+        except DataError:
+            what = "dates" if isinstance(first, pd.Timestamp) else "numbers"
+            raise ConfigError(
+                f"dataset {spec.name}: cutoff {chosen!r} cannot be compared with its timestamps, "
+                f"which are {what} (e.g. {first!s}); give each dataset its own cutoff in a config"
+            ) from None
     first_asset = frame[frame["asset"] == frame["asset"].iloc[0]]
     return first_asset["timestamp"].iloc[int(len(first_asset) * config.cutoff_fraction)]
 
 
-def evaluate_dataset(spec: DatasetSpec, config: EvaluateConfig) -> tuple[pd.DataFrame, Results, dict]:
-    """Load, fit through the cutoff, and score one dataset."""
+def prepare_dataset(spec: DatasetSpec, config: EvaluateConfig) -> tuple[pd.DataFrame, Any, list[str]]:
+    """Load a dataset and resolve its cutoff and models, before any slow work starts."""
     frame = load(spec.name, **spec.options)
     kind = frame_kind(frame)
     names = spec.models or config.models or _default_models(kind)
@@ -99,9 +106,25 @@ def evaluate_dataset(spec: DatasetSpec, config: EvaluateConfig) -> tuple[pd.Data
     unsupported = [n for n in names if kind not in BASELINES[n].kinds]
     if unsupported:
         raise ConfigError(f"model(s) {unsupported} do not support {kind} data ({spec.name})")
-    forecasters = {name: make_baseline(name, **config.model_options.get(name, {})) for name in names}
+    for name in names:
+        _make(name, config)  # a bad option fails here, before any slow work
+    return frame, _cutoff(frame, spec, config), names
+
+
+def _make(name: str, config: EvaluateConfig) -> Any:
+    try:
+        return make_baseline(name, **config.model_options.get(name, {}))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"model_options.{name}: {error}") from None
+
+
+def evaluate_dataset(
+    spec: DatasetSpec, config: EvaluateConfig, prepared: tuple[pd.DataFrame, Any, list[str]] | None = None
+) -> tuple[pd.DataFrame, Results, dict]:
+    """Fit through the cutoff and score one dataset."""
+    frame, cutoff, names = prepared or prepare_dataset(spec, config)
+    forecasters = {name: _make(name, config) for name in names}
     protocol = spec.protocol or config.protocol
-    cutoff = _cutoff(frame, spec, config)
     started = time.perf_counter()
     fit_through(forecasters, frame, cutoff, protocol.embargo)
     results = evaluate(forecasters, frame, protocol, cutoff=cutoff)
@@ -119,8 +142,9 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
     sections: list[str] = []
     tables: list[pd.DataFrame] = []
     trained: dict[str, Any] = {}
-    for spec in config.datasets:
-        frame, results, info = evaluate_dataset(spec, config)
+    prepared = [prepare_dataset(spec, config) for spec in config.datasets]
+    for spec, ready in zip(config.datasets, prepared):
+        frame, results, info = evaluate_dataset(spec, config, ready)
         name = results.dataset
         metrics["datasets"][name] = results.to_dict()
         metrics["datasets"][name]["seconds"] = round(info["seconds"], 2)
@@ -135,7 +159,6 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
     atomic_write_bytes(out / "scores.parquet", pd.concat(tables, ignore_index=True).to_parquet(index=False))
     write_report(out / "report.html", config.title, sections)
     write_meta(out, seed=config.protocol.seed, trained_through=trained)
-    say(f"wrote {out / 'metrics.json'}, {out / 'report.html'}")
     return metrics
 
 

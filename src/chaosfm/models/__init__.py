@@ -1,0 +1,49 @@
+"""Strate II sequence models over codes: GPT, Mamba-2 (SSD) with its options, and generation.
+
+Every model reads one stream of codes and returns next-code logits (batch with ``jax.vmap``);
+:func:`generate` samples code paths from any of them.
+"""
+
+from chaosfm.models._base import AbstractCodeModel, count_params, rms_norm
+from chaosfm.models._generate import generate, sample_logits
+from chaosfm.models._gpt import GPT, GPT_SIZES, Attention, GPTConfig, KVMemory, rope
+from chaosfm.models._mamba import (
+    MAMBA_SIZES,
+    Mamba,
+    Mamba2Mixer,
+    MambaConfig,
+    MixerState,
+    ScanCarry,
+    selective_scan,
+    selective_scan_reference,
+)
+from chaosfm.models._registry import MODEL_KINDS, build_model, config_from_json, config_to_json
+from chaosfm.models._ssd import ssd_chunked, ssd_reference
+
+__all__ = [
+    "GPT",
+    "GPT_SIZES",
+    "MAMBA_SIZES",
+    "MODEL_KINDS",
+    "AbstractCodeModel",
+    "Attention",
+    "GPTConfig",
+    "KVMemory",
+    "Mamba",
+    "Mamba2Mixer",
+    "MambaConfig",
+    "MixerState",
+    "ScanCarry",
+    "build_model",
+    "config_from_json",
+    "config_to_json",
+    "count_params",
+    "generate",
+    "rms_norm",
+    "rope",
+    "sample_logits",
+    "selective_scan",
+    "selective_scan_reference",
+    "ssd_chunked",
+    "ssd_reference",
+]

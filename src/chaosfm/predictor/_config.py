@@ -1,0 +1,176 @@
+"""Configuration of the online predictor and of ``chaosfm stream``.
+
+Every model is pydantic with ``extra="forbid"`` (a typo names the key and the allowed keys) and
+``frozen=True`` (a config is hashable, so jitted steps can close over it). Each field carries a
+one-line why.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CusumConfig(_Strict):
+    """One-sided CUSUM on standardised error magnitudes (see ``_cusum.py``)."""
+
+    slack: float = Field(0.5, ge=0.0, description="k: drift allowance per step, in error sigmas")
+    threshold_scale: float = Field(
+        5.0, gt=0.0, description="h in h_t = h * sigma_t * (1 + ln(kappa_t / 3)), in error sigmas"
+    )
+    variance_decay: float = Field(
+        0.005, gt=0.0, lt=1.0, description="EMA weight of a new squared error in sigma_t^2;"
+        " slow, so a shift is detected before sigma absorbs it"
+    )
+    kurtosis_window: int = Field(
+        64, ge=8, description="rolling window of standardised errors for the empirical kurtosis"
+    )
+    kurtosis_floor: float = Field(
+        3.0, gt=1.0, description="kappa is clamped below here, so light tails never lower the bar"
+    )
+    kurtosis_ceiling: float = Field(
+        50.0, gt=3.0, description="kappa is clamped above here: one outlier must not mute CUSUM"
+    )
+    magnitude_clip: float = Field(
+        4.0, gt=0.0, description="|e| / sigma is winsorised here: one outlier alone never alarms"
+    )
+    warmup: int = Field(16, ge=1, description="errors seen before an alarm may fire")
+    initial_sigma: float = Field(1.0, gt=0.0, description="sigma_0 before any error is seen")
+
+
+class HoelderConfig(_Strict):
+    """WTMM Hölder exponent of the signal buffer (see ``_holder.py``)."""
+
+    min_scale: float = Field(2.0, gt=0.0, description="finest CWT scale, in samples")
+    max_scale_fraction: float = Field(
+        0.125, gt=0.0, le=0.5, description="coarsest scale as a fraction of the buffer length"
+    )
+    voices_per_octave: int = Field(4, ge=1, description="scales per octave: dense dyadic grid")
+    cone: float = Field(
+        2.0, gt=0.0, description="Besov constant C: maxima chain inside the cone |b' - b| <= C a"
+    )
+    moments: tuple[float, ...] = Field(
+        (0.5, 1.0, 1.5, 2.0, 2.5, 3.0), min_length=2, description="q grid of the partition function"
+    )
+    moment: float = Field(
+        1.0, description="q at which h = d tau / d q is read off (q = 1: least biased, measured)"
+    )
+    edge_cone: float = Field(
+        1.0, ge=0.0, description="maxima closer than edge_cone * a to either end are ignored"
+    )
+
+
+class StableConfig(_Strict):
+    """Kernel A: alpha-stable Lévy Monte Carlo (see ``_kernel_stable.py``)."""
+
+    num_draws: int = Field(64, ge=8, description="CMS draws per step for the point prediction")
+    min_alpha: float = Field(1.1, gt=0.0, le=2.0, description="alpha is clipped into [min, 2]")
+
+
+class DGMConfig(_Strict):
+    """Kernel B: Deep Galerkin network for a risk-sensitive HJB (see ``_kernel_dgm.py``)."""
+
+    width: int = Field(16, ge=2, description="hidden width of the DGM layers")
+    depth: int = Field(2, ge=1, description="number of DGM (gated) layers")
+    horizon: float = Field(5.0, gt=0.0, description="T: control horizon, in steps")
+    domain: float = Field(4.0, gt=0.0, description="z lives in [-domain, domain] (sigmas)")
+    collocation: int = Field(32, ge=4, description="interior points per online Adam step")
+    learning_rate: float = Field(3e-3, gt=0.0, description="Adam step size")
+    fit_steps: int = Field(300, ge=0, description="Adam steps in fit (warm start)")
+    online_steps: int = Field(1, ge=0, description="Adam steps per predictor update")
+    entropy_grid: int = Field(33, ge=4, description="grid of z for the entropy monitor")
+    collapse_tolerance: float = Field(
+        0.002, gt=0.0, lt=1.0, description="normalised entropy above 1 - this: V is flat (trivial)"
+    )
+
+
+class IMEXConfig(_Strict):
+    """Kernel C: IMEX step for a jump-diffusion density (see ``_kernel_imex.py``)."""
+
+    grid_size: int = Field(
+        64, ge=16, description="points of the increment grid; finer grids stiffen the Jacobi map"
+    )
+    grid_width: float = Field(8.0, gt=0.0, description="grid covers +-width sigmas")
+    substeps: int = Field(4, ge=1, description="IMEX time steps per observation step")
+    jump_threshold: float = Field(3.0, gt=0.0, description="|return| above this many sigmas is a jump")
+    anderson_memory: int = Field(5, ge=1, description="Anderson acceleration history m")
+    fixed_point_iterations: int = Field(
+        16, ge=1, description="Anderson iterations per implicit solve (4e-4 relative, measured)"
+    )
+
+
+class SignatureConfig(_Strict):
+    """Kernel D: log-signature ridge (see ``_kernel_signature.py``)."""
+
+    window: int = Field(8, ge=2, description="increments in the path whose log-signature is taken")
+    depth: int = Field(3, ge=1, le=4, description="log-signature truncation depth")
+    ridge: float = Field(1.0, gt=0.0, description="ridge penalty lambda")
+    forgetting: float = Field(
+        0.995, gt=0.0, le=1.0, description="recursive least squares forgetting factor"
+    )
+
+
+class OrchestratorConfig(_Strict):
+    """Mirror step + entropic OT projection of the kernel weights (see ``_orchestrator.py``)."""
+
+    step_size: float = Field(0.5, gt=0.0, description="tau of the mirror step softmax(log w - tau g)")
+    epsilon: float = Field(0.05, gt=0.0, description="Sinkhorn entropic regularisation")
+    marginal_relaxation: float = Field(
+        1.0, gt=0.0, description="rho of the unbalanced target marginal: the JKO proximity weight"
+    )
+    sinkhorn_threshold: float = Field(1e-3, gt=0.0, description="Sinkhorn marginal error to stop")
+    sinkhorn_max_iterations: int = Field(200, ge=1, description="Sinkhorn iteration cap")
+    sinkhorn_inner_iterations: int = Field(10, ge=1, description="iterations between error checks")
+    weight_floor: float = Field(
+        1e-3, ge=0.0, lt=0.25, description="mixing with uniform so no kernel dies for good"
+    )
+    robust: bool = Field(False, description="Huber loss (delta = 1.35 sigma) instead of MSE")
+
+
+class PredictorConfig(_Strict):
+    """The whole online predictor."""
+
+    buffer_size: int = Field(128, ge=32, description="signal buffer for WTMM and kernel fits")
+    increments: Literal["difference", "log"] = Field(
+        "difference", description="kernels model x_t - x_{t-1} or log(x_t / x_{t-1})"
+    )
+    scale_decay: float = Field(0.03, gt=0.0, lt=1.0, description="EMA weight for increment scale")
+    level_decay: float = Field(0.05, gt=0.0, lt=1.0, description="EMA weight of the level for z")
+    hoelder_threshold: float = Field(
+        0.2, description="Hölder below this trips the circuit breaker (kernel D, Huber)"
+    )
+    warmup: int = Field(32, ge=2, description="observations before kernels and flags are trusted")
+    mode_collapse_steps: int = Field(10, ge=1, description="collapsed DGM steps before the flag")
+    num_samples: int = Field(64, ge=1, description="mixture samples per step (CRPS, intervals)")
+    cusum: CusumConfig = CusumConfig()
+    hoelder: HoelderConfig = HoelderConfig()
+    stable: StableConfig = StableConfig()
+    dgm: DGMConfig = DGMConfig()
+    imex: IMEXConfig = IMEXConfig()
+    signature: SignatureConfig = SignatureConfig()
+    orchestrator: OrchestratorConfig = OrchestratorConfig()
+
+    @model_validator(mode="after")
+    def _fits(self) -> "PredictorConfig":
+        if self.signature.window + 1 > self.buffer_size:
+            raise ValueError("signature.window must be smaller than buffer_size")
+        if self.cusum.kurtosis_window > 4 * self.buffer_size:
+            raise ValueError("cusum.kurtosis_window must be at most 4 * buffer_size")
+        return self
+
+
+class StreamConfig(_Strict):
+    """``chaosfm stream``: what to read and how to run the predictor over it."""
+
+    column: str = Field("close", description="the column streamed from a frame or CSV rows")
+    seed: int = Field(0, description="every PRNG key of the run derives from this")
+    plot: bool = Field(True, description="write telemetry.png")
+    on_bad_line: Literal["raise", "skip"] = Field(
+        "raise", description="NaN/inf/non-numeric input: raise DataError, or record it and skip"
+    )
+    predictor: PredictorConfig = PredictorConfig()

@@ -1,0 +1,167 @@
+"""Orchestrator: kernel weights moved by one JKO step per observation.
+
+A JKO step (Jordan, Kinderlehrer & Otto 1998) minimises ``energy(w) + W_eps(w, w_t) / (2 tau)``.
+It is split here in two, as in mirror-prox schemes for Wasserstein gradient flows (Peyré 2015,
+sec. 3):
+
+1. Mirror (entropic) step on the energy, the loss of the mixed prediction
+   ``E(w) = loss(sum_i w_i p_i - y)`` with ``loss`` the MSE, or the Huber loss with
+   ``delta = 1.35 sigma`` in robust mode: ``w~ = softmax(log w_t - tau grad E(w_t))``.
+2. Entropic OT projection: an unbalanced Sinkhorn problem (``ott-jax``, log domain) from the
+   current weights ``w_t`` (hard marginal) towards ``w~`` (soft marginal, KL weight ``rho``) on
+   the ground cost ``C_ij = (p_i - p_j)^2``. Its second marginal is the new weight vector: mass
+   moves freely between kernels that agree and reluctantly between kernels that disagree.
+
+If Sinkhorn does not converge it is retried with doubled epsilon; if that fails too the weights
+fall back to uniform and ``degraded`` is set. Every output is on the simplex: non-finite inputs
+are neutralised and a final guard falls back to uniform (also ``degraded``).
+
+Circuit breaker: ``emergency`` (Hölder below threshold) puts all weight on kernel D for the
+prediction and switches the loss to Huber; ``alarm`` (CUSUM) resets the weights to uniform.
+Predictions and targets are in standardised units (increments divided by their EMA scale), so
+``sigma = 1`` and ``tau`` is scale-free. Dimension letter: K kernels.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from ott.geometry import geometry
+from ott.problems.linear import linear_problem
+from ott.solvers.linear import sinkhorn
+
+from chaosfm.predictor._config import OrchestratorConfig
+
+HUBER_DELTA = 1.35  # in sigmas: 95% efficiency under Gaussian errors (Huber 1964)
+_GRADIENT_CLIP = 50.0
+
+
+class OrchestratorState(NamedTuple):
+    weights: jax.Array  # (K,) on the simplex
+
+
+class OrchestratorOutput(NamedTuple):
+    weights: jax.Array  # (K,) after the step (before the emergency override)
+    proposal: jax.Array  # (K,) mirror-step proposal
+    free_energy: jax.Array  # entropy of the weights, nats
+    sinkhorn_iterations: jax.Array  # int32, summed over attempts
+    sinkhorn_converged: jax.Array  # bool, some attempt converged
+    degraded: jax.Array  # bool, fell back to uniform
+
+
+def init_orchestrator(num_kernels: int, dtype=jnp.float32) -> OrchestratorState:
+    return OrchestratorState(weights=jnp.full((num_kernels,), 1.0 / num_kernels, dtype))
+
+
+def mixing_weights(state: OrchestratorState, emergency: jax.Array, emergency_kernel: int) -> jax.Array:
+    """Weights used for the next prediction: one-hot on kernel D in an emergency."""
+    one_hot = jax.nn.one_hot(emergency_kernel, state.weights.shape[0], dtype=state.weights.dtype)
+    return jnp.where(emergency, one_hot, state.weights)
+
+
+def energy_gradient(
+    weights: jax.Array, predictions: jax.Array, observed: jax.Array, robust: jax.Array
+) -> jax.Array:
+    """Gradient of the mixed loss in ``w``: ``loss'(w . p - y) p`` (MSE or Huber)."""
+    residual = jnp.dot(weights, predictions) - observed
+    derivative = jnp.where(robust, jnp.clip(residual, -HUBER_DELTA, HUBER_DELTA), residual)
+    return derivative * predictions
+
+
+def entropy(weights: jax.Array) -> jax.Array:
+    return -jnp.sum(jnp.where(weights > 0, weights * jnp.log(jnp.maximum(weights, 1e-30)), 0.0))
+
+
+def _sinkhorn(
+    source: jax.Array, target: jax.Array, cost: jax.Array, epsilon: float, config: OrchestratorConfig
+):
+    # epsilon is a Python float: ott decides balanced vs unbalanced from tau_b at trace time.
+    epsilon = float(epsilon)
+    geom = geometry.Geometry(cost_matrix=cost, epsilon=epsilon)
+    tau_target = config.marginal_relaxation / (config.marginal_relaxation + epsilon)
+    problem = linear_problem.LinearProblem(geom, source, target, tau_a=1.0, tau_b=tau_target)
+    solver = sinkhorn.Sinkhorn(
+        lse_mode=True,
+        threshold=config.sinkhorn_threshold,
+        max_iterations=config.sinkhorn_max_iterations,
+        inner_iterations=min(config.sinkhorn_inner_iterations, config.sinkhorn_max_iterations),
+        min_iterations=0,
+    )
+    # ott broadcasts (K,) against (1, 1) internally; the project's strict rank promotion is
+    # relaxed for the solver only.
+    with jax.numpy_rank_promotion("allow"):
+        out = solver(problem)
+    marginal = jnp.sum(out.matrix, axis=0)
+    ok = out.converged & jnp.all(jnp.isfinite(marginal)) & (jnp.sum(marginal) > 0)
+    return marginal, ok, jnp.asarray(out.n_iters, jnp.int32)
+
+
+def project(
+    weights: jax.Array, proposal: jax.Array, predictions: jax.Array, config: OrchestratorConfig
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Entropic OT projection with retry and fallback.
+
+    Returns:
+        new weights, converged, Sinkhorn iterations, degraded.
+    """
+    count = weights.shape[0]
+    cost = (predictions[:, None] - predictions[None, :]) ** 2
+    # Cost in units of its largest entry (plus one sigma^2): epsilon keeps one meaning.
+    cost = cost / (1.0 + jnp.max(cost))
+    epsilon = config.epsilon
+    first, ok_first, iterations_first = _sinkhorn(weights, proposal, cost, epsilon, config)
+
+    def retry(_):
+        second, ok_second, iterations_second = _sinkhorn(weights, proposal, cost, 2.0 * epsilon, config)
+        return second, ok_second, iterations_first + iterations_second
+
+    marginal, converged, iterations = jax.lax.cond(
+        ok_first, lambda _: (first, ok_first, iterations_first), retry, None
+    )
+    uniform = jnp.full((count,), 1.0 / count, weights.dtype)
+    new = jnp.where(converged, marginal / jnp.sum(marginal), uniform)
+    return new, converged, iterations, ~converged
+
+
+def update_orchestrator(
+    state: OrchestratorState,
+    predictions: jax.Array,
+    observed: jax.Array,
+    *,
+    alarm: jax.Array,
+    emergency: jax.Array,
+    config: OrchestratorConfig,
+) -> tuple[OrchestratorOutput, OrchestratorState]:
+    """One weight step after observing ``observed`` given the kernels' ``(K,)`` predictions of it."""
+    count = state.weights.shape[0]
+    dtype = state.weights.dtype
+    uniform = jnp.full((count,), 1.0 / count, dtype)
+    finite = jnp.isfinite(predictions) & jnp.isfinite(observed)
+    predictions = jnp.where(finite, predictions, 0.0)
+    observed = jnp.where(jnp.isfinite(observed), observed, 0.0)
+    robust = jnp.asarray(config.robust) | emergency
+
+    gradient = energy_gradient(state.weights, predictions, observed, robust)
+    gradient = jnp.clip(jnp.nan_to_num(gradient), -_GRADIENT_CLIP, _GRADIENT_CLIP)
+    log_weights = jnp.log(jnp.maximum(state.weights, 1e-30))
+    proposal = jax.nn.softmax(log_weights - config.step_size * gradient)
+
+    bounded = jnp.clip(predictions, -1e3, 1e3)  # the cost only needs the ordering of scales
+    new, converged, iterations, degraded = project(state.weights, proposal, bounded, config)
+    new = (1.0 - config.weight_floor) * new + config.weight_floor * uniform
+    new = jnp.where(alarm, uniform, new)
+    on_simplex = jnp.all(jnp.isfinite(new)) & jnp.all(new >= 0) & (jnp.abs(jnp.sum(new) - 1.0) < 1e-3)
+    degraded = degraded | ~on_simplex
+    new = jnp.where(on_simplex, new / jnp.sum(new), uniform)
+
+    out = OrchestratorOutput(
+        weights=new,
+        proposal=proposal,
+        free_energy=entropy(new),
+        sinkhorn_iterations=iterations,
+        sinkhorn_converged=converged,
+        degraded=degraded,
+    )
+    return out, OrchestratorState(weights=new)

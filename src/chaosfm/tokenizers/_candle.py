@@ -1,0 +1,484 @@
+"""What FSQ and VQ-VAE share: candle features, normalisation, the optax loop, encode and decode.
+
+Both are autoencoders ``candles -> Encoder -> quantizer -> Decoder -> candles`` around the causal
+CNN of ``_cnn.py``; they differ only in the quantizer, an equinox module with
+
+- ``quantize(z) -> (z_q, codes, aux_loss)``: latents ``(N, D)`` to quantized latents with a
+  straight-through gradient, int32 codes ``(N,)`` and a loss added to the reconstruction loss;
+- ``encode(z) -> codes`` and ``decode(codes) -> z_q``: the same without gradients;
+- ``update(z, codes, *, key, step) -> quantizer``: a new quantizer after a training step (EMA
+  codebook updates and dead-code restarts for VQ-VAE, nothing for FSQ);
+- ``vocab_size``.
+
+Dimension letters: T candles, F features, D latent dimensions, P candles per patch, B windows in
+a batch, W candles per window, N latents.
+
+Features are standardised with the mean and standard deviation of the training rows only; the
+reconstruction loss is the mean squared error in those units, so every feature weighs the same.
+The first rows of an asset, whose features are undefined (no previous close), are left out of
+training and set to the training mean when encoding.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from chaosfm._config import ConfigError
+from chaosfm._progress import progress
+from chaosfm.data import FEATURE_COLUMNS, DataError, TimeFence, candle_features, trained_through
+from chaosfm.data._frame import MARKET_COLUMNS
+from chaosfm.tokenizers._base import (
+    AbstractTokenizer,
+    asset_slices,
+    check_fence,
+    check_frame,
+    check_int,
+    check_positive,
+    fence_from_record,
+    fence_record,
+    read_header,
+    read_leaves,
+    write_tokenizer,
+)
+from chaosfm.tokenizers._cnn import Decoder, Encoder, receptive_field
+
+# Encode pads each series on the right to a multiple of this many codes, so a handful of
+# compiled shapes serve every length (padding on the right cannot change causal outputs).
+_BUCKET = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class CandleConfig:
+    """Network and training settings shared by the FSQ and VQ-VAE tokenizers."""
+
+    features: tuple[str, ...] = ("symlog_return", "body", "upper_wick", "lower_wick", "range")
+    patch: int = 1  # candles per code; 1 gives one code per candle
+    width: int = 32  # encoder channels: 32 keeps encoding above 500k candles/s on 2 CPU cores
+    decoder_width: int = 64  # decoding is off the hot path, and a wider decoder reconstructs better
+    taps: int = 3  # kernel size of each causal convolution
+    dilations: tuple[int, ...] = (1, 2, 4, 8)  # receptive field 1 + 2 * 15 = 31 candles
+    window: int = 128  # candles per training window (at least the receptive field)
+    batch_size: int = 32  # windows per step: 4096 candles, enough to see most codes each step
+    learning_rate: float = 2e-3  # peak of a warm-up + cosine schedule
+    weight_decay: float = 1e-4
+    clip_norm: float = 1.0  # global gradient norm clip; fat-tailed candles make rare huge steps
+
+    def __post_init__(self) -> None:
+        features = tuple(self.features) if not isinstance(self.features, str) else (self.features,)
+        object.__setattr__(self, "features", features)
+        object.__setattr__(self, "dilations", tuple(self.dilations))
+        if not features:
+            raise ConfigError("features must name at least one candle feature")
+        unknown = [f for f in features if f not in FEATURE_COLUMNS]
+        if unknown:
+            raise ConfigError(f"unknown feature(s) {unknown}; known: {', '.join(FEATURE_COLUMNS)}")
+        if len(set(features)) != len(features):
+            raise ConfigError(f"features repeat a name: {list(features)}")
+        check_int(self.patch, "patch", 1)
+        check_int(self.width, "width", 1)
+        check_int(self.decoder_width, "decoder_width", 1)
+        check_int(self.taps, "taps", 1)
+        if not self.dilations:
+            raise ConfigError("dilations must list at least one dilation")
+        for d in self.dilations:
+            check_int(d, "each dilation", 1)
+        check_int(self.window, "window", 1)
+        check_int(self.batch_size, "batch_size", 1)
+        check_positive(self.learning_rate, "learning_rate")
+        check_positive(self.clip_norm, "clip_norm")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.window < self.receptive_field:
+            raise ConfigError(
+                f"window {self.window} is shorter than the encoder's receptive field "
+                f"{self.receptive_field} candles (taps {self.taps}, dilations {list(self.dilations)}); "
+                "lengthen the window or use fewer dilations"
+            )
+        if self.window % self.patch:
+            raise ConfigError(f"window {self.window} must be a multiple of patch {self.patch}")
+
+    @property
+    def receptive_field(self) -> int:
+        """Candles one code sees: the encoder's receptive field plus the rest of its patch."""
+        return receptive_field(self.taps, self.dilations) + self.patch - 1
+
+
+class Networks(eqx.Module):
+    """The trainable half of a candle tokenizer: encoder and decoder."""
+
+    encoder: Encoder
+    decoder: Decoder
+
+
+def _make_networks(config: CandleConfig, latent: int, key: PRNGKeyArray) -> Networks:
+    encoder_key, decoder_key = jax.random.split(key)
+    features = len(config.features)
+    return Networks(
+        encoder=Encoder(
+            features, latent, width=config.width, taps=config.taps, dilations=config.dilations,
+            patch=config.patch, key=encoder_key,
+        ),
+        decoder=Decoder(
+            latent, features, width=config.decoder_width, taps=config.taps,
+            dilations=config.dilations, patch=config.patch, key=decoder_key,
+        ),
+    )
+
+
+def _bucket(length: int, multiple: int) -> int:
+    return max(multiple, int(math.ceil(length / multiple)) * multiple)
+
+
+class AbstractCandleTokenizer(AbstractTokenizer):
+    """A causal CNN autoencoder over candle features with a quantizer in the middle.
+
+    Concrete subclasses set ``name`` and ``config_class`` and implement :meth:`latent_dim`,
+    :meth:`new_quantizer` and :meth:`vocab_size`; everything else lives here.
+
+    Attributes:
+        config: the frozen config (a ``config_class`` instance).
+        trained_through: last timestamp of every asset the fit saw.
+        history: ``{"step", "loss", "mse", "batch_usage"}`` records written during ``fit``.
+    """
+
+    config_class: ClassVar[type[CandleConfig]]
+
+    def __init__(self, config: CandleConfig | None = None, **options: Any):
+        base = config if config is not None else self.config_class()
+        if not isinstance(base, self.config_class):
+            raise ConfigError(
+                f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(base).__name__}"
+            )
+        try:
+            self.config = dataclasses.replace(base, **options) if options else base
+        except TypeError as error:
+            allowed = ", ".join(f.name for f in dataclasses.fields(self.config_class))
+            raise ConfigError(f"{type(self).__name__}: {error}; allowed options: {allowed}") from None
+        self.trained_through = None
+        self.history: list[dict[str, float]] = []
+        self._networks: Networks | None = None
+        self._quantizer: Any = None
+        self._mean: np.ndarray | None = None
+        self._std: np.ndarray | None = None
+        self._encode_jit = eqx.filter_jit(_encode_series)
+        self._decode_jit = eqx.filter_jit(_decode_series)
+
+    # --- what a concrete tokenizer supplies ---------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def latent_dim(self) -> int:
+        """D, the size of one latent vector."""
+
+    @abc.abstractmethod
+    def new_quantizer(self, key: PRNGKeyArray) -> Any:
+        """A fresh, untrained quantizer (see the module docstring for its methods)."""
+
+    # --- common API ------------------------------------------------------------------------------
+
+    @property
+    def special_tokens(self) -> int:
+        return 0
+
+    @property
+    def value_names(self) -> tuple[str, ...]:
+        return self.config.features
+
+    @property
+    def receptive_field(self) -> int:
+        return self.config.receptive_field
+
+    def fit(
+        self,
+        frame: pd.DataFrame,
+        *,
+        key: PRNGKeyArray | None = None,
+        steps: int | None = 2000,
+        fence: TimeFence | None = None,
+    ) -> AbstractCandleTokenizer:
+        """Train encoder, quantizer and decoder on ``frame`` with optax; return self.
+
+        Every call starts from fresh weights drawn from ``key``.
+
+        Args:
+            frame: a validated market frame, every row at or before ``fence``'s cutoff.
+            key: PRNG key for initialisation and window sampling (required).
+            steps: optimiser steps.
+            fence: when given, rows past its cutoff raise :class:`~chaosfm.data.LeakageError`.
+
+        Raises:
+            LeakageError, DataError, ConfigError.
+        """
+        what = f"{type(self).__name__}.fit"
+        if key is None:
+            raise ConfigError(f"{what} needs key=jax.random.key(seed); randomness is never implicit")
+        steps = check_int(2000 if steps is None else steps, "steps", 1)
+        series = self._features_by_asset(frame, what)
+        check_fence(frame, fence, what)
+        data, starts, mean, std = self._training_windows(series, what)
+        init_key, quantizer_key, loop_key = jax.random.split(key, 3)
+        networks = _make_networks(self.config, self.latent_dim, init_key)
+        quantizer = self.new_quantizer(quantizer_key)
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, self.config.learning_rate, max(1, steps // 20), steps,
+            end_value=self.config.learning_rate * 0.05,
+        )
+        optimiser = optax.chain(
+            optax.clip_by_global_norm(self.config.clip_norm),
+            optax.adamw(schedule, weight_decay=self.config.weight_decay),
+        )
+        opt_state = optimiser.init(eqx.filter(networks, eqx.is_array))
+        step_fn = _make_train_step(optimiser, self.config.window, self.config.batch_size)
+        history = []
+        every = max(1, steps // 100)
+        step_keys = jax.random.split(loop_key, steps)
+        for step in progress(range(steps), f"{self.name} fit", total=steps):
+            networks, quantizer, opt_state, stats = step_fn(
+                networks, quantizer, opt_state, data, starts, step_keys[step], jnp.asarray(step)
+            )
+            if step % every == 0 or step == steps - 1:
+                history.append({"step": step, **{k: float(v) for k, v in stats.items()}})
+        if not all(math.isfinite(h["loss"]) for h in history):
+            raise FloatingPointError(f"{what}: the loss became NaN or inf; lower learning_rate")
+        self._networks, self._quantizer = networks, quantizer
+        self._mean, self._std = mean, std
+        self.history = history
+        self.trained_through = trained_through(frame)
+        return self
+
+    def encode(self, frame: pd.DataFrame) -> np.ndarray:
+        """int32 codes ``(codes,)``: each asset's codes in turn, one per patch of candles.
+
+        Patches start at an asset's first row; a trailing incomplete patch gets no code.
+        """
+        series = self._features_by_asset(frame, f"{type(self).__name__}.encode")
+        parts = [self.encode_features(values) for _, _, values in series]
+        return np.concatenate(parts).astype(np.int32)
+
+    def encode_features(self, values: Float[np.ndarray, "T F"]) -> Int[np.ndarray, " codes"]:
+        """int32 codes of one series of raw features ``(T, F)`` (leading NaN rows = warm-up)."""
+        self.require_fitted("encode")
+        x = self._normalised(values, "encode")
+        if x.shape[0] < self.receptive_field:
+            raise DataError(
+                f"encode: {x.shape[0]} candles is shorter than the receptive field "
+                f"{self.receptive_field} of this tokenizer",
+                rule="window >= receptive field",
+            )
+        count = x.shape[0] // self.config.patch
+        padded = np.zeros((_bucket(count, _BUCKET) * self.config.patch, x.shape[1]), np.float32)
+        padded[: x.shape[0]] = x
+        codes = self._encode_jit(self._networks.encoder, self._quantizer, jnp.asarray(padded))
+        return np.asarray(codes[:count], dtype=np.int32)
+
+    def decode(self, codes: Any, **context: Any) -> np.ndarray:
+        """Features ``(codes * P, F)`` in feature units from one series of codes ``(codes,)``,
+        or ``(batch, codes * P, F)`` from ``(batch, codes)``."""
+        self.require_fitted("decode")
+        if context:
+            raise ConfigError(f"{type(self).__name__}.decode takes no context, got {sorted(context)}")
+        array = check_codes(codes, self.vocab_size, 0)
+        if array.ndim == 2:
+            return np.stack([self.decode(row) for row in array])
+        count = array.shape[0]
+        padded = np.zeros(_bucket(count, _BUCKET), np.int32)
+        padded[:count] = array
+        out = self._decode_jit(self._networks.decoder, self._quantizer, jnp.asarray(padded))
+        out = np.asarray(out[: count * self.config.patch], dtype=np.float64)
+        return out * self._std[None, :] + self._mean[None, :]
+
+    def tokens(self, frame: pd.DataFrame) -> pd.DataFrame:
+        series = self._features_by_asset(frame, f"{type(self).__name__}.tokens")
+        parts = []
+        patch = self.config.patch
+        for asset, rows, values in series:
+            codes = self.encode_features(values)
+            last_rows = rows[patch - 1 :: patch][: len(codes)]
+            parts.append(pd.DataFrame({
+                "asset": asset,
+                "timestamp": frame["timestamp"].to_numpy()[last_rows],
+                "code": codes,
+            }))
+        return pd.concat(parts, ignore_index=True)
+
+    def targets(self, frame: pd.DataFrame) -> pd.DataFrame:
+        series = self._features_by_asset(frame, f"{type(self).__name__}.targets")
+        return self._layout(frame, [(rows, values) for _, rows, values in series])
+
+    def reconstruct(self, frame: pd.DataFrame) -> pd.DataFrame:
+        series = self._features_by_asset(frame, f"{type(self).__name__}.reconstruct")
+        laid_out = []
+        for _, rows, values in series:
+            decoded = self.decode(self.encode_features(values))
+            full = np.full_like(values, np.nan)
+            full[: len(decoded)] = decoded
+            laid_out.append((rows, full))
+        return self._layout(frame, laid_out)
+
+    def save(self, directory: str | Path) -> Path:
+        self.require_fitted("save")
+        header = {
+            "kind": self.name,
+            "format": 1,
+            "config": dataclasses.asdict(self.config),
+            "mean": self._mean.tolist(),
+            "std": self._std.tolist(),
+            "trained_through": fence_record(self.trained_through),
+        }
+        return write_tokenizer(directory, header, (self._networks, self._quantizer))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> AbstractCandleTokenizer:
+        header = read_header(directory, cls.name)
+        try:
+            tokenizer = cls(cls.config_class(**header["config"]))
+        except TypeError as error:
+            raise ConfigError(f"{directory}: tokenizer.json has a bad config ({error})") from None
+        key = jax.random.key(0)  # only shapes matter: every leaf is read from model.eqx
+        like = (_make_networks(tokenizer.config, tokenizer.latent_dim, key), tokenizer.new_quantizer(key))
+        tokenizer._networks, tokenizer._quantizer = read_leaves(directory, like)
+        tokenizer._mean = np.asarray(header["mean"], dtype=np.float64)
+        tokenizer._std = np.asarray(header["std"], dtype=np.float64)
+        tokenizer.trained_through = fence_from_record(header["trained_through"])
+        return tokenizer
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _features_by_asset(self, frame: pd.DataFrame, what: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``(asset, row positions, raw features (T, F))`` per asset; NaN only in warm-up rows."""
+        check_frame(frame, MARKET_COLUMNS, what)
+        light = frame[["asset", "timestamp", *MARKET_COLUMNS]].reset_index(drop=True)
+        light.attrs = {}  # candle_features copies attrs at every step; a combined frame's are big
+        features = candle_features(light)[list(self.config.features)].to_numpy(dtype=np.float64)
+        out = []
+        for asset, rows in asset_slices(light):
+            values = features[rows]
+            _warmup_length(values, what, asset)
+            out.append((asset, rows, values))
+        return out
+
+    def _training_windows(self, series, what):
+        window = self.config.window
+        valid = [(asset, values[_warmup_length(values, what, asset):]) for asset, _, values in series]
+        short = [(a, len(v)) for a, v in valid if len(v) < window]
+        if short:
+            raise DataError(
+                f"{what}: asset(s) {', '.join(f'{a} ({n} candles)' for a, n in short)} have fewer "
+                f"candles than one training window ({window}); lower window (at least the receptive "
+                f"field, {self.receptive_field}) or drop the asset",
+                rule="window >= receptive field",
+            )
+        stacked = np.concatenate([v for _, v in valid])
+        mean = stacked.mean(axis=0)
+        std = np.maximum(stacked.std(axis=0), 1e-8)
+        data = ((stacked - mean[None, :]) / std[None, :]).astype(np.float32)
+        starts, offset = [], 0
+        for _, values in valid:
+            starts.append(offset + np.arange(len(values) - window + 1))
+            offset += len(values)
+        return jnp.asarray(data), jnp.asarray(np.concatenate(starts), dtype=jnp.int32), mean, std
+
+    def _normalised(self, values: np.ndarray, what: str) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != len(self.config.features):
+            raise DataError(
+                f"{what}: expected features of shape (candles, {len(self.config.features)}), "
+                f"got {values.shape}", rule="feature shape",
+            )
+        warm = _warmup_length(values, what, "<series>")
+        x = (values - self._mean[None, :]) / self._std[None, :]
+        x[:warm] = 0.0
+        return x.astype(np.float32)
+
+    def _layout(self, frame: pd.DataFrame, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+        values = np.full((len(frame), len(self.config.features)), np.nan)
+        for rows, block in parts:
+            values[rows] = block
+        out = pd.DataFrame(values, columns=list(self.config.features))
+        out.insert(0, "timestamp", frame["timestamp"].to_numpy())
+        out.insert(0, "asset", frame["asset"].astype(str).to_numpy())
+        return out
+
+
+def _warmup_length(values: np.ndarray, what: str, asset: str) -> int:
+    """Leading rows with an undefined feature; NaN anywhere after them is an error."""
+    bad = ~np.isfinite(values).all(axis=1)
+    if not bad.any():
+        return 0
+    warm = int(np.argmin(bad)) if not bad.all() else len(bad)
+    if bad[warm:].any():
+        row = warm + int(np.flatnonzero(bad[warm:])[0])
+        raise DataError(
+            f"{what}: asset {asset!r} has an undefined feature at its row {row}, after warm-up",
+            row=row, rule="finite features",
+        )
+    return warm
+
+
+def check_codes(codes: Any, vocab_size: int, special: int) -> np.ndarray:
+    """``codes`` as an int array of rank 1 or 2 with every entry in ``[special, vocab_size)``."""
+    array = np.asarray(codes)
+    if array.dtype.kind not in "iu":
+        raise DataError(f"decode: codes must be integers, got dtype {array.dtype}", rule="integer codes")
+    if array.ndim not in (1, 2) or array.shape[-1] == 0:
+        raise DataError(f"decode: codes must have shape (codes,) or (batch, codes), got {array.shape}",
+                        rule="code shape")
+    low, high = int(array.min()), int(array.max())
+    if low < special or high >= vocab_size:
+        raise DataError(
+            f"decode: codes must lie in [{special}, {vocab_size}), got values in [{low}, {high}]",
+            rule="codes in vocabulary",
+        )
+    return array.astype(np.int32)
+
+
+def _encode_series(encoder: Encoder, quantizer: Any, x: Float[Array, "T F"]) -> Int[Array, " N"]:
+    return quantizer.encode(encoder(x))
+
+
+def _decode_series(decoder: Decoder, quantizer: Any, codes: Int[Array, " N"]) -> Float[Array, "T F"]:
+    return decoder(quantizer.decode(codes))
+
+
+def _make_train_step(optimiser: optax.GradientTransformation, window: int, batch_size: int):
+    """One jitted optimiser step on ``batch_size`` random windows of the training data."""
+
+    @eqx.filter_jit
+    def step(networks, quantizer, opt_state, data, starts, key, step_index):
+        sample_key, update_key = jax.random.split(key)
+        picks = jax.random.randint(sample_key, (batch_size,), 0, starts.shape[0])
+        features = data.shape[1]
+        batch = jax.vmap(lambda s: jax.lax.dynamic_slice(data, (s, 0), (window, features)))(
+            starts[picks]
+        )  # (B, W, F)
+
+        def loss_fn(nets):
+            z = jax.vmap(nets.encoder)(batch)  # (B, W / P, D)
+            flat = z.reshape(-1, z.shape[-1])  # (B * W / P, D)
+            z_q, codes, aux = quantizer.quantize(flat)
+            recon = jax.vmap(nets.decoder)(z_q.reshape(z.shape))  # (B, W, F)
+            mse = jnp.mean((recon - batch) ** 2)
+            return mse + aux, (mse, flat, codes)
+
+        (loss, (mse, flat, codes)), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(networks)
+        updates, opt_state = optimiser.update(grads, opt_state, eqx.filter(networks, eqx.is_array))
+        networks = eqx.apply_updates(networks, updates)
+        quantizer = quantizer.update(jax.lax.stop_gradient(flat), codes, key=update_key, step=step_index)
+        seen = jnp.zeros(quantizer.vocab_size, jnp.int32).at[codes].add(1)
+        stats = {"loss": loss, "mse": mse, "batch_usage": jnp.mean(seen > 0)}
+        return networks, quantizer, opt_state, stats
+
+    return step

@@ -1,0 +1,179 @@
+"""Checkpoints: equinox leaves, optimizer state, step and PRNG key, hashed, written atomically.
+
+A checkpoint is a folder ``checkpoints/step_00000100/`` holding ``model.eqx`` and ``opt_state.eqx``
+(``eqx.tree_serialise_leaves``: raw NumPy arrays, no pickle), ``state.json`` (step, key data,
+anything the caller adds) and ``meta.json`` (versions and the sha256 of each file, from
+:func:`chaosfm._artifacts.write_meta`). It is written into a hidden temporary folder and renamed
+into place, so a run killed at any moment leaves either the whole checkpoint or none of it.
+Loading checks every hash first and names the damaged file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from chaosfm._artifacts import ArtifactError, atomic_write_bytes, write_json, write_meta, verify_run
+
+__all__ = ["Checkpoint", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "save_checkpoint"]
+
+CHECKPOINTS = "checkpoints"
+MODEL_FILE = "model.eqx"
+OPT_FILE = "opt_state.eqx"
+STATE_FILE = "state.json"
+_NAME = re.compile(r"^step_(\d{8})$")
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint restores: the step reached and the state after it."""
+
+    step: int
+    params: Any
+    opt_state: Any
+    key: Any
+    path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _serialise(tree: Any) -> bytes:
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, tree)
+    return buffer.getvalue()
+
+
+def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (a folder counts once it has its meta.json)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name) and (p / "meta.json").is_file()]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike[str],
+    *,
+    step: int,
+    params: Any,
+    opt_state: Any,
+    key: Any,
+    seed: int | None = None,
+    extra: dict[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write ``checkpoints/step_{step:08d}`` atomically and keep only the ``keep`` newest.
+
+    Args:
+        run_dir: the run folder.
+        step: optimizer updates done.
+        params: the trainable leaves (``eqx.partition(model, eqx.is_inexact_array)[0]``).
+        opt_state: the optax state.
+        key: the run's PRNG key after ``step`` updates (a typed key).
+        seed: recorded in meta.json.
+        extra: JSON-ready values stored in state.json.
+        keep: how many checkpoints to keep.
+    """
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:08d}"
+    temporary = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        atomic_write_bytes(temporary / MODEL_FILE, _serialise(params))
+        atomic_write_bytes(temporary / OPT_FILE, _serialise(opt_state))
+        key_data = np.asarray(jax.random.key_data(key))
+        state = {
+            "step": int(step),
+            "key_data": key_data.astype(np.uint64).tolist(),
+            "key_impl": str(jax.random.key_impl(key)),
+            **dict(extra or {}),
+        }
+        write_json(temporary / STATE_FILE, state)
+        write_meta(temporary, seed=seed, extra={"step": int(step)})
+        if final.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=root))
+            os.replace(final, trash / final.name)
+            os.replace(temporary, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(temporary, final)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    _fsync_directory(root)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _fsync_directory(path: Path) -> None:
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def remove_partial_checkpoints(run_dir: str | os.PathLike[str]) -> None:
+    """Delete the hidden temporary folders a killed run may have left behind."""
+    root = Path(run_dir) / CHECKPOINTS
+    if root.is_dir():
+        for leftover in root.glob(".step_*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, params_like: Any, opt_state_like: Any) -> Checkpoint:
+    """Restore a checkpoint into pytrees shaped like ``params_like`` and ``opt_state_like``.
+
+    Raises:
+        ArtifactError: a file is missing, its sha256 does not match meta.json, or it does not fit
+            the model (the message names the file).
+    """
+    folder = Path(path)
+    verify_run(folder)
+    state_path = folder / STATE_FILE
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ArtifactError(f"{state_path}: damaged ({error})") from None
+    trees = []
+    for name, like in ((MODEL_FILE, params_like), (OPT_FILE, opt_state_like)):
+        file = folder / name
+        try:
+            with open(file, "rb") as stream:
+                trees.append(eqx.tree_deserialise_leaves(stream, like))
+        except Exception as error:  # a shape or dtype that does not fit, a truncated array
+            raise ArtifactError(
+                f"{file}: cannot be restored into this model ({type(error).__name__}: {error}); "
+                f"was it written by a run with a different model config?"
+            ) from None
+    try:
+        impl = state.get("key_impl")
+        key_data = np.asarray(state["key_data"], dtype=np.uint32)
+        key = jax.random.wrap_key_data(key_data, impl=impl) if impl else jax.random.wrap_key_data(key_data)
+        step = int(state["step"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ArtifactError(f"{state_path}: damaged ({type(error).__name__}: {error})") from None
+    extra = {k: v for k, v in state.items() if k not in ("step", "key_data", "key_impl")}
+    return Checkpoint(step=step, params=trees[0], opt_state=trees[1], key=key, path=folder, extra=extra)

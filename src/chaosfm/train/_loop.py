@@ -1,0 +1,320 @@
+"""The one training loop every chaosfm model uses.
+
+:func:`train` takes a model (an equinox module), a loss ``loss_fn(model, batch, key) -> (loss,
+metrics)`` and a batch source ``batch_at(step) -> batch`` that depends on the step alone, and runs
+``config.steps`` AdamW updates with:
+
+* a linear warm-up to ``learning_rate``, then cosine decay to ``learning_rate * final_lr_fraction``;
+* global-norm gradient clipping and weight decay on matrices only;
+* a NaN/inf guard: a step whose loss, gradients or new parameters are not finite is discarded,
+  the run stops with :class:`NonFiniteError` naming the step and the tensor, and the last good
+  checkpoint is left untouched;
+* atomic checkpoints every ``checkpoint_every`` steps, at the end and on Ctrl-C (SIGINT);
+* ``resume=True``: continue from the newest checkpoint. Batches depend on the step only and the
+  key is checkpointed, so a resumed run (even after SIGKILL) ends bit-identical to an
+  uninterrupted one;
+* ``log.jsonl``: one line of metrics every ``log_every`` steps; a progress bar with loss and
+  tokens/s when a person is watching;
+* data parallelism over a ``jax.sharding.Mesh`` with a ``data`` axis: batches are split along
+  their first axis, parameters and optimizer state are replicated, gradients are all-reduced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from chaosfm._artifacts import ArtifactError
+from chaosfm._progress import progress, say
+from chaosfm.train._checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    remove_partial_checkpoints,
+    save_checkpoint,
+)
+from chaosfm.train._config import TrainConfig
+
+__all__ = ["LOG_FILE", "NonFiniteError", "TrainResult", "learning_rate_schedule", "make_optimizer", "train"]
+
+LOG_FILE = "log.jsonl"
+LossFn = Callable[[Any, Any, Any], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+class NonFiniteError(FloatingPointError):
+    """A training step produced NaN or inf; the run stopped before saving it.
+
+    Attributes:
+        step: the update (1-based) that went non-finite.
+        tensor: what was non-finite first: ``loss``, ``gradient of <path>`` or ``parameter <path>``.
+        checkpoint: the last good checkpoint on disk (None if none was written yet).
+    """
+
+    def __init__(self, step: int, tensor: str, checkpoint: Path | None):
+        self.step, self.tensor, self.checkpoint = step, tensor, checkpoint
+        kept = f"last good checkpoint: {checkpoint}" if checkpoint else "no checkpoint was written before it"
+        super().__init__(f"step {step}: non-finite values in {tensor}; training stopped; {kept}")
+
+
+@dataclass
+class TrainResult:
+    """What a finished run hands back."""
+
+    model: Any
+    step: int
+    checkpoint: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
+    """Linear warm-up from 0 to ``learning_rate``, then cosine decay to ``learning_rate * final_lr_fraction``."""
+    peak = config.learning_rate
+    warmup = min(config.warmup_steps, config.steps - 1)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=peak,
+        warmup_steps=warmup,
+        decay_steps=config.steps,
+        end_value=peak * config.final_lr_fraction,
+    )
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """Clipping (global norm), then AdamW with the schedule; weight decay on matrices only."""
+    decay_mask = lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)  # noqa: E731
+    adamw = optax.adamw(
+        learning_rate_schedule(config),
+        b1=config.beta1,
+        b2=config.beta2,
+        eps=config.eps,
+        weight_decay=config.weight_decay,
+        mask=decay_mask,
+    )
+    if config.grad_clip is None:
+        return adamw
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw)
+
+
+class _LiveText(str):
+    """A progress-bar description that re-renders the latest loss and throughput on every refresh."""
+
+    def __new__(cls, label: str) -> "_LiveText":
+        text = super().__new__(cls, label)
+        text.label, text.status = label, ""
+        return text
+
+    def __format__(self, spec: str) -> str:
+        return f"{self.label} {self.status}".rstrip()
+
+    def __str__(self) -> str:
+        return self.__format__("")
+
+
+def _first_non_finite(flags: dict[str, Any]) -> str:
+    if not bool(flags["loss"]):
+        return "loss"
+    for group, label in (("grads", "gradient of "), ("params", "parameter ")):
+        for path, ok in jax.tree_util.tree_flatten_with_path(flags[group])[0]:
+            if not bool(ok):
+                return f"{label}{jax.tree_util.keystr(path).lstrip('.') or '<root>'}"
+    return "an unknown tensor"
+
+
+def _all_finite(tree: Any) -> Any:
+    return jax.tree_util.tree_map(lambda x: jnp.all(jnp.isfinite(x)), tree)
+
+
+def _truncate_log(path: Path, step: int) -> list[dict[str, Any]]:
+    """Keep the log lines up to ``step`` (a killed run may have logged steps its checkpoint lacks)."""
+    if not path.is_file():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            break  # the line being written when the run was killed
+        if entry.get("step", 0) <= step:
+            kept.append(entry)
+    path.write_text("".join(json.dumps(entry) + "\n" for entry in kept))
+    return kept
+
+
+def train(
+    model: eqx.Module,
+    loss_fn: LossFn,
+    batch_at: Callable[[int], Any],
+    config: TrainConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    mesh: Mesh | None = None,
+    tokens_per_step: int | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    description: str = "train",
+) -> TrainResult:
+    """Train ``model`` for ``config.steps`` updates, checkpointing into ``run_dir``.
+
+    Args:
+        model: the initial model (also the template checkpoints are restored into).
+        loss_fn: ``loss_fn(model, batch, key) -> (scalar loss, dict of scalar metrics)``.
+        batch_at: ``batch_at(step) -> batch``, a pytree of arrays with the batch on axis 0; must
+            depend on ``step`` only (it is how a resumed run sees the same data).
+        config: the loop's settings.
+        run_dir: where ``checkpoints/`` and ``log.jsonl`` go.
+        resume: continue from the newest checkpoint in ``run_dir`` (start fresh if there is none).
+        mesh: a Mesh with a ``data`` axis for data parallelism; None for one device.
+        tokens_per_step: tokens in one batch, for tokens/s in the log and the progress bar.
+        on_step: called as ``on_step(step, metrics)`` after each update (and its checkpoint).
+        description: progress-bar label.
+
+    Returns:
+        The trained model, the step reached, the last checkpoint and the logged history.
+
+    Raises:
+        NonFiniteError: a step went NaN/inf (names the step and the tensor).
+        KeyboardInterrupt: on Ctrl-C, after saving a checkpoint of the last completed step.
+        ArtifactError: ``run_dir`` already holds checkpoints and ``resume`` is False, or a
+            checkpoint is damaged (names the file).
+    """
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    log_path = run / LOG_FILE
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    optimizer = make_optimizer(config)
+    schedule = learning_rate_schedule(config)
+    opt_state = optimizer.init(params)
+    key = jax.random.key(config.seed)
+    start, history, resumed_from = 0, [], None
+
+    remove_partial_checkpoints(run)
+    latest = latest_checkpoint(run)
+    if latest is not None and not resume:
+        raise ArtifactError(
+            f"{run} already holds checkpoints (newest: {latest.name}); resume it or choose a new folder"
+        )
+    if resume and latest is not None:
+        restored = load_checkpoint(latest, params_like=params, opt_state_like=opt_state)
+        params, opt_state, key, start = restored.params, restored.opt_state, restored.key, restored.step
+        resumed_from = start
+        history = _truncate_log(log_path, start)
+        say(f"resuming {run} from step {start} ({latest.name})")
+    else:
+        log_path.write_text("")
+    last_checkpoint = latest if resume else None
+
+    if mesh is not None:
+        replicated = NamedSharding(mesh, PartitionSpec())
+        batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+        params, opt_state, key = jax.device_put((params, opt_state, key), replicated)
+        jit_kwargs: dict[str, Any] = {"out_shardings": replicated}
+    else:
+        batch_sharding, jit_kwargs = None, {}
+
+    def update_step(params, opt_state, key, batch, step):
+        key, step_key = jax.random.split(key)
+
+        def objective(trainable):
+            return loss_fn(eqx.combine(trainable, static), batch, step_key)
+
+        (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        flags = {"loss": jnp.isfinite(loss), "grads": _all_finite(grads), "params": _all_finite(new_params)}
+        report = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(step), **metrics}
+        return new_params, new_opt_state, key, report, flags
+
+    update = jax.jit(update_step, **jit_kwargs)
+
+    interrupted = threading.Event()
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+
+    def checkpoint(step: int) -> Path:
+        return save_checkpoint(
+            run,
+            step=step,
+            params=params,
+            opt_state=opt_state,
+            key=key,
+            seed=config.seed,
+            keep=config.keep_checkpoints,
+        )
+
+    live = _LiveText(description)
+    window_start, window_tokens = time.perf_counter(), 0
+    started = time.perf_counter()
+    done = start
+    try:
+        with open(log_path, "a") as log:
+            for step in progress(range(start, config.steps), live, total=config.steps - start):
+                batch = batch_at(step)
+                if batch_sharding is not None:
+                    batch = jax.device_put(batch, batch_sharding)
+                new_params, new_opt_state, new_key, report, flags = update(
+                    params, opt_state, key, batch, jnp.asarray(step, jnp.int32)
+                )
+                flags = jax.device_get(flags)
+                if not all(bool(x) for x in jax.tree_util.tree_leaves(flags)):
+                    tensor = _first_non_finite(flags)
+                    log.write(json.dumps({"step": step + 1, "event": "non_finite", "tensor": tensor}) + "\n")
+                    log.flush()
+                    raise NonFiniteError(step + 1, tensor, last_checkpoint)
+                params, opt_state, key = new_params, new_opt_state, new_key
+                done = step + 1
+                window_tokens += tokens_per_step or 0
+                metrics = {name: float(value) for name, value in jax.device_get(report).items()}
+                if done % config.log_every == 0 or done == config.steps:
+                    now = time.perf_counter()
+                    entry = {"step": done, **metrics, "elapsed_s": round(now - started, 3)}
+                    if tokens_per_step:
+                        entry["tokens_per_s"] = round(window_tokens / max(now - window_start, 1e-9), 1)
+                        live.status = f"loss {metrics['loss']:.4f} · {entry['tokens_per_s']:,.0f} tok/s"
+                    else:
+                        live.status = f"loss {metrics['loss']:.4f}"
+                    window_start, window_tokens = now, 0
+                    log.write(json.dumps(entry) + "\n")
+                    log.flush()
+                    history.append(entry)
+                if done % config.checkpoint_every == 0 or done == config.steps:
+                    last_checkpoint = checkpoint(done)
+                if on_step is not None:
+                    on_step(done, metrics)
+                if interrupted.is_set():
+                    if last_checkpoint is None or last_checkpoint.name != f"step_{done:08d}":
+                        last_checkpoint = checkpoint(done)
+                    log.write(json.dumps({"step": done, "event": "interrupted"}) + "\n")
+                    log.flush()
+                    say(f"interrupted at step {done}; checkpoint {last_checkpoint}; resume to continue")
+                    raise KeyboardInterrupt(f"interrupted at step {done}; checkpoint saved to {last_checkpoint}")
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
+
+    if start >= config.steps and last_checkpoint is None:
+        last_checkpoint = latest
+    trained = eqx.combine(jax.device_get(params) if mesh is not None else params, static)
+    return TrainResult(
+        model=trained, step=done, checkpoint=last_checkpoint, history=history, resumed_from=resumed_from
+    )
+
+
+def as_numpy_batch(batch: Any) -> Any:
+    """Batches are host arrays until the loop places them (on one device or split over a mesh)."""
+    return jax.tree_util.tree_map(np.asarray, batch)
