@@ -7,6 +7,7 @@ shown only when stderr is a terminal (or ``CHAOSFM_PROGRESS=1``) and never when
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -51,6 +52,18 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
         for item in items:
             yield item
             bar.advance(task)
+
+
+@contextlib.contextmanager
+def status(message: str) -> Iterator[None]:
+    """A spinner with ``message`` while a single long step runs (an integration, a compile)."""
+    if not _enabled():
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(message):
+        yield
 
 
 def say(message: str) -> None:

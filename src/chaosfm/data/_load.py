@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from chaosfm._progress import status
 from chaosfm.data._builtin import MARKET, market_frame
 from chaosfm.data._errors import DataError, EmptyDataError, FileFormatError, UnknownDatasetError
 from chaosfm.data._frame import frame_kind, validate
@@ -83,7 +84,8 @@ def load(name_or_path: str | os.PathLike[str], *, repair: bool = False, **option
         return frame
     chaos = _chaos()
     if key in chaos.SYSTEMS:
-        raw = chaos.chaotic_system(key, **options)
+        with status(f"integrating {key} and measuring its Lyapunov exponent"):
+            raw = chaos.chaotic_system(key, **options)
         attrs = dict(raw.attrs)
         frame = validate(raw, key, repair=repair)
         frame.attrs = {**attrs, "repairs": frame.attrs.get("repairs", [])}
