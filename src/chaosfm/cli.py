@@ -129,6 +129,69 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    import json
+
+    from chaosfm._config import ConfigError, read_config
+    from chaosfm.data import DataError, frame_kind, load
+    from chaosfm.predictor import StreamConfig, run_stream
+
+    overrides = {"column": args.column, "seed": args.seed}
+    if args.on_bad_line:
+        overrides["on_bad_line"] = args.on_bad_line
+    elif args.data == "-":
+        # A live feed keeps going past a bad line (reported at once, state kept); a file stops.
+        overrides["on_bad_line"] = "skip"
+    if args.config is not None:
+        config = read_config(StreamConfig, args.config, overrides)
+    else:
+        config = StreamConfig(**{k: v for k, v in overrides.items() if v is not None})
+    out = args.out
+
+    def report_bad(error: DataError) -> None:
+        print(f"chaosfm: error: {error} (skipped; the predictor keeps its last good state)",
+              file=sys.stderr, flush=True)
+
+    if args.data == "-":
+        def emit(row: dict[str, Any]) -> None:
+            print(json.dumps(row, default=str), flush=True)
+
+        metrics = run_stream(config, out, lines=sys.stdin, on_prediction=emit, on_bad_line=report_bad)
+    else:
+        frame = load(args.data)
+        column = config.column
+        if args.column is None and column not in frame.columns and frame_kind(frame) == "trajectory":
+            column = "x0"
+            config = config.model_copy(update={"column": column})
+        if column not in frame.columns:
+            raise ConfigError(f"--column {column!r} is not in {args.data}; columns: {list(frame.columns)}")
+        asset = args.asset or frame["asset"].iloc[0]
+        part = frame[frame["asset"] == asset]
+        if part.empty:
+            raise ConfigError(f"--asset {asset!r} is not in {args.data}; assets: {sorted(frame['asset'].unique())}")
+        if args.length:
+            part = part.iloc[: args.length]
+        metrics = run_stream(config, out, series=part[column].to_numpy(), timestamps=part["timestamp"].astype(str).tolist(),
+                             on_bad_line=report_bad)
+    # With --data - stdout carries one JSON prediction per line; keep the summary off it.
+    target = Console(stderr=True, width=140) if args.data == "-" else console
+    _stream_summary(target, metrics)
+    target.print(f"wrote {out}/predictions.csv, telemetry.csv, metrics.json and telemetry.png")
+    return 0
+
+
+def _stream_summary(target: Console, metrics: dict[str, Any]) -> None:
+    import pandas as pd
+
+    rows = [{"model": who, **metrics[who]} for who in ("predictor", "random_walk") if who in metrics]
+    if rows:
+        title = f"one-step-ahead scores over {metrics.get('scored_steps', 0)} steps"
+        target.print(_table(title, pd.DataFrame(rows)))
+    latency = metrics.get("latency_ms", {})
+    flags = ", ".join(f"{k} {v}" for k, v in metrics.get("flags", {}).items())
+    target.print(f"step latency p50 {_cell(latency.get('p50'))} ms, p99 {_cell(latency.get('p99'))} ms; flags: {flags}")
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -164,6 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of every random draw")
     p.add_argument("--config", type=Path, help="YAML config; flags override it")
     p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser("stream", help="run the online stochastic predictor over a series or stdin")
+    p.add_argument("--data", required=True, help="built-in name, CSV/Parquet path, or - for CSV lines on stdin")
+    p.add_argument("--column", help="column to stream (default: close; x0 for trajectories)")
+    p.add_argument("--asset", help="asset of a multi-asset frame (default: the first)")
+    p.add_argument("--length", type=int, help="stream only the first N rows")
+    p.add_argument("--config", type=Path, help="YAML StreamConfig; flags override it")
+    p.add_argument("--seed", type=int, help="seed of every random draw")
+    p.add_argument("--on-bad-line", choices=["raise", "skip"],
+                   help="bad input: stop (default for files) or report and skip (default for stdin)")
+    p.add_argument("--out", type=Path, required=True, help="folder for predictions, telemetry, metrics, plot")
+    p.set_defaults(run=cmd_stream)
 
     p = commands.add_parser("demo", help="the main job: every baseline on sp500 and lorenz63")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")

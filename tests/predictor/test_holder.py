@@ -47,7 +47,7 @@ def test_hoelder_of_fbm_within_a_tenth_on_average(hurst):
 def test_tau_is_linear_for_a_monofractal():
     # tau(q) = q (H + 1/2) - 1 for fBm under the 1/sqrt(a) normalisation: slope of tau in q.
     paths = np.stack([davies_harte(511, 0.5, np.random.default_rng(s)) for s in range(8)])
-    tau = np.asarray(jax.vmap(lambda x: hoelder_wtmm(x, CONFIG).tau)(jnp.asarray(paths, jnp.float32)))
+    tau = np.asarray(jax.jit(jax.vmap(lambda x: hoelder_wtmm(x, CONFIG).tau))(jnp.asarray(paths, jnp.float32)))
     slope = np.polyfit(np.asarray(CONFIG.moments), tau.mean(0), 1)[0]
     assert abs(slope - 1.0) < 0.15
 
@@ -61,7 +61,7 @@ def test_rougher_path_gives_lower_exponent():
 
 def test_exponent_carries_no_gradient():
     signal = jnp.asarray(davies_harte(127, 0.5, np.random.default_rng(4)), jnp.float32)
-    grad = jax.grad(lambda x: hoelder_wtmm(x, CONFIG).hoelder)(signal)
+    grad = jax.jit(jax.grad(lambda x: hoelder_wtmm(x, CONFIG).hoelder))(signal)
     assert np.all(np.asarray(grad) == 0)
 
 

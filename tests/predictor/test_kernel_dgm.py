@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy.integrate import solve_ivp
 
 from chaosfm.predictor import DGMConfig
@@ -17,7 +18,7 @@ from chaosfm.predictor._kernel_dgm import (
 )
 
 THETA, SIGMA, GAMMA = 0.5, 1.0, 1.0
-CONFIG = DGMConfig(horizon=1.0, domain=2.0, collocation=64, learning_rate=5e-3)
+CONFIG = DGMConfig(horizon=1.0, domain=2.0, width=12, collocation=32, learning_rate=1e-2)
 
 
 def _riccati():
@@ -30,6 +31,7 @@ def _riccati():
     return lambda t: sol.sol(t)
 
 
+@pytest.mark.slow  # ~30 s: compiling the Galerkin training step
 def test_dgm_matches_riccati_solution(key):
     exact = _riccati()
     problem = DGMProblem(
@@ -51,7 +53,7 @@ def test_dgm_matches_riccati_solution(key):
 
     key_init, key_train = jax.random.split(key)
     state = init_dgm(key_init, problem, CONFIG)
-    run = jax.jit(lambda s, k: train(s, k, 1500, CONFIG, terminal=terminal, boundary=boundary))
+    run = jax.jit(lambda s, k: train(s, k, 500, CONFIG, terminal=terminal, boundary=boundary))
     state, loss = run(state, key_train)
     assert float(loss) < 1e-2
     z = jnp.linspace(-1.5, 1.5, 13)
@@ -70,6 +72,7 @@ def test_constant_network_reads_as_collapsed(key):
     assert bool(collapsed)
 
 
+@pytest.mark.slow  # ~30 s: compiling the Galerkin training step
 def test_online_update_predicts_reversion_towards_the_recent_mean(key):
     rng = np.random.default_rng(0)
     path = np.zeros(128)
@@ -81,7 +84,7 @@ def test_online_update_predicts_reversion_towards_the_recent_mean(key):
     from chaosfm.predictor._kernel_dgm import fit_problem
 
     problem, _, _ = fit_problem(path, weights)
-    config = DGMConfig(online_steps=200)
+    config = DGMConfig(online_steps=10)
     state = init_dgm(key, problem, config)
     out, state = jax.jit(lambda s, p, w, k: update_dgm(s, p, w, config, key=k))(state, path, weights, key)
     assert float(out.prediction) < 0.0

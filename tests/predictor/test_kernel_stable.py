@@ -45,7 +45,7 @@ def test_masked_samples_are_ignored():
     weights = np.ones(600, np.float32)
     draws[:100] = 1e6  # invalid slots of a not-yet-full buffer
     weights[:100] = 0.0
-    fitted = fit_stable(jnp.asarray(draws), StableConfig(), jnp.asarray(weights))
+    fitted = jax.jit(lambda x, w: fit_stable(x, StableConfig(), w))(jnp.asarray(draws), jnp.asarray(weights))
     # Gaussian: alpha = 2, gamma = sigma / sqrt(2).
     assert float(fitted.alpha) > 1.8
     assert abs(float(fitted.gamma) - 1 / np.sqrt(2)) < 0.1

@@ -15,7 +15,6 @@ score with a bootstrap confidence interval (windows resampled within each class)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
+from chaosfm._artifacts import nan_to_none  # noqa: F401 - re-exported
 from chaosfm._progress import progress
 from chaosfm.data import frame_kind, split_assets, target_columns
 from chaosfm.data._fence import latest
@@ -338,14 +338,3 @@ def fit_through(
         fence.check(train, f"{forecaster.name}.fit")
         forecaster.fit(train)
     return train
-
-
-def nan_to_none(value: Any) -> Any:
-    """JSON has no NaN: write null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [nan_to_none(v) for v in value]
-    return value

@@ -1,4 +1,8 @@
-"""The online universal stochastic predictor (issue 5)."""
+"""The online universal stochastic predictor (issue 5).
+
+Online pieces are pure ``init(...) -> state`` / ``update(state, x) -> (out, state)`` functions
+over NamedTuple states; :func:`run_stream` runs the whole predictor over a series or stdin lines.
+"""
 
 from chaosfm.predictor._config import (
     CusumConfig,
@@ -11,6 +15,9 @@ from chaosfm.predictor._config import (
     StableConfig,
     StreamConfig,
 )
+from chaosfm.predictor._cusum import CusumOutput, CusumState, init_cusum, run_cusum, update_cusum
+from chaosfm.predictor._forecaster import OnlinePredictorForecaster
+from chaosfm.predictor._holder import HoelderOutput, hoelder_wtmm
 from chaosfm.predictor._kernel_stable import (
     StableOutput,
     StableParams,
@@ -25,10 +32,18 @@ from chaosfm.predictor._orchestrator import (
     mixing_weights,
     update_orchestrator,
 )
-from chaosfm.predictor._holder import HoelderOutput, hoelder_wtmm
-from chaosfm.predictor._cusum import CusumOutput, CusumState, init_cusum, run_cusum, update_cusum
+from chaosfm.predictor._predictor import (
+    KERNELS,
+    PredictorOutput,
+    PredictorState,
+    init_predictor,
+    update_predictor,
+    warm_start,
+)
+from chaosfm.predictor._stream import run_stream
 
 __all__ = [
+    "KERNELS",
     "CusumConfig",
     "CusumOutput",
     "CusumState",
@@ -36,10 +51,13 @@ __all__ = [
     "HoelderConfig",
     "HoelderOutput",
     "IMEXConfig",
+    "OnlinePredictorForecaster",
     "OrchestratorConfig",
     "OrchestratorOutput",
     "OrchestratorState",
     "PredictorConfig",
+    "PredictorOutput",
+    "PredictorState",
     "SignatureConfig",
     "StableConfig",
     "StableOutput",
@@ -49,10 +67,14 @@ __all__ = [
     "hoelder_wtmm",
     "init_cusum",
     "init_orchestrator",
+    "init_predictor",
     "mixing_weights",
     "predict_stable",
     "run_cusum",
+    "run_stream",
     "sample_stable",
     "update_cusum",
     "update_orchestrator",
+    "update_predictor",
+    "warm_start",
 ]

@@ -25,9 +25,8 @@ integrated-wavelet filters, full convolution, difference, centre crop) in JAX so
 inside one XLA program (``pywt.cwt`` alone takes about 1.9 ms for N = 128 on this CPU, over the
 whole step's budget). Both outputs enter the rest under ``stop_gradient``.
 
-Measured bias on exact fBm (``tests/predictor/test_holder.py``): about -0.04 for N = 512 and about
--0.1 for N = 128, the same sign for H in {0.3, 0.5, 0.7}: the estimate reads rough paths a little
-rougher.
+Measured on exact fBm, 16 seeds: mean error -0.056, -0.055, -0.057 for H = 0.3, 0.5, 0.7 at
+N = 512 (seed std 0.07-0.10), and -0.041, -0.011, -0.004 at N = 128 (seed std 0.11-0.14).
 """
 
 from __future__ import annotations

@@ -1,0 +1,74 @@
+"""Telemetry: one flat record per step, the CSV it goes to, and the telemetry plot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chaosfm.predictor._predictor import KERNELS, PredictorOutput
+
+FLAGS = ("degraded_inference", "emergency", "regime_change", "mode_collapse")
+
+
+def telemetry_record(step: int, out: PredictorOutput, observed: float, wall_time: float) -> dict[str, Any]:
+    """Flatten one step's output (host values) into a telemetry row."""
+    row: dict[str, Any] = {"step": step, "observed": float(observed)}
+    row["prediction"] = float(out.prediction)
+    for name, value in zip(KERNELS, np.asarray(out.kernel_predictions)):
+        row[f"prediction_{name}"] = float(value)
+    for name, value in zip(KERNELS, np.asarray(out.weights)):
+        row[f"weight_{name}"] = float(value)
+    for field in (
+        "hoelder",
+        "cusum_statistic",
+        "cusum_threshold",
+        "distance_to_alarm",
+        "kurtosis",
+        "dgm_entropy",
+        "free_energy",
+        "error",
+    ):
+        row[field] = float(getattr(out, field))
+    row["sinkhorn_iterations"] = int(out.sinkhorn_iterations)
+    row["sinkhorn_converged"] = bool(out.sinkhorn_converged)
+    for flag in FLAGS:
+        row[flag] = bool(getattr(out, flag))
+    row["warm"] = bool(out.warm)
+    row["step_seconds"] = float(wall_time)
+    return row
+
+
+def plot_telemetry(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Price, Hölder exponent, CUSUM against its threshold and the kernel weights over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([r["step"] for r in rows])
+    fig, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
+    axes[0].plot(steps, [r["observed"] for r in rows], lw=0.8, label="observed")
+    axes[0].plot(steps, [r["prediction"] for r in rows], lw=0.8, alpha=0.7, label="prediction (made a step before)")
+    alarms = [r["step"] for r in rows if r["regime_change"]]
+    for s in alarms:
+        axes[0].axvline(s, color="red", lw=0.5, alpha=0.5)
+    axes[0].set_ylabel("value")
+    axes[0].legend(loc="upper left", fontsize=8)
+    axes[1].plot(steps, [r["hoelder"] for r in rows], lw=0.8)
+    axes[1].set_ylabel("Hölder h")
+    axes[2].plot(steps, [r["cusum_statistic"] for r in rows], lw=0.8, label="CUSUM")
+    axes[2].plot(steps, [r["cusum_threshold"] for r in rows], lw=0.8, label="threshold")
+    axes[2].legend(loc="upper left", fontsize=8)
+    axes[2].set_ylabel("error units")
+    weights = np.array([[r[f"weight_{k}"] for k in KERNELS] for r in rows])
+    axes[3].stackplot(steps, weights.T, labels=KERNELS)
+    axes[3].set_ylim(0, 1)
+    axes[3].set_ylabel("weights")
+    axes[3].legend(loc="upper left", fontsize=8, ncol=4)
+    axes[3].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

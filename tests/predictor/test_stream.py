@@ -1,0 +1,93 @@
+"""The whole predictor through run_stream and the Forecaster wrapper (one shared compile)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from chaosfm.data import DataError
+from chaosfm.evaluate import Forecast
+from chaosfm.predictor import (
+    OnlinePredictorForecaster,
+    PredictorConfig,
+    StreamConfig,
+    init_predictor,
+    run_stream,
+)
+from chaosfm.predictor._predictor import jitted_update
+
+# Small and shared: every test here reuses one compiled step. fit_steps=0 skips the DGM warm
+# start (a separate ~25 s compile); the step itself is the same.
+PREDICTOR = PredictorConfig(buffer_size=64, warmup=24, dgm={"fit_steps": 0})
+STREAM = StreamConfig(predictor=PREDICTOR, plot=False)
+
+
+def _walk(n, seed=0):
+    return 100.0 + np.cumsum(np.random.default_rng(seed).standard_normal(n))
+
+
+def test_run_stream_writes_outputs_and_metrics(tmp_path):
+    series = _walk(160)
+    seen = []
+    metrics = run_stream(STREAM.model_copy(update={"plot": True}), tmp_path, series=series, on_prediction=seen.append)
+    for name in ("predictions.csv", "telemetry.csv", "metrics.json", "telemetry.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert len(seen) == 159
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    for who in ("predictor", "random_walk"):
+        assert set(metrics[who]) == {"crps", "mae", "directional_accuracy"}
+        assert all(np.isfinite(v) for v in metrics[who].values())
+    assert metrics["latency_ms"]["p99"] >= metrics["latency_ms"]["p50"] > 0
+    assert set(metrics["flags"]) == {"degraded_inference", "emergency", "regime_change", "mode_collapse"}
+    telemetry = pd.read_csv(tmp_path / "telemetry.csv")
+    weights = telemetry[[c for c in telemetry.columns if c.startswith("weight_")]].to_numpy()
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+    assert {"hoelder", "cusum_statistic", "cusum_threshold", "kurtosis", "dgm_entropy", "free_energy",
+            "sinkhorn_iterations", "sinkhorn_converged", "step_seconds"} <= set(telemetry.columns)
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    assert np.all(np.isfinite(predictions["prediction_next"]))
+
+
+def test_bad_stdin_line_raises_naming_the_line_and_keeps_good_outputs(tmp_path):
+    lines = ["close"] + [f"{v:.4f}" for v in _walk(40)] + ["nan"] + ["101.0"]
+    with pytest.raises(DataError, match="line 42"):
+        run_stream(STREAM, tmp_path, lines=lines)
+    assert len(pd.read_csv(tmp_path / "predictions.csv")) == 39
+
+
+def test_bad_lines_can_be_skipped(tmp_path):
+    values = [f"{v:.4f}" for v in _walk(60)]
+    values[30] = "inf"
+    values[40] = "oops"
+    metrics = run_stream(STREAM.model_copy(update={"on_bad_line": "skip"}), tmp_path, lines=values)
+    assert [b["line"] for b in metrics["bad_lines"]] == [31, 41]
+    assert metrics["observations"] == 58
+
+
+def test_non_finite_value_leaves_state_untouched():
+    update = jitted_update(PREDICTOR)
+    state = init_predictor(PREDICTOR, 100.0, key=jax.random.key(0))
+    for v in _walk(30)[1:]:
+        _, state = update(state, jnp.float32(v))
+    _, after = update(state, jnp.float32(np.nan))
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(after)):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_forecaster_wrapper(key):
+    stamps = pd.date_range("2020-01-01", periods=120, freq="D")
+    values = _walk(120, seed=3)
+    frame = pd.DataFrame({"asset": "x", "timestamp": stamps, "x0": values})
+    forecaster = OnlinePredictorForecaster(PREDICTOR).fit(frame.iloc[:100])
+    assert forecaster.trained_through == {"x": stamps[99]}
+    forecast = forecaster.forecast(frame, horizon=5, num_samples=50, key=key)
+    assert isinstance(forecast, Forecast)
+    assert forecast.samples.shape == (50, 5, 1)
+    assert np.all(np.isfinite(forecast.samples))
+    with pytest.raises(ValueError, match="key"):
+        forecaster.forecast(frame, horizon=5, num_samples=50)
