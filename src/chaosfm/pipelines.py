@@ -135,14 +135,14 @@ def evaluate_dataset(
 
 def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
     """Run an evaluation and write its run folder; return the ``metrics.json`` content."""
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_yaml(out / "config.yaml", config.model_dump(mode="json"))
     metrics: dict[str, Any] = {"datasets": {}}
     sections: list[str] = []
     tables: list[pd.DataFrame] = []
     trained: dict[str, Any] = {}
     prepared = [prepare_dataset(spec, config) for spec in config.datasets]
+    out = Path(config.out)  # created only once every dataset, cutoff and model is known good
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml(out / "config.yaml", config.model_dump(mode="json"))
     for spec, ready in zip(config.datasets, prepared):
         frame, results, info = evaluate_dataset(spec, config, ready)
         name = results.dataset
