@@ -18,9 +18,27 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-__all__ = ["AbstractCodeModel", "count_params", "rms_norm"]
+__all__ = ["AbstractCodeModel", "count_params", "init_rng", "normal_init", "rms_norm"]
+
+
+def init_rng(key: PRNGKeyArray | np.random.Generator) -> np.random.Generator:
+    """The NumPy generator initial weights are drawn from, seeded by the key's data.
+
+    Weights are drawn with NumPy rather than ``jax.random`` because eager ``jax.random`` compiles
+    one program per array shape, seconds per model on a CPU; the same key still gives the same
+    weights. A parent module passes its generator on to its children as their ``key``.
+    """
+    if isinstance(key, np.random.Generator):
+        return key
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).astype(np.uint32).ravel())
+
+
+def normal_init(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> Array:
+    """float32 ``N(0, std^2)`` weights from ``rng``."""
+    return jnp.asarray(std * rng.standard_normal(shape), jnp.float32)
 
 
 def rms_norm(x: Float[Array, "... features"], eps: float = 1e-6) -> Float[Array, "... features"]:

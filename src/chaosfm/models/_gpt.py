@@ -26,9 +26,10 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from chaosfm.models._base import AbstractCodeModel, rms_norm
+from chaosfm.models._base import AbstractCodeModel, init_rng, normal_init, rms_norm
 
 __all__ = ["GPT", "GPT_SIZES", "Attention", "GPTConfig", "KVMemory", "MLP", "rope"]
 
@@ -107,10 +108,6 @@ def rope(x: Float[Array, "time heads head_dim"], positions: Float[Array, " time"
     return rotated.astype(x.dtype)
 
 
-def _normal(key: PRNGKeyArray, shape: tuple[int, ...], std: float) -> Array:
-    return std * jax.random.normal(key, shape, jnp.float32)
-
-
 class Attention(eqx.Module):
     """Causal sliding-window attention with RoPE, QK-norm and grouped key/value heads."""
 
@@ -133,14 +130,14 @@ class Attention(eqx.Module):
         *,
         rope_base: float = 10000.0,
         dtype: str = "float32",
-        key: PRNGKeyArray,
+        key: PRNGKeyArray | np.random.Generator,
     ):
         head_dim = d_model // n_heads
-        k_q, k_k, k_v = jax.random.split(key, 3)
+        rng = init_rng(key)
         std = d_model**-0.5
-        self.w_q = _normal(k_q, (d_model, n_heads * head_dim), std)
-        self.w_k = _normal(k_k, (d_model, n_kv_heads * head_dim), std)
-        self.w_v = _normal(k_v, (d_model, n_kv_heads * head_dim), std)
+        self.w_q = normal_init(rng, (d_model, n_heads * head_dim), std)
+        self.w_k = normal_init(rng, (d_model, n_kv_heads * head_dim), std)
+        self.w_v = normal_init(rng, (d_model, n_kv_heads * head_dim), std)
         self.w_o = jnp.zeros((n_heads * head_dim, d_model), jnp.float32)
         self.n_heads, self.n_kv_heads, self.window = n_heads, n_kv_heads, window
         self.rope_base, self.dtype = rope_base, dtype
@@ -205,8 +202,10 @@ class MLP(eqx.Module):
     w_out: Float[Array, "hidden d_model"]
     dtype: str = eqx.field(static=True)
 
-    def __init__(self, d_model: int, hidden: int, *, dtype: str = "float32", key: PRNGKeyArray):
-        self.w_in = _normal(key, (d_model, hidden), d_model**-0.5)
+    def __init__(
+        self, d_model: int, hidden: int, *, dtype: str = "float32", key: PRNGKeyArray | np.random.Generator
+    ):
+        self.w_in = normal_init(init_rng(key), (d_model, hidden), d_model**-0.5)
         self.w_out = jnp.zeros((hidden, d_model), jnp.float32)
         self.dtype = dtype
 
@@ -239,14 +238,13 @@ class GPT(AbstractCodeModel):
     blocks: tuple[Block, ...]
     head: Float[Array, "d_model vocab"]
 
-    def __init__(self, config: GPTConfig, *, key: PRNGKeyArray):
-        k_embed, k_head, k_blocks = jax.random.split(key, 3)
+    def __init__(self, config: GPTConfig, *, key: PRNGKeyArray | np.random.Generator):
+        rng = init_rng(key)
         self.config = config
-        self.embedding = _normal(k_embed, (config.vocab_size, config.d_model), 1.0)
-        self.head = _normal(k_head, (config.d_model, config.vocab_size), 0.02)
+        self.embedding = normal_init(rng, (config.vocab_size, config.d_model), 1.0)
+        self.head = normal_init(rng, (config.d_model, config.vocab_size), 0.02)
         blocks = []
-        for k_layer in jax.random.split(k_blocks, config.n_layers):
-            k_attn, k_mlp = jax.random.split(k_layer)
+        for _ in range(config.n_layers):
             attention = Attention(
                 config.d_model,
                 config.n_heads,
@@ -254,9 +252,9 @@ class GPT(AbstractCodeModel):
                 config.context_length,
                 rope_base=config.rope_base,
                 dtype=config.dtype,
-                key=k_attn,
+                key=rng,
             )
-            mlp = MLP(config.d_model, config.mlp_ratio * config.d_model, dtype=config.dtype, key=k_mlp)
+            mlp = MLP(config.d_model, config.mlp_ratio * config.d_model, dtype=config.dtype, key=rng)
             blocks.append(Block(attention, mlp))
         self.blocks = tuple(blocks)
 

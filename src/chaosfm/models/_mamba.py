@@ -39,9 +39,10 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from chaosfm.models._base import AbstractCodeModel, rms_norm
+from chaosfm.models._base import AbstractCodeModel, init_rng, normal_init, rms_norm
 from chaosfm.models._gpt import MLP, Attention, Block, KVMemory
 from chaosfm.models._ssd import ssd_chunked
 
@@ -166,7 +167,9 @@ def _rotate(u: Float[Array, "... state"], angle: Float[Array, "... pairs"]) -> F
     return jnp.concatenate([u1 * cos - u2 * sin, u1 * sin + u2 * cos], axis=-1)
 
 
-def empty_carry(heads: int, head_dim: int, state: int, *, trapezoidal: bool, complex_phase: bool) -> ScanCarry:
+def empty_carry(
+    heads: int, head_dim: int, state: int, *, trapezoidal: bool, complex_phase: bool
+) -> ScanCarry:
     return ScanCarry(
         ssm=jnp.zeros((heads, head_dim, state), _F32),
         phase=jnp.zeros((heads, state // 2), _F32) if complex_phase else None,
@@ -212,7 +215,9 @@ def selective_scan(
     time, heads, head_dim = x.shape
     state = b.shape[-1]
     if carry is None:
-        carry = empty_carry(heads, head_dim, state, trapezoidal=lam is not None, complex_phase=theta is not None)
+        carry = empty_carry(
+            heads, head_dim, state, trapezoidal=lam is not None, complex_phase=theta is not None
+        )
     dt = dt.astype(_F32)
     log_a = dt * a.astype(_F32)[None, :]
     # (time, heads, state)
@@ -306,10 +311,6 @@ def selective_scan_reference(
     return y, out
 
 
-def _inverse_softplus(y: Array) -> Array:
-    return y + jnp.log(-jnp.expm1(-y))
-
-
 class Mamba2Mixer(eqx.Module):
     """One Mamba-2 mixer (SSD layer) with the module's options; processes one sequence."""
 
@@ -328,20 +329,18 @@ class Mamba2Mixer(eqx.Module):
     complex_phase: bool = eqx.field(static=True)
     dtype: str = eqx.field(static=True)
 
-    def __init__(self, config: MambaConfig, *, key: PRNGKeyArray):
+    def __init__(self, config: MambaConfig, *, key: PRNGKeyArray | np.random.Generator):
         inner, heads, state = config.expand * config.d_model, config.heads, config.d_state
         width = 2 * inner + 2 * state + heads
         width += heads if config.trapezoidal else 0
         width += state // 2 if config.complex_phase else 0
-        k_in, k_conv, k_dt, k_a = jax.random.split(key, 4)
-        self.w_in = config.d_model**-0.5 * jax.random.normal(k_in, (config.d_model, width), _F32)
+        rng = init_rng(key)
+        self.w_in = normal_init(rng, (config.d_model, width), config.d_model**-0.5)
         channels = inner + 2 * state
-        self.conv = config.d_conv**-0.5 * jax.random.normal(k_conv, (config.d_conv, channels), _F32)
-        log_dt = jax.random.uniform(
-            k_dt, (heads,), _F32, math.log(config.dt_min), math.log(config.dt_max)
-        )
-        self.dt_bias = _inverse_softplus(jnp.exp(log_dt))
-        self.a_log = jnp.log(jax.random.uniform(k_a, (heads,), _F32, 1.0, 16.0))
+        self.conv = normal_init(rng, (config.d_conv, channels), config.d_conv**-0.5)
+        dt = np.exp(rng.uniform(math.log(config.dt_min), math.log(config.dt_max), heads))
+        self.dt_bias = jnp.asarray(dt + np.log(-np.expm1(-dt)), _F32)  # inverse softplus
+        self.a_log = jnp.asarray(np.log(rng.uniform(1.0, 16.0, heads)), _F32)
         self.skip = jnp.ones((heads,), _F32)
         self.w_out = jnp.zeros((inner, config.d_model), _F32)
         self.clock_gain = jnp.ones((heads,), _F32) if config.exo_clock else None
@@ -397,7 +396,9 @@ class Mamba2Mixer(eqx.Module):
         if self.clock_gain is not None:
             if exo is None:
                 raise ValueError("exo_clock=True: pass exo (realized volatility per code) to the model")
-            stretch = jnp.clip(self.clock_gain[None, :] * exo.astype(_F32)[:, None], -_CLOCK_LIMIT, _CLOCK_LIMIT)
+            stretch = jnp.clip(
+                self.clock_gain[None, :] * exo.astype(_F32)[:, None], -_CLOCK_LIMIT, _CLOCK_LIMIT
+            )
             dt = dt * jnp.exp(stretch)
         a = -jnp.exp(self.a_log)
         scan = selective_scan_reference if reference else selective_scan
@@ -429,27 +430,26 @@ class Mamba(AbstractCodeModel):
     layers: tuple[Mamba2Mixer | Block, ...]
     head: Float[Array, "d_model vocab"]
 
-    def __init__(self, config: MambaConfig, *, key: PRNGKeyArray):
-        k_embed, k_head, k_layers = jax.random.split(key, 3)
+    def __init__(self, config: MambaConfig, *, key: PRNGKeyArray | np.random.Generator):
+        rng = init_rng(key)
         self.config = config
-        self.embedding = jax.random.normal(k_embed, (config.vocab_size, config.d_model), _F32)
-        self.head = 0.02 * jax.random.normal(k_head, (config.d_model, config.vocab_size), _F32)
+        self.embedding = normal_init(rng, (config.vocab_size, config.d_model), 1.0)
+        self.head = normal_init(rng, (config.d_model, config.vocab_size), 0.02)
         layers: list[Mamba2Mixer | Block] = []
-        for index, k_layer in enumerate(jax.random.split(k_layers, config.n_layers)):
+        for index in range(config.n_layers):
             if config.is_attention(index):
-                k_attn, k_mlp = jax.random.split(k_layer)
                 attention = Attention(
                     config.d_model,
                     config.attention_heads,
                     config.attention_kv_heads,
                     config.context_length,
                     dtype=config.dtype,
-                    key=k_attn,
+                    key=rng,
                 )
-                mlp = MLP(config.d_model, config.mlp_ratio * config.d_model, dtype=config.dtype, key=k_mlp)
+                mlp = MLP(config.d_model, config.mlp_ratio * config.d_model, dtype=config.dtype, key=rng)
                 layers.append(Block(attention, mlp))
             else:
-                layers.append(Mamba2Mixer(config, key=k_layer))
+                layers.append(Mamba2Mixer(config, key=rng))
         self.layers = tuple(layers)
 
     @property

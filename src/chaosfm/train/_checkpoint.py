@@ -24,7 +24,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from chaosfm._artifacts import ArtifactError, atomic_write_bytes, write_json, write_meta, verify_run
+from chaosfm._artifacts import ArtifactError, atomic_write_bytes, verify_run, write_json, write_meta
 
 __all__ = ["Checkpoint", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "save_checkpoint"]
 

@@ -32,7 +32,14 @@ import optax
 import yaml
 from jax.sharding import Mesh
 
-from chaosfm._artifacts import ArtifactError, atomic_write_bytes, verify_run, write_json, write_meta, write_yaml
+from chaosfm._artifacts import (
+    ArtifactError,
+    atomic_write_bytes,
+    verify_run,
+    write_json,
+    write_meta,
+    write_yaml,
+)
 from chaosfm._config import ConfigError
 from chaosfm.data import trained_through_to_json
 from chaosfm.models import AbstractCodeModel, build_model, config_from_json, config_to_json, count_params
@@ -78,16 +85,28 @@ class CodeData:
             for asset, codes in streams.items():
                 array = np.asarray(codes)
                 if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-                    raise ValueError(f"CodeData.{label}[{asset!r}]: expected 1-D integer codes, got {array.dtype} {array.shape}")
+                    raise ValueError(
+                        f"CodeData.{label}[{asset!r}]: expected 1-D integer codes, "
+                        f"got {array.dtype} {array.shape}"
+                    )
                 if array.size and (array.min() < 0 or array.max() >= self.vocab_size):
                     raise ValueError(
                         f"CodeData.{label}[{asset!r}]: codes must lie in 0..{self.vocab_size - 1}, "
                         f"found {array.min()}..{array.max()}"
                     )
-        for label, exo, codes in (("exo_train", self.exo_train, self.train), ("exo_valid", self.exo_valid, self.valid)):
+        for label, exo, codes in (
+            ("exo_train", self.exo_train, self.train),
+            ("exo_valid", self.exo_valid, self.valid),
+        ):
             for asset, series in (exo or {}).items():
-                if codes is None or asset not in codes or np.asarray(series).shape != np.asarray(codes[asset]).shape:
-                    raise ValueError(f"CodeData.{label}[{asset!r}]: needs one value per code of the same asset")
+                if (
+                    codes is None
+                    or asset not in codes
+                    or np.asarray(series).shape != np.asarray(codes[asset]).shape
+                ):
+                    raise ValueError(
+                        f"CodeData.{label}[{asset!r}]: needs one value per code of the same asset"
+                    )
                 if not np.all(np.isfinite(series)):
                     raise ValueError(f"CodeData.{label}[{asset!r}]: holds NaN or inf")
 
@@ -179,7 +198,9 @@ def code_loss(
             loss_sum, hits, state = segment(model, jax.lax.stop_gradient(state), xs)
             return state, (loss_sum, hits)
 
-        _, (losses, hit_counts) = jax.lax.scan(body, state0, (split(inputs), split(targets), split(exo_inputs)))
+        _, (losses, hit_counts) = jax.lax.scan(
+            body, state0, (split(inputs), split(targets), split(exo_inputs))
+        )
         loss_sum, hits = jnp.sum(losses), jnp.sum(hit_counts)
     count = size * total
     return loss_sum / count, {"accuracy": hits / count}
@@ -279,7 +300,9 @@ def run_train(
             exo_train=data.exo_train if uses_exo else None,
             segment_length=train_config.eval_segment,
         )
-        metrics["heldout"] = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in heldout.items()}
+        metrics["heldout"] = {
+            k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in heldout.items()
+        }
     write_json(out / METRICS_FILE, metrics)
     write_meta(
         out,
@@ -319,5 +342,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[AbstractCodeModel, dict[s
         with open(model_path, "rb") as stream:
             model = eqx.tree_deserialise_leaves(stream, skeleton)
     except Exception as error:
-        raise ArtifactError(f"{model_path}: cannot be restored into {type(skeleton).__name__} ({error})") from None
+        raise ArtifactError(
+            f"{model_path}: cannot be restored into {type(skeleton).__name__} ({error})"
+        ) from None
     return model, meta

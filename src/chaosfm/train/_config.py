@@ -129,9 +129,29 @@ class TrainRunConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
+class _GPTRun(TrainRunConfig):
+    model: GPTSection
+
+
+class _MambaRun(TrainRunConfig):
+    model: MambaSection
+
+
+_RUNS: dict[str, type[TrainRunConfig]] = {"gpt": _GPTRun, "mamba": _MambaRun}
+
+
 def parse_train_run_config(data: Any, source: str = "<config>") -> TrainRunConfig:
     """Validate a mapping into a :class:`TrainRunConfig` and build its model config, or raise
-    :class:`ConfigError` naming the key."""
+    :class:`ConfigError` naming the key (``model.d_model``, ``train.steps``) and the keys allowed."""
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        kind = data["model"].get("kind")
+        if kind not in _RUNS:
+            raise ConfigError(
+                f"{source}: key 'model.kind': {kind!r} is not a model kind; allowed: {', '.join(_RUNS)}"
+            )
+        # Validate against the section of that kind first, so errors read model.<key>, not
+        # model.<kind>.<key>, and list the keys that kind allows.
+        parse_config(_RUNS[kind], data, source)
     config = parse_config(TrainRunConfig, data, source)
     config.model.to_model_config()
     return config
@@ -177,7 +197,9 @@ def check_against_data(
             f"{need} codes, the longest training stream has {longest}"
         )
     if isinstance(model, MambaSection) and model.exo_clock and not has_exo:
-        raise ConfigError("model.exo_clock: true needs the exogenous series (realized volatility) in the data")
+        raise ConfigError(
+            "model.exo_clock: true needs the exogenous series (realized volatility) in the data"
+        )
     if train.devices is not None:
         if available_devices is not None and train.devices > available_devices:
             raise ConfigError(f"train.devices: {train.devices} asked for, {available_devices} available")

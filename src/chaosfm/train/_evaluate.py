@@ -44,8 +44,13 @@ def _per_position(
 def _summary(nll: np.ndarray, top1: np.ndarray, top5: np.ndarray) -> dict[str, float]:
     count = int(nll.size)
     if count == 0:
-        return {"cross_entropy": float("nan"), "perplexity": float("nan"), "accuracy": float("nan"),
-                "top5_accuracy": float("nan"), "tokens": 0}
+        return {
+            "cross_entropy": float("nan"),
+            "perplexity": float("nan"),
+            "accuracy": float("nan"),
+            "top5_accuracy": float("nan"),
+            "tokens": 0,
+        }
     cross_entropy = float(np.mean(nll, dtype=np.float64))
     return {
         "cross_entropy": cross_entropy,
@@ -90,7 +95,8 @@ def unigram_perplexity(
     train_codes = _concatenate(train)
     target_codes = _concatenate(targets)
     counts = np.bincount(train_codes, minlength=vocab_size).astype(np.float64) + smoothing
-    log_p = np.log(counts / counts.sum())
+    with np.errstate(divide="ignore"):  # an unseen code without smoothing costs inf, as it should
+        log_p = np.log(counts / counts.sum())
     if target_codes.size == 0:
         return {"cross_entropy": float("nan"), "perplexity": float("nan")}
     cross_entropy = float(-np.mean(log_p[target_codes]))

@@ -82,7 +82,8 @@ class TrainResult:
 
 
 def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
-    """Linear warm-up from 0 to ``learning_rate``, then cosine decay to ``learning_rate * final_lr_fraction``."""
+    """Linear warm-up from 0 to ``learning_rate``, then cosine decay to
+    ``learning_rate * final_lr_fraction`` at ``config.steps``."""
     peak = config.learning_rate
     warmup = min(config.warmup_steps, config.steps - 1)
     return optax.warmup_cosine_decay_schedule(
@@ -94,20 +95,38 @@ def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
     )
 
 
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Clipping (global norm), then AdamW with the schedule; weight decay on matrices only."""
-    decay_mask = lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)  # noqa: E731
-    adamw = optax.adamw(
-        learning_rate_schedule(config),
-        b1=config.beta1,
-        b2=config.beta2,
-        eps=config.eps,
-        weight_decay=config.weight_decay,
-        mask=decay_mask,
-    )
-    if config.grad_clip is None:
-        return adamw
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw)
+def make_optimizer(config: TrainConfig, params: Any) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW with the schedule; weight decay on matrices only.
+
+    The transformation runs on all parameters raveled into one vector (``optax.flatten``): the
+    same arithmetic as per leaf, in a few large fused operations instead of several small ones
+    per parameter, which compiles and runs faster on a CPU. Which entries decay is fixed by
+    ``params`` (leaves with at least two dimensions).
+    """
+    decays = [
+        np.full(np.size(leaf), float(np.ndim(leaf) >= 2), np.float32)
+        for leaf in jax.tree_util.tree_leaves(params)
+    ]
+    decay_mask = np.concatenate(decays) if decays else np.zeros(0, np.float32)
+    steps = [] if config.grad_clip is None else [optax.clip_by_global_norm(config.grad_clip)]
+    steps += [
+        optax.scale_by_adam(b1=config.beta1, b2=config.beta2, eps=config.eps),
+        _decoupled_weight_decay(config.weight_decay, decay_mask),
+        optax.scale_by_learning_rate(learning_rate_schedule(config)),
+    ]
+    return optax.flatten(optax.chain(*steps))
+
+
+def _decoupled_weight_decay(rate: float, mask: np.ndarray) -> optax.GradientTransformation:
+    """AdamW's ``update += rate * param`` (Loshchilov & Hutter 2019), where ``mask`` is 1."""
+
+    def init(params: Any) -> optax.EmptyState:
+        return optax.EmptyState()
+
+    def update(updates: Any, state: optax.EmptyState, params: Any = None) -> tuple[Any, optax.EmptyState]:
+        return updates + rate * jnp.asarray(mask) * params, state
+
+    return optax.GradientTransformation(init, update)
 
 
 class _LiveText(str):
@@ -196,9 +215,9 @@ def train(
     run.mkdir(parents=True, exist_ok=True)
     log_path = run / LOG_FILE
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    optimizer = make_optimizer(config)
+    optimizer = make_optimizer(config, params)
     schedule = learning_rate_schedule(config)
-    opt_state = optimizer.init(params)
+    opt_state = jax.jit(optimizer.init)(params)  # one compile, not one per parameter shape
     key = jax.random.key(config.seed)
     start, history, resumed_from = 0, [], None
 
@@ -236,7 +255,7 @@ def train(
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         flags = {"loss": jnp.isfinite(loss), "grads": _all_finite(grads), "params": _all_finite(new_params)}
-        report = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(step), **metrics}
+        report = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(step), **metrics}
         return new_params, new_opt_state, key, report, flags
 
     update = jax.jit(update_step, **jit_kwargs)
@@ -302,7 +321,9 @@ def train(
                     log.write(json.dumps({"step": done, "event": "interrupted"}) + "\n")
                     log.flush()
                     say(f"interrupted at step {done}; checkpoint {last_checkpoint}; resume to continue")
-                    raise KeyboardInterrupt(f"interrupted at step {done}; checkpoint saved to {last_checkpoint}")
+                    raise KeyboardInterrupt(
+                        f"interrupted at step {done}; checkpoint saved to {last_checkpoint}"
+                    )
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
@@ -313,8 +334,3 @@ def train(
     return TrainResult(
         model=trained, step=done, checkpoint=last_checkpoint, history=history, resumed_from=resumed_from
     )
-
-
-def as_numpy_batch(batch: Any) -> Any:
-    """Batches are host arrays until the loop places them (on one device or split over a mesh)."""
-    return jax.tree_util.tree_map(np.asarray, batch)
