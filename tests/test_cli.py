@@ -68,3 +68,58 @@ def test_demo_fast_writes_metrics_and_report(tmp_path):
             > lorenz["last_value"]["fresh"]["valid_prediction_time"])
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64") >= 4 and "leakage gap" in html.lower()
+
+
+def _tiny_train_config(path, **model):
+    import yaml
+
+    config = {
+        "data": {"names": ["lorenz63"], "options": {"length": 700}, "embargo": 5},
+        "tokenizer": {"kind": "bins", "options": {"vocab_size": 34, "kind": "quantile"}},
+        "model": {"kind": "gpt", "context_length": 24, "d_model": 32, "n_layers": 1, **model},
+        "train": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 3, "log_every": 1},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_train_generate_forecast_evaluate_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(_tiny_train_config(tmp_path / "c.yaml")), "--out", str(run)]) == 0
+    assert "held-out perplexity" in capsys.readouterr().out
+    assert json.loads((run / "metrics.json").read_text())["heldout"]["unigram_perplexity"] > 0
+
+    assert main(["generate", "--run", str(run), "--prompt", "10 11 12", "-n", "6", "--num-samples", "2",
+                 "--top-k", "5", "--seed", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(len(line.split()) == 6 for line in lines)
+    assert all(0 <= int(c) < 34 for line in lines for c in line.split())
+    assert main(["generate", "--run", str(run), "--prompt", "99"]) == 2
+    assert "vocabulary" in capsys.readouterr().err
+
+    data = tmp_path / "lorenz.csv"
+    from chaosfm.data import load
+
+    load("lorenz63", length=700).to_csv(data, index=False)
+    out = tmp_path / "forecast.csv"
+    assert main(["forecast", "--run", str(run), "--data", str(data), "--horizon", "4", "--num-samples", "8",
+                 "--context-length", "100", "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert len(table) == 4 * 3 and {"q0.1", "q0.5", "q0.9", "mean"} <= set(table.columns)
+    assert (table["q0.1"] <= table["q0.9"]).all()
+
+    evaluated = tmp_path / "eval"
+    assert main(["evaluate", "--data", str(data), "--run", str(run), "--models", "last_value",
+                 "--horizon", "5", "--num-samples", "4", "--step", "100", "--context-length", "60",
+                 "--out", str(evaluated)]) == 0
+    models = json.loads((evaluated / "metrics.json").read_text())["datasets"]
+    assert any(name.startswith("gpt:") for entry in models.values() for name in entry["models"])
+
+
+def test_train_bad_config_exit_2(tmp_path, capsys):
+    config = _tiny_train_config(tmp_path / "c.yaml", vocab_size=77)
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "r")]) == 2
+    assert "model.vocab_size" in capsys.readouterr().err
+    config.write_text(config.read_text().replace("embargo", "embargoo"))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "r")]) == 2
+    assert "data.embargoo" in capsys.readouterr().err

@@ -101,6 +101,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         "models": _split(args.models),
         "cutoff": args.cutoff,
         "out": str(args.out) if args.out else None,
+        "runs": [str(run) for run in args.run_dirs] if args.run_dirs else None,
     }
     if args.config is not None:
         settings = read_config(EvaluateConfig, args.config, overrides)
@@ -115,6 +116,48 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = run_evaluate(settings)
     _summary_table(metrics)
     console.print(f"wrote {settings.out}/metrics.json and {settings.out}/report.html")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from chaosfm.train import read_train_run_file, run_train_tokenized
+
+    config = read_train_run_file(args.config)
+    result = run_train_tokenized(config, args.out, resume=args.resume)
+    heldout = result.metrics.get("heldout") or {}
+    if heldout:
+        console.print(
+            f"held-out perplexity {_cell(heldout.get('perplexity'))} (unigram "
+            f"{_cell(heldout.get('unigram_perplexity'))}), accuracy {_cell(heldout.get('accuracy'))}, "
+            f"top-5 {_cell(heldout.get('top5_accuracy'))} over {heldout.get('tokens')} codes"
+        )
+    console.print(f"wrote the run to {args.out}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from chaosfm._config import ConfigError
+    from chaosfm.pipelines import run_generate
+
+    try:
+        prompt = [int(part) for part in args.prompt.replace(",", " ").split()]
+    except ValueError:
+        raise ConfigError(f"--prompt: expected integer codes separated by spaces, got {args.prompt!r}") from None
+    codes = run_generate(
+        args.run_dir, prompt, args.n, temperature=args.temperature, top_k=args.top_k,
+        num_samples=args.num_samples, seed=args.seed,
+    )
+    for row in codes:
+        print(" ".join(str(int(c)) for c in row))
+
+
+def cmd_forecast(args: argparse.Namespace) -> None:
+    from chaosfm.pipelines import run_forecast
+
+    table = run_forecast(
+        args.run_dir, args.data, args.horizon, args.num_samples, args.out, asset=args.asset,
+        context_length=args.context_length, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+    )
+    console.print(_table(f"forecast of {table['asset'].iloc[0]} ({args.num_samples} samples)", table.head(20)))
+    console.print(f"wrote {args.out}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -226,7 +269,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-windows", type=int, help="score at most this many origins per asset")
     p.add_argument("--seed", type=int, help="seed of every random draw")
     p.add_argument("--config", type=Path, help="YAML config; flags override it")
+    p.add_argument("--run", dest="run_dirs", type=Path, action="append",
+                   help="run folder of `chaosfm train` to evaluate beside the baselines (repeatable)")
     p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser("train", help="fit a tokenizer and train a GPT or Mamba on its codes")
+    p.add_argument("--config", type=Path, required=True, help="YAML with data, tokenizer, model, train sections")
+    p.add_argument("--out", type=Path, required=True, help="run folder to write")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser("generate", help="sample codes from a trained run after a prompt")
+    p.add_argument("--run", dest="run_dir", required=True, type=Path, help="run folder of `chaosfm train`")
+    p.add_argument("--prompt", required=True, help='codes to continue, e.g. "80 81 83"')
+    p.add_argument("-n", type=int, default=50, help="codes to generate (default 50)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (default 1)")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely codes")
+    p.add_argument("--num-samples", type=int, default=1, help="paths to sample, one per line")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_generate)
+
+    p = commands.add_parser("forecast", help="forecast after the last row of a dataset with a trained run")
+    p.add_argument("--run", dest="run_dir", required=True, type=Path, help="run folder of `chaosfm train`")
+    p.add_argument("--data", required=True, help="built-in name or CSV/Parquet path")
+    p.add_argument("--horizon", type=int, required=True, help="steps to forecast")
+    p.add_argument("--num-samples", type=int, default=100, help="sample paths (default 100)")
+    p.add_argument("--out", type=Path, required=True, help="CSV of the mean and quantiles per step")
+    p.add_argument("--asset", help="asset of a multi-asset frame (default: the first)")
+    p.add_argument("--context-length", type=int, help="rows of history to encode (default: all)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_forecast)
 
     p = commands.add_parser("stream", help="run the online stochastic predictor over a series or stdin")
     p.add_argument("--data", required=True, help="built-in name, CSV/Parquet path, or - for CSV lines on stdin")

@@ -1,5 +1,6 @@
 """The jobs behind the CLI commands: each takes a config object and writes a run folder.
 
+``run_generate`` and ``run_forecast`` sample from a run of ``chaosfm train``.
 ``run_evaluate`` fits forecasters on every dataset up to a cutoff, scores them under the leakage
 protocol and writes ``metrics.json``, ``scores.parquet``, ``report.html``, ``config.yaml`` and
 ``meta.json``. ``run_demo`` is the same on ``sp500`` and ``lorenz63`` with every baseline.
@@ -64,6 +65,9 @@ class EvaluateConfig(BaseModel):
     cutoff_fraction: float = Field(0.7, gt=0, lt=1)
     protocol: Protocol = Field(default_factory=Protocol)
     model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    runs: list[str] = Field(
+        default_factory=list, description="run folders of `chaosfm train`; each adds its forecaster"
+    )
     out: Path = Path("runs/evaluate")
     title: str = "chaosfm evaluation"
 
@@ -108,7 +112,26 @@ def prepare_dataset(spec: DatasetSpec, config: EvaluateConfig) -> tuple[pd.DataF
         raise ConfigError(f"model(s) {unsupported} do not support {kind} data ({spec.name})")
     for name in names:
         _make(name, config)  # a bad option fails here, before any slow work
+    for forecaster in _runs(config):
+        columns = target_columns(frame)
+        if forecaster.columns != columns:
+            raise ConfigError(
+                f"runs: {forecaster.run_dir} forecasts {forecaster.columns}, but {spec.name} is scored "
+                f"on {columns}; evaluate it on data of the kind it was trained on"
+            )
     return frame, _cutoff(frame, spec, config), names
+
+
+def _runs(config: EvaluateConfig) -> list[Any]:
+    """One :class:`~chaosfm.evaluate.TokenForecaster` per run folder (ConfigError if one is not a run)."""
+    from chaosfm.evaluate import TokenForecaster
+
+    forecasters = []
+    for run in config.runs:
+        if not Path(run).is_dir():
+            raise ConfigError(f"runs: {run} is not a folder")
+        forecasters.append(TokenForecaster(run, **config.model_options.get(Path(run).name, {})))
+    return forecasters
 
 
 def _make(name: str, config: EvaluateConfig) -> Any:
@@ -124,6 +147,7 @@ def evaluate_dataset(
     """Fit through the cutoff and score one dataset."""
     frame, cutoff, names = prepared or prepare_dataset(spec, config)
     forecasters = {name: _make(name, config) for name in names}
+    forecasters.update({f.name: f for f in _runs(config)})
     protocol = spec.protocol or config.protocol
     started = time.perf_counter()
     fit_through(forecasters, frame, cutoff, protocol.embargo)
@@ -203,3 +227,93 @@ def demo_config(out: Path = Path("runs/demo"), fast: bool = False) -> EvaluateCo
 def run_demo(out: Path = Path("runs/demo"), fast: bool = False) -> dict[str, Any]:
     """Run the demo (see :func:`demo_config`) and return its metrics."""
     return run_evaluate(demo_config(out, fast))
+
+
+def run_generate(
+    run_dir: str | Path,
+    prompt: list[int],
+    n: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    num_samples: int = 1,
+    seed: int = 0,
+) -> Any:
+    """``(num_samples, n)`` codes sampled after ``prompt`` from a trained run's model.
+
+    A model with ``exo_clock`` is given the training mean of its exogenous input (0 after
+    standardisation) over the prompt: a bare code prompt carries no volatility.
+
+    Raises:
+        ConfigError: an empty prompt, a code outside the vocabulary, a bad count or temperature.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from chaosfm.models import generate
+    from chaosfm.train import load_run
+
+    model, _ = load_run(run_dir)
+    vocab = int(model.config.vocab_size)
+    if not prompt:
+        raise ConfigError("--prompt: give at least one code, e.g. \"80 81 83\"")
+    bad = [c for c in prompt if not 0 <= c < vocab]
+    if bad:
+        raise ConfigError(f"--prompt: code(s) {bad} outside the model's vocabulary 0..{vocab - 1}")
+    for name, value, low in (("-n", n, 1), ("--num-samples", num_samples, 1), ("--top-k", top_k or 1, 1)):
+        if value < low:
+            raise ConfigError(f"{name}: must be >= {low}, got {value}")
+    if temperature < 0:
+        raise ConfigError(f"--temperature: must be >= 0, got {temperature}")
+    codes = jnp.asarray(prompt, jnp.int32)
+    exo = jnp.zeros(codes.shape, jnp.float32) if model.uses_exo else None
+    keys = jax.random.split(jax.random.key(seed), num_samples)
+    drawn = jax.vmap(lambda k: generate(model, codes, n, temperature, top_k, key=k, exo=exo))(keys)
+    return np.asarray(drawn)
+
+
+def run_forecast(
+    run_dir: str | Path,
+    data: str,
+    horizon: int,
+    num_samples: int,
+    out: str | Path,
+    *,
+    asset: str | None = None,
+    context_length: int | None = None,
+    quantiles: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95),
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Forecast ``horizon`` steps after the last row of ``data`` (one asset) with a trained run;
+    write the quantile table (``asset, step, timestamp, column, mean, q0.05, ...``) to ``out``.
+
+    Raises:
+        ConfigError, DataError: bad arguments or data, before sampling.
+    """
+    import jax
+
+    from chaosfm._artifacts import atomic_write_text
+    from chaosfm.evaluate import TokenForecaster
+
+    if horizon < 1 or num_samples < 1:
+        raise ConfigError(f"--horizon and --num-samples must be >= 1, got {horizon}, {num_samples}")
+    forecaster = TokenForecaster(run_dir, temperature=temperature, top_k=top_k)
+    frame = load(data)
+    names = [str(a) for a in frame["asset"].unique()]
+    chosen = asset or names[0]
+    if chosen not in names:
+        raise ConfigError(f"--asset {chosen!r} is not in {data}; assets: {names}")
+    missing = [c for c in forecaster.columns if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"--data {data}: lacks column(s) {missing} the run {run_dir} forecasts")
+    part = frame[frame["asset"].astype(str) == chosen].reset_index(drop=True)
+    if context_length is not None:
+        part = part.iloc[-context_length:]
+    forecast = forecaster.forecast(part, horizon, num_samples, key=jax.random.key(seed))
+    table = forecast.to_frame(quantiles)
+    table["asset"] = chosen
+    atomic_write_text(Path(out), table.to_csv(index=False))
+    return table

@@ -11,6 +11,7 @@ from chaosfm.evaluate._baselines import (
     make_baseline,
 )
 from chaosfm.evaluate._parroting import ContextParroting  # registers itself in BASELINES
+from chaosfm.evaluate._token_forecaster import TokenForecaster
 from chaosfm.evaluate._protocol import (
     CLASSES,
     Example,
@@ -102,5 +103,6 @@ __all__ = [
     "LastValue",
     "RandomWalk",
     "SeasonalNaive",
+    "TokenForecaster",
     "make_baseline",
 ]

@@ -1,0 +1,63 @@
+"""Strate I: tokenizers that turn candles and trajectories into integer codes, and back.
+
+- :class:`FSQTokenizer`: finite scalar quantization (1024 codes by default) behind a dilated
+  causal CNN over candle features; one code per candle or per patch.
+- :class:`VQVAETokenizer`: the same network around a 512-entry EMA codebook with commitment
+  loss and dead-code restarts.
+- :class:`BinTokenizer`: Chronos-style mean-abs scaling and uniform or quantile bins, per
+  channel; for chaotic trajectories and any univariate series.
+
+All implement :class:`AbstractTokenizer`: ``fit(frame, *, key, steps, fence)``, ``encode``,
+``decode``, ``vocab_size``, ``save(dir)``, ``load(dir)``, ``trained_through``.
+"""
+
+from chaosfm.tokenizers._base import AbstractTokenizer, load_tokenizer
+from chaosfm.tokenizers._bins import EOS, PAD, BinConfig, BinTokenizer, mean_abs_scale
+from chaosfm.tokenizers._candle import AbstractCandleTokenizer, CandleConfig
+from chaosfm.tokenizers._cnn import CausalConv, CausalStack, Decoder, Encoder, causal_conv_reference
+from chaosfm.tokenizers._fsq import FSQConfig, FSQTokenizer, FSQuantizer
+from chaosfm.tokenizers._health import (
+    code_counts,
+    codebook_usage,
+    encode_throughput,
+    health_table,
+    perplexity,
+    reconstruction_errors,
+    tokenizer_health,
+)
+from chaosfm.tokenizers._run import TokenizeConfig, inspect_run, make_tokenizer, run_tokenize
+from chaosfm.tokenizers._vqvae import EMACodebook, VQVAEConfig, VQVAETokenizer
+
+__all__ = [
+    "EOS",
+    "PAD",
+    "AbstractCandleTokenizer",
+    "AbstractTokenizer",
+    "BinConfig",
+    "BinTokenizer",
+    "CandleConfig",
+    "CausalConv",
+    "CausalStack",
+    "Decoder",
+    "EMACodebook",
+    "Encoder",
+    "FSQConfig",
+    "FSQTokenizer",
+    "FSQuantizer",
+    "TokenizeConfig",
+    "VQVAEConfig",
+    "VQVAETokenizer",
+    "causal_conv_reference",
+    "code_counts",
+    "codebook_usage",
+    "encode_throughput",
+    "health_table",
+    "inspect_run",
+    "load_tokenizer",
+    "make_tokenizer",
+    "mean_abs_scale",
+    "perplexity",
+    "reconstruction_errors",
+    "run_tokenize",
+    "tokenizer_health",
+]

@@ -86,6 +86,14 @@ class AbstractTokenizer(abc.ABC):
         """int32 codes of ``frame``, asset after asset in frame order."""
 
     @abc.abstractmethod
+    def series(self, frame: pd.DataFrame, what: str = "series") -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``(asset, row positions, values)`` per asset: what :meth:`encode_series` reads."""
+
+    @abc.abstractmethod
+    def encode_series(self, values: np.ndarray) -> np.ndarray:
+        """int32 codes of one asset's values from :meth:`series` (no pandas on this path)."""
+
+    @abc.abstractmethod
     def decode(self, codes: Any, **context: Any) -> np.ndarray:
         """Values (``value_names``) reconstructed from the codes of one series."""
 
@@ -184,11 +192,29 @@ def check_positive(value: Any, name: str) -> float:
 
 def asset_slices(frame: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
     """``(asset, row positions)`` per asset, assets in order of first appearance."""
-    assets = frame["asset"].astype(str).to_numpy()
-    _, first, inverse = np.unique(assets, return_index=True, return_inverse=True)
-    order = np.argsort(first)
-    positions = np.arange(len(assets))
-    return [(str(assets[first[i]]), positions[inverse == i]) for i in order]
+    labels, assets = pd.factorize(frame["asset"], sort=False)
+    if len(assets) == 1:
+        return [(str(assets[0]), np.arange(len(labels)))]
+    order = np.argsort(labels, kind="stable")
+    bounds = np.cumsum(np.bincount(labels, minlength=len(assets)))[:-1]
+    return [(str(a), rows) for a, rows in zip(assets, np.split(order, bounds))]
+
+
+def check_codes(codes: Any, vocab_size: int, special: int) -> np.ndarray:
+    """``codes`` as an int array of rank 1 or 2 with every entry in ``[special, vocab_size)``."""
+    array = np.asarray(codes)
+    if array.dtype.kind not in "iu":
+        raise DataError(f"decode: codes must be integers, got dtype {array.dtype}", rule="integer codes")
+    if array.ndim not in (1, 2) or array.shape[-1] == 0:
+        raise DataError(f"decode: codes must have shape (codes,) or (batch, codes), got {array.shape}",
+                        rule="code shape")
+    low, high = int(array.min()), int(array.max())
+    if low < special or high >= vocab_size:
+        raise DataError(
+            f"decode: codes must lie in [{special}, {vocab_size}), got values in [{low}, {high}]",
+            rule="codes in vocabulary",
+        )
+    return array.astype(np.int32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,6 +259,15 @@ def read_leaves(directory: str | Path, like: Any) -> Any:
             return eqx.tree_deserialise_leaves(stream, like)
     except (ValueError, RuntimeError, EOFError) as error:
         raise ConfigError(f"{path}: does not match tokenizer.json ({error})") from None
+
+
+def numpy_rng(key: Any) -> np.random.Generator:
+    """A numpy generator seeded by a JAX key (typed or raw): explicit randomness for host-side draws."""
+    import jax
+
+    if jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.random.default_rng(np.asarray(key, dtype=np.uint32).ravel().tolist())
 
 
 def fence_record(record: TrainedThrough | None) -> Any:

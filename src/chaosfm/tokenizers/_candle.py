@@ -6,9 +6,10 @@ CNN of ``_cnn.py``; they differ only in the quantizer, an equinox module with
 - ``quantize(z) -> (z_q, codes, aux_loss)``: latents ``(N, D)`` to quantized latents with a
   straight-through gradient, int32 codes ``(N,)`` and a loss added to the reconstruction loss;
 - ``encode(z) -> codes`` and ``decode(codes) -> z_q``: the same without gradients;
-- ``update(z, codes, *, key, step) -> quantizer``: a new quantizer after a training step (EMA
-  codebook updates and dead-code restarts for VQ-VAE, nothing for FSQ);
-- ``vocab_size``.
+- ``update(z, codes, *, picks, step) -> quantizer``: a new quantizer after a training step (EMA
+  codebook updates and dead-code restarts for VQ-VAE, nothing for FSQ); ``picks`` are
+  ``restart_picks`` distinct random rows of ``z``, drawn by the training loop;
+- ``vocab_size`` and ``restart_picks`` (how many random rows ``update`` wants; 0 for none).
 
 Dimension letters: T candles, F features, D latent dimensions, P candles per patch, B windows in
 a batch, W candles per window, N latents.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,11 +40,20 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from chaosfm._config import ConfigError
 from chaosfm._progress import progress
-from chaosfm.data import FEATURE_COLUMNS, DataError, TimeFence, candle_features, trained_through
-from chaosfm.data._frame import MARKET_COLUMNS
+from chaosfm.data import (
+    FEATURE_COLUMNS,
+    MARKET_COLUMNS,
+    DataError,
+    TimeFence,
+    candle_features,
+    symlog,
+    trained_through,
+)
 from chaosfm.tokenizers._base import (
     AbstractTokenizer,
+    numpy_rng,
     asset_slices,
+    check_codes,
     check_fence,
     check_frame,
     check_int,
@@ -58,6 +69,7 @@ from chaosfm.tokenizers._cnn import Decoder, Encoder, receptive_field
 # Encode pads each series on the right to a multiple of this many codes, so a handful of
 # compiled shapes serve every length (padding on the right cannot change causal outputs).
 _BUCKET = 512
+_DATA_BUCKET = 8192
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +150,11 @@ def _make_networks(config: CandleConfig, latent: int, key: PRNGKeyArray) -> Netw
     )
 
 
+def _initialise(config: CandleConfig, latent: int, make_quantizer: Any, key: PRNGKeyArray):
+    network_key, quantizer_key = jax.random.split(key)
+    return _make_networks(config, latent, network_key), make_quantizer(config, quantizer_key)
+
+
 def _bucket(length: int, multiple: int) -> int:
     return max(multiple, int(math.ceil(length / multiple)) * multiple)
 
@@ -146,7 +163,7 @@ class AbstractCandleTokenizer(AbstractTokenizer):
     """A causal CNN autoencoder over candle features with a quantizer in the middle.
 
     Concrete subclasses set ``name`` and ``config_class`` and implement :meth:`latent_dim`,
-    :meth:`new_quantizer` and :meth:`vocab_size`; everything else lives here.
+    :meth:`make_quantizer` and :meth:`vocab_size`; everything else lives here.
 
     Attributes:
         config: the frozen config (a ``config_class`` instance).
@@ -173,8 +190,6 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         self._quantizer: Any = None
         self._mean: np.ndarray | None = None
         self._std: np.ndarray | None = None
-        self._encode_jit = eqx.filter_jit(_encode_series)
-        self._decode_jit = eqx.filter_jit(_decode_series)
 
     # --- what a concrete tokenizer supplies ---------------------------------------------------
 
@@ -183,8 +198,9 @@ class AbstractCandleTokenizer(AbstractTokenizer):
     def latent_dim(self) -> int:
         """D, the size of one latent vector."""
 
+    @staticmethod
     @abc.abstractmethod
-    def new_quantizer(self, key: PRNGKeyArray) -> Any:
+    def make_quantizer(config: CandleConfig, key: PRNGKeyArray) -> Any:
         """A fresh, untrained quantizer (see the module docstring for its methods)."""
 
     # --- common API ------------------------------------------------------------------------------
@@ -200,6 +216,16 @@ class AbstractCandleTokenizer(AbstractTokenizer):
     @property
     def receptive_field(self) -> int:
         return self.config.receptive_field
+
+    def series(self, frame: pd.DataFrame, what: str = "series") -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``(asset, row positions, features (T, F))`` per asset; NaN only in warm-up rows."""
+        check_frame(frame, MARKET_COLUMNS, what)
+        slices = asset_slices(frame)
+        out = []
+        for (asset, rows), values in zip(slices, feature_arrays(frame, self.config.features, slices)):
+            _warmup_length(values, what, asset)
+            out.append((asset, rows, values))
+        return out
 
     def fit(
         self,
@@ -226,28 +252,29 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         if key is None:
             raise ConfigError(f"{what} needs key=jax.random.key(seed); randomness is never implicit")
         steps = check_int(2000 if steps is None else steps, "steps", 1)
-        series = self._features_by_asset(frame, what)
+        series = self.series(frame, what)
         check_fence(frame, fence, what)
         data, starts, mean, std = self._training_windows(series, what)
-        init_key, quantizer_key, loop_key = jax.random.split(key, 3)
-        networks = _make_networks(self.config, self.latent_dim, init_key)
-        quantizer = self.new_quantizer(quantizer_key)
-        schedule = optax.warmup_cosine_decay_schedule(
-            0.0, self.config.learning_rate, max(1, steps // 20), steps,
-            end_value=self.config.learning_rate * 0.05,
-        )
-        optimiser = optax.chain(
-            optax.clip_by_global_norm(self.config.clip_norm),
-            optax.adamw(schedule, weight_decay=self.config.weight_decay),
-        )
-        opt_state = optimiser.init(eqx.filter(networks, eqx.is_array))
-        step_fn = _make_train_step(optimiser, self.config.window, self.config.batch_size)
+        init_key, loop_key = jax.random.split(key)
+        networks, quantizer = _initialise(self.config, self.latent_dim, self.make_quantizer, init_key)
+        optimiser, step_fn, init_fn = _train_step(self.config)
+        opt_state = init_fn(eqx.filter(networks, eqx.is_array))
+        # Random draws of the loop are made here with numpy, from loop_key: threefry inside the
+        # step would add seconds of XLA compilation for nothing.
+        rng = numpy_rng(loop_key)
+        window_starts = starts[rng.integers(0, len(starts), (steps, self.config.batch_size))]
+        latents = self.config.batch_size * self.config.window // self.config.patch
+        wanted = min(quantizer.restart_picks, latents)
+        restart_picks = (
+            np.stack([rng.choice(latents, wanted, replace=False) for _ in range(steps)])
+            if wanted else np.zeros((steps, 0))
+        ).astype(np.int32)
         history = []
         every = max(1, steps // 100)
-        step_keys = jax.random.split(loop_key, steps)
         for step in progress(range(steps), f"{self.name} fit", total=steps):
             networks, quantizer, opt_state, stats = step_fn(
-                networks, quantizer, opt_state, data, starts, step_keys[step], jnp.asarray(step)
+                networks, quantizer, opt_state, data, window_starts[step], restart_picks[step],
+                np.int32(step), np.int32(steps),
             )
             if step % every == 0 or step == steps - 1:
                 history.append({"step": step, **{k: float(v) for k, v in stats.items()}})
@@ -264,12 +291,13 @@ class AbstractCandleTokenizer(AbstractTokenizer):
 
         Patches start at an asset's first row; a trailing incomplete patch gets no code.
         """
-        series = self._features_by_asset(frame, f"{type(self).__name__}.encode")
-        parts = [self.encode_features(values) for _, _, values in series]
+        series = self.series(frame, f"{type(self).__name__}.encode")
+        parts = [self.encode_series(values) for _, _, values in series]
         return np.concatenate(parts).astype(np.int32)
 
-    def encode_features(self, values: Float[np.ndarray, "T F"]) -> Int[np.ndarray, " codes"]:
-        """int32 codes of one series of raw features ``(T, F)`` (leading NaN rows = warm-up)."""
+    def encode_series(self, values: Float[np.ndarray, "T F"]) -> Int[np.ndarray, " codes"]:
+        """int32 codes ``(T // P,)`` of one series of features ``(T, F)`` in feature units
+        (leading NaN rows are warm-up, as :meth:`series` gives them)."""
         self.require_fitted("encode")
         x = self._normalised(values, "encode")
         if x.shape[0] < self.receptive_field:
@@ -281,8 +309,9 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         count = x.shape[0] // self.config.patch
         padded = np.zeros((_bucket(count, _BUCKET) * self.config.patch, x.shape[1]), np.float32)
         padded[: x.shape[0]] = x
-        codes = self._encode_jit(self._networks.encoder, self._quantizer, jnp.asarray(padded))
-        return np.asarray(codes[:count], dtype=np.int32)
+        codes = _encode_jit(self._networks.encoder, self._quantizer, padded)
+        # Slice on the host: slicing the device array would dispatch (and compile) an XLA op.
+        return np.asarray(codes)[:count].astype(np.int32, copy=False)
 
     def decode(self, codes: Any, **context: Any) -> np.ndarray:
         """Features ``(codes * P, F)`` in feature units from one series of codes ``(codes,)``,
@@ -296,16 +325,16 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         count = array.shape[0]
         padded = np.zeros(_bucket(count, _BUCKET), np.int32)
         padded[:count] = array
-        out = self._decode_jit(self._networks.decoder, self._quantizer, jnp.asarray(padded))
-        out = np.asarray(out[: count * self.config.patch], dtype=np.float64)
+        out = _decode_jit(self._networks.decoder, self._quantizer, padded)
+        out = np.asarray(out)[: count * self.config.patch].astype(np.float64)
         return out * self._std[None, :] + self._mean[None, :]
 
     def tokens(self, frame: pd.DataFrame) -> pd.DataFrame:
-        series = self._features_by_asset(frame, f"{type(self).__name__}.tokens")
+        series = self.series(frame, f"{type(self).__name__}.tokens")
         parts = []
         patch = self.config.patch
         for asset, rows, values in series:
-            codes = self.encode_features(values)
+            codes = self.encode_series(values)
             last_rows = rows[patch - 1 :: patch][: len(codes)]
             parts.append(pd.DataFrame({
                 "asset": asset,
@@ -315,14 +344,14 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         return pd.concat(parts, ignore_index=True)
 
     def targets(self, frame: pd.DataFrame) -> pd.DataFrame:
-        series = self._features_by_asset(frame, f"{type(self).__name__}.targets")
+        series = self.series(frame, f"{type(self).__name__}.targets")
         return self._layout(frame, [(rows, values) for _, rows, values in series])
 
     def reconstruct(self, frame: pd.DataFrame) -> pd.DataFrame:
-        series = self._features_by_asset(frame, f"{type(self).__name__}.reconstruct")
+        series = self.series(frame, f"{type(self).__name__}.reconstruct")
         laid_out = []
         for _, rows, values in series:
-            decoded = self.decode(self.encode_features(values))
+            decoded = self.decode(self.encode_series(values))
             full = np.full_like(values, np.nan)
             full[: len(decoded)] = decoded
             laid_out.append((rows, full))
@@ -347,8 +376,8 @@ class AbstractCandleTokenizer(AbstractTokenizer):
             tokenizer = cls(cls.config_class(**header["config"]))
         except TypeError as error:
             raise ConfigError(f"{directory}: tokenizer.json has a bad config ({error})") from None
-        key = jax.random.key(0)  # only shapes matter: every leaf is read from model.eqx
-        like = (_make_networks(tokenizer.config, tokenizer.latent_dim, key), tokenizer.new_quantizer(key))
+        # Only the structure and shapes matter: every leaf is read from model.eqx.
+        like = _initialise(tokenizer.config, tokenizer.latent_dim, cls.make_quantizer, jax.random.key(0))
         tokenizer._networks, tokenizer._quantizer = read_leaves(directory, like)
         tokenizer._mean = np.asarray(header["mean"], dtype=np.float64)
         tokenizer._std = np.asarray(header["std"], dtype=np.float64)
@@ -356,19 +385,6 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         return tokenizer
 
     # --- internals -------------------------------------------------------------------------------
-
-    def _features_by_asset(self, frame: pd.DataFrame, what: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
-        """``(asset, row positions, raw features (T, F))`` per asset; NaN only in warm-up rows."""
-        check_frame(frame, MARKET_COLUMNS, what)
-        light = frame[["asset", "timestamp", *MARKET_COLUMNS]].reset_index(drop=True)
-        light.attrs = {}  # candle_features copies attrs at every step; a combined frame's are big
-        features = candle_features(light)[list(self.config.features)].to_numpy(dtype=np.float64)
-        out = []
-        for asset, rows in asset_slices(light):
-            values = features[rows]
-            _warmup_length(values, what, asset)
-            out.append((asset, rows, values))
-        return out
 
     def _training_windows(self, series, what):
         window = self.config.window
@@ -384,12 +400,15 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         stacked = np.concatenate([v for _, v in valid])
         mean = stacked.mean(axis=0)
         std = np.maximum(stacked.std(axis=0), 1e-8)
-        data = ((stacked - mean[None, :]) / std[None, :]).astype(np.float32)
+        # Zero rows pad the data to a bucket size, so the training step compiles once for many
+        # data sizes; no window starts in the padding.
+        data = np.zeros((_bucket(len(stacked), _DATA_BUCKET), stacked.shape[1]), np.float32)
+        data[: len(stacked)] = (stacked - mean[None, :]) / std[None, :]
         starts, offset = [], 0
         for _, values in valid:
             starts.append(offset + np.arange(len(values) - window + 1))
             offset += len(values)
-        return jnp.asarray(data), jnp.asarray(np.concatenate(starts), dtype=jnp.int32), mean, std
+        return jnp.asarray(data), np.concatenate(starts).astype(np.int32), mean, std
 
     def _normalised(self, values: np.ndarray, what: str) -> np.ndarray:
         values = np.asarray(values, dtype=np.float64)
@@ -413,6 +432,45 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         return out
 
 
+_SHAPE_FEATURES = ("log_return", "symlog_return", "body", "upper_wick", "lower_wick", "range")
+
+
+def feature_arrays(
+    frame: pd.DataFrame, names: Sequence[str], slices: Sequence[tuple[str, np.ndarray]]
+) -> list[np.ndarray]:
+    """``candle_features(frame)[names]`` as one ``(T, F)`` array per asset of ``slices``.
+
+    Features that need no rolling window are computed here with numpy, several times faster than
+    the pandas path (the test checks they agree with :func:`chaosfm.data.candle_features`); any
+    other feature falls back to ``candle_features``.
+    """
+    if not set(names) <= set(_SHAPE_FEATURES):
+        light = frame[["asset", "timestamp", *MARKET_COLUMNS]].reset_index(drop=True)
+        light.attrs = {}  # candle_features copies attrs at every step; a combined frame's are big
+        features = candle_features(light)[list(names)].to_numpy(dtype=np.float64)
+        return [features[rows] for _, rows in slices]
+    o, h, lo, c = (frame[k].to_numpy(dtype=np.float64) for k in ("open", "high", "low", "close"))
+    out = []
+    for _, rows in slices:
+        close = c[rows]
+        previous = np.empty_like(close)
+        previous[0] = np.nan
+        previous[1:] = close[:-1]
+        log_return = np.log(close / previous)
+        top = np.maximum(o[rows], close)
+        bottom = np.minimum(o[rows], close)
+        columns = {
+            "log_return": log_return,
+            "symlog_return": symlog(100.0 * log_return),
+            "body": (close - o[rows]) / previous,
+            "upper_wick": (h[rows] - top) / previous,
+            "lower_wick": (bottom - lo[rows]) / previous,
+            "range": (h[rows] - lo[rows]) / previous,
+        }
+        out.append(np.stack([columns[name] for name in names], axis=1))
+    return out
+
+
 def _warmup_length(values: np.ndarray, what: str, asset: str) -> int:
     """Leading rows with an undefined feature; NaN anywhere after them is an error."""
     bad = ~np.isfinite(values).all(axis=1)
@@ -428,41 +486,45 @@ def _warmup_length(values: np.ndarray, what: str, asset: str) -> int:
     return warm
 
 
-def check_codes(codes: Any, vocab_size: int, special: int) -> np.ndarray:
-    """``codes`` as an int array of rank 1 or 2 with every entry in ``[special, vocab_size)``."""
-    array = np.asarray(codes)
-    if array.dtype.kind not in "iu":
-        raise DataError(f"decode: codes must be integers, got dtype {array.dtype}", rule="integer codes")
-    if array.ndim not in (1, 2) or array.shape[-1] == 0:
-        raise DataError(f"decode: codes must have shape (codes,) or (batch, codes), got {array.shape}",
-                        rule="code shape")
-    low, high = int(array.min()), int(array.max())
-    if low < special or high >= vocab_size:
-        raise DataError(
-            f"decode: codes must lie in [{special}, {vocab_size}), got values in [{low}, {high}]",
-            rule="codes in vocabulary",
-        )
-    return array.astype(np.int32)
-
-
-def _encode_series(encoder: Encoder, quantizer: Any, x: Float[Array, "T F"]) -> Int[Array, " N"]:
+@eqx.filter_jit
+def _encode_jit(encoder: Encoder, quantizer: Any, x: Float[Array, "T F"]) -> Int[Array, " N"]:
     return quantizer.encode(encoder(x))
 
 
-def _decode_series(decoder: Decoder, quantizer: Any, codes: Int[Array, " N"]) -> Float[Array, "T F"]:
+@eqx.filter_jit
+def _decode_jit(decoder: Decoder, quantizer: Any, codes: Int[Array, " N"]) -> Float[Array, "T F"]:
     return decoder(quantizer.decode(codes))
 
 
-def _make_train_step(optimiser: optax.GradientTransformation, window: int, batch_size: int):
-    """One jitted optimiser step on ``batch_size`` random windows of the training data."""
+def learning_rate(step: Array, steps: Array, peak: float) -> Array:
+    """Linear warm-up over the first 5% of ``steps``, then cosine decay to 5% of ``peak``."""
+    warm = jnp.maximum(steps // 20, 1)
+    rising = peak * (step + 1) / warm
+    done = jnp.clip((step - warm) / jnp.maximum(steps - warm, 1), 0.0, 1.0)
+    falling = 0.05 * peak + 0.95 * peak * 0.5 * (1 + jnp.cos(jnp.pi * done))
+    return jnp.where(step < warm, rising, falling)
+
+
+@functools.lru_cache(maxsize=16)
+def _train_step(config: CandleConfig):
+    """The optimiser (AdamW with clipping), its jitted ``init`` and one jitted training step.
+
+    Cached per config, and the step count is an argument, not a constant: fitting the same
+    tokenizer again compiles nothing.
+    """
+    window, batch_size = config.window, config.batch_size
+    # optax.adamw without its learning rate, which the step applies from learning_rate().
+    optimiser = optax.chain(
+        optax.clip_by_global_norm(config.clip_norm),
+        optax.scale_by_adam(),
+        optax.add_decayed_weights(config.weight_decay),
+    )
 
     @eqx.filter_jit
-    def step(networks, quantizer, opt_state, data, starts, key, step_index):
-        sample_key, update_key = jax.random.split(key)
-        picks = jax.random.randint(sample_key, (batch_size,), 0, starts.shape[0])
+    def step(networks, quantizer, opt_state, data, window_starts, restart_picks, step_index, steps):
         features = data.shape[1]
         batch = jax.vmap(lambda s: jax.lax.dynamic_slice(data, (s, 0), (window, features)))(
-            starts[picks]
+            window_starts
         )  # (B, W, F)
 
         def loss_fn(nets):
@@ -475,10 +537,13 @@ def _make_train_step(optimiser: optax.GradientTransformation, window: int, batch
 
         (loss, (mse, flat, codes)), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(networks)
         updates, opt_state = optimiser.update(grads, opt_state, eqx.filter(networks, eqx.is_array))
-        networks = eqx.apply_updates(networks, updates)
-        quantizer = quantizer.update(jax.lax.stop_gradient(flat), codes, key=update_key, step=step_index)
+        rate = learning_rate(step_index, steps, config.learning_rate)
+        networks = eqx.apply_updates(networks, jax.tree.map(lambda u: -rate * u, updates))
+        quantizer = quantizer.update(
+            jax.lax.stop_gradient(flat), codes, picks=restart_picks, step=step_index
+        )
         seen = jnp.zeros(quantizer.vocab_size, jnp.int32).at[codes].add(1)
         stats = {"loss": loss, "mse": mse, "batch_usage": jnp.mean(seen > 0)}
         return networks, quantizer, opt_state, stats
 
-    return step
+    return optimiser, step, eqx.filter_jit(optimiser.init)

@@ -20,13 +20,18 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
+
+from chaosfm.tokenizers._base import numpy_rng
 
 
 def _init(key: PRNGKeyArray, shape: tuple[int, ...], fan_in: int, gain: float = 1.0) -> Array:
     # LeCun-normal keeps activations at unit scale through the stack (gain < 1 for residual
-    # branches, so the identity path dominates at initialisation).
-    return gain * jax.random.normal(key, shape) / jnp.sqrt(fan_in)
+    # branches, so the identity path dominates at initialisation). Drawn by numpy from the key:
+    # an eager jax.random.normal compiles a program per weight shape, seconds on a busy CPU.
+    draw = numpy_rng(key).standard_normal(shape) * gain / np.sqrt(fan_in)
+    return jnp.asarray(draw, dtype=jnp.float32)
 
 
 class Dense(eqx.Module):
@@ -89,7 +94,10 @@ def causal_conv_reference(conv: CausalConv, x: Float[Array, "T fan_in"]) -> Floa
 
 
 class ResidualBlock(eqx.Module):
-    """``x + Dense(gelu(CausalConv(gelu(x))))``: one dilation level of the stack."""
+    """``x + Dense(relu(CausalConv(relu(x))))``: one dilation level of the stack.
+
+    ReLU rather than GELU: encoding is ~15% faster on a CPU, which matters at 500k candles/s.
+    """
 
     conv: CausalConv
     mix: Dense
@@ -100,7 +108,7 @@ class ResidualBlock(eqx.Module):
         self.mix = Dense(width, width, key=mix_key, gain=0.5)
 
     def __call__(self, x: Float[Array, "T H"]) -> Float[Array, "T H"]:
-        return x + self.mix(jax.nn.gelu(self.conv(jax.nn.gelu(x))))
+        return x + self.mix(jax.nn.relu(self.conv(jax.nn.relu(x))))
 
 
 class CausalStack(eqx.Module):
@@ -136,7 +144,7 @@ class CausalStack(eqx.Module):
         h = self.project_in(x)
         for block in self.blocks:
             h = block(h)
-        return self.project_out(jax.nn.gelu(h))
+        return self.project_out(jax.nn.relu(h))
 
 
 def receptive_field(taps: int, dilations: Sequence[int]) -> int:

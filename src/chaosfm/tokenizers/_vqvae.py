@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from chaosfm._config import ConfigError
-from chaosfm.tokenizers._base import check_int, check_positive
+from chaosfm.tokenizers._base import check_int, check_positive, numpy_rng
 from chaosfm.tokenizers._candle import AbstractCandleTokenizer, CandleConfig
 
 _LAPLACE = 1e-5
@@ -58,7 +58,7 @@ class EMACodebook(eqx.Module):
         self, size: int, dim: int, *, decay: float, commitment: float, restarts: bool,
         restart_every: int, restart_threshold: float, key: PRNGKeyArray,
     ):
-        self.codebook = jax.random.normal(key, (size, dim))
+        self.codebook = jnp.asarray(numpy_rng(key).standard_normal((size, dim)), dtype=jnp.float32)
         # Start every count at 1 with the sum equal to the entry, so an unused entry stays where
         # it was initialised instead of being divided by a near-zero count.
         self.cluster_size = jnp.ones((size,))
@@ -73,6 +73,11 @@ class EMACodebook(eqx.Module):
     @property
     def vocab_size(self) -> int:
         return self.codebook.shape[0]
+
+    @property
+    def restart_picks(self) -> int:
+        """Random latents ``update`` needs per step: one per entry that may be restarted."""
+        return self.vocab_size if self.restarts else 0
 
     def _nearest(self, z: Float[Array, "N D"]) -> Int[Array, " N"]:
         distances = (
@@ -96,9 +101,18 @@ class EMACodebook(eqx.Module):
         return self.codebook[codes]
 
     def update(
-        self, z: Float[Array, "N D"], codes: Int[Array, " N"], *, key: PRNGKeyArray, step: Int[Array, ""]
+        self, z: Float[Array, "N D"], codes: Int[Array, " N"], *, picks: Int[Array, " P"],
+        step: Int[Array, ""],
     ) -> EMACodebook:
-        """The codebook after one batch: EMA update, then restarts of dead entries."""
+        """The codebook after one batch: EMA update, then restarts of dead entries.
+
+        Args:
+            z: the batch's encoder outputs.
+            codes: their nearest entries.
+            picks: distinct random rows of ``z`` (``restart_picks`` of them, or all rows if
+                fewer); dead entry ``k`` moves onto ``z[picks[k % P]]``.
+            step: the training step (restarts happen every ``restart_every`` steps).
+        """
         size = self.vocab_size
         counts = jnp.zeros((size,)).at[codes].add(1.0)
         sums = jnp.zeros_like(self.embed_sum).at[codes].add(z)
@@ -109,13 +123,9 @@ class EMACodebook(eqx.Module):
         codebook = embed_sum / smoothed[:, None]
         restarted = self.restarted
         if self.restarts:
-            pick_key, noise_key = jax.random.split(key)
             due = (step > 0) & (step % self.restart_every == 0)
             dead = due & (cluster_size < self.restart_threshold)  # (K,)
-            picks = jax.random.randint(pick_key, (size,), 0, z.shape[0])
-            # A little noise keeps two entries restarted onto the same latent apart.
-            spread = 1e-3 * jnp.std(z, axis=0, keepdims=True)
-            fresh = z[picks] + spread * jax.random.normal(noise_key, codebook.shape)
+            fresh = z[picks[jnp.arange(size) % picks.shape[0]]]  # (K, D)
             codebook = jnp.where(dead[:, None], fresh, codebook)
             embed_sum = jnp.where(dead[:, None], fresh, embed_sum)
             cluster_size = jnp.where(dead, 1.0, cluster_size)
@@ -180,8 +190,9 @@ class VQVAETokenizer(AbstractCandleTokenizer):
     def restarts_done(self) -> int:
         return 0 if self._quantizer is None else int(self._quantizer.restarted)
 
-    def new_quantizer(self, key: PRNGKeyArray) -> EMACodebook:
-        c = self.config
+    @staticmethod
+    def make_quantizer(config: VQVAEConfig, key: PRNGKeyArray) -> EMACodebook:
+        c = config
         return EMACodebook(
             c.codebook_size, c.latent_dim, decay=c.decay, commitment=c.commitment,
             restarts=c.restarts, restart_every=c.restart_every,

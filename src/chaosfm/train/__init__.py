@@ -17,6 +17,18 @@ from chaosfm.train._config import (
     check_against_data,
     parse_train_run_config,
 )
+from chaosfm.train._tokenized import (
+    CODES_FILE,
+    TOKENIZER_DIR,
+    DataSection,
+    TokenizerSection,
+    TrainRunFile,
+    code_streams,
+    exo_series,
+    parse_train_run_file,
+    read_train_run_file,
+    run_train_tokenized,
+)
 from chaosfm.train._evaluate import evaluate_codes, next_token_metrics, unigram_perplexity
 from chaosfm.train._loop import (
     LOG_FILE,
@@ -28,6 +40,16 @@ from chaosfm.train._loop import (
 )
 
 __all__ = [
+    "CODES_FILE",
+    "TOKENIZER_DIR",
+    "DataSection",
+    "TokenizerSection",
+    "TrainRunFile",
+    "code_streams",
+    "exo_series",
+    "parse_train_run_file",
+    "read_train_run_file",
+    "run_train_tokenized",
     "LOG_FILE",
     "Checkpoint",
     "CodeData",

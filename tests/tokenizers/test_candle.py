@@ -1,0 +1,24 @@
+"""The shared candle machinery: the numpy feature path agrees with chaosfm.data.candle_features."""
+
+import numpy as np
+import pytest
+
+from chaosfm.data import candle_features
+from chaosfm.tokenizers._base import asset_slices
+from chaosfm.tokenizers._candle import feature_arrays
+
+from .conftest import market_frame
+
+SHAPE = ("log_return", "symlog_return", "body", "upper_wick", "lower_wick", "range")
+
+
+@pytest.mark.parametrize("names", [SHAPE, ("range", "body"), ("realized_vol", "body")])
+def test_fast_features_match_candle_features(names):
+    frame = market_frame(rows=80, assets=("x", "y", "z"), seed=3)
+    # Interleave the assets' rows: the fast path must not assume contiguous blocks.
+    frame = frame.iloc[np.argsort(np.tile(np.arange(80), 3), kind="stable")].reset_index(drop=True)
+    slices = asset_slices(frame)
+    assert [a for a, _ in slices] == ["x", "y", "z"]
+    reference = candle_features(frame)[list(names)].to_numpy()
+    for (_, rows), fast in zip(slices, feature_arrays(frame, names, slices)):
+        np.testing.assert_allclose(fast, reference[rows], rtol=1e-12, atol=1e-15, equal_nan=True)
