@@ -160,6 +160,45 @@ def cmd_forecast(args: argparse.Namespace) -> None:
     console.print(f"wrote {args.out}")
 
 
+def cmd_tokenize(args: argparse.Namespace) -> None:
+    from chaosfm._config import ConfigError, parse_config, read_config
+    from chaosfm.tokenizers import TokenizeConfig, inspect_run, run_tokenize
+
+    if args.action == "inspect":
+        if not args.run_dir:
+            raise ConfigError("usage: chaosfm tokenize inspect RUN_DIR")
+        report = inspect_run(args.run_dir)
+        console.print(_table(f"tokenizer health: {args.run_dir}", report["table"]))
+        console.print(f"wrote {report['plot']}")
+        return
+    if args.action is not None:
+        raise ConfigError(f"unknown tokenize action {args.action!r}; use: chaosfm tokenize inspect RUN_DIR")
+    overrides: dict[str, Any] = {
+        "data": _split(args.data),
+        "tokenizer": args.tokenizer,
+        "levels": [int(v) for v in _split(args.levels)] if args.levels else None,
+        "codebook": args.codebook,
+        "steps": args.steps,
+        "cutoff": args.cutoff,
+        "seed": args.seed,
+        "out": str(args.out) if args.out else None,
+    }
+    try:
+        values = {k: v for k, v in overrides.items() if v is not None}
+    except ValueError as error:
+        raise ConfigError(f"--levels: {error}") from None
+    if args.config is not None:
+        config = read_config(TokenizeConfig, args.config, values)
+    else:
+        if not values.get("data"):
+            raise ConfigError("--data is required (or --config FILE with a data key)")
+        config = parse_config(TokenizeConfig, values, "flags")
+    run_tokenize(config)
+    report = inspect_run(config.out)
+    console.print(_table(f"tokenizer health: {config.out}", report["table"]))
+    console.print(f"wrote {config.out}/metrics.json, the tokenizer, and {report['plot']}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from chaosfm.pipelines import run_demo
 
@@ -272,6 +311,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", dest="run_dirs", type=Path, action="append",
                    help="run folder of `chaosfm train` to evaluate beside the baselines (repeatable)")
     p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser("tokenize", help="fit a tokenizer (fsq, vqvae, bins) and report its health")
+    p.add_argument("action", nargs="?", help="'inspect' to re-read a run folder")
+    p.add_argument("run_dir", nargs="?", help="with inspect: the run folder")
+    p.add_argument("--data", help="dataset names or paths, comma-separated")
+    p.add_argument("--tokenizer", choices=["fsq", "vqvae", "bins"], help="which tokenizer (default fsq)")
+    p.add_argument("--levels", help="FSQ levels, e.g. 8,8,4,4")
+    p.add_argument("--codebook", type=int, help="VQ-VAE codebook size")
+    p.add_argument("--steps", type=int, help="optimiser steps")
+    p.add_argument("--cutoff", help="last timestamp fitting may see")
+    p.add_argument("--seed", type=int, help="seed of every random draw")
+    p.add_argument("--config", type=Path, help="YAML TokenizeConfig; flags override it")
+    p.add_argument("--out", type=Path, help="run folder (default runs/tokenize)")
+    p.set_defaults(run=cmd_tokenize)
 
     p = commands.add_parser("train", help="fit a tokenizer and train a GPT or Mamba on its codes")
     p.add_argument("--config", type=Path, required=True, help="YAML with data, tokenizer, model, train sections")
