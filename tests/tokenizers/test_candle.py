@@ -7,7 +7,7 @@ from chaosfm.data import candle_features
 from chaosfm.tokenizers._base import asset_slices
 from chaosfm.tokenizers._candle import feature_arrays
 
-from .conftest import market_frame
+from ._data import market_frame
 
 SHAPE = ("log_return", "symlog_return", "body", "upper_wick", "lower_wick", "range")
 

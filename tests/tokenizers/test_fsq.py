@@ -10,7 +10,7 @@ from chaosfm._config import ConfigError
 from chaosfm.data import DataError, EmptyDataError, LeakageError, NonFiniteError, TimeFence
 from chaosfm.tokenizers import FSQConfig, FSQTokenizer, FSQuantizer, load_tokenizer
 
-from .conftest import TINY_FSQ, market_frame
+from ._data import TINY_FSQ, market_frame
 
 
 @pytest.fixture(scope="module")

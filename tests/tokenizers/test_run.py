@@ -10,7 +10,7 @@ from chaosfm._artifacts import ArtifactError, verify_run
 from chaosfm._config import ConfigError, parse_config
 from chaosfm.tokenizers import TokenizeConfig, inspect_run, load_tokenizer, make_tokenizer, run_tokenize
 
-from .conftest import TINY_FSQ
+from ._data import TINY_FSQ
 
 
 def test_config_reads_flags_and_rejects_typos():
@@ -77,3 +77,15 @@ def test_config_presets_parse():
     assert len(presets) == 3
     for path in presets:
         make_tokenizer(read_config(TokenizeConfig, path))
+
+
+def test_bad_data_raises_before_the_run_folder_exists(candles, tmp_path):
+    from chaosfm.data import DataError
+
+    path = tmp_path / "short.csv"
+    candles.groupby("asset").head(10).to_csv(path, index=False)
+    options = {k: v for k, v in TINY_FSQ.items() if k != "levels"}
+    config = TokenizeConfig(data=[str(path)], levels=[4, 3, 2], options=options, steps=5, out=tmp_path / "run")
+    with pytest.raises(DataError, match="training window"):
+        run_tokenize(config)
+    assert not (tmp_path / "run").exists()

@@ -10,7 +10,7 @@ from chaosfm._config import ConfigError
 from chaosfm.data import LeakageError, TimeFence
 from chaosfm.tokenizers import EMACodebook, VQVAEConfig, VQVAETokenizer, codebook_usage, code_counts, load_tokenizer
 
-from .conftest import TINY
+from ._data import TINY
 
 TINY_VQ = dict(codebook_size=32, latent_dim=3, restart_every=5, **TINY)
 

@@ -116,8 +116,11 @@ def fence_for(frame: pd.DataFrame, config: TokenizeConfig) -> TimeFence:
 def run_tokenize(config: TokenizeConfig) -> dict[str, Any]:
     """Fit a tokenizer up to a cutoff, measure its health, write the run folder; return the metrics.
 
+    The folder is created only once the tokenizer is fitted: bad settings or data raise before
+    anything is written.
+
     Raises:
-        ConfigError, DataError: bad settings or data, before anything is trained.
+        ConfigError, DataError: bad settings or data, before anything is trained or written.
     """
     tokenizer = make_tokenizer(config)
     frame = load(",".join(config.data), **config.data_options)
@@ -127,9 +130,6 @@ def run_tokenize(config: TokenizeConfig) -> dict[str, Any]:
     held_out = frame.loc[~before].reset_index(drop=True)
     if len(train) == 0:
         raise DataError(f"no rows at or before the cutoff {config.cutoff}", rule="training rows")
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_yaml(out / "config.yaml", config.model_dump(mode="json"))
     started = time.perf_counter()
     tokenizer.fit(train, key=jax.random.key(config.seed), steps=config.steps, fence=fence)
     fit_seconds = time.perf_counter() - started
@@ -144,13 +144,17 @@ def run_tokenize(config: TokenizeConfig) -> dict[str, Any]:
         "steps": config.steps if isinstance(tokenizer, (FSQTokenizer, VQVAETokenizer)) else 0,
         "trained_through": trained_through_to_json(tokenizer.trained_through),
     }
+    metrics = _finite(metrics)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml(out / "config.yaml", config.model_dump(mode="json"))
     tokenizer.save(out)
     write_json(out / "code_counts.json", counts)
     shown = encodable(tokenizer, held_out)[0]
     write_json(out / "example.json", _example(tokenizer, shown if len(shown) else train))
     history = getattr(tokenizer, "history", [])
     atomic_write_text(out / "log.jsonl", "".join(json.dumps(record) + "\n" for record in history))
-    write_json(out / "metrics.json", _finite(metrics))
+    write_json(out / "metrics.json", metrics)
     write_meta(
         out, seed=config.seed, trained_through=trained_through_to_json(tokenizer.trained_through),
         extra={"command": "tokenize", "tokenizer": tokenizer.name},
