@@ -125,7 +125,7 @@ class TrainRunFile(BaseModel):
                     f"{vocab_size} codes (leave it out to use the tokenizer's)"
                 )
         elif "vocab_size" not in model:
-            model["vocab_size"] = 2  # a placeholder to validate the rest before the tokenizer is known
+            model["vocab_size"] = 2  # stands in until the tokenizer is known, so the rest validates now
         return parse_train_run_config({"model": model, "train": self.train}, "config")
 
 
