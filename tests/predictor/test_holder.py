@@ -7,7 +7,7 @@ import pytest
 import pywt
 
 from chaosfm.predictor import HoelderConfig, hoelder_wtmm
-from chaosfm.predictor._holder import cwt_jax, cwt_pywavelets, scales
+from chaosfm.predictor._holder import cone_max, cwt_jax, cwt_pywavelets, scales
 
 from ._fbm import davies_harte
 
@@ -67,4 +67,36 @@ def test_exponent_carries_no_gradient():
 
 def test_too_short_buffer_is_an_error():
     with pytest.raises(ValueError, match="too short"):
-        hoelder_wtmm(jnp.zeros(8), CONFIG)
+        hoelder_wtmm(jnp.zeros(4), CONFIG)
+
+
+def test_cone_max_matches_a_plain_loop():
+    rng = np.random.default_rng(5)
+    values = rng.random((6, 40)).astype(np.float32) * (rng.random((6, 40)) < 0.3)
+    half = np.array([1, 2, 3, 5, 8, 13])
+    expected = np.stack([
+        [values[j, max(0, b - half[j]) : b + half[j] + 1].max() for b in range(40)] for j in range(6)
+    ])
+    np.testing.assert_array_equal(np.asarray(cone_max(jnp.asarray(values), half)), expected)
+
+
+def test_partly_filled_buffer_reads_only_its_data():
+    # The newest 64 of 128 slots hold fBm; the empty slots hold garbage that must not matter.
+    estimate = jax.jit(jax.vmap(lambda x, n: hoelder_wtmm(x, CONFIG, available=n).hoelder))
+    paths = np.stack([davies_harte(127, 0.5, np.random.default_rng(s)) for s in range(32)])
+    garbage = paths.copy()
+    garbage[:, :64] = 1e4 * np.random.default_rng(0).standard_normal((32, 64))
+    available = jnp.full((32,), 64)
+    clean = np.asarray(estimate(jnp.asarray(paths, jnp.float32), available))
+    dirty = np.asarray(estimate(jnp.asarray(garbage, jnp.float32), available))
+    np.testing.assert_allclose(dirty, clean, atol=1e-4)
+    assert abs(clean.mean() - 0.5) < 0.1, clean.mean()
+
+
+def test_too_few_samples_give_nan_not_garbage():
+    signal = jnp.asarray(davies_harte(127, 0.5, np.random.default_rng(6)), jnp.float32)
+    estimate = jax.jit(lambda x, n: hoelder_wtmm(x, CONFIG, available=n))
+    for available in (1, 2, 5, CONFIG.min_samples - 1):
+        out = estimate(signal, available)
+        assert np.isnan(float(out.hoelder)) and np.all(np.isnan(np.asarray(out.tau)))
+    assert np.isfinite(float(estimate(signal, CONFIG.min_samples).hoelder))

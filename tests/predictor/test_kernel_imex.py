@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from chaosfm.predictor import IMEXConfig
 from chaosfm.predictor._kernel_imex import (
@@ -13,6 +14,8 @@ from chaosfm.predictor._kernel_imex import (
     fit_jump_diffusion,
     generator_bands,
     imex_density,
+    jump_convolution,
+    jump_spectrum,
     predict_imex,
 )
 
@@ -24,6 +27,9 @@ def _params(mean=0.3, sigma=1.0, rate=0.0, jump_mean=0.0, jump_std=1.0):
 
 
 def test_anderson_solves_the_implicit_system():
+    # From a cold start (the right-hand side); in the kernel each solve starts from the previous
+    # substep's density and needs fewer iterations (see the next test).
+    iterations = 16
     params = _params()
     grid = jnp.linspace(-8.0, 8.0, CONFIG.grid_size)
     bands = generator_bands(grid, params)
@@ -33,16 +39,55 @@ def test_anderson_solves_the_implicit_system():
     exact = np.linalg.solve(np.eye(CONFIG.grid_size) - dt * dense, rhs)
     diagonal = 1.0 - dt * bands[1]
     jacobi = lambda q: (jnp.asarray(rhs, jnp.float32) + dt * (apply_bands(bands, q) - bands[1] * q)) / diagonal
-    solved, residual = anderson(
-        jacobi, jnp.asarray(rhs, jnp.float32), memory=CONFIG.anderson_memory,
-        iterations=CONFIG.fixed_point_iterations,
-    )
+    solved, residual = jax.jit(lambda x: anderson(
+        jacobi, x, memory=CONFIG.anderson_memory, iterations=iterations,
+    ))(jnp.asarray(rhs, jnp.float32))
     np.testing.assert_allclose(np.asarray(solved), exact, atol=1e-3 * np.abs(exact).max())
     plain = jnp.asarray(rhs, jnp.float32)
-    for _ in range(CONFIG.fixed_point_iterations):
+    for _ in range(iterations):
         plain = jacobi(plain)
     # Acceleration earns its keep: plain Jacobi is further off after as many iterations.
     assert np.abs(np.asarray(plain) - exact).max() > np.abs(np.asarray(solved) - exact).max()
+
+
+def _direct_imex(params, config):
+    """The same IMEX Euler steps with the implicit system solved densely (the reference)."""
+    size = config.grid_size
+    grid = np.linspace(-config.grid_width, config.grid_width, size)
+    dx = grid[1] - grid[0]
+    bands = [np.asarray(b, np.float64) for b in generator_bands(jnp.asarray(grid, jnp.float32), params)]
+    dense = np.diag(bands[1]) + np.diag(bands[0][1:], -1) + np.diag(bands[2][:-1], 1)
+    dt = 1.0 / config.substeps
+    offsets = (np.arange(2 * size - 1) - (size - 1)) * dx
+    kernel = np.exp(-0.5 * ((offsets - float(params.jump_mean)) / float(params.jump_std)) ** 2)
+    kernel /= kernel.sum()
+    p = np.exp(-0.5 * (grid / (2 * dx)) ** 2)
+    p /= p.sum()
+    for _ in range(config.substeps):
+        jumped = np.convolve(p, kernel)[size - 1 : 2 * size - 1]
+        p = np.linalg.solve(np.eye(size) - dt * dense, p + dt * float(params.jump_rate) * (jumped - p))
+        p = np.maximum(p, 0.0)
+        p /= p.sum()
+    return p / dx
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1])
+def test_default_iterations_match_the_direct_solve(rate):
+    params = _params(mean=-0.2, sigma=1.1, rate=rate, jump_mean=1.5, jump_std=2.0)
+    out = jax.jit(lambda p: imex_density(p, CONFIG))(params)
+    reference = _direct_imex(params, CONFIG)
+    np.testing.assert_allclose(np.asarray(out.density), reference, atol=2e-3 * reference.max())
+
+
+def test_fft_jump_convolution_matches_numpy():
+    grid = jnp.linspace(-8.0, 8.0, 64)
+    params = _params(jump_mean=1.0, jump_std=0.7)
+    p = np.random.default_rng(0).random(64).astype(np.float32)
+    ours = np.asarray(jump_convolution(jnp.asarray(p), jump_spectrum(grid, params)))
+    dx = float(grid[1] - grid[0])
+    offsets = (np.arange(127) - 63) * dx
+    kernel = np.exp(-0.5 * ((offsets - 1.0) / 0.7) ** 2)
+    np.testing.assert_allclose(ours, np.convolve(p, kernel / kernel.sum())[63:127], atol=1e-5)
 
 
 def test_generator_conserves_mass():

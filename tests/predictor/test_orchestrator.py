@@ -87,25 +87,53 @@ def test_non_convergence_retries_then_falls_back_to_uniform():
 
 
 def test_retry_with_doubled_epsilon_can_rescue():
-    from chaosfm.predictor._orchestrator import _sinkhorn
+    from chaosfm.predictor._orchestrator import _sinkhorn, project
 
     # Find an iteration cap that fails at epsilon and succeeds at 2 epsilon (fewer iterations).
     source = jnp.asarray([0.7, 0.1, 0.1, 0.1])
     target = jnp.asarray([0.1, 0.2, 0.3, 0.4])
     p = jnp.asarray([0.0, 1.0, 2.0, 3.0])
     cost = (p[:, None] - p[None, :]) ** 2 / 10.0
-    config = OrchestratorConfig(epsilon=0.01, sinkhorn_inner_iterations=1, sinkhorn_max_iterations=2000)
-    _, ok, needed = _sinkhorn(source, target, cost, 0.01, config)
-    _, ok2, needed2 = _sinkhorn(source, target, cost, 0.02, config)
-    assert bool(ok) and bool(ok2) and int(needed2) < int(needed)
-    capped = OrchestratorConfig(
-        epsilon=0.01, sinkhorn_inner_iterations=1, sinkhorn_max_iterations=int(needed2) + 1
+    config = OrchestratorConfig(
+        epsilon=0.01, sinkhorn_inner_iterations=1, sinkhorn_max_iterations=2000, sinkhorn_momentum=1.0
     )
+    solve = jax.jit(_sinkhorn, static_argnums=(3, 4))
+    _, ok, needed, _ = solve(source, target, cost, 0.01, config)
+    _, ok2, needed2, _ = solve(source, target, cost, 0.02, config)
+    assert bool(ok) and bool(ok2) and int(needed2) < int(needed)
+    capped = config.model_copy(update={"sinkhorn_max_iterations": int(needed2) + 1})
+    new, converged, iterations, degraded, duals = jax.jit(project, static_argnums=3)(source, target, p, capped)
+    assert bool(converged) and not bool(degraded)
+    assert int(iterations) > int(needed2)  # the first attempt ran to its cap, then the retry
+    _assert_simplex(new)
+    np.testing.assert_array_equal(np.asarray(duals), 0.0)  # 2-epsilon duals are no warm start
+
+
+def test_warm_start_and_momentum_reach_the_plain_solution_in_fewer_iterations():
     from chaosfm.predictor._orchestrator import project
 
-    new, converged, iterations, degraded = project(source, target, p, capped)
-    assert bool(converged) and not bool(degraded)
-    _assert_simplex(new)
+    rng = np.random.default_rng(0)
+    plain = OrchestratorConfig(sinkhorn_momentum=1.0, sinkhorn_threshold=1e-6, sinkhorn_max_iterations=5000)
+    fast = OrchestratorConfig()
+    solve = jax.jit(project, static_argnums=3)
+    duals = jnp.zeros((2, 4))
+    weights = jnp.full((4,), 0.25)
+    cold_total = warm_total = 0
+    p = jnp.asarray(rng.normal(size=4), jnp.float32)
+    for _ in range(20):
+        # Kernel predictions drift slowly from step to step, as they do on a live series.
+        p = p + jnp.asarray(0.05 * rng.normal(size=4), jnp.float32)
+        proposal = jax.nn.softmax(jnp.log(weights) - 0.5 * p)
+        exact, *_ = solve(weights, proposal, p, plain)
+        cold, ok_cold, it_cold, _, _ = solve(weights, proposal, p, fast)
+        warm, ok_warm, it_warm, _, duals = solve(weights, proposal, p, fast, duals)
+        assert bool(ok_cold) and bool(ok_warm)
+        np.testing.assert_allclose(np.asarray(warm), np.asarray(exact), atol=3e-3)
+        cold_total, warm_total = cold_total + int(it_cold), warm_total + int(it_warm)
+        weights = warm
+    _, _, it_plain, _, _ = solve(weights, proposal, p, OrchestratorConfig(sinkhorn_momentum=1.0))
+    assert warm_total < cold_total
+    assert int(it_cold) < int(it_plain)
 
 
 def test_alarm_resets_and_emergency_selects_kernel_d():

@@ -80,7 +80,7 @@ def update_cusum(
     kurtosis = jnp.where(full, rolling_kurtosis(state.window), GAUSSIAN_KURTOSIS)
     kurtosis = jnp.clip(kurtosis, config.kurtosis_floor, config.kurtosis_ceiling)
 
-    # Nothing accumulates while sigma is still a placeholder: a warm-up error would carry over.
+    # Nothing accumulates while sigma is still its initial guess: a warm-up error would carry over.
     warm = state.count + 1 >= config.warmup
     magnitude = jnp.minimum(jnp.abs(error), config.magnitude_clip * sigma)
     statistic = jnp.maximum(
@@ -91,7 +91,7 @@ def update_cusum(
     alarm = (statistic > threshold) & warm
 
     window = state.window.at[state.count % size].set(error / sigma)
-    # Until the EMA has seen enough errors it is a running mean: sigma_0 is only a placeholder.
+    # Until the EMA has seen enough errors it is a running mean: sigma_0 is only an initial guess.
     weight = jnp.maximum(config.variance_decay, 1.0 / (state.count.astype(error.dtype) + 1.0))
     variance = (1.0 - weight) * state.variance + weight * error**2
     variance = jnp.maximum(variance, jnp.finfo(error.dtype).tiny)

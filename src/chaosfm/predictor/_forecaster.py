@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from chaosfm.data import DataError, trained_through
 from chaosfm.evaluate import AbstractForecaster, Forecast, numpy_rng, require_key
 from chaosfm.predictor._config import PredictorConfig
-from chaosfm.predictor._predictor import PredictorOutput, init_predictor, jitted_update, warm_start
+from chaosfm.predictor._predictor import PredictorOutput, init_predictor, packed_step, warm_start
 
 
 class OnlinePredictorForecaster(AbstractForecaster):
@@ -34,15 +33,18 @@ class OnlinePredictorForecaster(AbstractForecaster):
         self.column: str | None = None
 
     def _feed(self, state, values: np.ndarray):
-        update = jitted_update(self.config)
+        step = packed_step(self.config)
         out = self.last_output
+        packed = step.pack(state)
         for value in values:
             if not np.isfinite(value):
                 raise DataError(f"value {value!r} is NaN or infinite", rule="finite values")
-            out, state = update(state, jnp.float32(value))
-            if int(state.count) == self.config.warmup:
-                state = warm_start(state, self.config, key=jax.random.key(self.seed + 1))
-        return state, out
+            packed_out, packed = step(packed, np.float32(value))
+            out = step.output(packed_out)
+            if int(out.count) == self.config.warmup:
+                state = warm_start(step.unpack(packed), self.config, key=jax.random.key(self.seed + 1))
+                packed = step.pack(state)
+        return step.unpack(packed), out
 
     def fit(self, frame: pd.DataFrame) -> "OnlinePredictorForecaster":
         if frame["asset"].nunique() != 1:

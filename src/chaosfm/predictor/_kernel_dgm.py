@@ -165,14 +165,20 @@ def train(
     return DGMState(params, opt_state, state.problem), losses[-1]
 
 
+def path_moments(path: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Weighted mean and standard deviation of a ``(T,)`` path: ``z = (path - mean) / std``."""
+    total = jnp.maximum(jnp.sum(weights), 2.0)
+    mean = jnp.sum(weights * path) / total
+    std = jnp.sqrt(jnp.sum(weights * (path - mean) ** 2) / total + 1e-8)
+    return mean, std
+
+
 def fit_problem(path: jax.Array, weights: jax.Array) -> tuple[DGMProblem, jax.Array, jax.Array]:
     """OU parameters and terminal density from a ``(T,)`` path (``weights`` mask valid slots).
 
     Returns the problem, the path's mean and its standard deviation (z = (path - mean) / std).
     """
-    total = jnp.maximum(jnp.sum(weights), 2.0)
-    mean = jnp.sum(weights * path) / total
-    std = jnp.sqrt(jnp.sum(weights * (path - mean) ** 2) / total + 1e-8)
+    mean, std = path_moments(path, weights)
     z = (path - mean) / std
     pair = weights[1:] * weights[:-1]
     phi = jnp.sum(pair * z[1:] * z[:-1]) / jnp.maximum(jnp.sum(pair * z[:-1] ** 2), 1e-8)
@@ -210,6 +216,34 @@ def optimal_drift(params: Params, problem: DGMProblem, z: jax.Array) -> jax.Arra
     return -problem.theta * z - problem.sigma**2 * v_z
 
 
+def refresh_dgm(
+    state: DGMState, path: jax.Array, weights: jax.Array, config: DGMConfig, *, key: jax.Array
+) -> tuple[DGMState, DGMOutput]:
+    """The slow half of an update: refit the OU and terminal density, train, run the monitor.
+
+    Returns the new state and a ``DGMOutput`` whose ``prediction`` is left at zero (see
+    :func:`predict_dgm`).
+    """
+    problem, _, _ = fit_problem(path, weights)
+    state = DGMState(state.params, state.opt_state, problem)
+    state, loss = train(state, key, config.online_steps, config)
+    entropy, collapsed = collapse_monitor(state.params, config)
+    zero = jnp.zeros((), path.dtype)
+    return state, DGMOutput(prediction=zero, entropy=entropy, collapsed=collapsed, loss=loss)
+
+
+def predict_dgm(state: DGMState, path: jax.Array, weights: jax.Array, config: DGMConfig) -> jax.Array:
+    """The fast half: the controlled drift at the path's current ``z``, in the path's units.
+
+    ``z`` is taken from the path as it is now; the OU parameters and the network are those of
+    the last :func:`refresh_dgm`.
+    """
+    mean, std = path_moments(path, weights)
+    z_now = jnp.clip((path[-1] - mean) / std, -config.domain, config.domain)
+    drift = optimal_drift(state.params, state.problem, z_now)
+    return jnp.clip(drift, -5.0, 5.0) * std
+
+
 def update_dgm(
     state: DGMState, path: jax.Array, weights: jax.Array, config: DGMConfig, *, key: jax.Array
 ) -> tuple[DGMOutput, DGMState]:
@@ -217,12 +251,5 @@ def update_dgm(
 
     ``path`` is the ``(T,)`` cumulative standardised path; the prediction is in its units.
     """
-    problem, _, std = fit_problem(path, weights)
-    state = DGMState(state.params, state.opt_state, problem)
-    state, loss = train(state, key, config.online_steps, config)
-    z_now = jnp.clip((path[-1] - jnp.sum(weights * path) / jnp.maximum(jnp.sum(weights), 1.0)) / std,
-                     -config.domain, config.domain)
-    drift = optimal_drift(state.params, problem, z_now)
-    entropy, collapsed = collapse_monitor(state.params, config)
-    prediction = jnp.clip(drift, -5.0, 5.0) * std
-    return DGMOutput(prediction=prediction, entropy=entropy, collapsed=collapsed, loss=loss), state
+    state, out = refresh_dgm(state, path, weights, config, key=key)
+    return out._replace(prediction=predict_dgm(state, path, weights, config)), state

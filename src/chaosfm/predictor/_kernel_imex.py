@@ -92,6 +92,23 @@ def apply_bands(bands, p: jax.Array) -> jax.Array:
     return sub * left + diagonal * p + sup * right
 
 
+def solve_spd(matrix: jax.Array, rhs: jax.Array) -> jax.Array:
+    """``matrix^-1 rhs`` for a small symmetric positive definite ``(n, n)`` matrix.
+
+    Gauss-Jordan elimination without pivoting (safe: an SPD matrix has positive pivots), one
+    whole-row update per step, written with ``where`` so XLA fuses the steps. For the
+    ``(m + 1, m + 1)`` Anderson systems this is ~1.5x faster on CPU than ``jnp.linalg.solve``,
+    whose LAPACK call and pivoting cost more than the flops.
+    """
+    size = matrix.shape[0]
+    augmented = jnp.concatenate([matrix, rhs[:, None]], axis=1)  # (n, n + 1)
+    rows = jnp.arange(size)[:, None]
+    for k in range(size):
+        row = augmented[k] / augmented[k, k]
+        augmented = jnp.where(rows == k, row[None, :], augmented - augmented[:, k : k + 1] * row[None, :])
+    return augmented[:, size]
+
+
 def anderson(fixed_point_map, x0: jax.Array, *, memory: int, iterations: int) -> tuple[jax.Array, jax.Array]:
     """Anderson-accelerated iteration of ``x = g(x)`` (type II, Walker & Ni 2011, alg. AA).
 
@@ -109,31 +126,41 @@ def anderson(fixed_point_map, x0: jax.Array, *, memory: int, iterations: int) ->
         residuals = gs - xs  # (m + 1, G), newest first
         valid = jnp.arange(memory + 1) <= k
         # Minimise |sum_i c_i f_i| subject to sum c = 1 on the valid history (regularised).
-        gram = residuals @ residuals.T
+        # Products and sums rather than matmuls: at (m + 1) x G these are overhead, not flops.
+        gram = jnp.sum(residuals[:, None, :] * residuals[None, :, :], axis=-1)  # (m + 1, m + 1)
         mask = valid[:, None] & valid[None, :]
         gram = jnp.where(mask, gram, 0.0) + jnp.diag(jnp.where(valid, 1e-10 + 1e-6 * jnp.trace(gram), 1.0))
         ones = valid.astype(x.dtype)
-        solved = jnp.linalg.solve(gram, ones)
+        solved = solve_spd(gram, ones)
         coef = solved / jnp.sum(solved)
-        new = coef @ gs
+        new = jnp.sum(coef[:, None] * gs, axis=0)
         new = jnp.where(jnp.all(jnp.isfinite(new)), new, g)
         return (new, xs, gs), None
 
-    with jax.default_matmul_precision("highest"):
-        (x, _, _), _ = jax.lax.scan(body, (x0, xs, gs), jnp.arange(iterations))
-        residual = jnp.max(jnp.abs(fixed_point_map(x) - x))
+    (x, _, _), _ = jax.lax.scan(body, (x0, xs, gs), jnp.arange(iterations))
+    residual = jnp.max(jnp.abs(fixed_point_map(x) - x))
     return x, residual
 
 
-def jump_convolution(p: jax.Array, grid: jax.Array, params: JumpDiffusionParams) -> jax.Array:
-    """``phi_J * p`` on the grid by FFT (zero-padded, so no wrap-around)."""
+def jump_spectrum(grid: jax.Array, params: JumpDiffusionParams) -> jax.Array:
+    """Spectrum of the jump kernel on the grid offsets, for FFTs of length ``2G``.
+
+    The kernel spans ``2G - 1`` offsets, so the linear convolution with a ``(G,)`` density has
+    ``3G - 2`` samples; of those only the middle ``G`` are kept, and a circular convolution of
+    length ``2G`` leaves exactly those unaliased.
+    """
     size = grid.shape[0]
     dx = grid[1] - grid[0]
     offsets = (jnp.arange(2 * size - 1) - (size - 1)) * dx  # (2G - 1,) centred kernel support
     kernel = jnp.exp(-0.5 * ((offsets - params.jump_mean) / params.jump_std) ** 2)
     kernel = kernel / jnp.sum(kernel)
-    length = 4 * size
-    full = jnp.fft.irfft(jnp.fft.rfft(p, length) * jnp.fft.rfft(kernel, length), length)
+    return jnp.fft.rfft(kernel, 2 * size)
+
+
+def jump_convolution(p: jax.Array, spectrum: jax.Array) -> jax.Array:
+    """``phi_J * p`` on the grid: one FFT convolution with :func:`jump_spectrum`'s spectrum."""
+    size = p.shape[0]
+    full = jnp.fft.irfft(jnp.fft.rfft(p, 2 * size) * spectrum, 2 * size)
     return full[size - 1 : 2 * size - 1]
 
 
@@ -147,9 +174,10 @@ def imex_density(params: JumpDiffusionParams, config: IMEXConfig) -> IMEXOutput:
     dt = 1.0 / config.substeps
     bands = generator_bands(grid, params)
     diagonal = 1.0 - dt * bands[1]
+    spectrum = jump_spectrum(grid, params)  # the same kernel in every substep
 
     def substep(p, _):
-        explicit = p + dt * params.jump_rate * (jump_convolution(p, grid, params) - p)
+        explicit = p + dt * params.jump_rate * (jump_convolution(p, spectrum) - p)
 
         def jacobi(q):
             off = apply_bands(bands, q) - bands[1] * q

@@ -6,15 +6,27 @@ Per observation ``x_t`` (a level: a price or a trajectory coordinate):
    of the standardised increment feed the orchestrator (JKO step on the weights);
 2. push ``x_t`` and its standardised increment into the ring buffers (increments are divided by
    an EMA scale known before ``x_t``, so every statistic is causal);
-3. estimate the Hölder exponent of the level buffer (WTMM); below ``hoelder_threshold`` the
-   circuit breaker trips (``emergency``: kernel D alone, Huber loss);
-4. each kernel predicts the next standardised increment (A stable, B DGM/HJB, C IMEX
+3. refresh the slow parts on their cadence (below): the Hölder exponent of the level buffer
+   (WTMM), the stable fit and its Monte Carlo draws (A), the IMEX density (C), and the DGM's
+   OU refit, online training and collapse monitor (B);
+4. the Hölder exponent below ``hoelder_threshold`` trips the circuit breaker (``emergency``:
+   kernel D alone, Huber loss);
+5. each kernel predicts the next standardised increment (A stable, B DGM/HJB, C IMEX
    jump-diffusion, D log-signature ridge); the mixture with the current weights is the
    prediction, and ``num_samples`` mixture draws give its distribution.
 
-During the first ``warmup`` observations the prediction is the last value (a random walk) and no
-flag is raised. A non-finite ``x`` leaves the state untouched (the output is NaN). Dimension
-letters: N buffer, K = 4 kernels, S samples.
+Cadence: the four slow parts are recomputed every ``refresh_every`` steps, staggered so that one
+part runs per step (with the default 4: the Hölder exponent at counts 0 mod 4, the stable fit at
+1 mod 4, and so on), and each step otherwise reuses the cached results in ``state.cache``; a step
+then costs the cheap parts plus one slow part rather than all four. ``refresh_every = 1``
+recomputes everything every step. What was recomputed is reported per step (``refreshed``, a
+bit mask over ``SLOW_PARTS``). The fast parts run every step: CUSUM, the orchestrator, the
+signature ridge, the DGM's drift at the current point, the mixture draws.
+
+During the first ``warmup`` observations the prediction is the last value (a random walk), the
+Hölder exponent is NaN until ``hoelder.min_samples`` levels are buffered, and no flag is raised.
+A non-finite ``x`` leaves the state untouched (the output is NaN). Dimension letters: N buffer,
+K = 4 kernels, S samples, M stable draws, G IMEX grid.
 """
 
 from __future__ import annotations
@@ -28,8 +40,16 @@ import jax.numpy as jnp
 from chaosfm.predictor._config import PredictorConfig
 from chaosfm.predictor._cusum import CusumState, init_cusum, update_cusum
 from chaosfm.predictor._holder import hoelder_wtmm
-from chaosfm.predictor._kernel_dgm import DGMState, fit_problem, init_dgm, train, update_dgm
-from chaosfm.predictor._kernel_imex import predict_imex, sample_density
+from chaosfm.predictor._kernel_dgm import (
+    DGMOutput,
+    DGMState,
+    fit_problem,
+    init_dgm,
+    predict_dgm,
+    refresh_dgm,
+    train,
+)
+from chaosfm.predictor._kernel_imex import IMEXOutput, predict_imex, sample_density
 from chaosfm.predictor._kernel_signature import (
     SignatureState,
     init_signature,
@@ -37,7 +57,8 @@ from chaosfm.predictor._kernel_signature import (
     signature_features,
     update_signature,
 )
-from chaosfm.predictor._kernel_stable import predict_stable
+from chaosfm.predictor._kernel_stable import StableOutput, StableParams, predict_stable
+from chaosfm.predictor._packing import Packed, TreeLayout
 from chaosfm.predictor._orchestrator import (
     OrchestratorState,
     init_orchestrator,
@@ -47,6 +68,16 @@ from chaosfm.predictor._orchestrator import (
 
 KERNELS = ("stable", "dgm", "imex", "signature")
 SIGNATURE_KERNEL = KERNELS.index("signature")
+SLOW_PARTS = ("hoelder", "stable", "imex", "dgm")  # refreshed on the cadence, in this order
+
+
+class KernelCache(NamedTuple):
+    """Results of the slow parts, as of their last refresh."""
+
+    hoelder: jax.Array  # NaN until defined
+    stable: StableOutput  # fit, draws (M,) and their median
+    imex: IMEXOutput  # density (G,) of the next increment and its moments
+    dgm: DGMOutput  # entropy monitor and loss (prediction unused: it is made every step)
 
 
 class PredictorState(NamedTuple):
@@ -64,6 +95,7 @@ class PredictorState(NamedTuple):
     orchestrator: OrchestratorState
     signature: SignatureState
     dgm: DGMState
+    cache: KernelCache
     key: jax.Array
 
 
@@ -87,6 +119,8 @@ class PredictorOutput(NamedTuple):
     mode_collapse: jax.Array
     error: jax.Array  # x_t minus the previous prediction
     warm: jax.Array  # bool: past warm-up
+    count: jax.Array  # int32 observations seen, this one included
+    refreshed: jax.Array  # int32 bit mask: bit j set if SLOW_PARTS[j] was recomputed this step
 
 
 def init_predictor(config: PredictorConfig, first_value: float, *, key: jax.Array) -> PredictorState:
@@ -113,7 +147,26 @@ def init_predictor(config: PredictorConfig, first_value: float, *, key: jax.Arra
         orchestrator=init_orchestrator(len(KERNELS), dtype),
         signature=signature,
         dgm=init_dgm(key_dgm, problem, config.dgm),
+        cache=_initial_cache(config, dtype),
         key=key,
+    )
+
+
+def _initial_cache(config: PredictorConfig, dtype) -> KernelCache:
+    """Neutral stand-ins until each part's first refresh (all happen before warm-up ends)."""
+    zero, nan = jnp.zeros((), dtype), jnp.full((), jnp.nan, dtype)
+    grid = jnp.linspace(-config.imex.grid_width, config.imex.grid_width, config.imex.grid_size, dtype=dtype)
+    gaussian = jnp.exp(-0.5 * grid**2) / jnp.sqrt(2.0 * jnp.pi)
+    one = jnp.ones((), dtype)
+    return KernelCache(
+        hoelder=nan,
+        stable=StableOutput(
+            prediction=zero,
+            draws=jnp.zeros((config.stable.num_draws,), dtype),
+            params=StableParams(alpha=2.0 * one, beta=zero, gamma=one, delta=zero),
+        ),
+        imex=IMEXOutput(prediction=zero, std=one, density=gaussian, grid=grid, residual=zero),
+        dgm=DGMOutput(prediction=zero, entropy=nan, collapsed=jnp.zeros((), bool), loss=zero),
     )
 
 
@@ -184,18 +237,56 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
     valid = (jnp.arange(size) >= size - (count - 1)).astype(dtype)  # slots holding increments
     warm = count >= config.warmup
 
-    # 3. Roughness and the circuit breaker.
-    hoelder = hoelder_wtmm(levels, config.hoelder).hoelder
-    emergency = warm & (hoelder < config.hoelder_threshold)
-
-    # 4. Kernels, in standardised increments of the next step.
-    stable = predict_stable(increments, valid, config.stable, key=key_stable)
+    # 3. The slow parts, on their staggered cadence.
     path = jnp.cumsum(increments)
-    dgm_out, dgm_state = update_dgm(state.dgm, path, valid, config.dgm, key=key_dgm)
-    imex = predict_imex(increments, valid, config.imex)
+    available = jnp.minimum(count, size)
+
+    # Only what a refresh writes passes through the switch: XLA copies every buffer a branch
+    # returns, and the network and its Adam moments (~110 arrays) are read-only unless the DGM
+    # trains online.
+    trains_online = config.dgm.online_steps > 0
+
+    def refresh(part: str, cache: KernelCache, dgm):
+        if part == "hoelder":
+            out = hoelder_wtmm(levels, config.hoelder, available=available)
+            return cache._replace(hoelder=out.hoelder), dgm
+        if part == "stable":
+            return cache._replace(stable=predict_stable(increments, valid, config.stable, key=key_stable)), dgm
+        if part == "imex":
+            return cache._replace(imex=predict_imex(increments, valid, config.imex)), dgm
+        full = dgm if trains_online else DGMState(state.dgm.params, state.dgm.opt_state, dgm)
+        full, out = refresh_dgm(full, path, valid, config.dgm, key=key_dgm)
+        return cache._replace(dgm=out), full if trains_online else full.problem
+
+    cadence = config.refresh_every
+    schedule = [[j for j in range(len(SLOW_PARTS)) if j % cadence == phase] for phase in range(cadence)]
+
+    def branch(parts):
+        def run(operand):
+            cache, dgm = operand
+            for j in parts:
+                cache, dgm = refresh(SLOW_PARTS[j], cache, dgm)
+            return cache, dgm
+
+        return run
+
+    phase = count % cadence
+    operand = (state.cache, state.dgm if trains_online else state.dgm.problem)
+    cache, dgm = jax.lax.switch(phase, [branch(parts) for parts in schedule], operand)
+    dgm_state = dgm if trains_online else state.dgm._replace(problem=dgm)
+    refreshed = jnp.asarray([sum(1 << j for j in parts) for parts in schedule], jnp.int32)[phase]
+
+    # 4. The circuit breaker; NaN (too few samples for a slope) never trips it.
+    hoelder = cache.hoelder
+    emergency = warm & jnp.isfinite(hoelder) & (hoelder < config.hoelder_threshold)
+
+    # 5. Kernels, in standardised increments of the next step.
+    dgm_prediction = predict_dgm(dgm_state, path, valid, config.dgm)
     features = signature_features(increments[-config.signature.window :], config.signature)
     ridge_mean, ridge_std = predict_signature(signature_state, features, config.signature)
-    kernel_predictions = jnp.stack([stable.prediction, dgm_out.prediction, imex.prediction, ridge_mean])
+    kernel_predictions = jnp.stack(
+        [cache.stable.prediction, dgm_prediction, cache.imex.prediction, ridge_mean]
+    )
     kernel_predictions = jnp.clip(jnp.nan_to_num(kernel_predictions), -20.0, 20.0)
     weights = mixing_weights(orch_state, emergency, SIGNATURE_KERNEL)
     weights = jnp.where(warm, weights, jnp.full_like(weights, 1.0 / len(KERNELS)))
@@ -208,9 +299,9 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
     gauss = jax.random.normal(key_gauss, (draws,), dtype)
     per_kernel = jnp.stack(
         [
-            jnp.resize(stable.draws, (draws,)),
-            dgm_out.prediction + gauss * dgm_state.problem.sigma,
-            sample_density(key_imex, imex, (draws,)),
+            jnp.resize(cache.stable.draws, (draws,)),
+            dgm_prediction + gauss * dgm_state.problem.sigma,
+            sample_density(key_imex, cache.imex, (draws,)),
             ridge_mean + gauss * ridge_std,
         ]
     )  # (K, S)
@@ -218,7 +309,7 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
     mixed_draws = jnp.where(warm, jnp.clip(jnp.nan_to_num(mixed_draws), -50.0, 50.0), gauss)
     samples = _level(config, x, mixed_draws * scale)
 
-    collapsed_steps = jnp.where(dgm_out.collapsed & warm, state.collapsed_steps + 1, 0)
+    collapsed_steps = jnp.where(cache.dgm.collapsed & warm, state.collapsed_steps + 1, 0)
     new_state = PredictorState(
         count=count,
         last=x,
@@ -234,6 +325,7 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
         orchestrator=orch_state,
         signature=signature_state,
         dgm=dgm_state,
+        cache=cache,
         key=key,
     )
     out = PredictorOutput(
@@ -246,7 +338,7 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
         cusum_threshold=cusum_out.threshold,
         distance_to_alarm=cusum_out.distance,
         kurtosis=cusum_out.kurtosis,
-        dgm_entropy=dgm_out.entropy,
+        dgm_entropy=cache.dgm.entropy,
         free_energy=orch_out.free_energy,
         sinkhorn_iterations=orch_out.sinkhorn_iterations,
         sinkhorn_converged=orch_out.sinkhorn_converged,
@@ -256,6 +348,8 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
         mode_collapse=collapsed_steps > config.mode_collapse_steps,
         error=error,
         warm=warm,
+        count=count,
+        refreshed=refreshed,
     )
     return out, new_state
 
@@ -264,6 +358,48 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
 def jitted_update(config: PredictorConfig):
     """``update_predictor`` compiled for one config (cached: a config is hashable)."""
     return jax.jit(lambda state, value: update_predictor(state, value, config))
+
+
+class PackedStep:
+    """``update_predictor`` compiled over a packed state: the form a live loop should call.
+
+    The state crosses the jit boundary as two vectors and the output as two more (see
+    ``_packing.py``): dispatching the ~120-leaf ``PredictorState`` cost more than the step's
+    arithmetic. ``step(packed, value) -> (packed_output, packed_state)``; ``pack``/``unpack``
+    convert states, ``output`` turns a host copy of ``packed_output`` into a ``PredictorOutput``
+    of NumPy values. The input state's buffers are donated.
+    """
+
+    def __init__(self, config: PredictorConfig):
+        example = init_predictor(config, 1.0, key=jax.random.key(0))
+        self.state_layout = TreeLayout(example)
+        self.output_layout = TreeLayout(
+            jax.eval_shape(lambda s: update_predictor(s, jnp.float32(1.0), config)[0], example)
+        )
+
+        def step(packed: Packed, value: jax.Array) -> tuple[Packed, Packed]:
+            out, state = update_predictor(self.state_layout.unpack(packed), value, config)
+            return self.output_layout.pack(out), self.state_layout.pack(state)
+
+        self._step = jax.jit(step, donate_argnums=0)
+
+    def __call__(self, packed: Packed, value) -> tuple[Packed, Packed]:
+        return self._step(packed, value)
+
+    def pack(self, state: PredictorState) -> Packed:
+        return self.state_layout.pack(state)
+
+    def unpack(self, packed: Packed) -> PredictorState:
+        return self.state_layout.unpack(packed)
+
+    def output(self, packed_output: Packed) -> PredictorOutput:
+        return self.output_layout.unpack_host(jax.device_get(packed_output))
+
+
+@functools.lru_cache(maxsize=8)
+def packed_step(config: PredictorConfig) -> PackedStep:
+    """The :class:`PackedStep` of one config (cached: a config is hashable)."""
+    return PackedStep(config)
 
 
 @functools.lru_cache(maxsize=8)

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from chaosfm._artifacts import atomic_write_text, nan_to_none, write_json
 from chaosfm.data import DataError, NonFiniteError, NonNumericError, NonPositivePriceError
 from chaosfm.predictor._config import StreamConfig
-from chaosfm.predictor._predictor import init_predictor, jitted_update, warm_start
+from chaosfm.predictor._predictor import init_predictor, packed_step, warm_start
 from chaosfm.predictor._telemetry import FLAGS, plot_telemetry, telemetry_record
 
 
@@ -119,7 +118,7 @@ def run_stream(
 
     key = jax.random.key(config.seed)
     key, key_init, key_warm = jax.random.split(key, 3)
-    update = jitted_update(predictor_config)
+    step = packed_step(predictor_config)
     state = None
     started = False
     prediction_rows: list[dict[str, Any]] = []
@@ -139,20 +138,20 @@ def run_stream(
                 on_bad_line(error)
             continue
         if state is None:
-            state = init_predictor(predictor_config, value, key=key_init)
+            state = step.pack(init_predictor(predictor_config, value, key=key_init))
             previous_samples = None
             previous_value = value
-            step = 0
+            count = 0
             continue
         begin = time.perf_counter()
-        out, state = update(state, jnp.float32(value))
-        out = jax.device_get(out)
+        packed_out, state = step(state, np.float32(value))
+        out = step.output(packed_out)  # one host copy of two small vectors
         wall = time.perf_counter() - begin
-        step += 1
-        if not started and int(state.count) >= predictor_config.warmup:
-            state = warm_start(state, predictor_config, key=key_warm)
+        count += 1
+        if not started and out.warm:
+            state = step.pack(warm_start(step.unpack(state), predictor_config, key=key_warm))
             started = True
-        row = telemetry_record(step, out, value, wall)
+        row = telemetry_record(count, out, value, wall)
         row["line"], row["timestamp"] = line, stamp
         telemetry_rows.append(row)
         prediction = {

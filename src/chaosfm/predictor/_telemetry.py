@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from chaosfm.predictor._predictor import KERNELS, PredictorOutput
+from chaosfm.predictor._predictor import KERNELS, SLOW_PARTS, PredictorOutput
 
 FLAGS = ("degraded_inference", "emergency", "regime_change", "mode_collapse")
 
@@ -37,6 +37,8 @@ def telemetry_record(step: int, out: PredictorOutput, observed: float, wall_time
     for flag in FLAGS:
         row[flag] = bool(getattr(out, flag))
     row["warm"] = bool(out.warm)
+    # Which slow parts were recomputed this step (the others are cached, see refresh_every).
+    row["refreshed"] = "+".join(p for j, p in enumerate(SLOW_PARTS) if int(out.refreshed) >> j & 1)
     row["step_seconds"] = float(wall_time)
     return row
 
