@@ -176,17 +176,14 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
     overrides: dict[str, Any] = {
         "data": _split(args.data),
         "tokenizer": args.tokenizer,
-        "levels": [int(v) for v in _split(args.levels)] if args.levels else None,
+        "levels": _split(args.levels),
         "codebook": args.codebook,
         "steps": args.steps,
         "cutoff": args.cutoff,
         "seed": args.seed,
         "out": str(args.out) if args.out else None,
     }
-    try:
-        values = {k: v for k, v in overrides.items() if v is not None}
-    except ValueError as error:
-        raise ConfigError(f"--levels: {error}") from None
+    values = {k: v for k, v in overrides.items() if v is not None}
     if args.config is not None:
         config = read_config(TokenizeConfig, args.config, values)
     else:

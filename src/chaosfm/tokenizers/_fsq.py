@@ -12,6 +12,12 @@ so ``round(bound(z))_i`` takes exactly ``L_i`` integer values, and the straight-
 its mixed-radix number ``sum_i (q_i + L_i // 2) * prod_{j<i} L_j``, so the codebook is the whole
 grid (``prod L_i`` codes) and there is nothing to learn, collapse or restart.
 
+Plain FSQ still leaves part of the grid unreached on candles: their features are dependent
+(``range`` is the wicks plus the body, the body follows the return), so a reconstruction-only
+encoder lays them on a thin manifold of the 4-D grid (0.69 train usage of 1024 codes on four
+indices). ``FSQConfig.entropy_weight`` adds an entropy penalty on a soft code assignment
+(:meth:`FSQuantizer.entropy_loss`) that spreads the batch over the whole grid (1.00 train usage).
+
 ``shift`` is the paper's ``tan``: ``atanh`` would centre ``bound(0)`` a little better but is
 undefined for ``L = 2`` (``offset / h > 1``); both give the same grid.
 """
