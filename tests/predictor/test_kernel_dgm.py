@@ -8,6 +8,7 @@ from scipy.integrate import solve_ivp
 
 from chaosfm.predictor import DGMConfig
 from chaosfm.predictor._kernel_dgm import (
+    TRAIN_COMPILER_OPTIONS,
     DGMProblem,
     collapse_monitor,
     init_dgm,
@@ -31,7 +32,7 @@ def _riccati():
     return lambda t: sol.sol(t)
 
 
-@pytest.mark.slow  # ~30 s: compiling the Galerkin training step
+@pytest.mark.slow  # ~10 s: compiling the Galerkin training step
 def test_dgm_matches_riccati_solution(key):
     exact = _riccati()
     problem = DGMProblem(
@@ -53,7 +54,10 @@ def test_dgm_matches_riccati_solution(key):
 
     key_init, key_train = jax.random.split(key)
     state = init_dgm(key_init, problem, CONFIG)
-    run = jax.jit(lambda s, k: train(s, k, 500, CONFIG, terminal=terminal, boundary=boundary))
+    run = jax.jit(
+        lambda s, k: train(s, k, 500, CONFIG, terminal=terminal, boundary=boundary),
+        compiler_options=TRAIN_COMPILER_OPTIONS,
+    )
     state, loss = run(state, key_train)
     assert float(loss) < 1e-2
     z = jnp.linspace(-1.5, 1.5, 13)
@@ -72,7 +76,7 @@ def test_constant_network_reads_as_collapsed(key):
     assert bool(collapsed)
 
 
-@pytest.mark.slow  # ~30 s: compiling the Galerkin training step
+@pytest.mark.slow  # ~10 s: compiling the Galerkin training step
 def test_online_update_predicts_reversion_towards_the_recent_mean(key):
     rng = np.random.default_rng(0)
     path = np.zeros(128)
@@ -86,6 +90,7 @@ def test_online_update_predicts_reversion_towards_the_recent_mean(key):
     problem, _, _ = fit_problem(path, weights)
     config = DGMConfig(online_steps=10)
     state = init_dgm(key, problem, config)
-    out, state = jax.jit(lambda s, p, w, k: update_dgm(s, p, w, config, key=k))(state, path, weights, key)
+    update = jax.jit(lambda s, p, w, k: update_dgm(s, p, w, config, key=k), compiler_options=TRAIN_COMPILER_OPTIONS)
+    out, state = update(state, path, weights, key)
     assert float(out.prediction) < 0.0
     assert np.isfinite(float(out.loss))

@@ -113,27 +113,29 @@ def test_warm_start_and_momentum_reach_the_plain_solution_in_fewer_iterations():
     from chaosfm.predictor._orchestrator import project
 
     rng = np.random.default_rng(0)
-    plain = OrchestratorConfig(sinkhorn_momentum=1.0, sinkhorn_threshold=1e-6, sinkhorn_max_iterations=5000)
     fast = OrchestratorConfig()
+    plain = fast.model_copy(update={"sinkhorn_momentum": 1.0})
     solve = jax.jit(project, static_argnums=3)
     duals = jnp.zeros((2, 4))
     weights = jnp.full((4,), 0.25)
-    cold_total = warm_total = 0
+    cold_total = warm_total = plain_total = 0
     p = jnp.asarray(rng.normal(size=4), jnp.float32)
     for _ in range(20):
         # Kernel predictions drift slowly from step to step, as they do on a live series.
         p = p + jnp.asarray(0.05 * rng.normal(size=4), jnp.float32)
         proposal = jax.nn.softmax(jnp.log(weights) - 0.5 * p)
-        exact, *_ = solve(weights, proposal, p, plain)
+        reference, ok_plain, it_plain, _, _ = solve(weights, proposal, p, plain)
         cold, ok_cold, it_cold, _, _ = solve(weights, proposal, p, fast)
         warm, ok_warm, it_warm, _, duals = solve(weights, proposal, p, fast, duals)
-        assert bool(ok_cold) and bool(ok_warm)
-        np.testing.assert_allclose(np.asarray(warm), np.asarray(exact), atol=3e-3)
-        cold_total, warm_total = cold_total + int(it_cold), warm_total + int(it_warm)
+        assert bool(ok_plain) and bool(ok_cold) and bool(ok_warm)
+        # Each stops within the marginal threshold of the same fixed point.
+        np.testing.assert_allclose(np.asarray(warm), np.asarray(reference), atol=3e-3)
+        np.testing.assert_allclose(np.asarray(cold), np.asarray(reference), atol=3e-3)
+        plain_total += int(it_plain)
+        cold_total += int(it_cold)
+        warm_total += int(it_warm)
         weights = warm
-    _, _, it_plain, _, _ = solve(weights, proposal, p, OrchestratorConfig(sinkhorn_momentum=1.0))
-    assert warm_total < cold_total
-    assert int(it_cold) < int(it_plain)
+    assert warm_total < cold_total < plain_total, (warm_total, cold_total, plain_total)
 
 
 def test_alarm_resets_and_emergency_selects_kernel_d():

@@ -3,7 +3,6 @@
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,11 +16,11 @@ from chaosfm.predictor import (
     init_predictor,
     run_stream,
 )
-from chaosfm.predictor._predictor import jitted_update
+from chaosfm.predictor._predictor import packed_step
 
-# Small and shared: every test here reuses one compiled step. fit_steps=0 skips the DGM warm
-# start (a separate ~25 s compile); the step itself is the same.
-PREDICTOR = PredictorConfig(buffer_size=64, warmup=24, dgm={"fit_steps": 0})
+# Shared: every test here and in test_predictor.py reuses one compiled step (the default
+# config). fit_steps=0 skips the DGM warm start (a separate compile, tested in test_predictor.py).
+PREDICTOR = PredictorConfig(dgm={"fit_steps": 0})
 STREAM = StreamConfig(predictor=PREDICTOR, plot=False)
 
 
@@ -68,15 +67,18 @@ def test_bad_lines_can_be_skipped(tmp_path):
 
 
 def test_non_finite_value_leaves_state_untouched():
-    update = jitted_update(PREDICTOR)
-    state = init_predictor(PREDICTOR, 100.0, key=jax.random.key(0))
-    for v in _walk(30)[1:]:
-        _, state = update(state, jnp.float32(v))
-    _, after = update(state, jnp.float32(np.nan))
-    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(after)):
-        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
-            a, b = jax.random.key_data(a), jax.random.key_data(b)
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    step = packed_step(PREDICTOR)
+    packed = step.pack(init_predictor(PREDICTOR, 100.0, key=jax.random.key(0)))
+    for v in _walk(40)[1:]:
+        _, packed = step(packed, np.float32(v))
+    before = [np.asarray(a) for a in jax.device_get(packed)]
+    out, packed = step(packed, np.float32(np.nan))
+    for a, b in zip(before, jax.device_get(packed)):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    assert np.isnan(step.output(out).prediction)
+    # ... and the next good value carries on from there.
+    out, packed = step(packed, np.float32(101.0))
+    assert np.isfinite(step.output(out).prediction)
 
 
 def test_forecaster_wrapper(key):

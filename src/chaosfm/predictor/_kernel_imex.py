@@ -121,20 +121,24 @@ def anderson(fixed_point_map, x0: jax.Array, *, memory: int, iterations: int) ->
     def body(carry, k):
         x, xs, gs = carry
         g = fixed_point_map(x)
-        xs = jnp.roll(xs, 1, axis=0).at[0].set(x)
-        gs = jnp.roll(gs, 1, axis=0).at[0].set(g)
-        residuals = gs - xs  # (m + 1, G), newest first
+        # A ring buffer (the order of the history does not matter to the least squares): no
+        # roll, so no copies of the history per iteration.
+        slot = k % (memory + 1)
+        xs = jax.lax.dynamic_update_index_in_dim(xs, x, slot, 0)
+        gs = jax.lax.dynamic_update_index_in_dim(gs, g, slot, 0)
+        residuals = gs - xs  # (m + 1, G)
         valid = jnp.arange(memory + 1) <= k
         # Minimise |sum_i c_i f_i| subject to sum c = 1 on the valid history (regularised).
         # Products and sums rather than matmuls: at (m + 1) x G these are overhead, not flops.
         gram = jnp.sum(residuals[:, None, :] * residuals[None, :, :], axis=-1)  # (m + 1, m + 1)
         mask = valid[:, None] & valid[None, :]
         gram = jnp.where(mask, gram, 0.0) + jnp.diag(jnp.where(valid, 1e-10 + 1e-6 * jnp.trace(gram), 1.0))
-        ones = valid.astype(x.dtype)
-        solved = solve_spd(gram, ones)
+        solved = solve_spd(gram, valid.astype(x.dtype))
         coef = solved / jnp.sum(solved)
+        # A failed solve falls back to the plain iterate g (checked on m + 1 numbers, not G).
+        plain = (jnp.arange(memory + 1) == slot).astype(x.dtype)
+        coef = jnp.where(jnp.all(jnp.isfinite(coef)), coef, plain)
         new = jnp.sum(coef[:, None] * gs, axis=0)
-        new = jnp.where(jnp.all(jnp.isfinite(new)), new, g)
         return (new, xs, gs), None
 
     (x, _, _), _ = jax.lax.scan(body, (x0, xs, gs), jnp.arange(iterations))
@@ -164,35 +168,53 @@ def jump_convolution(p: jax.Array, spectrum: jax.Array) -> jax.Array:
     return full[size - 1 : 2 * size - 1]
 
 
-def imex_density(params: JumpDiffusionParams, config: IMEXConfig) -> IMEXOutput:
-    """Evolve the density of ``X`` from a narrow Gaussian at 0 over one step."""
-    size = config.grid_size
-    grid = jnp.linspace(-config.grid_width, config.grid_width, size, dtype=params.sigma.dtype)
+def imex_grid(config: IMEXConfig, dtype=jnp.float32) -> jax.Array:
+    """The ``(G,)`` grid of standardised increments, ``[-width, width]``."""
+    return jnp.linspace(-config.grid_width, config.grid_width, config.grid_size, dtype=dtype)
+
+
+def initial_masses(grid: jax.Array) -> jax.Array:
+    """Probability masses ``(G,)`` of the narrow Gaussian at 0 that every step starts from."""
     dx = grid[1] - grid[0]
     p = jnp.exp(-0.5 * (grid / (2 * dx)) ** 2)
-    p = p / jnp.sum(p)  # probability masses on the grid
+    return p / jnp.sum(p)
+
+
+def imex_substep(
+    p: jax.Array, params: JumpDiffusionParams, config: IMEXConfig
+) -> tuple[jax.Array, jax.Array]:
+    """One IMEX Euler substep of length ``1 / substeps`` on masses ``(G,)``.
+
+    Returns the new masses and the fixed-point residual of the implicit solve.
+    """
+    grid = imex_grid(config, p.dtype)
     dt = 1.0 / config.substeps
     bands = generator_bands(grid, params)
     diagonal = 1.0 - dt * bands[1]
-    spectrum = jump_spectrum(grid, params)  # the same kernel in every substep
+    explicit = p + dt * params.jump_rate * (jump_convolution(p, jump_spectrum(grid, params)) - p)
 
-    def substep(p, _):
-        explicit = p + dt * params.jump_rate * (jump_convolution(p, spectrum) - p)
+    def jacobi(q):
+        off = apply_bands(bands, q) - bands[1] * q
+        return (explicit + dt * off) / diagonal
 
-        def jacobi(q):
-            off = apply_bands(bands, q) - bands[1] * q
-            return (explicit + dt * off) / diagonal
+    new, residual = anderson(jacobi, p, memory=config.anderson_memory, iterations=config.fixed_point_iterations)
+    new = jnp.maximum(new, 0.0)
+    return new / jnp.sum(new), residual
 
-        new, residual = anderson(
-            jacobi, p, memory=config.anderson_memory, iterations=config.fixed_point_iterations
-        )
-        new = jnp.maximum(new, 0.0)
-        return new / jnp.sum(new), residual
 
-    p, residuals = jax.lax.scan(substep, p, None, length=config.substeps)
+def imex_output(p: jax.Array, residual: jax.Array, config: IMEXConfig) -> IMEXOutput:
+    """Moments and density of the masses ``(G,)`` after the last substep."""
+    grid = imex_grid(config, p.dtype)
     mean = jnp.sum(grid * p)
     std = jnp.sqrt(jnp.maximum(jnp.sum((grid - mean) ** 2 * p), 1e-12))
-    return IMEXOutput(prediction=mean, std=std, density=p / dx, grid=grid, residual=residuals[-1])
+    return IMEXOutput(prediction=mean, std=std, density=p / (grid[1] - grid[0]), grid=grid, residual=residual)
+
+
+def imex_density(params: JumpDiffusionParams, config: IMEXConfig) -> IMEXOutput:
+    """Evolve the density of ``X`` from a narrow Gaussian at 0 over one step (all substeps)."""
+    p = initial_masses(imex_grid(config, params.sigma.dtype))
+    p, residuals = jax.lax.scan(lambda p, _: imex_substep(p, params, config), p, None, length=config.substeps)
+    return imex_output(p, residuals[-1], config)
 
 
 def predict_imex(increments: jax.Array, weights: jax.Array, config: IMEXConfig) -> IMEXOutput:
@@ -205,5 +227,6 @@ def sample_density(key: jax.Array, output: IMEXOutput, shape: tuple[int, ...]) -
     dx = output.grid[1] - output.grid[0]
     cdf = jnp.cumsum(output.density * dx)
     u = jax.random.uniform(key, shape, output.grid.dtype) * cdf[-1]
-    index = jnp.clip(jnp.searchsorted(cdf, u), 0, output.grid.shape[0] - 1)
+    # compare_all: one fused (S, G) comparison; the default binary search is a loop of kernels.
+    index = jnp.clip(jnp.searchsorted(cdf, u, method="compare_all"), 0, output.grid.shape[0] - 1)
     return output.grid[index]

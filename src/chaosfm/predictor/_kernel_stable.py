@@ -80,7 +80,8 @@ def fit_stable(samples: jax.Array, config: StableConfig, weights: jax.Array | No
     sorted_values = samples[order]
 
     def quantile(q):
-        return sorted_values[jnp.clip(jnp.searchsorted(cum, q), 0, samples.shape[0] - 1)]
+        index = jnp.searchsorted(cum, q, method="compare_all")  # one fused comparison
+        return sorted_values[jnp.clip(index, 0, samples.shape[0] - 1)]
 
     centre = quantile(0.5)
     scale = jnp.maximum((quantile(0.75) - quantile(0.25)) / 1.349, 1e-12)

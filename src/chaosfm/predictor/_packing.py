@@ -90,15 +90,20 @@ class TreeLayout:
         return self.treedef.unflatten(leaves)
 
     def unpack_host(self, packed: Packed) -> Any:
-        """:meth:`unpack` in NumPy for host copies (no dispatch per leaf; no key leaves)."""
+        """:meth:`unpack` in NumPy for host copies (no dispatch per leaf; no key leaves).
+
+        Float leaves are views into the float vector; integer and boolean leaves are converted.
+        """
         floats, ints = np.asarray(packed.floats), np.asarray(packed.ints)
         leaves = []
         for slot in self.slots:
             if slot.kind == "key":
                 raise TypeError("unpack_host cannot rebuild PRNG keys; use unpack")
-            source = floats if slot.kind == "float" else ints
-            value = source[slot.start : slot.start + slot.size].reshape(slot.shape)
-            leaves.append(value != 0 if slot.kind == "bool" else value.astype(slot.dtype))
+            if slot.kind == "float":
+                leaves.append(floats[slot.start : slot.start + slot.size].reshape(slot.shape))
+                continue
+            value = ints[slot.start : slot.start + slot.size].reshape(slot.shape)
+            leaves.append(value != 0 if slot.kind == "bool" else value.astype(slot.dtype, copy=False))
         return self.treedef.unflatten(leaves)
 
 

@@ -41,6 +41,7 @@ from chaosfm.predictor._config import PredictorConfig
 from chaosfm.predictor._cusum import CusumState, init_cusum, update_cusum
 from chaosfm.predictor._holder import hoelder_wtmm
 from chaosfm.predictor._kernel_dgm import (
+    TRAIN_COMPILER_OPTIONS,
     DGMOutput,
     DGMState,
     fit_problem,
@@ -49,7 +50,17 @@ from chaosfm.predictor._kernel_dgm import (
     refresh_dgm,
     train,
 )
-from chaosfm.predictor._kernel_imex import IMEXOutput, predict_imex, sample_density
+from chaosfm.predictor._kernel_imex import (
+    IMEXOutput,
+    JumpDiffusionParams,
+    fit_jump_diffusion,
+    imex_grid,
+    imex_output,
+    imex_substep,
+    initial_masses,
+    predict_imex,
+    sample_density,
+)
 from chaosfm.predictor._kernel_signature import (
     SignatureState,
     init_signature,
@@ -71,6 +82,14 @@ SIGNATURE_KERNEL = KERNELS.index("signature")
 SLOW_PARTS = ("hoelder", "stable", "imex", "dgm")  # refreshed on the cadence, in this order
 
 
+class IMEXProgress(NamedTuple):
+    """The IMEX density being integrated, one substep per step (``refresh_every > 1``)."""
+
+    params: JumpDiffusionParams  # fitted when this density started
+    masses: jax.Array  # (G,) after ``done`` substeps
+    done: jax.Array  # int32 substeps done
+
+
 class KernelCache(NamedTuple):
     """Results of the slow parts, as of their last refresh."""
 
@@ -78,6 +97,7 @@ class KernelCache(NamedTuple):
     stable: StableOutput  # fit, draws (M,) and their median
     imex: IMEXOutput  # density (G,) of the next increment and its moments
     dgm: DGMOutput  # entropy monitor and loss (prediction unused: it is made every step)
+    imex_progress: IMEXProgress
 
 
 class PredictorState(NamedTuple):
@@ -128,6 +148,9 @@ def init_predictor(config: PredictorConfig, first_value: float, *, key: jax.Arra
     dtype = jnp.float32
     size = config.buffer_size
     key, key_dgm = jax.random.split(key)
+    # Per-step draws use XLA's RngBitGenerator ("rbg" keys, derived from the given key): on CPU
+    # threefry runs as rolled loops, ~60 thunks and ~40 us per draw, a third of the step.
+    key = jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="rbg")
     levels = jnp.full((size,), first_value, dtype)
     increments = jnp.zeros((size,), dtype)
     problem, _, _ = fit_problem(levels, jnp.zeros((size,), dtype))
@@ -167,6 +190,11 @@ def _initial_cache(config: PredictorConfig, dtype) -> KernelCache:
         ),
         imex=IMEXOutput(prediction=zero, std=one, density=gaussian, grid=grid, residual=zero),
         dgm=DGMOutput(prediction=zero, entropy=nan, collapsed=jnp.zeros((), bool), loss=zero),
+        imex_progress=IMEXProgress(
+            params=JumpDiffusionParams(mean=zero, sigma=one, jump_rate=zero, jump_mean=zero, jump_std=one),
+            masses=initial_masses(grid),
+            done=jnp.zeros((), jnp.int32),
+        ),
     )
 
 
@@ -186,11 +214,19 @@ def update_predictor(
     state: PredictorState, value: jax.Array, config: PredictorConfig
 ) -> tuple[PredictorOutput, PredictorState]:
     """Feed one observation; see the module docstring. Jit with ``config`` closed over."""
-    with jax.default_matmul_precision("highest"):
-        out, new_state = _update(state, jnp.asarray(value, state.last.dtype), config)
+    out, new_state = _unguarded_update(state, value, config)
+    return out, _keep_if_finite(value, new_state, state)
+
+
+def _keep_if_finite(value: jax.Array, new, old):
+    """``new`` if ``value`` is finite, else ``old`` (any matching pytrees: states or packed)."""
     good = jnp.isfinite(value)
-    new_state = jax.tree_util.tree_map(lambda n, o: jnp.where(good, n, o), new_state, state)
-    return out, new_state
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(good, n, o), new, old)
+
+
+def _unguarded_update(state: PredictorState, value: jax.Array, config: PredictorConfig):
+    with jax.default_matmul_precision("highest"):
+        return _update(state, jnp.asarray(value, state.last.dtype), config)
 
 
 def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
@@ -259,7 +295,11 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
         return cache._replace(dgm=out), full if trains_online else full.problem
 
     cadence = config.refresh_every
-    schedule = [[j for j in range(len(SLOW_PARTS)) if j % cadence == phase] for phase in range(cadence)]
+    # With a cadence the IMEX density is integrated one substep per step (a fresh fit every
+    # ``imex.substeps`` steps), so no step pays for all of it; the other parts take turns.
+    pipelined = cadence > 1
+    switched = [j for j, part in enumerate(SLOW_PARTS) if not (pipelined and part == "imex")]
+    schedule = [[j for i, j in enumerate(switched) if i % cadence == phase] for phase in range(cadence)]
 
     def branch(parts):
         def run(operand):
@@ -275,6 +315,20 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
     cache, dgm = jax.lax.switch(phase, [branch(parts) for parts in schedule], operand)
     dgm_state = dgm if trains_online else state.dgm._replace(problem=dgm)
     refreshed = jnp.asarray([sum(1 << j for j in parts) for parts in schedule], jnp.int32)[phase]
+    if pipelined:
+        progress = cache.imex_progress
+        start = progress.done == 0
+        fitted = fit_jump_diffusion(increments, valid, config.imex)
+        params = jax.tree_util.tree_map(lambda new, old: jnp.where(start, new, old), fitted, progress.params)
+        masses = jnp.where(start, initial_masses(imex_grid(config.imex, dtype)), progress.masses)
+        masses, residual = imex_substep(masses, params, config.imex)
+        finished = progress.done + 1 == config.imex.substeps
+        published = imex_output(masses, residual, config.imex)
+        cache = cache._replace(
+            imex=jax.tree_util.tree_map(lambda new, old: jnp.where(finished, new, old), published, cache.imex),
+            imex_progress=IMEXProgress(params, masses, jnp.where(finished, 0, progress.done + 1)),
+        )
+        refreshed = refreshed | jnp.where(finished, 1 << SLOW_PARTS.index("imex"), 0)
 
     # 4. The circuit breaker; NaN (too few samples for a slope) never trips it.
     hoelder = cache.hoelder
@@ -295,7 +349,9 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
 
     # Mixture draws: a kernel per draw by weight, then that kernel's predictive distribution.
     draws = config.num_samples
-    pick = jax.random.categorical(key_pick, jnp.log(jnp.maximum(weights, 1e-30)), shape=(draws,))
+    # Inverse CDF of the weights (categorical's Gumbel argmax is a variadic reduce, slow on CPU).
+    uniform = jax.random.uniform(key_pick, (draws,), dtype) * jnp.sum(weights)
+    pick = jnp.minimum(jnp.sum(uniform[:, None] >= jnp.cumsum(weights)[None, :], axis=1), len(KERNELS) - 1)
     gauss = jax.random.normal(key_gauss, (draws,), dtype)
     per_kernel = jnp.stack(
         [
@@ -378,8 +434,9 @@ class PackedStep:
         )
 
         def step(packed: Packed, value: jax.Array) -> tuple[Packed, Packed]:
-            out, state = update_predictor(self.state_layout.unpack(packed), value, config)
-            return self.output_layout.pack(out), self.state_layout.pack(state)
+            out, state = _unguarded_update(self.state_layout.unpack(packed), value, config)
+            # update_predictor's guard, on two vectors rather than on every leaf.
+            return self.output_layout.pack(out), _keep_if_finite(value, self.state_layout.pack(state), packed)
 
         self._step = jax.jit(step, donate_argnums=0)
 
@@ -404,7 +461,10 @@ def packed_step(config: PredictorConfig) -> PackedStep:
 
 @functools.lru_cache(maxsize=8)
 def _jitted_train(config: PredictorConfig):
-    return jax.jit(lambda dgm, key: train(dgm, key, config.dgm.fit_steps, config.dgm)[0])
+    return jax.jit(
+        lambda dgm, key: train(dgm, key, config.dgm.fit_steps, config.dgm)[0],
+        compiler_options=TRAIN_COMPILER_OPTIONS,
+    )
 
 
 def warm_start(state: PredictorState, config: PredictorConfig, *, key: jax.Array) -> PredictorState:
