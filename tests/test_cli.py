@@ -66,6 +66,19 @@ def test_demo_fast_writes_metrics_and_report(tmp_path):
         assert {"valid_prediction_time", "smape", "crps"} <= set(entry["fresh"])
     assert (lorenz["context_parroting"]["fresh"]["valid_prediction_time"]
             > lorenz["last_value"]["fresh"]["valid_prediction_time"])
+    # A tiny GPT and Mamba are trained on lorenz63 (the full demo adds sp500 ones), fenced at the
+    # demo's cutoff, and scored beside the baselines: no window is within-pretrain for them.
+    assert set(metrics["code_models"]) == {"lorenz-gpt", "lorenz-mamba"}
+    for kind in ("gpt", "mamba"):
+        name = f"{kind}:lorenz-{kind}"
+        assert lorenz[name]["fresh"]["n_windows"] >= lorenz["last_value"]["fresh"]["n_windows"] > 0
+        assert lorenz[name]["within_pretrain"]["n_windows"] == 0
+        heldout = metrics["code_models"][f"lorenz-{kind}"]["heldout"]
+        assert heldout["perplexity"] < 0.5 * heldout["unigram_perplexity"]
+    # The Mamba reused the GPT's tokenizer, and a second demo in the folder reuses the models.
+    models = out / "models-fast"
+    assert (models / "lorenz-mamba" / "tokenizer" / "tokenizer.json").read_bytes() == (
+        models / "lorenz-gpt" / "tokenizer" / "tokenizer.json").read_bytes()
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64") >= 4 and "leakage gap" in html.lower()
 

@@ -200,8 +200,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from chaosfm.pipelines import run_demo
 
     started = time.perf_counter()
-    metrics = run_demo(args.out, fast=args.fast)
+    metrics = run_demo(args.out, fast=args.fast, models=not args.no_models)
     _summary_table(metrics)
+    for name, entry in (metrics.get("code_models") or {}).items():
+        heldout = entry.get("heldout") or {}
+        console.print(
+            f"{name}: held-out perplexity {_cell(heldout.get('perplexity'))} "
+            f"(unigram {_cell(heldout.get('unigram_perplexity'))}) on {entry['dataset']} codes"
+        )
     console.print(
         f"wrote {args.out}/metrics.json and {args.out}/report.html in "
         f"{time.perf_counter() - started:.0f} s"
@@ -364,9 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for predictions, telemetry, metrics, plot")
     p.set_defaults(run=cmd_stream)
 
-    p = commands.add_parser("demo", help="the main job: every baseline on sp500 and lorenz63")
+    p = commands.add_parser(
+        "demo", help="the main job: every baseline and a tiny GPT and Mamba on sp500 and lorenz63"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
-    p.add_argument("--fast", action="store_true", help="fewer windows and samples: under 3 minutes on 2 cores")
+    p.add_argument("--fast", action="store_true", help="fewer windows, samples and steps: under 3 minutes on 2 cores")
+    p.add_argument("--no-models", action="store_true", help="baselines only: skip training the code models")
     p.set_defaults(run=cmd_demo)
     return parser
 

@@ -48,6 +48,9 @@ class DatasetSpec(BaseModel):
     cutoff: str | float | None = None
     models: list[str] | None = None
     protocol: Protocol | None = None
+    runs: list[str] = Field(
+        default_factory=list, description="run folders of `chaosfm train` scored on this dataset only"
+    )
 
 
 class EvaluateConfig(BaseModel):
@@ -112,7 +115,7 @@ def prepare_dataset(spec: DatasetSpec, config: EvaluateConfig) -> tuple[pd.DataF
         raise ConfigError(f"model(s) {unsupported} do not support {kind} data ({spec.name})")
     for name in names:
         _make(name, config)  # a bad option fails here, before any slow work
-    for forecaster in _runs(config):
+    for forecaster in _runs(config, spec):
         columns = target_columns(frame)
         if forecaster.columns != columns:
             raise ConfigError(
@@ -122,12 +125,15 @@ def prepare_dataset(spec: DatasetSpec, config: EvaluateConfig) -> tuple[pd.DataF
     return frame, _cutoff(frame, spec, config), names
 
 
-def _runs(config: EvaluateConfig) -> list[Any]:
-    """One :class:`~chaosfm.evaluate.TokenForecaster` per run folder (ConfigError if one is not a run)."""
+def _runs(config: EvaluateConfig, spec: DatasetSpec) -> list[Any]:
+    """One :class:`~chaosfm.evaluate.TokenForecaster` per run folder of the evaluation and of ``spec``.
+
+    Raises ConfigError if a folder is not a run.
+    """
     from chaosfm.evaluate import TokenForecaster
 
     forecasters = []
-    for run in config.runs:
+    for run in [*config.runs, *spec.runs]:
         if not Path(run).is_dir():
             raise ConfigError(f"runs: {run} is not a folder")
         forecasters.append(TokenForecaster(run, **config.model_options.get(Path(run).name, {})))
@@ -147,7 +153,7 @@ def evaluate_dataset(
     """Fit through the cutoff and score one dataset."""
     frame, cutoff, names = prepared or prepare_dataset(spec, config)
     forecasters = {name: _make(name, config) for name in names}
-    forecasters.update({f.name: f for f in _runs(config)})
+    forecasters.update({f.name: f for f in _runs(config, spec)})
     protocol = spec.protocol or config.protocol
     started = time.perf_counter()
     fit_through(forecasters, frame, cutoff, protocol.embargo)
@@ -186,12 +192,14 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
     return metrics
 
 
-def demo_config(out: Path = Path("runs/demo"), fast: bool = False) -> EvaluateConfig:
+def demo_config(out: Path = Path("runs/demo"), fast: bool = False, runs: dict[str, list[str]] | None = None) -> EvaluateConfig:
     """The main job: every baseline on ``sp500`` and ``lorenz63`` under the leakage protocol.
 
     ``fast`` scores fewer windows with fewer samples and a shorter trajectory (under 3 minutes on
-    two CPU cores); the full demo takes longer and its intervals are tighter.
+    two CPU cores); the full demo takes longer and its intervals are tighter. ``runs`` maps a
+    dataset name to run folders of ``chaosfm train`` scored beside the baselines on it.
     """
+    runs = runs or {}
     market = Protocol(
         horizon=5,
         num_samples=64 if fast else 200,
@@ -211,22 +219,94 @@ def demo_config(out: Path = Path("runs/demo"), fast: bool = False) -> EvaluateCo
     )
     return EvaluateConfig(
         datasets=[
-            DatasetSpec(name="sp500", cutoff="2014-12-31", protocol=market),
+            DatasetSpec(name="sp500", cutoff=DEMO_MARKET_CUTOFF, protocol=market, runs=runs.get("sp500", [])),
             DatasetSpec(
                 name="lorenz63",
-                options={"length": 7000 if fast else 12000},
+                options=_demo_lorenz_options(fast),
                 protocol=chaos,
+                runs=runs.get("lorenz63", []),
             ),
         ],
-        cutoff_fraction=0.5,
+        cutoff_fraction=DEMO_CUTOFF_FRACTION,
         out=out,
-        title="chaosfm demo: baselines under the leakage protocol",
+        title="chaosfm demo: baselines and tiny code models under the leakage protocol",
     )
 
 
-def run_demo(out: Path = Path("runs/demo"), fast: bool = False) -> dict[str, Any]:
-    """Run the demo (see :func:`demo_config`) and return its metrics."""
-    return run_evaluate(demo_config(out, fast))
+DEMO_MARKET_CUTOFF = "2014-12-31"
+DEMO_CUTOFF_FRACTION = 0.5
+
+
+def _demo_lorenz_options(fast: bool) -> dict[str, Any]:
+    return {"length": 7000 if fast else 12000}
+
+
+def demo_train_files(fast: bool = False) -> dict[str, tuple[str, Any]]:
+    """The demo's code models: run name -> (dataset it is scored on, its ``chaosfm train`` file).
+
+    A tiny GPT and a tiny Mamba-2 over bins of the Lorenz-63 trajectory as in
+    ``configs/lorenz-gpt.yaml`` / ``configs/lorenz-mamba.yaml``, and (not when ``fast``, to keep it
+    under 3 minutes) over FSQ codes of the S&P 500 candles as in ``configs/gpt-tiny.yaml`` /
+    ``configs/mamba-tiny.yaml``. Each is fenced at the demo's cutoff, so the evaluation's fresh
+    windows are fresh for it too. The Mamba reuses the GPT's tokenizer (``tokenizer.path``).
+    """
+    from chaosfm.train import parse_train_run_file
+
+    loop = {"batch_size": 16, "checkpoint_every": 1000, "log_every": 25, "seed": 0}
+    market = {
+        "data": {"names": ["sp500"], "cutoff": DEMO_MARKET_CUTOFF, "embargo": 5},
+        "tokenizer": {"kind": "fsq", "options": {"levels": [4, 4, 4]}, "steps": 300 if fast else 600, "seed": 0},
+        "model": {"size": "tiny", "d_model": 32, "n_layers": 2, "context_length": 64},
+        # ~4000 training codes: longer runs memorise them and lose held-out perplexity.
+        "train": {**loop, "steps": 150, "learning_rate": 0.002, "warmup_steps": 30, "weight_decay": 0.1},
+    }
+    chaos = {
+        "data": {
+            "names": ["lorenz63"],
+            "options": _demo_lorenz_options(fast),
+            "cutoff_fraction": DEMO_CUTOFF_FRACTION,
+            "embargo": 50,
+        },
+        "tokenizer": {"kind": "bins", "options": {"kind": "quantile", "vocab_size": 130, "context_length": 512}},
+        "model": {"size": "tiny", "d_model": 64, "n_layers": 2, "context_length": 96},
+        "train": {**loop, "steps": 250 if fast else 600, "learning_rate": 0.003, "warmup_steps": 50},
+    }
+    files = {}
+    chosen = [("lorenz63", "lorenz", chaos)] if fast else [("sp500", "sp500", market), ("lorenz63", "lorenz", chaos)]
+    for dataset, prefix, base in chosen:
+        for kind in ("gpt", "mamba"):
+            data = {**base, "model": {**base["model"], "kind": kind}}
+            files[f"{prefix}-{kind}"] = (dataset, parse_train_run_file(data, f"demo {prefix}-{kind}"))
+    return files
+
+
+def run_demo(out: Path = Path("runs/demo"), fast: bool = False, *, models: bool = True) -> dict[str, Any]:
+    """Train the demo's code models (unless ``models`` is False), then run the evaluation.
+
+    See :func:`demo_config` and :func:`demo_train_files`; the trained runs go to ``out/models``
+    (``out/models-fast`` with ``fast``). A run already there is resumed, so a second demo in the
+    same folder reuses finished models. Returns the evaluation's metrics, with each run's held-out
+    perplexity under ``code_models``.
+    """
+    from chaosfm.train import TOKENIZER_DIR, TokenizerSection, run_train_tokenized
+
+    runs: dict[str, list[str]] = {}
+    trained: dict[str, Any] = {}
+    if models:
+        shared: dict[str, Path] = {}  # dataset -> the tokenizer its first model fitted
+        for name, (dataset, file) in demo_train_files(fast).items():
+            run_dir = Path(out) / ("models-fast" if fast else "models") / name
+            if dataset in shared:
+                file = file.model_copy(update={"tokenizer": TokenizerSection(path=str(shared[dataset]))})
+            result = run_train_tokenized(file, run_dir, resume=(run_dir / "config.yaml").is_file())
+            shared.setdefault(dataset, run_dir / TOKENIZER_DIR)
+            runs.setdefault(dataset, []).append(str(run_dir))
+            trained[name] = {"dataset": dataset, "heldout": result.metrics.get("heldout")}
+    metrics = run_evaluate(demo_config(out, fast, runs))
+    if trained:
+        metrics["code_models"] = nan_to_none(trained)
+        write_json(Path(out) / "metrics.json", metrics)
+    return metrics
 
 
 def run_generate(
@@ -268,9 +348,30 @@ def run_generate(
         raise ConfigError(f"--temperature: must be >= 0, got {temperature}")
     codes = jnp.asarray(prompt, jnp.int32)
     exo = jnp.zeros(codes.shape, jnp.float32) if model.uses_exo else None
-    keys = jax.random.split(jax.random.key(seed), num_samples)
-    drawn = jax.vmap(lambda k: generate(model, codes, n, temperature, top_k, key=k, exo=exo))(keys)
+    drawn = generate(model, codes, n, temperature, top_k, key=jax.random.key(seed), exo=exo, num_samples=num_samples)
     return np.asarray(drawn)
+
+
+def future_timestamps(stamps: pd.Series, horizon: int) -> list[Any]:
+    """The ``horizon`` timestamps after ``stamps``: business days after daily dates (holidays are
+    not known), calendar months after monthly ones, else the median recent step."""
+    last = stamps.iloc[-1]
+    if isinstance(last, pd.Timestamp):
+        recent = pd.DatetimeIndex(stamps.iloc[-30:])
+        spacing = recent.to_series().diff().median()
+        if pd.isna(spacing):
+            return [None] * horizon
+        if pd.Timedelta(hours=20) <= spacing <= pd.Timedelta(days=4):  # daily bars with weekends
+            offset = pd.offsets.BDay()
+        elif spacing >= pd.Timedelta(days=28):  # monthly or coarser bars: calendar months
+            offset = pd.DateOffset(months=max(1, round(spacing / pd.Timedelta(days=30.44))))
+        else:
+            offset = spacing
+        return list(pd.date_range(last, periods=horizon + 1, freq=offset)[1:])
+    spacing = float(pd.Series(stamps.iloc[-30:], dtype=float).diff().median()) if len(stamps) > 1 else float("nan")
+    if not pd.notna(spacing):
+        return [None] * horizon
+    return [float(last) + spacing * (h + 1) for h in range(horizon)]
 
 
 def run_forecast(
@@ -313,6 +414,7 @@ def run_forecast(
     if context_length is not None:
         part = part.iloc[-context_length:]
     forecast = forecaster.forecast(part, horizon, num_samples, key=jax.random.key(seed))
+    forecast.timestamps = future_timestamps(part["timestamp"], horizon)
     table = forecast.to_frame(quantiles)
     table["asset"] = chosen
     atomic_write_text(Path(out), table.to_csv(index=False))

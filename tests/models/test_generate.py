@@ -69,3 +69,16 @@ def test_stochastic_generation_needs_a_key_and_valid_arguments():
         generate(model, jnp.zeros(0, jnp.int32), 3, temperature=0.0)
     with pytest.raises(ValueError, match="exo"):
         generate(Mamba(MAMBA_CONFIG.replace(exo_clock=True), key=jax.random.key(0)), jnp.asarray([1]), 2, 0.0)
+
+
+def test_num_samples_draws_the_paths_of_the_split_keys():
+    model = perturb(GPT(GPT_CONFIG, key=jax.random.key(0)), scale=1.0)
+    prompt = jnp.asarray([1, 4, 2], jnp.int32)
+    key = jax.random.key(7)
+    many = generate(model, prompt, 6, temperature=1.0, key=key, num_samples=5)
+    assert many.shape == (5, 6)
+    one_by_one = [generate(model, prompt, 6, temperature=1.0, key=k) for k in jax.random.split(key, 5)]
+    np.testing.assert_array_equal(np.asarray(many), np.stack([np.asarray(p) for p in one_by_one]))
+    assert len({tuple(np.asarray(p)) for p in many}) > 1  # independent draws, not one path repeated
+    with pytest.raises(ValueError, match="num_samples"):
+        generate(model, prompt, 6, temperature=1.0, key=key, num_samples=0)

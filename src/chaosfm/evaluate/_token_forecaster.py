@@ -120,12 +120,10 @@ class TokenForecaster(AbstractForecaster):
 
         prompt_j = jnp.asarray(prompt, jnp.int32)
         exo_j = None if exo is None else jnp.asarray(exo, jnp.float32)
-        keys = jax.random.split(key, num_samples)
-
-        def one(k):
-            return generate(self.model, prompt_j, n, self.temperature, self.top_k, key=k, exo=exo_j)
-
-        return np.asarray(jax.vmap(one)(keys))
+        drawn = generate(
+            self.model, prompt_j, n, self.temperature, self.top_k, key=key, exo=exo_j, num_samples=num_samples
+        )
+        return np.asarray(drawn)
 
     def _exo(self, context: pd.DataFrame, ends: np.ndarray) -> np.ndarray | None:
         if not self.model.uses_exo:
@@ -172,9 +170,7 @@ class TokenForecaster(AbstractForecaster):
         drawn = self._sample(prompt, self._exo(context, prompt_ends), n, num_samples, key)
         # The decoder is causal: decode after the context's codes so its receptive field is filled.
         lead = codes[-min(codes.size, 64) :]
-        returns = np.stack([
-            self.tokenizer.decode(np.concatenate([lead, path]))[lead.size * patch :, index]
-            for path in drawn
-        ])[:, :horizon]  # (S, H)
+        paths = np.concatenate([np.broadcast_to(lead, (drawn.shape[0], lead.size)), drawn], axis=1)
+        returns = self.tokenizer.decode(paths)[:, lead.size * patch :, index][:, :horizon]  # (S, H)
         last_close = float(context["close"].iloc[-1])
         return last_close * np.exp(np.cumsum(inverse(returns), axis=1))

@@ -68,8 +68,9 @@ def generate(
     *,
     key: PRNGKeyArray | None = None,
     exo: Float[Array, " time"] | None = None,
-) -> Int[Array, " n"]:
-    """Sample ``n`` codes that follow ``prompt_codes``.
+    num_samples: int | None = None,
+) -> Int[Array, "*samples n"]:
+    """Sample ``n`` codes that follow ``prompt_codes`` (``num_samples`` paths of them if given).
 
     Args:
         model: a trained code model (GPT or Mamba).
@@ -80,9 +81,11 @@ def generate(
         key: PRNG key; required when ``temperature > 0``.
         exo: the exogenous series over the prompt, for a model with ``exo_clock``; its last value
             is held over the generated codes.
+        num_samples: draw this many independent paths in one compiled call (keys split from
+            ``key``); None draws one path.
 
     Returns:
-        ``(n,)`` int32 codes. Batch prompts or sample paths with ``jax.vmap`` over prompts/keys.
+        ``(n,)`` int32 codes, or ``(num_samples, n)``. Batch prompts with ``jax.vmap``.
     """
     prompt = jnp.asarray(prompt_codes, jnp.int32)
     if prompt.ndim != 1 or prompt.shape[0] < 1:
@@ -93,6 +96,8 @@ def generate(
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be positive, got {top_k}")
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
     if model.uses_exo and exo is None:
         raise ValueError("this model has exo_clock=True: pass exo over the prompt")
     if temperature > 0 and key is None:
@@ -100,4 +105,13 @@ def generate(
     if key is None:
         key = jax.random.key(0)  # unused by greedy decoding; keeps one traced signature
     exo_array = None if exo is None else jnp.asarray(exo, jnp.float32)
-    return _generate(model, prompt, exo_array, key, int(n), float(temperature), top_k)
+    if num_samples is None:
+        return _generate(model, prompt, exo_array, key, int(n), float(temperature), top_k)
+    keys = jax.random.split(key, num_samples)
+    return _generate_many(model, prompt, exo_array, keys, int(n), float(temperature), top_k)
+
+
+@eqx.filter_jit
+def _generate_many(model, prompt, exo, keys, n, temperature, top_k):
+    # One compiled program for all paths: vmapping outside jit would re-trace on every call.
+    return jax.vmap(lambda key: _generate(model, prompt, exo, key, n, temperature, top_k))(keys)

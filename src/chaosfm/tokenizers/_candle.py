@@ -322,14 +322,15 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         if context:
             raise ConfigError(f"{type(self).__name__}.decode takes no context, got {sorted(context)}")
         array = check_codes(codes, self.vocab_size, 0)
-        if array.ndim == 2:
-            return np.stack([self.decode(row) for row in array])
-        count = array.shape[0]
-        padded = np.zeros(_bucket(count, _BUCKET), np.int32)
-        padded[:count] = array
-        out = _decode_jit(self._networks.decoder, self._quantizer, padded)
-        out = np.asarray(out)[: count * self.config.patch].astype(np.float64)
-        return out * self._std[None, :] + self._mean[None, :]
+        count = array.shape[-1]
+        # Power-of-two lengths: few compiled shapes, and a short batch of sampled paths is not
+        # padded to hundreds of codes per row.
+        padded = np.zeros((*array.shape[:-1], max(16, 1 << (count - 1).bit_length())), np.int32)
+        padded[..., :count] = array
+        decode = _decode_jit if array.ndim == 1 else _decode_batch_jit
+        out = decode(self._networks.decoder, self._quantizer, padded)
+        out = np.asarray(out)[..., : count * self.config.patch, :].astype(np.float64)
+        return out * self._std + self._mean
 
     def tokens(self, frame: pd.DataFrame) -> pd.DataFrame:
         series = self.series(frame, f"{type(self).__name__}.tokens")
@@ -496,6 +497,11 @@ def _encode_jit(encoder: Encoder, quantizer: Any, x: Float[Array, "T F"]) -> Int
 @eqx.filter_jit
 def _decode_jit(decoder: Decoder, quantizer: Any, codes: Int[Array, " N"]) -> Float[Array, "T F"]:
     return decoder(quantizer.decode(codes))
+
+
+@eqx.filter_jit
+def _decode_batch_jit(decoder: Decoder, quantizer: Any, codes: Int[Array, "B N"]) -> Float[Array, "B T F"]:
+    return jax.vmap(lambda row: decoder(quantizer.decode(row)))(codes)
 
 
 def learning_rate(step: Array, steps: Array, peak: float) -> Array:
