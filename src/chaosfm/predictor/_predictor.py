@@ -290,7 +290,7 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
             return cache._replace(stable=predict_stable(increments, valid, config.stable, key=key_stable)), dgm
         if part == "imex":
             return cache._replace(imex=predict_imex(increments, valid, config.imex)), dgm
-        full = dgm if trains_online else DGMState(state.dgm.params, state.dgm.opt_state, dgm)
+        full = dgm if trains_online else state.dgm._replace(problem=dgm)
         full, out = refresh_dgm(full, path, valid, config.dgm, key=key_dgm)
         return cache._replace(dgm=out), full if trains_online else full.problem
 
@@ -473,5 +473,4 @@ def warm_start(state: PredictorState, config: PredictorConfig, *, key: jax.Array
         return state
     valid = (jnp.arange(config.buffer_size) >= config.buffer_size - (state.count - 1)).astype(jnp.float32)
     problem, _, _ = fit_problem(jnp.cumsum(state.increments), valid)
-    dgm = DGMState(state.dgm.params, state.dgm.opt_state, problem)
-    return state._replace(dgm=_jitted_train(config)(dgm, key))
+    return state._replace(dgm=_jitted_train(config)(state.dgm._replace(problem=problem), key))
