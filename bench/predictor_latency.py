@@ -143,7 +143,8 @@ def _parts(config: PredictorConfig, series: np.ndarray, steps: int) -> list[Time
         ),
         "B DGM drift (every step)": (
             jax.jit(lambda d, p: predict_dgm(d, p, valid, config.dgm)),
-            lambda i: (state.dgm, path * (1 + 1e-3 * i)),
+            # Only what the drift reads (the V_z table and the OU fit), not the network's leaves.
+            lambda i: (state.dgm._replace(params={}, opt_state=()), path * (1 + 1e-3 * i)),
         ),
         "CUSUM (every step)": (
             jax.jit(lambda s, e: update_cusum(s, e, config.cusum)[0].statistic),

@@ -260,7 +260,13 @@ def predict_dgm(state: DGMState, path: jax.Array, weights: jax.Array, config: DG
     """
     mean, std = path_moments(path, weights)
     z_now = jnp.clip((path[-1] - mean) / std, -config.domain, config.domain)
-    v_z = jnp.interp(z_now, value_grid(config, z_now.dtype), state.slope)
+    # Linear interpolation on the uniform grid by index arithmetic (jnp.interp's binary search
+    # is a loop of kernels on CPU).
+    spacing = 2.0 * config.domain / (config.drift_grid - 1)
+    position = (z_now + config.domain) / spacing
+    left = jnp.clip(jnp.floor(position).astype(jnp.int32), 0, config.drift_grid - 2)
+    frac = position - left
+    v_z = (1.0 - frac) * state.slope[left] + frac * state.slope[left + 1]
     drift = -state.problem.theta * z_now - state.problem.sigma**2 * v_z
     return jnp.clip(drift, -5.0, 5.0) * std
 
