@@ -371,7 +371,7 @@ def future_timestamps(stamps: pd.Series, horizon: int) -> list[Any]:
     spacing = float(pd.Series(stamps.iloc[-30:], dtype=float).diff().median()) if len(stamps) > 1 else float("nan")
     if not pd.notna(spacing):
         return [None] * horizon
-    return [float(last) + spacing * (h + 1) for h in range(horizon)]
+    return [round(float(last) + spacing * (h + 1), 10) for h in range(horizon)]  # no 200.00000000000003
 
 
 def run_forecast(
