@@ -56,6 +56,8 @@ class DGMState(NamedTuple):
     opt_state: optax.OptState
     problem: DGMProblem
     slope: jax.Array  # (drift_grid,) V_z(0, z) of params on value_grid: the per-step drift reads it
+    entropy: jax.Array  # the collapse monitor of params (see collapse_monitor), as of training
+    collapsed: jax.Array  # bool
 
 
 class DGMOutput(NamedTuple):
@@ -169,7 +171,14 @@ def train(
     if steps == 0:
         return state, jnp.zeros((), state.problem.theta.dtype)
     (params, opt_state), losses = jax.lax.scan(step, (state.params, state.opt_state), jax.random.split(key, steps))
-    return DGMState(params, opt_state, state.problem, value_slope(params, config)), losses[-1]
+    return _with_params(state, params, opt_state, config), losses[-1]
+
+
+def _with_params(state: DGMState, params: Params, opt_state: optax.OptState, config: DGMConfig) -> DGMState:
+    """``state`` with new network weights and what is derived from them once per training: the
+    ``V_z`` table and the collapse monitor (both functions of the weights only)."""
+    entropy, collapsed = collapse_monitor(params, config)
+    return DGMState(params, opt_state, state.problem, value_slope(params, config), entropy, collapsed)
 
 
 def value_grid(config: DGMConfig, dtype=jnp.float32) -> jax.Array:
@@ -216,7 +225,8 @@ def fit_problem(path: jax.Array, weights: jax.Array) -> tuple[DGMProblem, jax.Ar
 
 def init_dgm(key: jax.Array, problem: DGMProblem, config: DGMConfig) -> DGMState:
     params = init_params(key, config, problem.theta.dtype)
-    return DGMState(params, optimizer(config).init(params), problem, value_slope(params, config))
+    empty = DGMState(None, None, problem, None, None, None)
+    return _with_params(empty, params, optimizer(config).init(params), config)
 
 
 def collapse_monitor(params: Params, config: DGMConfig) -> tuple[jax.Array, jax.Array]:
@@ -237,17 +247,16 @@ def optimal_drift(params: Params, problem: DGMProblem, z: jax.Array) -> jax.Arra
 def refresh_dgm(
     state: DGMState, path: jax.Array, weights: jax.Array, config: DGMConfig, *, key: jax.Array
 ) -> tuple[DGMState, DGMOutput]:
-    """The slow half of an update: refit the OU and terminal density, train, run the monitor.
+    """The slow half of an update: refit the OU and terminal density, train if ``online_steps``.
 
     Returns the new state and a ``DGMOutput`` whose ``prediction`` is left at zero (see
     :func:`predict_dgm`).
     """
     problem, _, _ = fit_problem(path, weights)
     state = state._replace(problem=problem)
-    state, loss = train(state, key, config.online_steps, config)
-    entropy, collapsed = collapse_monitor(state.params, config)
+    state, loss = train(state, key, config.online_steps, config)  # updates the monitor if it trains
     zero = jnp.zeros((), path.dtype)
-    return state, DGMOutput(prediction=zero, entropy=entropy, collapsed=collapsed, loss=loss)
+    return state, DGMOutput(prediction=zero, entropy=state.entropy, collapsed=state.collapsed, loss=loss)
 
 
 def predict_dgm(state: DGMState, path: jax.Array, weights: jax.Array, config: DGMConfig) -> jax.Array:
