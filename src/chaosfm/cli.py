@@ -178,6 +178,10 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
         "tokenizer": args.tokenizer,
         "levels": _split(args.levels),
         "codebook": args.codebook,
+        "patch": args.patch,
+        "restarts": args.restarts,
+        "bins": args.bins,
+        "vocab_size": args.vocab_size,
         "steps": args.steps,
         "cutoff": args.cutoff,
         "seed": args.seed,
@@ -322,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", choices=["fsq", "vqvae", "bins"], help="which tokenizer (default fsq)")
     p.add_argument("--levels", help="FSQ levels, e.g. 8,8,4,4")
     p.add_argument("--codebook", type=int, help="VQ-VAE codebook size")
+    p.add_argument("--patch", type=int, help="candles per code (FSQ, VQ-VAE; default 1)")
+    p.add_argument("--no-restarts", dest="restarts", action="store_false", default=None,
+                   help="VQ-VAE: do not restart dead codes")
+    p.add_argument("--bins", choices=["uniform", "quantile"], help="bin tokenizer kind (default uniform)")
+    p.add_argument("--vocab-size", type=int, help="bin tokenizer codes, PAD and EOS included (default 4096)")
     p.add_argument("--steps", type=int, help="optimiser steps")
     p.add_argument("--cutoff", help="last timestamp fitting may see")
     p.add_argument("--seed", type=int, help="seed of every random draw")

@@ -89,3 +89,23 @@ def test_bad_data_raises_before_the_run_folder_exists(candles, tmp_path):
     with pytest.raises(DataError, match="training window"):
         run_tokenize(config)
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_flags_override_the_config(trajectory, tmp_path):
+    import yaml
+
+    from chaosfm.cli import main
+
+    path = tmp_path / "orbit.csv"
+    trajectory.to_csv(path, index=False)
+    config = tmp_path / "tok.yaml"
+    config.write_text(yaml.safe_dump({"data": [str(path)], "tokenizer": "bins", "options": {"context_length": 100}}))
+    out = tmp_path / "run"
+    argv = ["tokenize", "--config", str(config), "--bins", "quantile", "--vocab-size", "34",
+            "--cutoff", "15", "--out", str(out)]
+    assert main(argv) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["bins"] == "quantile" and saved["vocab_size"] == 34
+    assert json.loads((out / "metrics.json").read_text())["vocab_size"] == 34
+    assert main(["tokenize", "--data", str(path), "--patch", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
