@@ -275,7 +275,10 @@ def demo_train_files(fast: bool = False) -> dict[str, tuple[str, Any]]:
     chosen = [("lorenz63", "lorenz", chaos)] if fast else [("sp500", "sp500", market), ("lorenz63", "lorenz", chaos)]
     for dataset, prefix, base in chosen:
         for kind in ("gpt", "mamba"):
-            data = {**base, "model": {**base["model"], "kind": kind}}
+            model = {**base["model"], "kind": kind}
+            if kind == "mamba" and dataset == "sp500":
+                model["exo_clock"] = True  # realized volatility modulates dt, as in mamba-tiny.yaml
+            data = {**base, "model": model}
             files[f"{prefix}-{kind}"] = (dataset, parse_train_run_file(data, f"demo {prefix}-{kind}"))
     return files
 
