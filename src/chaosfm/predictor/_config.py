@@ -136,7 +136,10 @@ class OrchestratorConfig(_Strict):
     """Mirror step + entropic OT projection of the kernel weights (see ``_orchestrator.py``)."""
 
     step_size: float = Field(0.5, gt=0.0, description="tau of the mirror step softmax(log w - tau g)")
-    epsilon: float = Field(0.05, gt=0.0, description="Sinkhorn entropic regularisation")
+    epsilon: float = Field(
+        0.1, gt=0.0, description="Sinkhorn entropic regularisation; 0.1 rather than 0.05 halves the"
+        " iterations (median 10 vs 20, p99 20 vs 35 on sp500) at the same one-step CRPS (8.26 vs 8.27)"
+    )
     marginal_relaxation: float = Field(
         1.0, gt=0.0, description="rho of the unbalanced target marginal: the JKO proximity weight"
     )
@@ -146,9 +149,9 @@ class OrchestratorConfig(_Strict):
         5, ge=1, description="iterations between error checks (a check costs ~3 iterations here)"
     )
     sinkhorn_momentum: float = Field(
-        1.6, ge=1.0, lt=2.0, description="over-relaxation of the first attempt (1: plain): the"
-        " unbalanced marginal contracts only by rho / (rho + eps) per plain iteration; 1.6 halves"
-        " the iterations (median 22 vs 45 warm-started on sp500), same fixed point"
+        1.5, ge=1.0, lt=2.0, description="over-relaxation of the first attempt (1: plain): the"
+        " unbalanced marginal contracts only by rho / (rho + eps) per plain iteration; at eps 0.1,"
+        " 1.5 gives a median of 10 iterations warm-started on sp500 (1.4: 15, 1.6: 15), same fixed point"
     )
     weight_floor: float = Field(
         1e-3, ge=0.0, lt=0.25, description="mixing with uniform so no kernel dies for good"
