@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import signax
 
 from chaosfm.predictor._config import SignatureConfig
-from chaosfm.predictor._kernel_imex import solve_spd
+from chaosfm.predictor._linalg import solve_spd
 
 
 class SignatureState(NamedTuple):
