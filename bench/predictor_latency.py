@@ -7,8 +7,9 @@ time per step of
   host copy out), with the configured ``refresh_every`` and with ``refresh_every = 1``
   (every slow part every step, the worst case the cadence spreads out);
 - each part jitted on its own (so each includes one dispatch, about the reference's cost): the
-  slow parts (WTMM Hölder, stable fit + draws, IMEX density, DGM refit + collapse monitor) and
-  the per-step ones (CUSUM, orchestrator/Sinkhorn, signature ridge, DGM drift);
+  slow parts (WTMM Hölder, stable fit + draws, IMEX density, DGM OU refit; the collapse monitor
+  runs when the network trains) and the per-step ones (CUSUM, orchestrator/Sinkhorn, signature
+  ridge, DGM drift from its V_z table);
 
 beside a reference measured in the same run: an EWMA random-walk step jitted the same way (the
 floor any jitted step pays for dispatch on this machine). The machine is shared, so every
@@ -137,7 +138,7 @@ def _parts(config: PredictorConfig, series: np.ndarray, steps: int) -> list[Time
             jax.jit(lambda x: predict_imex(x, valid, config.imex).prediction),
             lambda i: (increments * (1 + 1e-3 * i),),
         ),
-        "B DGM refit + monitor": (
+        "B DGM refit": (
             jax.jit(lambda d, p, k: refresh_dgm(d, p, valid, config.dgm, key=k)[1].entropy),
             lambda i: (state.dgm, path * (1 + 1e-3 * i), jax.random.key(i)),
         ),

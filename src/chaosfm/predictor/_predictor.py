@@ -7,8 +7,9 @@ Per observation ``x_t`` (a level: a price or a trajectory coordinate):
 2. push ``x_t`` and its standardised increment into the ring buffers (increments are divided by
    an EMA scale known before ``x_t``, so every statistic is causal);
 3. refresh the slow parts on their cadence (below): the Hölder exponent of the level buffer
-   (WTMM), the stable fit and its Monte Carlo draws (A), the IMEX density (C), and the DGM's
-   OU refit, online training and collapse monitor (B);
+   (WTMM), the stable fit and its Monte Carlo draws (A), the IMEX density (C, one substep per
+   step when ``refresh_every > 1``), and the DGM's OU refit and online training (B; its V_z
+   table and collapse monitor are remade whenever the network trains);
 4. the Hölder exponent below ``hoelder_threshold`` trips the circuit breaker (``emergency``:
    kernel D alone, Huber loss);
 5. each kernel predicts the next standardised increment (A stable, B DGM/HJB, C IMEX
