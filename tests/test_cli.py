@@ -48,6 +48,16 @@ def test_debug_shows_trace(tmp_path, capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
+def test_multitask_bad_input_exits_2_naming_the_key(tmp_path, capsys):
+    out = str(tmp_path / "mt")
+    assert main(["multitask", "--data", "sp500", "--horizon", "0", "--out", out]) == 2
+    assert "horizon" in capsys.readouterr().err
+    # a cutoff that leaves too few rows for warm-up and labels fails before any training
+    assert main(["multitask", "--data", "sp500", "--cutoff", "1999-06-01", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "cutoff" in err and "rows up to the cutoff" in err
+
+
 @pytest.mark.slow
 def test_demo_fast_writes_metrics_and_report(tmp_path):
     out = tmp_path / "demo"
@@ -136,3 +146,128 @@ def test_train_bad_config_exit_2(tmp_path, capsys):
     config.write_text(config.read_text().replace("embargo", "embargoo"))
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "r")]) == 2
     assert "data.embargoo" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # ~20-30 s alone (one predictor compile); shares tests/predictor's compile in the suite
+def test_stream_snapshot_restore_equals_one_run(tmp_path, capsys):
+    import numpy as np
+
+    values = 100.0 + np.cumsum(np.random.default_rng(0).standard_normal(60))
+    data = tmp_path / "walk.csv"
+    pd.DataFrame({"timestamp": pd.date_range("2020-01-01", periods=60, freq="D").strftime("%Y-%m-%d"),
+                  "x0": values}).to_csv(data, index=False)
+    config = tmp_path / "stream.yaml"
+    config.write_text("plot: false\npredictor:\n  dgm:\n    fit_steps: 0\n")
+    common = ["stream", "--data", str(data), "--config", str(config), "--no-compilation-cache"]
+    snapshot = tmp_path / "s.msgpack"
+    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*common, "--length", "40", "--snapshot", str(snapshot), "--snapshot-every", "10",
+                 "--out", str(tmp_path / "head")]) == 0
+    assert main([*common, "--restore", str(snapshot), "--out", str(tmp_path / "tail")]) == 0
+    read = lambda name: pd.read_csv(tmp_path / name / "predictions.csv")  # noqa: E731
+    resumed = pd.concat([read("head"), read("tail")], ignore_index=True)
+    pd.testing.assert_frame_equal(resumed, read("whole"), check_exact=True)
+    metrics = json.loads((tmp_path / "tail" / "metrics.json").read_text())
+    assert metrics["startup_seconds"] > 0 and metrics["first_step_ms"] > 0
+    # A damaged snapshot: exit 2, one line naming the file and the damage.
+    snapshot.write_bytes(snapshot.read_bytes()[:-3] + b"\x00\x00\x00")
+    capsys.readouterr()
+    assert main([*common, "--restore", str(snapshot), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert str(snapshot) in err and "checksum mismatch" in err
+    assert main([*common, "--snapshot-every", "5", "--out", str(tmp_path / "bad")]) == 2
+    assert "snapshot_every needs snapshot" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tune_scores_the_real_predictor_walk_forward_and_writes_a_stream_config(tmp_path, capsys):
+    import numpy as np
+    import yaml
+
+    from chaosfm._config import read_config
+    from chaosfm._tune import TuneConfig, tuning_frame
+    from chaosfm.evaluate import WalkForwardValidator
+    from chaosfm.predictor import OnlinePredictorForecaster, StreamConfig
+
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"compilation_cache": False, "predictor": {"dgm": {"fit_steps": 0}}}))
+    flags = ["--data", "sp500", "--length", "100", "--max-memory", "64", "--horizon", "3", "--max-folds", "2",
+             "--num-samples", "16", "--trials", "1", "--base", str(base), "--out", str(tmp_path / "tune")]
+    assert main(["tune", *flags]) == 0
+    assert "best crps" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "tune" / "metrics.json").read_text())
+    trials = pd.read_csv(tmp_path / "tune" / "trials.csv")
+    # One trial: a compile of the step per sampled config; sampling is tested on a cheap objective.
+    assert metrics["trials"]["complete"] == 1 and metrics["folds"] == 2
+    assert metrics["best_value"] == metrics["base_value"] == trials["value"].item()
+    assert metrics["trained_through"] == {"sp500": "2013-01-02T00:00:00"}  # row 3521 of 5031 (70%)
+    best = read_config(StreamConfig, tmp_path / "tune" / "best.yaml")  # as `chaosfm stream --config`
+    assert best.predictor.dgm.fit_steps == 0 and best.compilation_cache is False  # the base, tuned
+    # Trial 0 is the base config; its value is the validator's mean CRPS, recomputed here.
+    config = read_config(TuneConfig, tmp_path / "tune" / "config.yaml")
+    validator = WalkForwardValidator(64, 3, max_folds=2, num_samples=16)
+    scores = [s.scores["crps"] for s in validator.backtest(
+        lambda: OnlinePredictorForecaster(config.base.predictor, seed=0), tuning_frame(config))]
+    assert trials.loc[trials["base"], "value"].item() == pytest.approx(np.mean(scores), rel=1e-9)
+
+
+def test_tune_refuses_bad_input_with_exit_2(tmp_path, capsys):
+    assert main(["tune", "--out", str(tmp_path / "t")]) == 2
+    assert "--data is required" in capsys.readouterr().err
+    bad = tmp_path / "tune.yaml"
+    bad.write_text("data: sp500\nspace: {cusum.slak: {low: 0, high: 1}}\n")
+    assert main(["tune", "--config", str(bad), "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cusum.slak" in err[0] and "slack" in err[0]
+    assert main(["tune", "--data", "sp500", "--max-memory", "8", "--out", str(tmp_path / "t")]) == 2
+    assert "max_memory" in capsys.readouterr().err and not (tmp_path / "t").exists()
+
+
+def test_stage_and_pipeline_refuse_bad_input_with_exit_2(tmp_path, capsys):
+    assert main(["stage", "rl", "--out", str(tmp_path / "rl")]) == 2
+    assert "--in: rl needs the run folder of its parent stage (sft)" in capsys.readouterr().err
+    assert main(["stage", "sft", "--in", str(tmp_path / "nowhere"), "--out", str(tmp_path / "sft")]) == 2
+    assert "nowhere: no such run folder" in capsys.readouterr().err
+    assert main(["stage", "sft", "--steps", "3", "--epochs", "1", "--out", str(tmp_path / "sft")]) == 2
+    assert "--epochs: not allowed with argument --steps" in capsys.readouterr().err
+    bad = tmp_path / "four.yaml"
+    bad.write_text("evaluate: {dataset: sp500}\nsft: {horizn: 3}\n")
+    assert main(["pipeline", "--config", str(bad), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "horizn" in err[0]
+    assert not (tmp_path / "p").exists() and not (tmp_path / "sft").exists()
+
+
+def test_leakage_dates_outside_a_dataset_exit_2(tmp_path, capsys):
+    flags = ["leakage", "--data", "ndx", "--pretrain-cutoff", "2010-12-31", "--fresh-start", "2014-12-31",
+             "--out", str(tmp_path / "study")]
+    assert main(flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ndx" in err[0] and "1990-01-02" in err[0] and "one date per dataset" in err[0]
+    assert main(["leakage", "--data", "sp500", "--models", "gpt", "--out", str(tmp_path / "s")]) == 2
+    assert "models" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pretrain_then_mvx(tmp_path, capsys):
+    config = tmp_path / "jepa.yaml"
+    config.write_text(
+        "data: {names: [ndx], cutoff: '1992-12-31'}\n"
+        "model: {context_length: 16, d_model: 16, n_layers: 1, d_state: 8, head_dim: 8, d_embed: 8, d_pred: 8,\n"
+        "        min_future: 4, max_future: 8, min_span: 2, max_span: 4, cfm_weight: 1.0, cfm_horizon: 3, cfm_steps: 2}\n"
+        "train: {steps: 3, batch_size: 4, warmup_steps: 0, checkpoint_every: 3}\n"
+    )
+    assert main(["pretrain", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    assert "VICReg target" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["trained_through"] == {"ndx": "1992-12-31T00:00:00"}
+    flags = ["mvx", "--run", str(tmp_path / "run"), "--data", "ndx", "--out", str(tmp_path / "mvx"),
+             "--universes", "3", "--samples", "4", "--steps", "2", "--max-origins", "5"]
+    assert main(flags) == 0
+    scores = pd.read_csv(tmp_path / "mvx" / "scores.csv")
+    assert len(scores) == 5 and scores["convergence"].between(0, 1).all() and (scores["bifurcation"] >= 1).all()
+    assert (tmp_path / "mvx" / "mvx.png").stat().st_size > 1000
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("data: {names: [ndx]}\nmodel: {d_modle: 16}\n")
+    assert main(["pretrain", "--config", str(bad), "--out", str(tmp_path / "bad")]) == 2
+    assert "d_modle" in capsys.readouterr().err

@@ -36,6 +36,7 @@ from chaosfm.evaluate import (
     nan_to_none,
 )
 from chaosfm.report import dataset_section, write_report
+from chaosfm._four_stage import PipelineConfig, paired_table, read_pipeline_config, run_pipeline  # noqa: F401
 
 
 class DatasetSpec(BaseModel):
@@ -136,8 +137,23 @@ def _runs(config: EvaluateConfig, spec: DatasetSpec) -> list[Any]:
     for run in [*config.runs, *spec.runs]:
         if not Path(run).is_dir():
             raise ConfigError(f"runs: {run} is not a folder")
+        if _is_jepa_run(run):  # a `chaosfm pretrain` run: frozen JEPA + ridge readout
+            from chaosfm.evaluate import JEPAForecaster
+
+            forecasters.append(JEPAForecaster(run, **config.model_options.get(Path(run).name, {})))
+            continue
         forecasters.append(TokenForecaster(run, **config.model_options.get(Path(run).name, {})))
     return forecasters
+
+
+def _is_jepa_run(run: str | Path) -> bool:
+    import json
+
+    meta = Path(run) / "meta.json"
+    try:
+        return meta.is_file() and json.loads(meta.read_text()).get("kind") == "jepa"
+    except ValueError:
+        return False
 
 
 def _make(name: str, config: EvaluateConfig) -> Any:
@@ -283,6 +299,19 @@ def demo_train_files(fast: bool = False) -> dict[str, tuple[str, Any]]:
     return files
 
 
+def demo_jepa_config() -> Any:
+    """The demo's JEPA+CFM: ``configs/jepa-tiny.yaml`` on sp500 alone, fenced at the demo's cutoff."""
+    from chaosfm.train import PretrainConfig
+
+    return PretrainConfig.model_validate({
+        "data": {"names": ["sp500"], "cutoff": DEMO_MARKET_CUTOFF, "embargo": 5},
+        "model": {"context_length": 64, "d_model": 32, "n_layers": 2, "d_embed": 32, "d_pred": 16,
+                  "cfm_weight": 1.0, "cfm_horizon": 5},
+        "train": {"steps": 300, "batch_size": 16, "learning_rate": 0.002, "warmup_steps": 30,
+                  "checkpoint_every": 300, "log_every": 25, "seed": 0},
+    })
+
+
 def run_demo(out: Path = Path("runs/demo"), fast: bool = False, *, models: bool = True) -> dict[str, Any]:
     """Train the demo's code models (unless ``models`` is False), then run the evaluation.
 
@@ -305,6 +334,13 @@ def run_demo(out: Path = Path("runs/demo"), fast: bool = False, *, models: bool 
             shared.setdefault(dataset, run_dir / TOKENIZER_DIR)
             runs.setdefault(dataset, []).append(str(run_dir))
             trained[name] = {"dataset": dataset, "heldout": result.metrics.get("heldout")}
+        if not fast:  # the tiny JEPA+CFM row (configs/jepa-tiny.yaml, fenced at the demo's cutoff)
+            run_dir = Path(out) / "models" / "sp500-jepa-cfm"
+            if not (run_dir / "meta.json").is_file():
+                from chaosfm.train import run_pretrain
+
+                run_pretrain(demo_jepa_config(), run_dir, resume=(run_dir / "config.yaml").is_file())
+            runs.setdefault("sp500", []).append(str(run_dir))
     metrics = run_evaluate(demo_config(out, fast, runs))
     if trained:
         metrics["code_models"] = nan_to_none(trained)

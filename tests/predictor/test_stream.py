@@ -21,7 +21,9 @@ from chaosfm.predictor._predictor import packed_step
 # Shared: every test here and in test_predictor.py reuses one compiled step (the default
 # config). fit_steps=0 skips the DGM warm start (a separate compile, tested in test_predictor.py).
 PREDICTOR = PredictorConfig(dgm={"fit_steps": 0})
-STREAM = StreamConfig(predictor=PREDICTOR, plot=False)
+# No persistent compilation cache in tests: it is process-wide and would write to the user's
+# cache directory (tests/predictor/test_warm.py covers it on a temporary one).
+STREAM = StreamConfig(predictor=PREDICTOR, plot=False, compilation_cache=False)
 
 
 def _walk(n, seed=0):
@@ -93,3 +95,22 @@ def test_forecaster_wrapper(key):
     assert np.all(np.isfinite(forecast.samples))
     with pytest.raises(ValueError, match="key"):
         forecaster.forecast(frame, horizon=5, num_samples=50)
+
+
+def test_metrics_report_startup_and_first_step(tmp_path):
+    ready = []
+    metrics = run_stream(STREAM, tmp_path, series=_walk(20), on_ready=ready.append)
+    assert ready == [{"startup_seconds": metrics["startup_seconds"], "metrics_url": None,
+                      "compilation_cache": None, "restored_from": None}]
+    assert metrics["startup_seconds"] > 0 and metrics["first_step_ms"] > 0
+    telemetry = pd.read_csv(tmp_path / "telemetry.csv")
+    assert metrics["first_step_ms"] == pytest.approx(telemetry["step_seconds"].iloc[0] * 1e3)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"startup_seconds", "first_step_ms", "deterministic", "snapshots_written"} <= set(on_disk)
+
+
+def test_stream_config_rules():
+    with pytest.raises(ValueError, match="snapshot_every needs snapshot"):
+        StreamConfig(snapshot_every=5)
+    with pytest.raises(ValueError, match="metrics_port"):
+        StreamConfig(metrics_port=70000)

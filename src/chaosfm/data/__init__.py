@@ -29,6 +29,17 @@ from chaosfm.data._fence import (
     trained_through_from_json,
     trained_through_to_json,
 )
+from chaosfm.data._labels import (
+    DIRECTION_NAMES,
+    assign_splits,
+    boundary_rows,
+    check_causal,
+    feature_warmup,
+    forward_labels,
+    label_frame,
+    multitask_features,
+    trailing_realized_vol,
+)
 from chaosfm.data._frame import (
     MARKET_COLUMNS,
     assets,
@@ -42,6 +53,15 @@ from chaosfm.data._frame import (
 from chaosfm.data._load import builtin_names, datasets, describe, load, read_file
 
 __all__ = [
+    "DIRECTION_NAMES",
+    "assign_splits",
+    "boundary_rows",
+    "check_causal",
+    "feature_warmup",
+    "forward_labels",
+    "label_frame",
+    "multitask_features",
+    "trailing_realized_vol",
     "FEATURE_COLUMNS",
     "MARKET_COLUMNS",
     "SYSTEMS",

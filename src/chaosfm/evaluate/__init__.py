@@ -22,7 +22,16 @@ from chaosfm.evaluate._protocol import (
     fit_through,
     nan_to_none,
 )
+from chaosfm.evaluate._multitask import multitask_table, run_multitask, score_multitask
 from chaosfm.evaluate._scoring import DEFAULT_SCORES, SCORES, Window
+from chaosfm.evaluate._probes import (  # registers the long_short_return score
+    JEPAForecaster,
+    long_short_return,
+    probe_study,
+    probe_windows,
+    relative_crps,
+)
+from chaosfm.evaluate._leakage_study import LeakageConfig, leakage_tables, run_leakage
 from chaosfm.evaluate._metrics import (
     coverage,
     crps,
@@ -53,6 +62,7 @@ from chaosfm.evaluate._splits import (
     purged_kfold,
     walk_forward,
 )
+from chaosfm.evaluate._walk_forward import Fold, FoldScore, WalkForwardValidator
 
 __all__ = [
     "AbstractForecaster",
@@ -67,6 +77,9 @@ __all__ = [
     "classify_window",
     "evaluate",
     "fit_through",
+    "multitask_table",
+    "run_multitask",
+    "score_multitask",
     "nan_to_none",
     "numpy_rng",
     "require_key",
@@ -95,6 +108,9 @@ __all__ = [
     "fresh_split",
     "purged_kfold",
     "walk_forward",
+    "Fold",
+    "FoldScore",
+    "WalkForwardValidator",
     # baselines
     "AutoRegressive",
     "BASELINES",
@@ -105,4 +121,13 @@ __all__ = [
     "SeasonalNaive",
     "TokenForecaster",
     "make_baseline",
+    # heads on a pretrained JEPA
+    "JEPAForecaster",
+    "long_short_return",
+    "probe_study",
+    "probe_windows",
+    "relative_crps",
+    "LeakageConfig",
+    "leakage_tables",
+    "run_leakage",
 ]

@@ -5,8 +5,18 @@ Every model reads one stream of codes and returns next-code logits (batch with `
 """
 
 from chaosfm.models._base import AbstractCodeModel, count_params, rms_norm
+from chaosfm.models._cfm import VelocityField, cfm_loss, ot_coupling, ot_plan, sample_flow
 from chaosfm.models._generate import generate, sample_logits
 from chaosfm.models._gpt import GPT, GPT_SIZES, Attention, GPTConfig, KVMemory, rope
+from chaosfm.models._jepa import (
+    JEPA,
+    JEPAConfig,
+    JEPAEncoder,
+    JEPAPredictor,
+    ema_post_update,
+    jepa_loss,
+    l2_normalize,
+)
 from chaosfm.models._mamba import (
     MAMBA_SIZES,
     Mamba,
@@ -17,10 +27,32 @@ from chaosfm.models._mamba import (
     selective_scan,
     selective_scan_reference,
 )
+from chaosfm.models._multitask import (
+    QUANTILE_LEVELS,
+    FeatureMamba,
+    MultitaskConfig,
+    MultitaskOutput,
+    multitask_loss,
+    uncertainty_weighted,
+)
 from chaosfm.models._registry import MODEL_KINDS, build_model, config_from_json, config_to_json
 from chaosfm.models._ssd import ssd_chunked, ssd_reference
+from chaosfm.models._vicreg import (
+    BlockMasks,
+    block_masks,
+    ema_update,
+    vicreg_covariance,
+    vicreg_invariance,
+    vicreg_variance,
+)
 
 __all__ = [
+    "QUANTILE_LEVELS",
+    "FeatureMamba",
+    "MultitaskConfig",
+    "MultitaskOutput",
+    "multitask_loss",
+    "uncertainty_weighted",
     "GPT",
     "GPT_SIZES",
     "MAMBA_SIZES",
@@ -46,4 +78,23 @@ __all__ = [
     "selective_scan_reference",
     "ssd_chunked",
     "ssd_reference",
+    # JEPA, VICReg and the flow-matching head
+    "JEPA",
+    "JEPAConfig",
+    "JEPAEncoder",
+    "JEPAPredictor",
+    "BlockMasks",
+    "VelocityField",
+    "block_masks",
+    "cfm_loss",
+    "ema_post_update",
+    "ema_update",
+    "jepa_loss",
+    "l2_normalize",
+    "ot_coupling",
+    "ot_plan",
+    "sample_flow",
+    "vicreg_covariance",
+    "vicreg_invariance",
+    "vicreg_variance",
 ]

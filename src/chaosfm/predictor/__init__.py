@@ -41,6 +41,11 @@ from chaosfm.predictor._predictor import (
     warm_start,
 )
 from chaosfm.predictor._stream import run_stream
+from chaosfm.predictor._metrics_server import MetricsServer
+from chaosfm.predictor._snapshot import Snapshot, SnapshotError, StreamProgress, load_snapshot, save_snapshot
+from chaosfm.predictor._warm import compilation_cache_dir, deterministic_mode, enable_compilation_cache, warm_up
+from chaosfm.predictor._dgm_pde import PDESolution, solve_terminal_pde
+from chaosfm.predictor._malliavin import Greek, MalliavinPath, delta, malliavin_path
 
 __all__ = [
     "KERNELS",
@@ -63,6 +68,22 @@ __all__ = [
     "StableOutput",
     "StableParams",
     "StreamConfig",
+    "MetricsServer",
+    "Snapshot",
+    "SnapshotError",
+    "StreamProgress",
+    "compilation_cache_dir",
+    "deterministic_mode",
+    "enable_compilation_cache",
+    "load_snapshot",
+    "save_snapshot",
+    "warm_up",
+    "Greek",
+    "MalliavinPath",
+    "PDESolution",
+    "delta",
+    "malliavin_path",
+    "solve_terminal_pde",
     "fit_stable",
     "hoelder_wtmm",
     "init_cusum",

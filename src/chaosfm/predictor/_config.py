@@ -7,6 +7,7 @@ one-line why.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -207,3 +208,37 @@ class StreamConfig(_Strict):
         "raise", description="NaN/inf/non-numeric input: raise DataError, or record it and skip"
     )
     predictor: PredictorConfig = PredictorConfig()
+    deterministic: bool = Field(
+        False, description="bit-reproducible run: matmul precision 'highest' and the threefry2x32"
+        " PRNG (partitionable) pinned for everything run_stream executes (see _stream.py)"
+    )
+    compilation_cache: bool = Field(
+        True, description="persistent JAX compilation cache: a restart loads the compiled step"
+        " instead of compiling it again (3-4x sooner to the first prediction, bench/warm_start.py)"
+    )
+    cache_dir: Path | None = Field(
+        None, description="where the compilation cache lives; None: $CHAOSFM_CACHE_DIR, else"
+        " <user cache dir>/chaosfm/jax (platformdirs)"
+    )
+    warm_up: bool = Field(
+        True, description="run the step once on zeros of the production shapes before the first"
+        " observation (compiles or loads it then, not on the first real value; state untouched)"
+    )
+    snapshot: Path | None = Field(
+        None, description="write the predictor and stream state here (msgpack, atomic) at the end"
+        " of the run and every snapshot_every steps"
+    )
+    snapshot_every: int = Field(0, ge=0, description="steps between snapshots; 0: only at the end")
+    restore: Path | None = Field(
+        None, description="resume from this snapshot (its predictor config must equal this one)"
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve Prometheus metrics on 127.0.0.1:PORT during the"
+        " run (0: any free port); None: no endpoint"
+    )
+
+    @model_validator(mode="after")
+    def _snapshot_path(self) -> "StreamConfig":
+        if self.snapshot_every and self.snapshot is None:
+            raise ValueError("snapshot_every needs snapshot (the path to write)")
+        return self

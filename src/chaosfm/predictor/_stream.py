@@ -9,6 +9,12 @@ Bad input (NaN, inf, not a number, a non-positive value with log increments): wi
 line is raised; the files are still written for every good line before it, and the predictor's
 state is the last good one. With ``"skip"`` the line is recorded in ``metrics["bad_lines"]``
 (line number and message), skipped, and the run goes on from the last good state.
+
+Operations (issue 8): the step is compiled, or loaded from the persistent compilation cache, by a
+warm-up pass before the first observation (``_warm.py``); ``config.snapshot`` is rewritten
+atomically every ``snapshot_every`` steps and at the end, and ``config.restore`` resumes from one
+(``_snapshot.py``); ``config.metrics_port`` serves the telemetry to Prometheus while the run lasts
+(``_metrics_server.py``); ``config.deterministic`` pins precision and PRNG (``_warm.py``).
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ import numpy as np
 from chaosfm._artifacts import atomic_write_text, nan_to_none, write_json
 from chaosfm.data import DataError, NonFiniteError, NonNumericError, NonPositivePriceError
 from chaosfm.predictor._config import StreamConfig
+from chaosfm.predictor._metrics_server import MetricsServer
 from chaosfm.predictor._predictor import init_predictor, packed_step, warm_start
+from chaosfm.predictor._snapshot import Snapshot, SnapshotError, StreamProgress, load_snapshot, save_snapshot
 from chaosfm.predictor._telemetry import FLAGS, plot_telemetry, telemetry_record
+from chaosfm.predictor._warm import PRNG_IMPL, compilation_cache_dir, deterministic_mode, enable_compilation_cache, state_codec, warm_up
 
 
 def _parse_lines(lines: Iterable[str], column: str) -> Iterator[tuple[int, Any, str | None]]:
@@ -75,6 +84,8 @@ def run_stream(
     lines: Iterable[str] | None = None,
     on_prediction: Callable[[dict[str, Any]], None] | None = None,
     on_bad_line: Callable[[DataError], None] | None = None,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+    metrics_server: MetricsServer | None = None,
 ) -> dict[str, Any]:
     """Run the predictor over ``series`` or ``lines``; write the outputs; return the metrics.
 
@@ -88,97 +99,208 @@ def run_stream(
         on_prediction: called after every observation with its prediction row (flush it).
         on_bad_line: called with the error of every line skipped (``on_bad_line="skip"``), as it
             happens, so a live feed can report it at once.
+        on_ready: called once, when the predictor is ready for the first observation, with
+            ``startup_seconds``, ``metrics_url``, ``compilation_cache`` and ``restored_from``.
+        metrics_server: serve the telemetry on this :class:`MetricsServer` (left open); by
+            default one is started on ``config.metrics_port`` (if set) and closed at the end.
+
+    With ``config.restore`` the run continues from a snapshot: the predictor state, its PRNG keys
+    and the last prediction (scored against the first new value) come from the file, and a
+    ``series`` resumes after the snapshot's last line (its timestamp must match); ``lines`` are
+    all new. ``config.seed`` is then unused. A restored run predicts exactly what an uninterrupted
+    one would have (bit for bit in deterministic mode on the same machine).
 
     Returns:
         metrics: CRPS, MAE and directional accuracy of the predictor and of the random walk,
-        step latency p50/p99 (ms, after warm-up), counts of each flag, bad lines.
+        step latency p50/p99 (ms, after warm-up), counts of each flag, bad lines;
+        ``startup_seconds`` (from the call to the predictor being ready for its first
+        observation: compilation cache, restore, step compiled or loaded by the warm-up pass,
+        metrics endpoint up) and ``first_step_ms`` (the first prediction's step).
 
     Raises:
         DataError: a bad line with ``on_bad_line="raise"`` (outputs up to it are written first).
+        SnapshotError: ``config.restore`` is damaged, of another format, or of another config.
     """
-    from chaosfm.evaluate import crps, directional_accuracy, mae
-
+    begin = time.perf_counter()
     if (series is None) == (lines is None):
         raise ValueError("give exactly one of series= and lines=")
-    out_dir = Path(out_dir)
+    with deterministic_mode(config.deterministic):
+        return _run(config, Path(out_dir), series, timestamps, lines, on_prediction, on_bad_line,
+                    on_ready, metrics_server, begin)
+
+
+def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line, on_ready, server, begin):
+    from chaosfm.evaluate import crps, directional_accuracy, mae
+
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor_config = config.predictor
     log = predictor_config.increments == "log"
+    cache = enable_compilation_cache(compilation_cache_dir(config.cache_dir)) if config.compilation_cache else None
+    restored = _restore(config) if config.restore is not None else None
+    key = jax.random.key(config.seed, impl=PRNG_IMPL if config.deterministic else None)
+    key, key_init, key_warm = jax.random.split(key, 3)
+    step = packed_step(predictor_config)
+    unpack, pack = state_codec(step)
+    if config.warm_up:
+        warm_up(step, predictor_config, key=key_warm)
+
     source = "<stdin>" if lines is not None else "<series>"
     if series is not None:
         values = np.asarray(series, dtype=np.float64).ravel()
         stamps = list(timestamps) if timestamps is not None else [None] * len(values)
         if len(stamps) != len(values):
             raise ValueError(f"{len(stamps)} timestamps for {len(values)} values")
-        items: Iterable[tuple[int, Any, Any]] = (
-            (i + 1, stamps[i], values[i]) for i in range(len(values))
-        )
+        first = _resume_position(config.restore, restored.stream, stamps) if restored is not None else 0
+        items: Iterable[tuple[int, Any, Any]] = ((i + 1, stamps[i], values[i]) for i in range(first, len(values)))
     else:
         items = _parse_lines(lines, config.column.lower())
 
-    key = jax.random.key(config.seed)
-    key, key_init, key_warm = jax.random.split(key, 3)
-    step = packed_step(predictor_config)
     state = None
-    started = False
+    started, count, previous_value, previous_samples = False, 0, None, None
+    carried: list[dict[str, Any]] = []  # the restored last prediction: scored, not rewritten
+    last_line, last_stamp = 0, None
+    if restored is not None:
+        progress = restored.stream
+        state = pack(restored.state)
+        started, count, key_warm = progress.started, progress.steps, progress.key
+        previous_value, previous_samples = progress.previous_value, progress.previous_samples
+        carried = [progress.last_prediction] if progress.last_prediction is not None else []
+        last_line, last_stamp = progress.line, progress.timestamp
+
+    def save() -> None:
+        progress = StreamProgress(
+            line=last_line, timestamp=last_stamp, steps=count, started=started, key=key_warm,
+            previous_value=previous_value, previous_samples=previous_samples,
+            last_prediction=(carried + prediction_rows)[-1] if carried or prediction_rows else None,
+        )
+        save_snapshot(unpack(state), config.snapshot, config=predictor_config, stream=progress)
+
+    own_server = server is None and config.metrics_port is not None
+    if own_server:
+        server = MetricsServer(config.metrics_port)
+    startup_seconds = time.perf_counter() - begin
+    ready = {
+        "startup_seconds": startup_seconds,
+        "metrics_url": server.url if server is not None else None,
+        "compilation_cache": str(cache) if cache is not None else None,
+        "restored_from": str(config.restore) if config.restore is not None else None,
+    }
+    if on_ready is not None:
+        on_ready(ready)
+
     prediction_rows: list[dict[str, Any]] = []
     telemetry_rows: list[dict[str, Any]] = []
     sample_rows: list[np.ndarray] = []
     bad_lines: list[dict[str, Any]] = []
+    snapshots = 0
     pending: DataError | None = None
-    for line, stamp, raw in items:
-        try:
-            value = _value(raw, line, config.column, log, source)
-        except DataError as error:
-            if config.on_bad_line == "raise":
-                pending = error
-                break
-            bad_lines.append({"line": line, "error": str(error)})
-            if on_bad_line is not None:
-                on_bad_line(error)
-            continue
-        if state is None:
-            state = step.pack(init_predictor(predictor_config, value, key=key_init))
-            previous_samples = None
+    try:
+        for line, stamp, raw in items:
+            try:
+                value = _value(raw, line, config.column, log, source)
+            except DataError as error:
+                if config.on_bad_line == "raise":
+                    pending = error
+                    break
+                bad_lines.append({"line": line, "error": str(error)})
+                if on_bad_line is not None:
+                    on_bad_line(error)
+                continue
+            last_line, last_stamp = line, None if stamp is None else str(stamp)
+            if state is None:
+                state = pack(init_predictor(predictor_config, value, key=key_init))
+                previous_value = value
+                continue
+            start = time.perf_counter()
+            packed_out, state = step(state, np.float32(value))
+            out = step.output(packed_out)  # one host copy of two small vectors
+            wall = time.perf_counter() - start
+            count += 1
+            if not started and out.warm:
+                state = pack(warm_start(unpack(state), predictor_config, key=key_warm))
+                started = True
+            row = telemetry_record(count, out, value, wall)
+            row["line"], row["timestamp"] = line, stamp
+            telemetry_rows.append(row)
+            if server is not None:
+                server.observe(row)
+            prediction = {
+                "line": line,
+                "timestamp": stamp,
+                "observed": value,
+                "previous": previous_value,
+                "prediction_next": float(out.prediction),
+                "q10_next": float(np.quantile(out.samples, 0.1)),
+                "q90_next": float(np.quantile(out.samples, 0.9)),
+                "warm": bool(out.warm),
+            }
+            prediction_rows.append(prediction)
+            if previous_samples is not None:
+                sample_rows.append(previous_samples)
+            previous_samples = np.asarray(out.samples, np.float64)
             previous_value = value
-            count = 0
-            continue
-        begin = time.perf_counter()
-        packed_out, state = step(state, np.float32(value))
-        out = step.output(packed_out)  # one host copy of two small vectors
-        wall = time.perf_counter() - begin
-        count += 1
-        if not started and out.warm:
-            state = step.pack(warm_start(step.unpack(state), predictor_config, key=key_warm))
-            started = True
-        row = telemetry_record(count, out, value, wall)
-        row["line"], row["timestamp"] = line, stamp
-        telemetry_rows.append(row)
-        prediction = {
-            "line": line,
-            "timestamp": stamp,
-            "observed": value,
-            "previous": previous_value,
-            "prediction_next": float(out.prediction),
-            "q10_next": float(np.quantile(out.samples, 0.1)),
-            "q90_next": float(np.quantile(out.samples, 0.9)),
-            "warm": bool(out.warm),
-        }
-        prediction_rows.append(prediction)
-        if previous_samples is not None:
-            sample_rows.append(previous_samples)
-        previous_samples = np.asarray(out.samples, np.float64)
-        previous_value = value
-        if on_prediction is not None:
-            on_prediction(prediction)
+            if on_prediction is not None:
+                on_prediction(prediction)
+            if config.snapshot_every and count % config.snapshot_every == 0:
+                save()
+                snapshots += 1
+        if config.snapshot is not None and state is not None:
+            save()
+            snapshots += 1
+    finally:
+        if own_server:
+            server.close()
 
-    metrics = _metrics(prediction_rows, telemetry_rows, sample_rows, predictor_config.warmup, crps, mae, directional_accuracy)
+    metrics = _metrics(carried + prediction_rows, telemetry_rows, sample_rows, predictor_config.warmup, crps, mae,
+                       directional_accuracy)
     metrics["bad_lines"] = bad_lines
-    metrics["observations"] = len(prediction_rows) + (state is not None)
+    metrics["observations"] = len(prediction_rows) + (state is not None and restored is None)
+    metrics["startup_seconds"] = startup_seconds
+    metrics["first_step_ms"] = telemetry_rows[0]["step_seconds"] * 1e3 if telemetry_rows else None
+    metrics.update({k: v for k, v in ready.items() if k != "startup_seconds"})
+    metrics["deterministic"] = config.deterministic
+    metrics["snapshots_written"] = snapshots
     _write(out_dir, prediction_rows, telemetry_rows, metrics, config.plot)
     if pending is not None:
         raise pending
     return metrics
+
+
+def _restore(config: StreamConfig) -> Snapshot:
+    snapshot = load_snapshot(config.restore)
+    if snapshot.stream is None:
+        raise SnapshotError(f"{config.restore}: holds a predictor state but no stream progress; not resumable")
+    if snapshot.config != config.predictor:
+        stored, given = _flat(snapshot.config.model_dump()), _flat(config.predictor.model_dump())
+        differ = [f"predictor.{k}: snapshot {stored.get(k)!r}, this run {given.get(k)!r}"
+                  for k in sorted(set(stored) | set(given)) if stored.get(k) != given.get(k)]
+        raise SnapshotError(f"{config.restore}: written with another predictor config ({'; '.join(differ)});"
+                            " run with the config it was written with")
+    return snapshot
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def _resume_position(path, progress: StreamProgress, stamps: list[Any]) -> int:
+    """Index of the first row of ``series`` after the snapshot's last observation."""
+    position = progress.line
+    if position > len(stamps):
+        raise SnapshotError(f"{path}: the snapshot ends at row {position}; the series has only {len(stamps)} rows")
+    if progress.timestamp is not None and position >= 1 and stamps[position - 1] is not None:
+        if str(stamps[position - 1]) != progress.timestamp:
+            raise SnapshotError(
+                f"{path}: the snapshot's last observation is at {progress.timestamp}, but row {position} of"
+                f" this series is at {stamps[position - 1]}: not the series it was taken on"
+            )
+    return position
 
 
 def _metrics(prediction_rows, telemetry_rows, sample_rows, warmup, crps, mae, directional_accuracy) -> dict[str, Any]:

@@ -29,6 +29,35 @@ from chaosfm.train._tokenized import (
     read_train_run_file,
     run_train_tokenized,
 )
+from chaosfm.train._reinforce import (
+    exact_kl,
+    horizon_loss,
+    reinforce_surrogate,
+    rl_loss,
+    sequence_log_probs,
+)
+from chaosfm.train._lineage import tokenizer_sha256
+from chaosfm.train._stages import STAGES, StageConfig, StageData, read_stage, run_stage
+from chaosfm.train._pretrain import (
+    FEATURES,
+    FeatureScaler,
+    PretrainConfig,
+    PretrainData,
+    embed_windows,
+    feature_streams,
+    load_pretrained,
+    run_pretrain,
+)
+from chaosfm.train._multitask import (
+    MultitaskData,
+    MultitaskModelSection,
+    MultitaskRunConfig,
+    MultitaskTrained,
+    load_multitask_run,
+    predict_history,
+    prepare_multitask_data,
+    train_multitask,
+)
 from chaosfm.train._evaluate import evaluate_codes, next_token_metrics, unigram_perplexity
 from chaosfm.train._loop import (
     LOG_FILE,
@@ -40,6 +69,25 @@ from chaosfm.train._loop import (
 )
 
 __all__ = [
+    "MultitaskData",
+    "MultitaskModelSection",
+    "MultitaskRunConfig",
+    "MultitaskTrained",
+    "load_multitask_run",
+    "predict_history",
+    "prepare_multitask_data",
+    "train_multitask",
+    "STAGES",
+    "StageConfig",
+    "StageData",
+    "exact_kl",
+    "horizon_loss",
+    "read_stage",
+    "reinforce_surrogate",
+    "rl_loss",
+    "run_stage",
+    "sequence_log_probs",
+    "tokenizer_sha256",
     "CODES_FILE",
     "TOKENIZER_DIR",
     "DataSection",
@@ -76,4 +124,13 @@ __all__ = [
     "save_checkpoint",
     "train",
     "unigram_perplexity",
+    # JEPA pretraining
+    "FEATURES",
+    "FeatureScaler",
+    "PretrainConfig",
+    "PretrainData",
+    "embed_windows",
+    "feature_streams",
+    "load_pretrained",
+    "run_pretrain",
 ]

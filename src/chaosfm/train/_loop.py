@@ -186,6 +186,7 @@ def train(
     tokens_per_step: int | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     description: str = "train",
+    post_update: Callable[[Any, Any, Any], Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``config.steps`` updates, checkpointing into ``run_dir``.
 
@@ -201,6 +202,9 @@ def train(
         tokens_per_step: tokens in one batch, for tokens/s in the log and the progress bar.
         on_step: called as ``on_step(step, metrics)`` after each update (and its checkpoint).
         description: progress-bar label.
+        post_update: ``post_update(old_model, new_model, step) -> model`` applied inside the
+            jitted step after the optimizer's update (e.g. a JEPA's EMA target encoder, which
+            follows the online weights rather than a gradient); its result is what is kept.
 
     Returns:
         The trained model, the step reached, the last checkpoint and the logged history.
@@ -254,6 +258,9 @@ def train(
         (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
+        if post_update is not None:
+            old_model, new_model = eqx.combine(params, static), eqx.combine(new_params, static)
+            new_params = eqx.filter(post_update(old_model, new_model, step), eqx.is_inexact_array)
         flags = {"loss": jnp.isfinite(loss), "grads": _all_finite(grads), "params": _all_finite(new_params)}
         report = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(step), **metrics}
         return new_params, new_opt_state, key, report, flags

@@ -1,0 +1,99 @@
+"""Cold vs warm start of ``chaosfm stream``: time from process start to the first prediction.
+
+Each round makes a new empty compilation cache directory and runs, each in a fresh subprocess,
+
+- ``cold``: ``chaosfm stream --data - --cache-dir DIR`` on the empty cache (everything compiles);
+- ``warm``: the same command again on the cache the cold run filled (what a restart sees);
+- ``no cache``: ``--no-compilation-cache``, the reference without this feature (it compiles every
+  time, like ``cold`` but without writing the cache);
+
+feeding each the first ``--length`` closes of the built-in ``sp500`` on stdin, as a live feed
+would. "First prediction" is the wall time from ``Popen`` to the first prediction line on stdout
+(the second observation: the first only initialises the state), so Python and JAX imports,
+config, cache, warm-up pass and the first step are all in it. ``startup_seconds`` and
+``first_step_ms`` are what the run wrote to metrics.json (``run_stream`` entry to ready; the first
+step). The predictions of the cold and warm runs are compared: a cached executable must predict
+what a fresh compile does. The machine is shared: rounds are interleaved and the median round's
+ratio is printed.
+
+Usage: ``python bench/warm_start.py [--rounds 2] [--length 200]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _feed(length: int) -> str:
+    from chaosfm.data import load
+
+    frame = load("sp500")
+    closes = frame[frame["asset"] == frame["asset"].iloc[0]]["close"].to_numpy()[:length]
+    return "close\n" + "".join(f"{v:.6f}\n" for v in closes)
+
+
+def _run(feed: str, out: Path, cache: Path | None) -> dict[str, float]:
+    command = [sys.executable, "-m", "chaosfm.cli", "stream", "--data", "-", "--out", str(out)]
+    command += ["--cache-dir", str(cache)] if cache is not None else ["--no-compilation-cache"]
+    env = {**os.environ, "CHAOSFM_PROGRESS": "0"}
+    begin = time.perf_counter()
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    process.stdin.write(feed)
+    process.stdin.close()
+    first_line = process.stdout.readline()
+    first = time.perf_counter() - begin
+    rest = process.stdout.read()
+    error = process.stderr.read()
+    if process.wait() != 0 or not first_line:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{error}")
+    total = time.perf_counter() - begin
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(rest.splitlines()) + 1 == len(feed.splitlines()) - 2  # one line per prediction
+    return {"first": first, "startup": metrics["startup_seconds"], "first_step": metrics["first_step_ms"],
+            "total": total}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--length", type=int, default=200, help="sp500 closes fed on stdin")
+    options = parser.parse_args()
+    feed = _feed(options.length)
+    rows, ratios, identical = [], [], []
+    for round_ in range(1, options.rounds + 1):
+        with tempfile.TemporaryDirectory(prefix="chaosfm-warm-") as temp:
+            temp = Path(temp)
+            cache = temp / "cache"
+            for name, directory in (("cold", cache), ("warm", cache), ("no cache", None)):
+                result = _run(feed, temp / name.replace(" ", "_"), directory)
+                rows.append((round_, name, result))
+            cold, warm = rows[-3][2], rows[-2][2]
+            ratios.append(cold["first"] / warm["first"])
+            same = (temp / "cold" / "predictions.csv").read_bytes() == (temp / "warm" / "predictions.csv").read_bytes()
+            identical.append(same)
+            entries = sum(1 for _ in cache.iterdir())
+            size = sum(p.stat().st_size for p in cache.iterdir()) / 1e6
+    print(f"chaosfm stream --data - (sp500, {options.length} closes), each run a fresh process; "
+          f"cache: {entries} entries, {size:.1f} MB")
+    print(f"{'round':>5} {'run':<9} {'first prediction s':>19} {'startup_seconds':>16} {'first_step_ms':>14} "
+          f"{'total s':>8}")
+    for round_, name, r in rows:
+        print(f"{round_:>5} {name:<9} {r['first']:>19.2f} {r['startup']:>16.2f} {r['first_step']:>14.2f} "
+              f"{r['total']:>8.2f}")
+    print(f"cold / warm time to first prediction: median {np.median(ratios):.1f}x "
+          f"(rounds: {', '.join(f'{r:.1f}x' for r in ratios)}); "
+          f"cold and warm predictions identical: {all(identical)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+"""A joint-embedding predictive world model over candles: Mamba-2 encoders, VICReg, and a CFM head.
+
+* **Context encoder.** Each candle is a token: its causal features (``chaosfm.data.candle_features``,
+  standardised) are projected to ``d_model`` and read by a stack of :class:`Mamba2Mixer` layers
+  with pre-norm residuals. With ``depth_attention`` each layer reads a softmax mix of the outputs
+  of every earlier layer instead of their plain sum ("attention residuals across depth": a
+  learned query per layer scores each earlier output). A linear map to ``d_embed`` and an L2
+  normalisation put embeddings on the unit sphere.
+* **Target encoder.** The same architecture, an exponential moving average of the context encoder
+  (:func:`chaosfm.models.ema_update`), never trained by gradients.
+* **Masks.** A window is cut at a random step: the context encoder sees only the steps before the
+  cut (the rest are zeroed, and the encoder is causal anyway); target blocks lie after it.
+* **Predictor.** A small causal transformer of width ``d_pred < d_model`` reads the context tokens
+  and a learned mask token at every hidden step, and predicts the target encoder's embedding there.
+* **Loss.** VICReg: invariance between predictions and targets on the target blocks, the variance
+  hinge on the context embeddings and on the predictions, covariance on the context embeddings
+  (all float32), plus ``cfm_weight * invariance_weight`` times the flow-matching loss of
+  :class:`VelocityField`, which learns the target embedding ``cfm_horizon`` steps after the cut
+  given the context embedding just before it (so ``cfm_weight = 1`` weighs the flow like the
+  invariance term). ``cfm_weight = 0`` builds no flow head at all.
+
+Dimension letters: T or L time (window), F features per candle, D model width, E embedding width,
+P predictor width, B batch, S samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+from chaosfm.models._base import init_rng, normal_init, rms_norm
+from chaosfm.models._cfm import VelocityField, cfm_loss, sample_flow
+from chaosfm.models._gpt import MLP, Attention, Block
+from chaosfm.models._mamba import Mamba2Mixer, MambaConfig
+from chaosfm.models._vicreg import (
+    block_masks,
+    ema_update,
+    vicreg_covariance,
+    vicreg_invariance,
+    vicreg_variance,
+    weighted_moments,
+)
+
+__all__ = [
+    "JEPA",
+    "JEPAConfig",
+    "JEPAEncoder",
+    "JEPAPredictor",
+    "ema_post_update",
+    "jepa_loss",
+    "l2_normalize",
+]
+
+_F32 = jnp.float32
+
+
+def l2_normalize(x: Float[Array, "... dim"], eps: float = 1e-6) -> Float[Array, "... dim"]:
+    """Project onto the unit sphere (float32)."""
+    x = x.astype(_F32)
+    return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+@dataclass(frozen=True)
+class JEPAConfig:
+    """Everything that fixes a JEPA's shapes and losses; saved beside the weights."""
+
+    n_features: int = 7  # inputs per candle (standardised candle features)
+    context_length: int = 64  # window L the masks cut
+    d_model: int = 32  # encoder width
+    n_layers: int = 2  # Mamba-2 mixers in each encoder
+    d_state: int = 16  # SSM state per head
+    head_dim: int = 16  # heads = 2 * d_model / head_dim
+    depth_attention: bool = False  # attention residuals across depth
+    d_embed: int = 32  # embedding width on the unit sphere
+    d_pred: int = 16  # predictor width; smaller than d_model (the asymmetric predictor)
+    pred_layers: int = 1  # predictor transformer blocks
+    pred_heads: int = 2  # predictor attention heads
+    n_blocks: int = 2  # target blocks per window
+    min_span: int = 4  # target block lengths, inclusive
+    max_span: int = 12
+    min_future: int = 8  # hidden future after the cut, inclusive
+    max_future: int = 20
+    ema_decay: float = 0.99  # target encoder = EMA of the context encoder
+    invariance_weight: float = 25.0  # VICReg's lambda
+    variance_weight: float = 25.0  # VICReg's mu
+    covariance_weight: float = 1.0  # VICReg's nu
+    variance_target: float = 0.5  # hinge on per-dim std at this fraction of 1/sqrt(d_embed)
+    cfm_weight: float = 0.0  # share of the flow-matching loss; 0 builds no flow head
+    cfm_horizon: int = 5  # the flow learns the target embedding this many steps after the cut
+    cfm_hidden: int = 64  # velocity MLP width
+    cfm_noise: float = 0.0  # std of the flow's source noise; 0 means 1/sqrt(d_embed)
+    cfm_steps: int = 8  # Heun steps when sampling
+    cfm_epsilon: float = 0.05  # Sinkhorn regularisation, relative to the mean squared distance
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.d_pred >= self.d_model:
+            problems.append(("d_pred", f"must be smaller than d_model ({self.d_model}): the predictor is asymmetric"))
+        if (2 * self.d_model) % self.head_dim:
+            problems.append(("head_dim", f"must divide 2 * d_model = {2 * self.d_model}"))
+        if self.d_pred % self.pred_heads or (self.d_pred // self.pred_heads) % 2:
+            problems.append(("pred_heads", "must divide d_pred into an even head dim"))
+        if not 0 < self.ema_decay < 1:
+            problems.append(("ema_decay", "must lie in (0, 1)"))
+        if not self.min_future <= self.max_future < self.context_length:
+            problems.append(("max_future", "need min_future <= max_future < context_length"))
+        if self.cfm_weight < 0:
+            problems.append(("cfm_weight", "must be >= 0 (0 turns the flow head off)"))
+        if self.cfm_weight > 0 and self.cfm_horizon > self.min_future:
+            problems.append(("cfm_horizon", f"must be <= min_future ({self.min_future})"))
+        if problems:
+            raise ValueError("; ".join(f"{key}: {rule}" for key, rule in problems))
+
+    @property
+    def variance_std(self) -> float:
+        """The VICReg hinge target on each dimension's standard deviation."""
+        return self.variance_target / math.sqrt(self.d_embed)
+
+    @property
+    def noise_scale(self) -> float:
+        return self.cfm_noise or 1.0 / math.sqrt(self.d_embed)
+
+    def mamba_config(self) -> MambaConfig:
+        return MambaConfig(
+            vocab_size=2,
+            context_length=self.context_length,
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            d_state=self.d_state,
+            head_dim=self.head_dim,
+            chunk_size=min(64, self.context_length),
+        )
+
+    def replace(self, **changes: Any) -> "JEPAConfig":
+        return dataclasses.replace(self, **changes)
+
+
+class JEPAEncoder(eqx.Module):
+    """Candle features ``(T, F)`` -> unit-sphere embeddings ``(T, E)``, causal in time."""
+
+    w_in: Float[Array, "features d_model"]
+    layers: tuple[Mamba2Mixer, ...]
+    depth_queries: Float[Array, "layers d_model"] | None
+    w_out: Float[Array, "d_model d_embed"]
+
+    def __init__(self, config: JEPAConfig, *, key: PRNGKeyArray | np.random.Generator):
+        rng = init_rng(key)
+        mamba = config.mamba_config()
+        self.w_in = normal_init(rng, (config.n_features, config.d_model), config.n_features**-0.5)
+        self.layers = tuple(Mamba2Mixer(mamba, key=rng) for _ in range(config.n_layers))
+        # Zero queries start as a uniform mix over depth.
+        self.depth_queries = (
+            jnp.zeros((config.n_layers + 1, config.d_model), _F32) if config.depth_attention else None
+        )
+        self.w_out = normal_init(rng, (config.d_model, config.d_embed), config.d_model**-0.5)
+
+    def hidden(self, features: Float[Array, "time features"]) -> Float[Array, "time d_model"]:
+        """The last residual stream (before the output map), float32."""
+        h = features.astype(_F32) @ self.w_in
+        outputs = [h]  # outputs of the embedding and of each layer, for depth attention
+        for index, layer in enumerate(self.layers):
+            x = h if self.depth_queries is None else self._depth_mix(outputs, index)
+            update, _ = layer(rms_norm(x))
+            outputs.append(update.astype(_F32))
+            h = x + update.astype(_F32) if self.depth_queries is None else update.astype(_F32)
+        if self.depth_queries is not None:
+            h = self._depth_mix(outputs, len(self.layers))
+        return rms_norm(h)
+
+    def _depth_mix(self, outputs: list[Array], index: int) -> Float[Array, "time d_model"]:
+        stacked = jnp.stack(outputs)  # (depth, time, d_model)
+        scores = jnp.einsum("d,ktd->kt", self.depth_queries[index], rms_norm(stacked))
+        weights = jax.nn.softmax(scores, axis=0)
+        return jnp.einsum("kt,ktd->td", weights, stacked)
+
+    def __call__(self, features: Float[Array, "time features"]) -> Float[Array, "time d_embed"]:
+        return l2_normalize(self.hidden(features) @ self.w_out)
+
+
+class JEPAPredictor(eqx.Module):
+    """Causal transformer of width ``d_pred``: context embeddings and mask tokens -> target embeddings."""
+
+    w_in: Float[Array, "d_embed d_pred"]
+    mask_token: Float[Array, " d_pred"]
+    blocks: tuple[Block, ...]
+    w_out: Float[Array, "d_pred d_embed"]
+
+    def __init__(self, config: JEPAConfig, *, key: PRNGKeyArray | np.random.Generator):
+        rng = init_rng(key)
+        self.w_in = normal_init(rng, (config.d_embed, config.d_pred), config.d_embed**-0.5)
+        self.mask_token = normal_init(rng, (config.d_pred,), 0.02)
+        heads = config.pred_heads
+        self.blocks = tuple(
+            Block(
+                Attention(config.d_pred, heads, heads, config.context_length, key=rng),
+                MLP(config.d_pred, 4 * config.d_pred, key=rng),
+            )
+            for _ in range(config.pred_layers)
+        )
+        self.w_out = normal_init(rng, (config.d_pred, config.d_embed), config.d_pred**-0.5)
+
+    def __call__(
+        self, context: Float[Array, "time d_embed"], visible: Bool[Array, " time"]
+    ) -> Float[Array, "time d_embed"]:
+        tokens = context.astype(_F32) @ self.w_in
+        h = jnp.where(visible[:, None], tokens, self.mask_token[None, :])
+        for block in self.blocks:
+            h, _ = block(h, None)
+        return l2_normalize(rms_norm(h) @ self.w_out)
+
+
+class JEPA(eqx.Module):
+    """Context encoder, EMA target encoder, predictor and (if ``cfm_weight > 0``) a flow head."""
+
+    config: JEPAConfig = eqx.field(static=True)
+    encoder: JEPAEncoder
+    target_encoder: JEPAEncoder
+    predictor: JEPAPredictor
+    flow: VelocityField | None
+
+    def __init__(self, config: JEPAConfig, *, key: PRNGKeyArray | np.random.Generator):
+        rng = init_rng(key)
+        self.config = config
+        self.encoder = JEPAEncoder(config, key=rng)
+        self.target_encoder = self.encoder  # starts equal; diverges only through the EMA
+        self.predictor = JEPAPredictor(config, key=rng)
+        self.flow = (
+            VelocityField(config.d_embed, config.d_embed, hidden=config.cfm_hidden, key=rng)
+            if config.cfm_weight > 0
+            else None
+        )
+
+    @property
+    def kind(self) -> str:
+        return "jepa_cfm" if self.flow is not None else "jepa"
+
+    def embed(self, features: Float[Array, "time features"]) -> Float[Array, "time d_embed"]:
+        """Context-encoder embeddings of every step (each sees only steps at or before it)."""
+        return self.encoder(features)
+
+    def embed_target(self, features: Float[Array, "time features"]) -> Float[Array, "time d_embed"]:
+        """Target-encoder (EMA) embeddings of every step."""
+        return self.target_encoder(features)
+
+    def sample_future(
+        self, context_embedding: Float[Array, " d_embed"], num_samples: int, *, key: PRNGKeyArray
+    ) -> Float[Array, "samples d_embed"]:
+        """``num_samples`` target embeddings ``cfm_horizon`` steps ahead, on the sphere."""
+        if self.flow is None:
+            raise ValueError("this JEPA has no flow head (cfm_weight = 0): it cannot sample futures")
+        drawn = sample_flow(
+            self.flow,
+            context_embedding,
+            num_samples,
+            self.config.d_embed,
+            key=key,
+            noise_scale=self.config.noise_scale,
+            steps=self.config.cfm_steps,
+        )
+        return l2_normalize(drawn)
+
+
+def ema_post_update(decay: float):
+    """The training loop's ``post_update``: the target encoder follows the context encoder by EMA.
+
+    Returns ``f(old_params, new_params, step) -> params`` where ``new_params.target_encoder`` is
+    replaced by ``decay * old.target_encoder + (1 - decay) * new.encoder`` (the optimizer's own
+    change to the target encoder, weight decay on a zero gradient, is discarded).
+    """
+
+    def post_update(old: JEPA, new: JEPA, step: Any) -> JEPA:
+        target = ema_update(old.target_encoder, new.encoder, decay)
+        return eqx.tree_at(lambda m: m.target_encoder, new, target)
+
+    return post_update
+
+
+def _one_window(model: JEPA, features: Array, key: PRNGKeyArray) -> dict[str, Array]:
+    config = model.config
+    length = features.shape[0]
+    masks = block_masks(
+        key,
+        length,
+        n_blocks=config.n_blocks,
+        min_span=config.min_span,
+        max_span=config.max_span,
+        min_future=config.min_future,
+        max_future=config.max_future,
+    )
+    # Hidden steps never reach the context encoder, whatever it does with time.
+    context = model.encoder(features * masks.context[:, None].astype(features.dtype))
+    target = jax.lax.stop_gradient(model.target_encoder(features))
+    predicted = model.predictor(context, masks.context)
+    target_steps = jnp.any(masks.targets, axis=0)
+    out = {
+        "context": context,
+        "target": target,
+        "predicted": predicted,
+        "context_mask": masks.context,
+        "target_mask": target_steps,
+    }
+    if model.flow is not None:
+        last = masks.cut - 1
+        out["condition"] = context[last]
+        out["future"] = target[last + config.cfm_horizon]
+    return out
+
+
+def jepa_loss(
+    model: JEPA, batch: dict[str, Array], key: PRNGKeyArray
+) -> tuple[Array, dict[str, Array]]:
+    """VICReg JEPA loss (+ ``cfm_weight`` x OT-CFM) of a batch of windows ``features (B, L, F)``."""
+    config = model.config
+    features = batch["features"]
+    size, length, _ = features.shape
+    mask_key, flow_key = jax.random.split(key)
+    parts = jax.vmap(_one_window, in_axes=(None, 0, 0))(model, features, jax.random.split(mask_key, size))
+    dim = config.d_embed
+    flat = lambda x: x.reshape(size * length, dim)  # noqa: E731 - (B * L, E)
+    target_weight = parts["target_mask"].reshape(-1).astype(_F32)
+    context_weight = parts["context_mask"].reshape(-1).astype(_F32)
+    invariance = vicreg_invariance(flat(parts["predicted"]), flat(parts["target"]), target_weight)
+    context = flat(parts["context"])
+    variance = vicreg_variance(context, config.variance_std, context_weight)
+    variance = variance + vicreg_variance(flat(parts["predicted"]), config.variance_std, target_weight)
+    covariance = vicreg_covariance(context, context_weight)
+    loss = (
+        config.invariance_weight * invariance
+        + config.variance_weight * variance
+        + config.covariance_weight * covariance
+    )
+    _, cov = weighted_moments(jax.lax.stop_gradient(context), context_weight)
+    std = jnp.sqrt(jnp.diagonal(cov))
+    metrics = {
+        "invariance": invariance,
+        "variance": variance,
+        "covariance": covariance,
+        "embedding_std": jnp.mean(std),
+    }
+    if model.flow is not None:
+        flow = cfm_loss(
+            model.flow,
+            flow_key,
+            parts["future"],
+            parts["condition"],
+            noise_scale=config.noise_scale,
+            epsilon=config.cfm_epsilon,
+        )
+        # The flow works at the scale of embedding differences (~1/d); rescale to the VICReg terms'.
+        loss = loss + config.cfm_weight * config.invariance_weight * flow
+        metrics["cfm"] = flow
+    return loss, metrics

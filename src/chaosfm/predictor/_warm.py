@@ -1,0 +1,124 @@
+"""Warm start: a persistent compilation cache, a warm-up pass, and the deterministic mode.
+
+A cold ``chaosfm stream`` spends most of its time to the first prediction compiling: the packed
+step (seconds of XLA), the ~100 small eager ops of ``init_predictor`` and of packing, and later the
+DGM warm start's training loop. :func:`enable_compilation_cache` points JAX's persistent cache at a
+private directory and caches every entry (minimum compile time 0: the eager ops are each tiny but
+there are many), so a fresh process loads executables from disk instead. :func:`warm_up` then runs
+the step once on zeros of the exact production shapes and compiles the warm start's training
+ahead of time, so the first real observation, and the step where warm-up ends, pay for neither.
+
+Deterministic mode (:func:`deterministic_mode`): matmul precision ``"highest"`` (no reduced
+precision passes, which an accelerator would otherwise use for float32 dots), the PRNG
+implementation pinned to ``threefry2x32`` with ``jax_threefry_partitionable`` on, so a user's
+global JAX settings cannot change the random stream. With it, two runs with the same config and
+seed on the same machine give bit-identical predictions, and so does a run restored from a
+snapshot (tests/predictor/test_determinism.py). The predictor's own state key is an explicit
+``unsafe_rbg`` key made by ``init_predictor`` and is unaffected either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental.compilation_cache import compilation_cache
+
+from chaosfm.predictor._config import PredictorConfig
+from chaosfm.predictor._packing import Packed
+from chaosfm.predictor._predictor import PackedStep
+
+CACHE_DIR_ENV = "CHAOSFM_CACHE_DIR"
+PRNG_IMPL = "threefry2x32"
+
+
+def compilation_cache_dir(configured: str | os.PathLike[str] | None = None) -> Path:
+    """``configured`` if given, else ``$CHAOSFM_CACHE_DIR``, else ``<user cache dir>/chaosfm/jax``."""
+    if configured is not None:
+        return Path(configured).expanduser()
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("chaosfm")) / "jax"
+
+
+def enable_compilation_cache(directory: str | os.PathLike[str]) -> Path:
+    """Use ``directory`` as JAX's persistent compilation cache for the rest of the process.
+
+    Every compiled executable is cached, however small or quick to compile. The directory is made
+    private (0700): JAX trusts what it loads from its cache, so others must not write there.
+    """
+    path = Path(directory).expanduser().resolve()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if jax.config.jax_compilation_cache_dir == str(path):
+        return path
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    # JAX decides once per process whether a cache is in use; start over with this directory.
+    compilation_cache.reset_cache()
+    return path
+
+
+def disable_compilation_cache() -> None:
+    """Stop using a persistent compilation cache in this process (undoes the above)."""
+    jax.config.update("jax_compilation_cache_dir", None)
+    compilation_cache.reset_cache()
+
+
+def warm_up(step: PackedStep, config: PredictorConfig, *, key: jax.Array) -> None:
+    """Compile (or load from the cache) everything a stream runs, on zeros; no state is touched.
+
+    Runs ``step`` on a zero packed state and a zero observation (output discarded), the packing
+    round trip used by the warm start and by snapshots, and compiles, without running, the warm
+    start's training for the shapes of ``config``.
+
+    Args:
+        step: the packed step the stream will call.
+        config: its predictor config.
+        key: any key of the implementation the stream's warm start will get (only its type is used).
+    """
+    floats, ints = step.state_layout.sizes
+    zeros = Packed(jnp.zeros((floats,), jnp.float32), jnp.zeros((ints,), jnp.int32))
+    packed_out, packed = step(zeros, np.float32(0.0))
+    step.output(packed_out)
+    unpack, pack = state_codec(step)
+    state = unpack(packed)
+    jax.block_until_ready(pack(state))
+    if config.dgm.fit_steps > 0:
+        # Private to the package: warm_start calls exactly this jitted function, so compiling it
+        # here means the step where warm-up ends does not stall for it.
+        from chaosfm.predictor._predictor import _jitted_train
+
+        _jitted_train(config).lower(state.dgm, key).compile()
+
+
+@functools.lru_cache(maxsize=8)
+def state_codec(step: PackedStep) -> tuple[Callable[[Packed], Any], Callable[[Any], Packed]]:
+    """Jitted ``(unpack, pack)`` of ``step``'s state: one executable each (exact: slices, casts).
+
+    Eagerly, each is ~140 small ops, and a fresh process loads every one of them from the cache.
+    """
+    return jax.jit(step.state_layout.unpack), jax.jit(step.state_layout.pack)
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool = True) -> Iterator[None]:
+    """Within: matmul precision "highest", threefry2x32 keys, partitionable threefry (see above)."""
+    if not enabled:
+        yield
+        return
+    with (
+        jax.default_matmul_precision("highest"),
+        jax.default_prng_impl(PRNG_IMPL),
+        jax.threefry_partitionable(True),
+    ):
+        yield

@@ -1,0 +1,313 @@
+"""Horizon objectives of the SFT and RL stages: teacher-forced horizon loss, REINFORCE with a baseline.
+
+Dimension letters: B contexts in a batch, G samples per context, C context codes, H horizon codes,
+V vocabulary, P candles per code.
+
+SFT (:func:`horizon_loss`): a window holds ``C + H`` codes; the model reads the first ``C + H - 1``
+(teacher forcing: the true codes, never its own samples) and the cross-entropy is averaged over
+the predictions of the last ``H`` codes only, so the context codes train nothing.
+
+RL (:func:`rl_loss`): after each context, ``G`` horizons of ``H`` codes are sampled from the
+current policy (no gradient through the sampling); a differentiable forward pass of the context
+and the sampled codes gives the log-probability of each sample. With the reward ``r`` of each
+sample the surrogate (:func:`reinforce_surrogate`) is
+
+    L = -mean_i( A_i * sum_h log pi(x_ih | x_i,<h) ),   A_i = (r_i - mean_batch r) * N / (N - 1),
+
+whose gradient is the REINFORCE estimator (Williams 1992) with the batch mean as the baseline.
+The factor ``N / (N - 1)`` makes the batch-mean baseline equal to the leave-one-out mean of the
+other ``N - 1`` rewards, which does not depend on the sample it scores, so the estimator stays
+unbiased (Kool et al. 2019, "Buy 4 REINFORCE samples, get a baseline for free"); a plain batch
+mean would shrink the expected gradient by ``(N - 1) / N``. The KL penalty to the SFT model is the
+*exact* per-position ``KL(pi || pi_ref)`` over the vocabulary at every sampled horizon position,
+summed over the horizon: exact is cheap for small vocabularies and has less variance than the
+one-sample estimate ``log pi(x) - log pi_ref(x)``.
+
+Rewards (:func:`token_accuracy_reward`, :func:`return_mse_reward`): the fraction of sampled codes
+equal to the true ones, or minus the mean squared difference (in percent) between the per-code
+log returns decoded from the sample and the true log returns of the same candles.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from chaosfm.models import AbstractCodeModel, generate
+
+__all__ = [
+    "candle_return_decoder",
+    "exact_kl",
+    "horizon_loss",
+    "reinforce_surrogate",
+    "return_mse_reward",
+    "reward_plot",
+    "rl_loss",
+    "sequence_log_probs",
+    "token_accuracy_reward",
+]
+
+
+def _logits(model: AbstractCodeModel, codes: Int[Array, " time"], exo: Any) -> Float[Array, "time vocab"]:
+    kwargs = {} if exo is None else {"exo": exo}
+    return model(codes, **kwargs)[0]
+
+
+def horizon_loss(
+    model: AbstractCodeModel, batch: dict[str, jax.Array], key: Any = None, *, horizon: int
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean cross-entropy (nats) of the last ``horizon`` codes of each window, teacher forced.
+
+    Args:
+        model: the code model.
+        batch: ``codes`` ``(B, C + H)`` and, for ``exo_clock`` models, ``exo`` of the same shape.
+        key: unused (no dropout); accepted for the loop's signature.
+        horizon: H, the codes scored at the end of each window.
+    """
+    del key
+    codes = batch["codes"]
+    exo = batch.get("exo")
+    inputs, targets = codes[:, :-1], codes[:, 1:]
+    exo_inputs = None if exo is None else exo[:, :-1]
+    logits = jax.vmap(lambda c, e: _logits(model, c, e))(inputs, exo_inputs)  # (B, C + H - 1, V)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits[:, -horizon:], targets[:, -horizon:])
+    hits = jnp.argmax(logits[:, -horizon:], axis=-1) == targets[:, -horizon:]
+    return jnp.mean(losses), {"accuracy": jnp.mean(hits)}
+
+
+def reinforce_surrogate(log_prob_sums: Float[Array, " N"], rewards: Float[Array, " N"]) -> jax.Array:
+    """A scalar whose gradient is the REINFORCE estimator with the batch-mean (leave-one-out) baseline.
+
+    Args:
+        log_prob_sums: ``log pi(sample_i)`` of each of the N samples, differentiable.
+        rewards: the reward of each sample (no gradient is taken through it).
+
+    Returns:
+        ``-mean(A * log_prob_sums)`` with ``A = (r - mean r) * N / (N - 1)`` (see the module docstring).
+    """
+    count = rewards.shape[0]
+    if count < 2:
+        raise ValueError("the batch-mean baseline needs at least 2 samples")
+    rewards = jax.lax.stop_gradient(rewards.astype(jnp.float32))
+    advantages = (rewards - jnp.mean(rewards)) * (count / (count - 1))
+    return -jnp.mean(advantages * log_prob_sums)
+
+
+def exact_kl(
+    logits: Float[Array, "... vocab"], reference_logits: Float[Array, "... vocab"]
+) -> Float[Array, "..."]:
+    """``KL(softmax(logits) || softmax(reference_logits))`` in nats, per position (float32)."""
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    log_q = jax.nn.log_softmax(reference_logits.astype(jnp.float32), axis=-1)
+    return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def sequence_log_probs(
+    model: AbstractCodeModel,
+    context: Int[Array, " C"],
+    samples: Int[Array, "G H"],
+    exo: Float[Array, " C"] | None = None,
+) -> tuple[Float[Array, "G H"], Float[Array, "G H V"]]:
+    """Log-probability of each sampled code given the context and the codes sampled before it.
+
+    The exogenous value over the sampled codes is the last one of the context, held, as
+    :func:`chaosfm.models.generate` samples them.
+
+    Returns:
+        ``(log pi(x_gh), logits)``: per-code log-probabilities and the logits that scored them.
+    """
+    size, horizon = samples.shape
+
+    def one(sample):
+        sequence = jnp.concatenate([context, sample])[:-1]
+        series = None if exo is None else jnp.concatenate([exo, jnp.broadcast_to(exo[-1:], (horizon,))])[:-1]
+        logits = _logits(model, sequence, series)[-horizon:]  # (H, V)
+        chosen = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), sample[:, None], axis=-1)[:, 0]
+        return chosen, logits
+
+    return jax.vmap(one)(samples)
+
+
+def token_accuracy_reward(samples: Int[Array, "G H"], truth: Int[Array, " H"], **_: Any) -> Float[Array, " G"]:
+    """Fraction of the H sampled codes equal to the true codes, per sample."""
+    return jnp.mean((samples == truth[None, :]).astype(jnp.float32), axis=-1)
+
+
+def return_mse_reward(
+    samples: Int[Array, "G H"],
+    truth: Int[Array, " H"],
+    *,
+    context: Int[Array, " C"],
+    true_returns: Float[Array, " H"],
+    decode_returns: Callable[[Int[Array, " n"]], Float[Array, " n"]],
+    **_: Any,
+) -> Float[Array, " G"]:
+    """Minus the mean squared error, in percent², between decoded and true per-code log returns.
+
+    ``decode_returns`` maps a code sequence to the log return of each code; the sample is decoded
+    after the context (the tokenizer's decoder is causal, the context fills its receptive field).
+    """
+    del truth
+    horizon = samples.shape[1]
+
+    def one(sample):
+        decoded = decode_returns(jnp.concatenate([context, sample]))[-horizon:]
+        return -jnp.mean((100.0 * (decoded - true_returns)) ** 2)
+
+    return jax.vmap(one)(samples)
+
+
+REWARDS: dict[str, Callable[..., jax.Array]] = {
+    "token_accuracy": token_accuracy_reward,
+    "return_mse": return_mse_reward,
+}
+
+
+def candle_return_decoder(tokenizer: Any) -> Callable[[Int[Array, " n"]], Float[Array, " n"]]:
+    """``codes (n,) -> per-code log returns (n,)`` through a candle tokenizer's decoder, in JAX.
+
+    The decoded return feature (``log_return``, or ``symlog_return`` inverted) is summed over the
+    ``P`` candles of each code.
+
+    Raises:
+        ConfigError: the tokenizer is not a candle tokenizer or decodes no return.
+    """
+    from chaosfm._config import ConfigError
+
+    names = list(getattr(tokenizer, "value_names", ()))
+    if getattr(tokenizer, "name", None) == "bins" or not hasattr(tokenizer, "_networks"):
+        raise ConfigError(
+            "reward: return_mse decodes returns with a candle tokenizer (fsq, vqvae); this run's "
+            f"tokenizer is {getattr(tokenizer, 'name', type(tokenizer).__name__)}: use reward token_accuracy"
+        )
+    if "log_return" in names:
+        index, symlog = names.index("log_return"), False
+    elif "symlog_return" in names:
+        index, symlog = names.index("symlog_return"), True
+    else:
+        raise ConfigError(
+            f"reward: return_mse needs log_return or symlog_return among the tokenizer's features {names}"
+        )
+    decoder, quantizer = tokenizer._networks.decoder, tokenizer._quantizer
+    mean, std = float(tokenizer._mean[index]), float(tokenizer._std[index])
+    patch = int(tokenizer.config.patch)
+
+    def decode(codes):
+        value = decoder(quantizer.decode(codes))[:, index] * std + mean  # (n * P,)
+        if symlog:
+            value = jnp.sign(value) * jnp.expm1(jnp.abs(value)) / 100.0
+        return jnp.sum(value.reshape(-1, patch), axis=-1)
+
+    return decode
+
+
+def _frozen(model: eqx.Module) -> eqx.Module:
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    return eqx.combine(jax.lax.stop_gradient(params), static)
+
+
+def rl_loss(
+    model: AbstractCodeModel,
+    batch: dict[str, jax.Array],
+    key: PRNGKeyArray,
+    *,
+    reference: AbstractCodeModel,
+    horizon: int,
+    samples: int,
+    reward: str,
+    kl_coef: float,
+    temperature: float = 1.0,
+    decode_returns: Callable[[jax.Array], jax.Array] | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """REINFORCE with the batch-mean baseline and an exact KL penalty to ``reference``.
+
+    Args:
+        model: the policy being trained.
+        batch: ``codes`` ``(B, C + H)`` (context then the true horizon), ``exo`` of the same shape
+            for ``exo_clock`` models, and ``returns`` ``(B, C + H)`` (per-code log returns) for
+            the ``return_mse`` reward.
+        key: this step's key (from the loop): the sampling noise.
+        reference: the frozen SFT model.
+        horizon: H, codes sampled after each context.
+        samples: G, horizons sampled per context (the baseline is the mean over all B * G).
+        reward: ``token_accuracy`` or ``return_mse``.
+        kl_coef: weight of the KL penalty.
+        temperature: sampling temperature of the policy (1 samples the policy itself).
+        decode_returns: codes -> per-code log returns, for ``return_mse``.
+
+    Returns:
+        The loss and ``reward_mean``, ``reward_std``, ``kl`` and ``surrogate``.
+    """
+    codes = batch["codes"]
+    contexts, truths = codes[:, :-horizon], codes[:, -horizon:]
+    exo = batch.get("exo")
+    exo_contexts = None if exo is None else exo[:, :-horizon]
+    policy = _frozen(model)
+    keys = jax.random.split(key, contexts.shape[0])
+
+    def draw(context, series, draw_key):
+        return generate(policy, context, horizon, temperature, key=draw_key, exo=series, num_samples=samples)
+
+    drawn = jax.vmap(draw)(contexts, exo_contexts, keys)  # (B, G, H)
+    reward_fn = REWARDS[reward]
+    true_returns = batch["returns"][:, -horizon:] if "returns" in batch else jnp.zeros(truths.shape)
+    rewards = jax.vmap(
+        lambda s, t, c, r: reward_fn(s, t, context=c, true_returns=r, decode_returns=decode_returns)
+    )(drawn, truths, contexts, true_returns)  # (B, G)
+
+    log_probs, logits = jax.vmap(lambda c, s, e: sequence_log_probs(model, c, s, e))(contexts, drawn, exo_contexts)
+    frozen_reference = _frozen(reference)
+    _, reference_logits = jax.vmap(lambda c, s, e: sequence_log_probs(frozen_reference, c, s, e))(
+        contexts, drawn, exo_contexts
+    )
+    kl = jnp.mean(jnp.sum(exact_kl(logits, reference_logits), axis=-1))  # per sample, summed over H
+    surrogate = reinforce_surrogate(jnp.sum(log_probs, axis=-1).reshape(-1), rewards.reshape(-1))
+    loss = surrogate + kl_coef * kl
+    metrics = {
+        "reward_mean": jnp.mean(rewards),
+        "reward_std": jnp.std(rewards),
+        "kl": kl,
+        "surrogate": surrogate,
+    }
+    return loss, metrics
+def reward_plot(log_path: Path, out_path: Path) -> bool:
+    """Plot ``reward_mean`` (and the KL) per logged step of an RL run; False if nothing was logged."""
+    lines = log_path.read_text().splitlines() if log_path.is_file() else []
+    entries = [entry for entry in map(json.loads, filter(None, lines)) if "reward_mean" in entry]
+    if not entries:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from chaosfm._artifacts import atomic_write_bytes
+    from chaosfm.report._plots import to_png
+
+    steps = [e["step"] for e in entries]
+    figure, axis = plt.subplots(figsize=(7, 3))
+    rewards = np.asarray([e["reward_mean"] for e in entries])
+    axis.plot(steps, rewards, color="#0072b2", linewidth=0.6, alpha=0.5, label="reward (batch mean)")
+    # Batches differ in how predictable their contexts are: a running mean shows the trend.
+    smooth = np.convolve(rewards, np.ones(min(10, rewards.size)) / min(10, rewards.size), mode="valid")
+    axis.plot(steps[len(steps) - smooth.size :], smooth, color="#0072b2", label="running mean of 10 steps")
+    axis.set_xlabel("step")
+    axis.set_ylabel("reward")
+    twin = axis.twinx()
+    twin.plot(steps, [e["kl"] for e in entries], color="#e69f00", linewidth=0.8, label="KL to SFT")
+    twin.set_ylabel("KL (nats)")
+    figure.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.04), ncol=3)
+    axis.set_title("RL stage: reward per step")
+    atomic_write_bytes(out_path, to_png(figure))
+    return True
+
+

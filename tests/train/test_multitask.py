@@ -1,0 +1,162 @@
+"""The multitask job's data side and loss: fences, purged splits, training windows, TBPTT."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from chaosfm._config import ConfigError, parse_config
+from chaosfm.data import feature_warmup, forward_labels, validate
+from chaosfm.models import FeatureMamba
+from chaosfm.train import MultitaskRunConfig, prepare_multitask_data
+from chaosfm.train._multitask import WindowBatches, predict_history, tbptt_loss
+
+
+def perturb(model, seed):
+    """Noise in the zero-initialised output projections, so the mixers' state path matters."""
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(
+        lambda leaf: jnp.asarray(0.2 * rng.standard_normal(leaf.shape), leaf.dtype)
+        if eqx.is_inexact_array(leaf) and not np.any(np.asarray(leaf)) else leaf,
+        model,
+    )
+
+ROWS = 900
+
+
+def synthetic_frame(rows=ROWS, seed=0, assets=("a",)):
+    parts = []
+    for index, asset in enumerate(assets):
+        rng = np.random.default_rng([seed, index])
+        vol = 0.01 * np.exp(np.cumsum(rng.normal(0, 0.05, rows)))  # wandering volatility
+        close = 100 * np.exp(np.cumsum(vol * rng.standard_normal(rows)))
+        open_ = close * np.exp(rng.normal(0, 0.002, rows))
+        parts.append(pd.DataFrame({
+            "asset": asset, "timestamp": pd.bdate_range("2001-01-01", periods=rows),
+            "open": open_, "high": np.maximum(open_, close) * 1.003, "low": np.minimum(open_, close) * 0.997,
+            "close": close, "volume": rng.uniform(1e5, 1e6, rows),
+        }))
+    return validate(pd.concat(parts, ignore_index=True))
+
+
+def tiny_config(**changes):
+    settings = {
+        "data": "synthetic", "horizon": 20, "vol_horizon": 10, "threshold": 0.02,
+        "cutoff": str(pd.bdate_range("2001-01-01", periods=ROWS)[699].date()),
+        "val_fraction": 0.2, "embargo": 3, "segment_length": 16, "burn_in": 8, "causal_checks": 2,
+        "model": {"d_model": 16, "n_layers": 1, "d_state": 8, "head_dim": 8, "chunk_size": 8},
+        "train": {"steps": 3, "batch_size": 4, "tbptt_segments": 2, "warmup_steps": 1, "log_every": 1},
+    }
+    settings.update(changes)
+    return parse_config(MultitaskRunConfig, settings, "test")
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    frame = synthetic_frame(assets=("a", "b"))
+    config = tiny_config()
+    return frame, config, prepare_multitask_data(frame, config)
+
+
+def test_fences_and_trained_through(prepared):
+    frame, config, data = prepared
+    warmup = feature_warmup()
+    for asset in ("a", "b"):
+        train_end, cut = data.boundaries[asset]
+        assert cut == 699 and train_end == 699 - round(0.2 * (699 - warmup))
+        stamps = data.timestamps[asset]
+        assert data.trained_through[asset] == stamps[train_end]  # the network
+        assert pd.Timestamp(data.scaler["trained_through"][asset]) == stamps[cut]  # the scaler
+        split, labels = data.split[asset], data.labels[asset]
+        label_end = pd.to_datetime(labels["label_end"]).to_numpy()
+        assert np.all(label_end[split == 0] <= stamps[train_end])
+        assert np.all((label_end[split == 1] <= stamps[cut]) & (stamps[np.flatnonzero(split == 1)] >= stamps[train_end]))
+        assert np.all(stamps[np.flatnonzero(split == 2) + 1] > stamps[cut + config.embargo])
+        assert {0, 1, 2} <= set(split.tolist())
+
+
+def test_scaler_reads_rows_up_to_the_cutoff_only(prepared):
+    frame, config, data = prepared
+    changed = frame.copy()
+    after = frame.groupby("asset").cumcount().to_numpy() > 699
+    changed.loc[after, ["open", "high", "low", "close"]] *= 3.0  # a different future
+    again = prepare_multitask_data(changed, config)
+    assert again.scaler["mean"] == data.scaler["mean"] and again.scaler["std"] == data.scaler["std"]
+    assert again.targets == data.targets
+    np.testing.assert_array_equal(again.features["a"][:700], data.features["a"][:700])
+
+
+def test_training_windows_stay_before_the_train_boundary(prepared):
+    frame, config, data = prepared
+    batches = WindowBatches(data, config)
+    warmup = feature_warmup()
+    ends = [data.boundaries[a][0] + 1 for a in ("a", "b")]
+    assert batches.arrays["features"].shape[0] == sum(ends)  # nothing past the boundary is even held
+    offsets = np.r_[0, np.cumsum(ends)]
+    last_row = batches.starts + config.window - 1
+    asset_of = np.searchsorted(offsets, batches.starts, side="right") - 1
+    assert np.all(last_row < offsets[asset_of + 1]) and np.all(batches.starts - offsets[asset_of] >= warmup)
+    batch = batches(5)
+    assert batch["features"].shape == (4, 32, 16) and batch["mask"].shape == (4, 32)
+    assert not batch["mask"][:, : config.burn_in].any()
+    np.testing.assert_array_equal(batches(5)["features"], batch["features"])  # a function of the step
+    # masked-in rows are training windows, and their labels are the standardised forward labels
+    rows = batches.starts[np.random.default_rng([config.train.seed, 5]).integers(0, batches.starts.size, 4)]
+    a_rows = rows[rows < ends[0]]
+    if a_rows.size:
+        raw = forward_labels(frame.loc[frame["asset"] == "a", "close"].to_numpy(), horizon=20, threshold=0.02,
+                             vol_horizon=10)
+        i = int(np.flatnonzero(rows < ends[0])[0])
+        t = a_rows[0] + np.flatnonzero(batch["mask"][i])
+        assert np.all(data.split["a"][t] == 0)
+        np.testing.assert_allclose(batch["ret"][i][batch["mask"][i]],
+                                   (raw["forward_return"][t] - data.targets["return_mean"]) / data.targets["return_std"],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_tbptt_carries_the_state_forward_and_stops_its_gradient(prepared):
+    _, config, _ = prepared
+    model = perturb(FeatureMamba(config.model.to_config(16), key=jax.random.key(0)), seed=1)
+    rng = np.random.default_rng(0)
+    batch = {
+        "features": jnp.asarray(rng.normal(size=(2, 16, 16)), jnp.float32),
+        "direction": jnp.asarray(rng.integers(0, 3, (2, 16))),
+        "ret": jnp.asarray(rng.normal(size=(2, 16)), jnp.float32),
+        "vol": jnp.asarray(rng.normal(size=(2, 16)), jnp.float32),
+        "mask": jnp.asarray(np.arange(16) >= 8)[None, :].repeat(2, 0),  # loss on segment 2 only
+    }
+
+    def value_and_input_gradient(segments):
+        def loss(features):
+            return tbptt_loss(model, {**batch, "features": features}, segments=segments)[0]
+
+        value, grad = jax.jit(jax.value_and_grad(loss))(batch["features"])
+        return float(value), np.asarray(grad)
+
+    (one, full), (two, truncated) = value_and_input_gradient(1), value_and_input_gradient(2)
+    assert np.isclose(one, two, rtol=1e-5)  # the state carries: the same forward values
+    # Segment 1's rows reach segment 2's loss only through the carried state: cut under TBPTT.
+    assert np.abs(full[:, :8]).max() > 1e-6
+    assert np.abs(truncated[:, :8]).max() == 0.0
+    np.testing.assert_allclose(truncated[:, 8:], full[:, 8:], rtol=1e-6, atol=1e-6)
+
+
+def test_history_prediction_does_not_depend_on_the_segment_length(prepared):
+    _, config, data = prepared
+    model = FeatureMamba(config.model.to_config(16), key=jax.random.key(0))
+    a = predict_history(model, data.features["a"], 16)
+    b = predict_history(model, data.features["a"], 50)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+
+
+def test_config_errors_name_the_key():
+    frame = synthetic_frame()
+    with pytest.raises(ConfigError, match="cutoff"):
+        prepare_multitask_data(frame, tiny_config(cutoff="2001-06-01"))
+    with pytest.raises(ConfigError, match="segment_length"):
+        WindowBatches(prepare_multitask_data(frame, tiny_config(segment_length=400)), tiny_config(segment_length=400))
+    with pytest.raises(ConfigError, match="horizont"):
+        parse_config(MultitaskRunConfig, {"horizont": 90}, "test")
