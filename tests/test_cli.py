@@ -258,7 +258,13 @@ def test_pretrain_then_mvx(tmp_path, capsys):
         "train: {steps: 3, batch_size: 4, warmup_steps: 0, checkpoint_every: 3}\n"
     )
     assert main(["pretrain", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
-    assert "VICReg target" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    heldout = json.loads((tmp_path / "run" / "metrics.json").read_text())["heldout"]
+    # Both checks, each with its verdict: the mean-std collapse flag and every dimension's std.
+    assert "VICReg target" in out
+    assert f"not collapsed (mean std {heldout['std_mean']:.4g}" in out
+    every = f"every dimension above the target (min std {heldout['std_min']:.4g}, {heldout['dims_below_target']} below)"
+    assert every + (": yes" if heldout["all_dims_above_target"] else ": no") in out
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["trained_through"] == {"ndx": "1992-12-31T00:00:00"}
     flags = ["mvx", "--run", str(tmp_path / "run"), "--data", "ndx", "--out", str(tmp_path / "mvx"),

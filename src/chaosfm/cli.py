@@ -305,11 +305,19 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     config = read_config(PretrainConfig, args.config)
     result = run_pretrain(config, args.out, resume=args.resume)
     heldout = result.metrics.get("heldout") or {}
+    target = _cell(result.metrics["variance_target_std"])
     console.print(
         f"{result.metrics['model']}: {result.metrics['params']:,} parameters, {result.step} steps; held-out "
-        f"embedding std {_cell(heldout.get('std_mean'))} (min {_cell(heldout.get('std_min'))}) against the "
-        f"VICReg target {_cell(result.metrics['variance_target_std'])} over {heldout.get('windows', 0)} windows"
+        f"embeddings of {heldout.get('windows', 0)} windows against the VICReg target std {target}:"
     )
+    if "collapsed" in heldout:
+        verdict = lambda ok: "[green]yes[/green]" if ok else "[red]no[/red]"  # noqa: E731
+        console.print(f"  not collapsed (mean std {_cell(heldout['std_mean'])} >= {target}): "
+                      f"{verdict(not heldout['collapsed'])}")
+        console.print(f"  every dimension above the target (min std {_cell(heldout['std_min'])}, "
+                      f"{heldout['dims_below_target']} below): {verdict(heldout['all_dims_above_target'])}")
+    else:
+        console.print(f"  {heldout.get('note', 'no held-out check')}")
     console.print(f"wrote the run to {args.out}")
 
 

@@ -62,7 +62,20 @@ def test_leakage_study_end_to_end(tmp_path):
         assert list(table["model"]) == ["jepa_cfm (leaky)", "jepa_cfm (fenced)"]
     report = (out / "report.md").read_text()
     assert "| model | params | in-domain | within-pretrain OOS | fresh OOS | leakage gap |" in report
-    # A second run with the same config reuses the trained encoders.
-    before = (out / "runs" / "jepa_cfm-fenced" / "model.eqx").stat().st_mtime_ns
+    # The default encoders normalise each window and carry the window-level VICReg terms, and
+    # every pretrain reports the held-out check against the hinge's own target.
+    saved = json.loads((out / "runs" / "jepa_cfm-fenced" / "model_config.json").read_text())
+    assert saved["window_norm"] and saved["window_scale"] and saved["window_terms"]
+    heldout = entry_fenced["pretrain"]["heldout"]
+    assert heldout["all_dims_above_target"] == (heldout["std_min"] >= entry_fenced["pretrain"]["variance_target_std"])
+    # A second run with the same config reuses the trained encoders...
+    fenced_model = out / "runs" / "jepa_cfm-fenced" / "model.eqx"
+    leaky_model = out / "runs" / "jepa_cfm-leaky" / "model.eqx"
+    before, leaky_before = fenced_model.stat().st_mtime_ns, leaky_model.stat().st_mtime_ns
+    # ...unless the model config it resolved to differs (a changed JEPAConfig default, simulated here).
+    stale = out / "runs" / "jepa_cfm-leaky" / "model_config.json"
+    stale.write_text(json.dumps({**json.loads(stale.read_text()), "window_norm": False}))
     run_leakage(config)
-    assert (out / "runs" / "jepa_cfm-fenced" / "model.eqx").stat().st_mtime_ns == before
+    assert fenced_model.stat().st_mtime_ns == before
+    assert leaky_model.stat().st_mtime_ns != leaky_before
+    assert json.loads(stale.read_text())["window_norm"] is True

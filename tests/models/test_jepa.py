@@ -1,4 +1,5 @@
-"""JEPA: VICReg terms against numpy, EMA, block masks (no hidden step reaches the context), the loss."""
+"""JEPA: VICReg terms against numpy, EMA, block masks (no hidden step reaches the context), the
+causal window normalisation, the window-level VICReg terms, the loss."""
 
 import equinox as eqx
 import jax
@@ -10,6 +11,7 @@ from chaosfm.models import (
     JEPA,
     JEPAConfig,
     block_masks,
+    causal_window_norm,
     ema_post_update,
     ema_update,
     jepa_loss,
@@ -122,3 +124,69 @@ def test_train_step_moves_online_weights_and_applies_the_ema(tmp_path, key):
     expected = ema_update(model.target_encoder, trained.encoder, 0.8)
     for got, want in zip(leaves(trained.target_encoder), leaves(expected)):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def _numpy_window_norm(x, eps=1e-2):
+    """Slow reference: step t standardised by the mean and (biased) variance of rows 0..t."""
+    out, scale = np.zeros_like(x), np.zeros_like(x)
+    for t in range(len(x)):
+        var = x[: t + 1].var(axis=0)
+        out[t] = (x[t] - x[: t + 1].mean(axis=0)) / np.sqrt(var + eps)
+        scale[t] = 0.5 * np.log(var + eps)
+    return out, scale
+
+
+def test_causal_window_norm_matches_numpy_and_removes_the_level():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3)) * np.array([1.0, 2.0, 1.5]) + np.array([3.0, -1.0, 0.0])
+    normalised, log_scale = causal_window_norm(jnp.asarray(x))
+    want, want_scale = _numpy_window_norm(x)
+    np.testing.assert_allclose(np.asarray(normalised), want, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(log_scale), want_scale, atol=2e-5)
+    # Causal: rows after t do not move step t.
+    changed, _ = causal_window_norm(jnp.asarray(x).at[25:].set(50.0))
+    np.testing.assert_array_equal(np.asarray(changed)[:25], np.asarray(normalised)[:25])
+    # A calmer or wilder regime, a * x + b, reads the same once the window has a few rows (eps is
+    # small against the variance); only the log scale moves, by log(a).
+    a, b = np.array([0.5, 3.0, 1.5]), np.array([1.0, 2.0, -3.0])
+    calm, calm_scale = causal_window_norm(jnp.asarray(a * x + b))
+    np.testing.assert_allclose(np.asarray(calm)[10:], np.asarray(normalised)[10:], rtol=0.05, atol=0.01)
+    np.testing.assert_allclose((np.asarray(calm_scale) - np.asarray(log_scale))[-1], np.log(a), atol=0.03)
+
+
+def test_window_norm_encoder_reads_a_rescaled_window_alike(key):
+    """Without the log-scale inputs, the encoder cannot tell a window from the same window at another
+    volatility; with them (the default) it can. Both stay causal step by step."""
+    x = jax.random.normal(jax.random.key(1), (16, 3)) * 2.0
+    calm = 0.4 * x + 0.1
+    plain = perturb(JEPA(JEPAConfig(**TINY, window_scale=False), key=key))
+    scaled = perturb(JEPA(JEPAConfig(**TINY), key=key))
+    old = perturb(JEPA(JEPAConfig(**TINY, window_norm=False), key=key))
+    assert scaled.encoder.w_in.shape == (6, 16) and plain.encoder.w_in.shape == (3, 16)
+    np.testing.assert_allclose(np.asarray(plain.embed(calm))[-1], np.asarray(plain.embed(x))[-1], atol=0.02)
+    assert not np.allclose(np.asarray(scaled.embed(calm))[-1], np.asarray(scaled.embed(x))[-1], atol=0.05)
+    assert not np.allclose(np.asarray(old.embed(calm))[-1], np.asarray(old.embed(x))[-1], atol=0.05)
+    later = x.at[10:].set(30.0)
+    for model in (plain, scaled):
+        np.testing.assert_allclose(np.asarray(model.embed(later))[:10], np.asarray(model.embed(x))[:10], atol=1e-6)
+
+
+def test_window_terms_add_vicreg_on_the_last_visible_step(key):
+    """With window_terms the loss gains the variance hinge and covariance of one embedding per window
+    (the context embedding at cut - 1) across the batch, recomputed here from the masks."""
+    on = JEPAConfig(**TINY, variance_target=4.0)  # a high target keeps every hinge active
+    model_on = perturb(JEPA(on, key=key))
+    model_off = perturb(JEPA(on.replace(window_terms=False), key=key))  # the same weights
+    features = jax.random.normal(jax.random.key(1), (6, 16, 3))
+    loss_key = jax.random.key(7)
+    loss = eqx.filter_jit(lambda model: jepa_loss(model, {"features": features}, loss_key)[0])
+    with_terms, without = loss(model_on), loss(model_off)
+    mask_key, _ = jax.random.split(loss_key)
+    masks = jax.vmap(
+        lambda k: block_masks(k, 16, n_blocks=on.n_blocks, min_span=2, max_span=4, min_future=4, max_future=8)
+    )(jax.random.split(mask_key, 6))
+    encode = eqx.filter_jit(lambda encoder, windows: jax.vmap(encoder)(windows))
+    context = encode(model_on.encoder, features * masks.context[:, :, None])
+    last = context[jnp.arange(6), masks.cut - 1]
+    extra = on.variance_weight * vicreg_variance(last, on.variance_std) + on.covariance_weight * vicreg_covariance(last)
+    assert float(with_terms - without) == pytest.approx(float(extra), rel=1e-3)

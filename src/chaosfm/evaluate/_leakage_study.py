@@ -24,6 +24,8 @@ out, they fall at ``pretrain_fraction`` and ``fresh_fraction`` of each dataset's
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import time
 from pathlib import Path
@@ -149,7 +151,14 @@ def _pretrain(config: LeakageConfig, frame: pd.DataFrame, kind: str, protocol: s
         train=config.train,
     )
     wanted = pretrain.model_dump(mode="json")
-    if (run / "meta.json").is_file() and yaml.safe_load((run / "config.yaml").read_text()) == wanted:
+    # The resolved model config too: a changed JEPAConfig default must not reuse a stale encoder.
+    resolved = json.loads(json.dumps(dataclasses.asdict(pretrain.jepa_config())))
+    if (
+        (run / "meta.json").is_file()
+        and yaml.safe_load((run / "config.yaml").read_text()) == wanted
+        and (run / "model_config.json").is_file()
+        and json.loads((run / "model_config.json").read_text()) == resolved
+    ):
         say(f"reusing {run}: same config, already trained")
         return run
     if run.exists():

@@ -1,7 +1,10 @@
 """A joint-embedding predictive world model over candles: Mamba-2 encoders, VICReg, and a CFM head.
 
 * **Context encoder.** Each candle is a token: its causal features (``chaosfm.data.candle_features``,
-  standardised) are projected to ``d_model`` and read by a stack of :class:`Mamba2Mixer` layers
+  standardised with training-row statistics) are, with ``window_norm``, standardised again by the
+  window's own running mean and std up to that step (:func:`causal_window_norm`; with
+  ``window_scale`` each feature's running log-std joins them, so the volatility level survives),
+  projected to ``d_model`` and read by a stack of :class:`Mamba2Mixer` layers
   with pre-norm residuals. With ``depth_attention`` each layer reads a softmax mix of the outputs
   of every earlier layer instead of their plain sum ("attention residuals across depth": a
   learned query per layer scores each earlier output). A linear map to ``d_embed`` and an L2
@@ -14,7 +17,8 @@
   and a learned mask token at every hidden step, and predicts the target encoder's embedding there.
 * **Loss.** VICReg: invariance between predictions and targets on the target blocks, the variance
   hinge on the context embeddings and on the predictions, covariance on the context embeddings
-  (all float32), plus ``cfm_weight * invariance_weight`` times the flow-matching loss of
+  (with ``window_terms`` both also across the batch on one embedding per window, its last visible
+  step; all float32), plus ``cfm_weight * invariance_weight`` times the flow-matching loss of
   :class:`VelocityField`, which learns the target embedding ``cfm_horizon`` steps after the cut
   given the context embedding just before it (so ``cfm_weight = 1`` weighs the flow like the
   invariance term). ``cfm_weight = 0`` builds no flow head at all.
@@ -54,6 +58,7 @@ __all__ = [
     "JEPAConfig",
     "JEPAEncoder",
     "JEPAPredictor",
+    "causal_window_norm",
     "ema_post_update",
     "jepa_loss",
     "l2_normalize",
@@ -68,11 +73,39 @@ def l2_normalize(x: Float[Array, "... dim"], eps: float = 1e-6) -> Float[Array, 
     return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
+def causal_window_norm(
+    x: Float[Array, "time features"], eps: float = 1e-2
+) -> tuple[Float[Array, "time features"], Float[Array, "time features"]]:
+    """Standardise each step by the window's own statistics up to that step (float32).
+
+    Step ``t`` uses the mean and (biased) variance of rows ``0..t`` of the window, so the result
+    at ``t`` never depends on a later row: the encoder stays causal, and rows the mask hides
+    (after the cut) cannot reach a visible step. An affine change ``a * x + b`` (``a > 0``, per
+    feature) of the window leaves the standardised rows unchanged up to ``eps``.
+
+    Returns:
+        ``(normalised, log_scale)``: ``(x - mean_t) / sqrt(var_t + eps)`` and
+        ``0.5 * log(var_t + eps)``, each ``(T, F)``.
+    """
+    x = x.astype(_F32)
+    count = jnp.arange(1, x.shape[0] + 1, dtype=_F32)[:, None]
+    mean = jnp.cumsum(x, axis=0) / count
+    # Centre on the window's first row before the running sums: keeps float32 cancellation small.
+    shifted = x - x[:1]
+    var = jnp.maximum(jnp.cumsum(shifted * shifted, axis=0) / count - (mean - x[:1]) ** 2, 0.0)
+    return (x - mean) * jax.lax.rsqrt(var + eps), 0.5 * jnp.log(var + eps)
+
+
 @dataclass(frozen=True)
 class JEPAConfig:
     """Everything that fixes a JEPA's shapes and losses; saved beside the weights."""
 
     n_features: int = 7  # inputs per candle (standardised candle features)
+    # Per-window causal standardisation of the inputs (causal_window_norm): the scaler is fitted on
+    # the training years, so a calmer or wilder later period otherwise reaches the encoder
+    # squeezed or stretched, and its embeddings lose spread (measured: the held-out collapse check).
+    window_norm: bool = True
+    window_scale: bool = True  # with window_norm: also feed each feature's window log-std (keeps the level)
     context_length: int = 64  # window L the masks cut
     d_model: int = 32  # encoder width
     n_layers: int = 2  # Mamba-2 mixers in each encoder
@@ -93,6 +126,11 @@ class JEPAConfig:
     variance_weight: float = 25.0  # VICReg's mu
     covariance_weight: float = 1.0  # VICReg's nu
     variance_target: float = 0.5  # hinge on per-dim std at this fraction of 1/sqrt(d_embed)
+    # Also apply the variance and covariance terms across the batch to one embedding per window
+    # (the last visible step), the statistic the held-out collapse check measures: a hinge on B
+    # windows is noisier than on B * L steps, so it holds the weakest dimension further above the
+    # target (with window_norm alone, jepa-tiny seed 0 still ended one held-out dimension below).
+    window_terms: bool = True
     cfm_weight: float = 0.0  # share of the flow-matching loss; 0 builds no flow head
     cfm_horizon: int = 5  # the flow learns the target embedding this many steps after the cut
     cfm_hidden: int = 64  # velocity MLP width
@@ -150,11 +188,15 @@ class JEPAEncoder(eqx.Module):
     layers: tuple[Mamba2Mixer, ...]
     depth_queries: Float[Array, "layers d_model"] | None
     w_out: Float[Array, "d_model d_embed"]
+    window_norm: bool = eqx.field(static=True)
+    window_scale: bool = eqx.field(static=True)
 
     def __init__(self, config: JEPAConfig, *, key: PRNGKeyArray | np.random.Generator):
         rng = init_rng(key)
         mamba = config.mamba_config()
-        self.w_in = normal_init(rng, (config.n_features, config.d_model), config.n_features**-0.5)
+        inputs = config.n_features * (2 if config.window_norm and config.window_scale else 1)
+        self.w_in = normal_init(rng, (inputs, config.d_model), inputs**-0.5)
+        self.window_norm, self.window_scale = config.window_norm, config.window_scale
         self.layers = tuple(Mamba2Mixer(mamba, key=rng) for _ in range(config.n_layers))
         # Zero queries start as a uniform mix over depth.
         self.depth_queries = (
@@ -164,7 +206,7 @@ class JEPAEncoder(eqx.Module):
 
     def hidden(self, features: Float[Array, "time features"]) -> Float[Array, "time d_model"]:
         """The last residual stream (before the output map), float32."""
-        h = features.astype(_F32) @ self.w_in
+        h = self.inputs(features) @ self.w_in
         outputs = [h]  # outputs of the embedding and of each layer, for depth attention
         for index, layer in enumerate(self.layers):
             x = h if self.depth_queries is None else self._depth_mix(outputs, index)
@@ -174,6 +216,14 @@ class JEPAEncoder(eqx.Module):
         if self.depth_queries is not None:
             h = self._depth_mix(outputs, len(self.layers))
         return rms_norm(h)
+
+    def inputs(self, features: Float[Array, "time features"]) -> Float[Array, "time inputs"]:
+        """What ``w_in`` reads: the features, or their causal window standardisation (+ log scale)."""
+        x = features.astype(_F32)
+        if not self.window_norm:
+            return x
+        normalised, log_scale = causal_window_norm(x)
+        return jnp.concatenate([normalised, log_scale], axis=-1) if self.window_scale else normalised
 
     def _depth_mix(self, outputs: list[Array], index: int) -> Float[Array, "time d_model"]:
         stacked = jnp.stack(outputs)  # (depth, time, d_model)
@@ -307,8 +357,9 @@ def _one_window(model: JEPA, features: Array, key: PRNGKeyArray) -> dict[str, Ar
         "context_mask": masks.context,
         "target_mask": target_steps,
     }
+    last = masks.cut - 1
+    out["last"] = context[last]  # the window's embedding: its last visible step
     if model.flow is not None:
-        last = masks.cut - 1
         out["condition"] = context[last]
         out["future"] = target[last + config.cfm_horizon]
     return out
@@ -332,6 +383,9 @@ def jepa_loss(
     variance = vicreg_variance(context, config.variance_std, context_weight)
     variance = variance + vicreg_variance(flat(parts["predicted"]), config.variance_std, target_weight)
     covariance = vicreg_covariance(context, context_weight)
+    if config.window_terms:
+        variance = variance + vicreg_variance(parts["last"], config.variance_std)
+        covariance = covariance + vicreg_covariance(parts["last"])
     loss = (
         config.invariance_weight * invariance
         + config.variance_weight * variance

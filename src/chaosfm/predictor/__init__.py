@@ -16,7 +16,6 @@ from chaosfm.predictor._config import (
     StreamConfig,
 )
 from chaosfm.predictor._cusum import CusumOutput, CusumState, init_cusum, run_cusum, update_cusum
-from chaosfm.predictor._forecaster import OnlinePredictorForecaster
 from chaosfm.predictor._holder import HoelderOutput, hoelder_wtmm
 from chaosfm.predictor._kernel_stable import (
     StableOutput,
@@ -99,3 +98,14 @@ __all__ = [
     "update_predictor",
     "warm_start",
 ]
+
+
+def __getattr__(name: str):
+    # The Forecaster wrapper pulls in chaosfm.evaluate (and through it models and ott): loaded on
+    # first use, so a live `chaosfm stream` does not pay ~2-5 s of imports before its first value.
+    if name == "OnlinePredictorForecaster":
+        from chaosfm.predictor._forecaster import OnlinePredictorForecaster
+
+        return OnlinePredictorForecaster
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -60,6 +60,7 @@ __all__ = [
 FEATURES = ("symlog_return", "body", "upper_wick", "lower_wick", "range", "realized_vol", "volume_z")
 CONFIG_FILE, MODEL_CONFIG_FILE, SCALER_FILE = "config.yaml", "model_config.json", "scaler.json"
 MODEL_FILE, METRICS_FILE = "model.eqx", "metrics.json"
+_BEFORE_WINDOW_NORM = {"window_norm": False, "window_terms": False}
 
 
 class PretrainData(BaseModel):
@@ -325,7 +326,8 @@ def load_pretrained(run_dir: str | os.PathLike[str]) -> tuple[JEPA, FeatureScale
     if meta.get("kind") != "jepa":
         raise ArtifactError(f"{root}: not a run of `chaosfm pretrain` (meta.json kind is {meta.get('kind')!r})")
     try:
-        model_config = JEPAConfig(**json.loads((root / MODEL_CONFIG_FILE).read_text()))
+        # Runs written before window_norm and window_terms existed were trained without them.
+        model_config = JEPAConfig(**{**_BEFORE_WINDOW_NORM, **json.loads((root / MODEL_CONFIG_FILE).read_text())})
         scaler = FeatureScaler.from_json(json.loads((root / SCALER_FILE).read_text()))
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise ArtifactError(f"{root}: model_config.json or scaler.json cannot be read ({error})") from None
