@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from chaosfm.predictor._config import PredictorConfig
 from chaosfm.predictor._cusum import CusumState, init_cusum, update_cusum
@@ -415,6 +416,16 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
 
 
 @functools.lru_cache(maxsize=8)
+def jitted_init(config: PredictorConfig):
+    """``init_predictor`` compiled for one config: ``(first_value, key) -> state``.
+
+    One executable rather than ~130 eager ops, each of which a fresh process lowers (and looks up
+    in the compilation cache) on its own: about a second of every restart.
+    """
+    return jax.jit(lambda first_value, key: init_predictor(config, first_value, key=key))
+
+
+@functools.lru_cache(maxsize=8)
 def jitted_update(config: PredictorConfig):
     """``update_predictor`` compiled for one config (cached: a config is hashable)."""
     return jax.jit(lambda state, value: update_predictor(state, value, config))
@@ -431,14 +442,15 @@ class PackedStep:
     """
 
     def __init__(self, config: PredictorConfig):
-        example = init_predictor(config, 1.0, key=jax.random.key(0))
+        example = jitted_init(config)(np.float32(1.0), jax.random.key(0))
         self.state_layout = TreeLayout(example)
-        self.output_layout = TreeLayout(
-            jax.eval_shape(lambda s: update_predictor(s, jnp.float32(1.0), config)[0], example)
-        )
+        # The output's layout is read off the step's own trace (shapes and dtypes only), rather
+        # than by tracing the whole update once more with eval_shape: a restart pays one trace.
+        self.output_layout: TreeLayout | None = None
 
         def step(packed: Packed, value: jax.Array) -> tuple[Packed, Packed]:
             out, state = _unguarded_update(self.state_layout.unpack(packed), value, config)
+            self.output_layout = TreeLayout(out)
             # update_predictor's guard, on two vectors rather than on every leaf.
             return self.output_layout.pack(out), _keep_if_finite(value, self.state_layout.pack(state), packed)
 

@@ -33,7 +33,7 @@ from chaosfm._artifacts import atomic_write_text, nan_to_none, write_json
 from chaosfm.data import DataError, NonFiniteError, NonNumericError, NonPositivePriceError
 from chaosfm.predictor._config import StreamConfig
 from chaosfm.predictor._metrics_server import MetricsServer
-from chaosfm.predictor._predictor import init_predictor, packed_step, warm_start
+from chaosfm.predictor._predictor import jitted_init, packed_step, warm_start
 from chaosfm.predictor._snapshot import Snapshot, SnapshotError, StreamProgress, load_snapshot, save_snapshot
 from chaosfm.predictor._telemetry import FLAGS, plot_telemetry, telemetry_record
 from chaosfm.predictor._warm import PRNG_IMPL, compilation_cache_dir, deterministic_mode, enable_compilation_cache, state_codec, warm_up
@@ -141,8 +141,7 @@ def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line,
     key, key_init, key_warm = jax.random.split(key, 3)
     step = packed_step(predictor_config)
     unpack, pack = state_codec(step)
-    if config.warm_up:
-        warm_up(step, predictor_config, key=key_warm)
+    compiling = warm_up(step, predictor_config, key=key_warm) if config.warm_up else None
 
     source = "<stdin>" if lines is not None else "<series>"
     if series is not None:
@@ -208,7 +207,7 @@ def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line,
                 continue
             last_line, last_stamp = line, None if stamp is None else str(stamp)
             if state is None:
-                state = pack(init_predictor(predictor_config, value, key=key_init))
+                state = pack(jitted_init(predictor_config)(np.float32(value), key_init))
                 previous_value = value
                 continue
             start = time.perf_counter()
@@ -260,6 +259,8 @@ def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line,
     metrics.update({k: v for k, v in ready.items() if k != "startup_seconds"})
     metrics["deterministic"] = config.deterministic
     metrics["snapshots_written"] = snapshots
+    if compiling is not None:  # a short stream may end before the background compile does
+        compiling.join()
     _write(out_dir, prediction_rows, telemetry_rows, metrics, config.plot)
     if pending is not None:
         raise pending

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -74,17 +75,24 @@ def disable_compilation_cache() -> None:
     compilation_cache.reset_cache()
 
 
-def warm_up(step: PackedStep, config: PredictorConfig, *, key: jax.Array) -> None:
+def warm_up(
+    step: PackedStep, config: PredictorConfig, *, key: jax.Array, background: bool = True
+) -> threading.Thread | None:
     """Compile (or load from the cache) everything a stream runs, on zeros; no state is touched.
 
-    Runs ``step`` on a zero packed state and a zero observation (output discarded), the packing
-    round trip used by the warm start and by snapshots, and compiles, without running, the warm
-    start's training for the shapes of ``config``.
+    Runs ``step`` on a zero packed state and a zero observation (output discarded) and the packing
+    round trip used by the warm start and by snapshots, then compiles, without running, the warm
+    start's training for the shapes of ``config``: in a background thread by default, since it
+    is first needed when the predictor's warm-up period ends, not for the first prediction.
 
     Args:
         step: the packed step the stream will call.
         config: its predictor config.
         key: any key of the implementation the stream's warm start will get (only its type is used).
+        background: compile the training in a started thread (returned; join it before exit).
+
+    Returns:
+        The thread compiling the warm start's training, or None (compiled already, or no training).
     """
     floats, ints = step.state_layout.sizes
     zeros = Packed(jnp.zeros((floats,), jnp.float32), jnp.zeros((ints,), jnp.int32))
@@ -93,12 +101,32 @@ def warm_up(step: PackedStep, config: PredictorConfig, *, key: jax.Array) -> Non
     unpack, pack = state_codec(step)
     state = unpack(packed)
     jax.block_until_ready(pack(state))
-    if config.dgm.fit_steps > 0:
-        # Private to the package: warm_start calls exactly this jitted function, so compiling it
-        # here means the step where warm-up ends does not stall for it.
-        from chaosfm.predictor._predictor import _jitted_train
+    if config.dgm.fit_steps == 0:
+        return None
+    # Private to the package: warm_start calls exactly this jitted function, so compiling it
+    # here means the step where warm-up ends does not stall for it.
+    from chaosfm.predictor._predictor import _jitted_train
 
-        _jitted_train(config).lower(state.dgm, key).compile()
+    # Trace-time settings are thread-local: the caller's (deterministic mode) are re-entered.
+    precision = jax.config.jax_default_matmul_precision
+    impl = jax.config.jax_default_prng_impl
+    partitionable = jax.config.jax_threefry_partitionable
+    dgm = state.dgm
+
+    def compile_training() -> None:
+        with (
+            jax.default_matmul_precision(precision),
+            jax.default_prng_impl(impl),
+            jax.threefry_partitionable(partitionable),
+        ):
+            _jitted_train(config).lower(dgm, key).compile()
+
+    if not background:
+        compile_training()
+        return None
+    thread = threading.Thread(target=compile_training, name="chaosfm-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 @functools.lru_cache(maxsize=8)
