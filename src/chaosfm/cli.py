@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-# Tables are wider than 80 columns; when output goes to a file or pipe, do not squeeze them.
-console = Console(width=None if sys.stdout.isatty() else 140)
+from chaosfm import _cli_training, _cli_tune, _cli_world
+from chaosfm._cli_common import _cell, _split, _table, console
 
 
 class UsageError(Exception):
@@ -27,27 +26,6 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse would print usage and exit 2 itself
         raise UsageError(f"{self.prog}: {message}")
-
-
-def _table(title: str, frame: Any) -> Table:
-    table = Table(title=title)
-    for column in frame.columns:
-        table.add_column(str(column))
-    for row in frame.itertuples(index=False):
-        table.add_row(*[_cell(v) for v in row])
-    return table
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return "–" if value != value else f"{value:.4g}"
-    return str(value)
-
-
-def _split(text: str | None) -> list[str] | None:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -133,63 +111,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     console.print(f"wrote the run to {args.out}")
 
 
-def cmd_stage(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from chaosfm.train import read_stage, run_stage
-
-    overrides = {
-        "stage": args.stage,
-        "parent": str(args.parent) if args.parent else None,
-        "data.names": _split(args.data),
-        "data.cutoff": args.cutoff,
-        "data.embargo": args.embargo,
-        "train.learning_rate": args.lr,
-        "train.steps": args.steps,
-        "train.batch_size": args.batch_size,
-        "train.seed": args.seed,
-        "epochs": args.epochs,
-        "context_len": args.context_len,
-        "horizon": args.horizon,
-        "reward": args.reward,
-        "kl_coef": args.kl_coef,
-        "samples": args.samples,
-    }
-    config = read_stage(args.config, overrides)
-    metrics = run_stage(config, args.out, resume=args.resume).metrics
-    heldout = metrics.get("heldout") or {}
-    row = {
-        "stage": config.stage,
-        "steps": metrics.get("steps"),
-        "final train loss": metrics.get("final_train_loss"),
-        "held-out perplexity": heldout.get("perplexity"),
-        "unigram perplexity": heldout.get("unigram_perplexity"),
-        "accuracy": heldout.get("accuracy"),
-        "top-5": heldout.get("top5_accuracy"),
-    }
-    if "reward" in metrics:
-        row.update({"reward first": metrics["reward"]["first"], "reward last": metrics["reward"]["last"]})
-    console.print(_table(f"{config.stage}: next-code scores on held-out codes", pd.DataFrame([row])))
-    console.print(f"wrote the {config.stage} run to {args.out}")
-
-
-def cmd_pipeline(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from chaosfm.pipelines import paired_table, read_pipeline_config, run_pipeline
-
-    started = time.perf_counter()
-    metrics = run_pipeline(read_pipeline_config(args.config), args.out)
-    title = f"{metrics['dataset']}: every stage on the same {metrics['windows']['common_fresh']} fresh windows"
-    console.print(_table(title, pd.DataFrame(metrics["table"])))
-    confidence = metrics["protocol"]["confidence"]
-    paired = paired_table(metrics["paired_vs_pretrain"], confidence)
-    console.print(_table("paired differences to pretrain, same windows", paired))
-    console.print(
-        f"wrote {args.out}/metrics.json, comparison.csv and comparison.md in {time.perf_counter() - started:.0f} s"
-    )
-
-
 def cmd_generate(args: argparse.Namespace) -> None:
     from chaosfm._config import ConfigError
     from chaosfm.pipelines import run_generate
@@ -257,110 +178,6 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
     console.print(f"wrote {config.out}/metrics.json, the tokenizer, and {report['plot']}")
 
 
-def cmd_multitask(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from chaosfm._config import parse_config, read_config
-    from chaosfm.evaluate import multitask_table, run_multitask
-    from chaosfm.train import MultitaskRunConfig, TrainConfig
-
-    top = {
-        key: getattr(args, key)
-        for key in ("data", "horizon", "threshold", "vol_horizon", "cutoff", "val_fraction", "embargo",
-                    "segment_length", "burn_in")
-        if getattr(args, key) is not None
-    }
-    top["out"] = str(args.out)
-    loop = {key: getattr(args, key) for key in ("steps", "seed") if getattr(args, key) is not None}
-    if args.config is not None:
-        config = read_config(MultitaskRunConfig, args.config, top)
-    else:
-        config = parse_config(MultitaskRunConfig, top, "flags")
-    if loop:
-        train = parse_config(TrainConfig, {**config.train.model_dump(), **loop}, "flags")
-        config = config.model_copy(update={"train": train})
-    started = time.perf_counter()
-    metrics = run_multitask(config, args.out, resume=args.resume)
-    title = (f"{config.data}: {config.horizon}-day direction (±{config.threshold:g}), p10-p90 interval and "
-             f"{config.vol_horizon}-day vol, cutoff {config.cutoff}")
-    console.print(_table(title, multitask_table(metrics)))
-    for name, entry in metrics["classes"].items():
-        if entry.get("confusion"):
-            frame = pd.DataFrame(entry["confusion"], columns=["pred down", "pred flat", "pred up"])
-            frame.insert(0, "true", ["down", "flat", "up"])
-            console.print(_table(f"{name}: confusion of the direction head", frame))
-    fresh = metrics["classes"]["fresh"]
-    console.print(
-        f"fresh: \\[p10, p90] coverage {_cell(fresh.get('coverage_80'))} over {fresh['n_windows']} windows "
-        f"({fresh['n_nonoverlapping']} non-overlapping); nominal 0.8"
-    )
-    console.print(f"wrote {args.out}/metrics.json, table.csv, predictions.csv and the model in "
-                  f"{time.perf_counter() - started:.0f} s")
-
-
-def cmd_pretrain(args: argparse.Namespace) -> None:
-    from chaosfm._config import read_config
-    from chaosfm.train import PretrainConfig, run_pretrain
-
-    config = read_config(PretrainConfig, args.config)
-    result = run_pretrain(config, args.out, resume=args.resume)
-    heldout = result.metrics.get("heldout") or {}
-    target = _cell(result.metrics["variance_target_std"])
-    console.print(
-        f"{result.metrics['model']}: {result.metrics['params']:,} parameters, {result.step} steps; held-out "
-        f"embeddings of {heldout.get('windows', 0)} windows against the VICReg target std {target}:"
-    )
-    if "collapsed" in heldout:
-        verdict = lambda ok: "[green]yes[/green]" if ok else "[red]no[/red]"  # noqa: E731
-        console.print(f"  not collapsed (mean std {_cell(heldout['std_mean'])} >= {target}): "
-                      f"{verdict(not heldout['collapsed'])}")
-        console.print(f"  every dimension above the target (min std {_cell(heldout['std_min'])}, "
-                      f"{heldout['dims_below_target']} below): {verdict(heldout['all_dims_above_target'])}")
-    else:
-        console.print(f"  {heldout.get('note', 'no held-out check')}")
-    console.print(f"wrote the run to {args.out}")
-
-
-def cmd_mvx(args: argparse.Namespace) -> None:
-    from chaosfm._config import parse_config
-    from chaosfm.agents import MvxConfig, run_mvx
-
-    values = {k: getattr(args, k) for k in ("data", "out", "universes", "samples", "steps", "scale",
-                                             "every", "max_origins", "seed") if getattr(args, k) is not None}
-    values["run"] = args.run_dir
-    summary = run_mvx(parse_config(MvxConfig, values, "flags"))
-    import pandas as pd
-
-    rows = [{"score": k, **v} for k, v in summary["scores"].items()]
-    console.print(_table(f"Multiverse Crossing over {summary['origins']} origins of {args.data}", pd.DataFrame(rows)))
-    console.print(f"wrote {args.out}/scores.csv, mvx.png and metrics.json")
-
-
-def cmd_leakage(args: argparse.Namespace) -> None:
-    from chaosfm._config import ConfigError, parse_config, read_config
-    from chaosfm.evaluate import LeakageConfig, leakage_tables, run_leakage
-
-    overrides: dict[str, Any] = {
-        "data": _split(args.data), "pretrain_cutoff": args.pretrain_cutoff, "fresh_start": args.fresh_start,
-        "models": _split(args.models), "cfm_weight": args.cfm_weight, "max_windows": args.max_windows,
-        "seed": args.seed, "horizon": args.horizon, "out": str(args.out) if args.out else None,
-    }
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if args.config is not None:
-        config = read_config(LeakageConfig, args.config, values)
-    else:
-        if not values.get("data"):
-            raise ConfigError("--data is required (or --config FILE with a data key)")
-        config = parse_config(LeakageConfig, values, "flags")
-    if args.steps is not None:  # train.steps only: the rest of the train section stays
-        train = {**config.train.model_dump(), "steps": args.steps}
-        config = parse_config(LeakageConfig, {**config.model_dump(mode="json"), "train": train}, "flags")
-    metrics = run_leakage(config)
-    for title, table in leakage_tables(metrics).items():
-        console.print(_table(title, table))
-    console.print(f"wrote {config.out}/metrics.json and report.md in {metrics['wall_time_s']:.0f} s")
-
-
 def cmd_demo(args: argparse.Namespace) -> None:
     from chaosfm.pipelines import run_demo
 
@@ -377,43 +194,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
         f"wrote {args.out}/metrics.json and {args.out}/report.html in "
         f"{time.perf_counter() - started:.0f} s"
     )
-
-
-def cmd_tune(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from chaosfm._config import ConfigError, parse_config, read_config
-    from chaosfm._tune import TuneConfig, run_tune
-    from chaosfm.predictor import StreamConfig
-
-    keys = ("data", "asset", "cutoff", "cutoff_fraction", "length", "max_memory", "horizon", "step",
-            "max_folds", "num_samples", "metric", "trials", "storage", "study", "seed",
-            "heartbeat_seconds", "retries", "out")
-    values: dict[str, Any] = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
-    if "out" in values:
-        values["out"] = str(values["out"])
-    if args.base is not None:
-        values["base"] = read_config(StreamConfig, args.base).model_dump(mode="json")
-    if args.config is not None:
-        config = read_config(TuneConfig, args.config, values)
-    else:
-        if "data" not in values:
-            raise ConfigError("--data is required (or --config FILE with a data key)")
-        config = parse_config(TuneConfig, values, "flags")
-    started = time.perf_counter()
-    metrics = run_tune(config)
-    rows = pd.read_csv(config.out / "trials.csv")
-    done = rows[rows["state"] == "COMPLETE"].sort_values("value").head(5)
-    shown = ["number", "value", "worker", *[c for c in done.columns if c.startswith("params.")]]
-    console.print(_table(f"{config.study}: best {len(done)} of {len(rows)} trials ({config.metric}, lower is better)",
-                         done[shown].rename(columns=lambda c: c.rsplit(".", 1)[-1])))
-    console.print(
-        f"best {config.metric} {_cell(metrics['best_value'])} (trial {metrics['best_trial']}); base config "
-        f"{_cell(metrics['base_value'])}; {metrics['trials']['complete']} complete trials over "
-        f"{metrics['folds']} folds of {config.data} through {metrics['trained_through']}"
-    )
-    console.print(f"wrote {config.out}/best.yaml (chaosfm stream --config), trials.csv and metrics.json "
-                  f"in {time.perf_counter() - started:.0f} s")
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
@@ -557,32 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.set_defaults(run=cmd_train)
 
-    p = commands.add_parser("stage", help="one training stage (pretrain, midtrain, sft, rl) from its parent's run")
-    p.add_argument("stage", choices=["pretrain", "midtrain", "sft", "rl"], help="which stage")
-    p.add_argument("--in", dest="parent", type=Path, help="run folder of the previous stage (pretrain: optional)")
-    p.add_argument("--out", type=Path, required=True, help="run folder to write")
-    p.add_argument("--config", type=Path, help="YAML StageConfig; flags override it")
-    p.add_argument("--data", help="dataset names or paths, comma-separated (default: the parent's)")
-    p.add_argument("--cutoff", help="last timestamp the stage may train on (default: the parent's)")
-    p.add_argument("--embargo", type=int, help="rows after the cutoff left out of the held-out codes")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: the parent's times 1, 0.1, 0.5, 0.1)")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="optimizer updates")
-    length.add_argument("--epochs", type=float, help="passes over the training windows (sets the steps)")
-    p.add_argument("--batch-size", type=int, help="windows per update")
-    p.add_argument("--context-len", type=int, help="sft/rl: context codes (default: model context - horizon)")
-    p.add_argument("--horizon", type=int, help="sft/rl: codes predicted after each context (default 5)")
-    p.add_argument("--reward", choices=["token_accuracy", "return_mse"], help="rl: the reward (default token_accuracy)")
-    p.add_argument("--kl-coef", type=float, help="rl: weight of KL(policy || sft model) (default 0.05)")
-    p.add_argument("--samples", type=int, help="rl: horizons sampled per context (default 8)")
-    p.add_argument("--seed", type=int, help="seed of the stage's loop")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    p.set_defaults(run=cmd_stage)
-
-    p = commands.add_parser("pipeline", help="pretrain, midtrain, sft and rl in turn, compared on the same fresh windows")
-    p.add_argument("--config", type=Path, required=True, help="YAML: data, pretrain, midtrain, sft, rl, evaluate")
-    p.add_argument("--out", type=Path, required=True, help="folder for the stage runs and the comparison")
-    p.set_defaults(run=cmd_pipeline)
+    _cli_training.add_stage_commands(commands)
 
     p = commands.add_parser("generate", help="sample codes from a trained run after a prompt")
     p.add_argument("--run", dest="run_dir", required=True, type=Path, help="run folder of `chaosfm train`")
@@ -627,90 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true", help="bit-reproducible: highest matmul precision, pinned PRNG")
     p.set_defaults(run=cmd_stream)
 
-    p = commands.add_parser("tune", help="walk-forward tuning of the online predictor with Optuna (TPE)")
-    p.add_argument("--data", help="built-in name or CSV/Parquet path")
-    p.add_argument("--asset", help="asset of a multi-asset frame (default: the first)")
-    p.add_argument("--cutoff", help="last timestamp tuning may see (default: 70%% of the rows)")
-    p.add_argument("--cutoff-fraction", type=float, help="default cutoff as a share of the rows (0.7)")
-    p.add_argument("--length", type=int, help="rows ending at the cutoff tuned on (default 1500)")
-    p.add_argument("--max-memory", type=int, help="rows each fold's predictor is fitted on (default 250)")
-    p.add_argument("--horizon", type=int, help="steps scored after each fold's cutoff (default 5)")
-    p.add_argument("--step", type=int, help="rows between fold cutoffs (default: horizon)")
-    p.add_argument("--max-folds", type=int, help="at most this many folds, evenly spaced (default 8)")
-    p.add_argument("--num-samples", type=int, help="forecast sample paths per fold (default 100)")
-    p.add_argument("--metric", choices=["crps", "mae", "rmse", "smape", "mase", "wql"], help="score minimised (default crps)")
-    p.add_argument("--trials", type=int, help="completed trials in the study, over all workers (default 20)")
-    p.add_argument("--storage", help="Optuna RDB URL shared by workers (default sqlite:///OUT/optuna.db)")
-    p.add_argument("--study", help="study name (default chaosfm-tune); same storage and study: one search")
-    p.add_argument("--seed", type=int, help="TPE and forecast seeds derive from it")
-    p.add_argument("--heartbeat-seconds", type=int, help="trial heartbeat; silent for 2x: failed, re-queued (30)")
-    p.add_argument("--retries", type=int, help="times an interrupted trial is re-queued (default 2)")
-    p.add_argument("--base", type=Path, help="YAML StreamConfig the tuned values are written into")
-    p.add_argument("--config", type=Path, help="YAML TuneConfig (with space: and base:); flags override it")
-    p.add_argument("--out", type=Path, help="folder for best.yaml, trials.csv, metrics.json (default runs/tune)")
-    p.set_defaults(run=cmd_tune)
-
-    p = commands.add_parser("multitask", help="train and score the long-horizon multitask head (direction, quantiles, vol)")
-    p.add_argument("--data", help="built-in name or CSV/Parquet path of market data (default sp500)")
-    p.add_argument("--horizon", type=int, help="H: days ahead of the forward log return (default 90)")
-    p.add_argument("--threshold", type=float, help="direction is up/down beyond ±threshold (default 0.05)")
-    p.add_argument("--vol-horizon", type=int, help="days of the forward realized volatility (default 30)")
-    p.add_argument("--cutoff", help="last timestamp anything may fit on (default: 80%% of the rows)")
-    p.add_argument("--val-fraction", type=float, help="share of the pre-cutoff rows kept for validation")
-    p.add_argument("--embargo", type=int, help="rows after each split boundary where no label may start")
-    p.add_argument("--segment-length", type=int, help="rows per truncated-BPTT segment")
-    p.add_argument("--burn-in", type=int, help="first rows of a training window that only warm the state")
-    p.add_argument("--steps", type=int, help="optimizer updates (train.steps)")
-    p.add_argument("--seed", type=int, help="seed of every random draw (train.seed)")
-    p.add_argument("--config", type=Path, help="YAML MultitaskRunConfig; flags override it")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    p.add_argument("--out", type=Path, required=True, help="run folder to write")
-    p.set_defaults(run=cmd_multitask)
-
-    p = commands.add_parser("pretrain", help="self-supervised JEPA pretraining (VICReg, EMA target, CFM head)")
-    p.add_argument("--config", type=Path, required=True, help="YAML with data, model, train sections")
-    p.add_argument("--out", type=Path, required=True, help="run folder to write")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    p.set_defaults(run=cmd_pretrain)
-
-    p = commands.add_parser("mvx", help="Multiverse Crossing scores over time from a pretrained JEPA+CFM")
-    p.add_argument("--run", dest="run_dir", type=Path, required=True,
-                   help="run folder of `chaosfm pretrain` (with cfm_weight > 0)")
-    p.add_argument("--data", required=True, help="built-in name or CSV/Parquet path")
-    p.add_argument("--out", type=Path, required=True, help="folder for scores.csv, mvx.png, metrics.json")
-    p.add_argument("--universes", type=int, help="perturbed copies of each context embedding (default 8)")
-    p.add_argument("--samples", type=int, help="flow samples per universe (default 16)")
-    p.add_argument("--steps", type=int, help="rollout steps for the Lyapunov proxy (default 3)")
-    p.add_argument("--scale", type=float, help="std of the tangent-plane perturbation (default 0.05)")
-    p.add_argument("--every", type=int, help="rows between scored origins (default 5)")
-    p.add_argument("--max-origins", type=int, help="most recent origins scored per asset (default 400)")
-    p.add_argument("--seed", type=int)
-    p.set_defaults(run=cmd_mvx)
+    _cli_tune.add_commands(commands)
+    _cli_training.add_multitask_command(commands)
+    _cli_world.add_commands(commands)
 
     p = commands.add_parser(
-        "leakage",
-        help="pretrain encoders leaky and fenced, score heads in-domain, within-pretrain and fresh",
-        description=(
-            "Built-in data cover different years: sp500 and nasdaq 1999-2018, ndx and n225 1990-2001. "
-            "Give one date for all datasets or one per dataset (sp500=2010-12-31,ndx=1996-12-31); "
-            "left out, the cutoff falls at 50% and the fresh start at 75% of each dataset's rows."
-        ),
-    )
-    p.add_argument("--data", help="market datasets, comma-separated, e.g. sp500,nasdaq,ndx,n225")
-    p.add_argument("--pretrain-cutoff", help="DATE or NAME=DATE,...: fenced encoders and all heads fit up to here")
-    p.add_argument("--fresh-start", help="DATE or NAME=DATE,...: leaky encoders see rows before it; fresh after")
-    p.add_argument("--models", help="jepa,jepa_cfm (default both)")
-    p.add_argument("--cfm-weight", type=float, help="share of the flow-matching loss in jepa_cfm (default 1)")
-    p.add_argument("--steps", type=int, help="pretraining steps per encoder (train.steps, default 300)")
-    p.add_argument("--horizon", type=int, help="forecast and probe horizon in rows (default 5)")
-    p.add_argument("--max-windows", type=int, help="scored origins per dataset (default 150)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--config", type=Path, help="YAML LeakageConfig; flags override it")
-    p.add_argument("--out", type=Path, help="study folder (default runs/leakage)")
-    p.set_defaults(run=cmd_leakage)
-
-    p = commands.add_parser(
-        "demo", help="the main job: every baseline and a tiny GPT and Mamba on sp500 and lorenz63"
+        "demo", help="the main job: every baseline, a tiny GPT and Mamba (and, in full, JEPA+CFM) on sp500 and lorenz63"
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
     p.add_argument("--fast", action="store_true", help="fewer windows, samples and steps: under 3 minutes on 2 cores")

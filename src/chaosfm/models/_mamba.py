@@ -421,6 +421,11 @@ class Mamba2Mixer(eqx.Module):
         return out, MixerState(conv=padded[-(taps - 1) :].astype(state.conv.dtype), scan=carry)
 
 
+
+def initial_layer_states(layers) -> tuple[MixerState | KVMemory, ...]:
+    """The state of a stack of mixers and attention blocks before any step (zeros, empty memory)."""
+    return tuple(layer.attention.init_memory() if isinstance(layer, Block) else layer.init_state() for layer in layers)
+
 class Mamba(AbstractCodeModel):
     """Mamba-2 language model over codes: embedding, pre-norm residual mixers (and attention
     blocks every ``attention_every`` layers), final norm, untied head."""
@@ -457,10 +462,7 @@ class Mamba(AbstractCodeModel):
         return self.config.exo_clock
 
     def init_state(self) -> tuple[MixerState | KVMemory, ...]:
-        return tuple(
-            layer.attention.init_memory() if isinstance(layer, Block) else layer.init_state()
-            for layer in self.layers
-        )
+        return initial_layer_states(self.layers)
 
     def __call__(
         self,

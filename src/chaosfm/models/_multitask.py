@@ -40,7 +40,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from chaosfm.models._base import init_rng, normal_init, rms_norm
 from chaosfm.models._gpt import MLP, Attention, Block, KVMemory
-from chaosfm.models._mamba import Mamba2Mixer, MambaConfig, MixerState
+from chaosfm.models._mamba import Mamba2Mixer, MambaConfig, MixerState, initial_layer_states
 
 __all__ = [
     "FeatureMamba",
@@ -157,10 +157,7 @@ class FeatureMamba(eqx.Module):
 
     def init_state(self) -> tuple[MixerState | KVMemory, ...]:
         """The state before any row: what a long history is scored from."""
-        return tuple(
-            layer.attention.init_memory() if isinstance(layer, Block) else layer.init_state()
-            for layer in self.layers
-        )
+        return initial_layer_states(self.layers)
 
     def hidden(
         self,
