@@ -129,7 +129,10 @@ def test_a_stale_trial_is_failed_and_requeued_and_the_budget_still_completes(tmp
     stale = study.ask()  # pops the base trial, as a worker about to be killed would
     stale.suggest_float("orchestrator.epsilon", 0.02, 1.0, log=True)
     study._storage.record_heartbeat(stale._trial_id)
-    time.sleep(2.5)  # two heartbeat intervals of silence
+    # More than two heartbeat intervals of silence: SQLite's clock, which Optuna reads for both
+    # the heartbeat and the staleness check, has one-second resolution and the check is strict,
+    # so 2.5 s could read as exactly the 2 s grace period and leave the trial running.
+    time.sleep(3.5)
     metrics = run_tune(config, score=quadratic)
     study = optuna.load_study(study_name=config.study, storage=config.storage_url())
     trials = study.get_trials()
