@@ -256,9 +256,11 @@ def test_pretrain_then_mvx(tmp_path, capsys):
         "model: {context_length: 16, d_model: 16, n_layers: 1, d_state: 8, head_dim: 8, d_embed: 8, d_pred: 8,\n"
         "        min_future: 4, max_future: 8, min_span: 2, max_span: 4, cfm_weight: 1.0, cfm_horizon: 3, cfm_steps: 2}\n"
         "train: {steps: 3, batch_size: 4, warmup_steps: 0, checkpoint_every: 3}\n"
+        "tokenizer: {kind: fsq, steps: 2, options: {batch_size: 4, window: 32, levels: [4, 4, 3]}}\n"
     )
     assert main(["pretrain", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
+    assert "jepa_cfm over candle codes (48 in the tokenizer's vocabulary)" in out
     heldout = json.loads((tmp_path / "run" / "metrics.json").read_text())["heldout"]
     # Both checks, each with its verdict: the mean-std collapse flag and every dimension's std.
     assert "VICReg target" in out
@@ -272,6 +274,7 @@ def test_pretrain_then_mvx(tmp_path, capsys):
     assert main(flags) == 0
     scores = pd.read_csv(tmp_path / "mvx" / "scores.csv")
     assert len(scores) == 5 and scores["convergence"].between(0, 1).all() and (scores["bifurcation"] >= 1).all()
+    assert json.loads((tmp_path / "mvx" / "metrics.json").read_text())["input"] == "codes"
     assert (tmp_path / "mvx" / "mvx.png").stat().st_size > 1000
     bad = tmp_path / "typo.yaml"
     bad.write_text("data: {names: [ndx]}\nmodel: {d_modle: 16}\n")

@@ -10,6 +10,12 @@ from typing import Any
 from chaosfm._cli_common import _cell, _split, _table, console
 
 
+def _reads(metrics: dict[str, Any]) -> str:
+    if metrics.get("input") == "codes":
+        return f"candle codes ({metrics['vocab_size']:,} in the tokenizer's vocabulary)"
+    return "candle features"
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from chaosfm._config import read_config
     from chaosfm.train import PretrainConfig, run_pretrain
@@ -19,7 +25,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     heldout = result.metrics.get("heldout") or {}
     target = _cell(result.metrics["variance_target_std"])
     console.print(
-        f"{result.metrics['model']}: {result.metrics['params']:,} parameters, {result.step} steps; held-out "
+        f"{result.metrics['model']} over {_reads(result.metrics)}: {result.metrics['params']:,} parameters, "
+        f"{result.step} steps; held-out "
         f"embeddings of {heldout.get('windows', 0)} windows against the VICReg target std {target}:"
     )
     if "collapsed" in heldout:
@@ -67,6 +74,13 @@ def cmd_leakage(args: argparse.Namespace) -> None:
     if args.steps is not None:  # train.steps only: the rest of the train section stays
         train = {**config.train.model_dump(), "steps": args.steps}
         config = parse_config(LeakageConfig, {**config.model_dump(mode="json"), "train": train}, "flags")
+    if args.tokenizer is not None or args.tokenizer_steps is not None:  # tokenizer.kind / tokenizer.steps
+        tokenizer = config.tokenizer.model_dump(mode="json") if config.tokenizer is not None else {}
+        if args.tokenizer is not None:
+            tokenizer.update(kind=args.tokenizer, path=None)
+        if args.tokenizer_steps is not None:
+            tokenizer["steps"] = args.tokenizer_steps
+        config = parse_config(LeakageConfig, {**config.model_dump(mode="json"), "tokenizer": tokenizer}, "flags")
     metrics = run_leakage(config)
     for title, table in leakage_tables(metrics).items():
         console.print(_table(title, table))
@@ -110,6 +124,9 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--models", help="jepa,jepa_cfm (default both)")
     p.add_argument("--cfm-weight", type=float, help="share of the flow-matching loss in jepa_cfm (default 1)")
     p.add_argument("--steps", type=int, help="pretraining steps per encoder (train.steps, default 300)")
+    p.add_argument("--tokenizer", choices=["fsq", "vqvae"],
+                   help="encoders read this candle tokenizer's codes (tokenizer.kind; default: candle features)")
+    p.add_argument("--tokenizer-steps", type=int, help="optimiser steps of each tokenizer fit (tokenizer.steps)")
     p.add_argument("--horizon", type=int, help="forecast and probe horizon in rows (default 5)")
     p.add_argument("--max-windows", type=int, help="scored origins per dataset (default 150)")
     p.add_argument("--seed", type=int)

@@ -79,3 +79,29 @@ def test_leakage_study_end_to_end(tmp_path):
     assert fenced_model.stat().st_mtime_ns == before
     assert leaky_model.stat().st_mtime_ns != leaky_before
     assert json.loads(stale.read_text())["window_norm"] is True
+
+
+def test_leakage_study_on_codes_fits_one_fenced_tokenizer_per_protocol(tmp_path):
+    path = _slice(tmp_path, "sp500", "2004-01-01", "2007-12-31")
+    out = tmp_path / "study"
+    config = LeakageConfig(
+        data=[path], pretrain_cutoff="2005-12-30", fresh_start="2006-12-29", models=["jepa"],
+        model=TINY_MODEL, train=TINY_TRAIN, horizon=3, num_samples=10, max_windows=20, n_bootstrap=100, out=out,
+        tokenizer={"kind": "fsq", "steps": 2, "options": {"batch_size": 4, "window": 32, "levels": [4, 4, 3]}},
+    )
+    metrics = run_leakage(config)
+    cutoff, fresh = pd.Timestamp("2005-12-30"), pd.Timestamp("2006-12-29")
+    for protocol, limit in (("fenced", cutoff + pd.Timedelta(days=1)), ("leaky", fresh)):
+        run = out / "runs" / f"jepa-{protocol}"
+        meta = json.loads((run / "meta.json").read_text())
+        # What the encoder's tokenizer saw, read from the artifact, stays inside the protocol's fence.
+        seen = json.loads((run / "tokenizer" / "tokenizer.json").read_text())["trained_through"]
+        assert meta["input"] == "codes" and seen == meta["upstream_trained_through"]
+        assert all(pd.Timestamp(t) < limit for t in seen.values())
+        assert (run / "tokenizer" / "model.eqx").read_bytes() == (out / "tokenizers" / protocol / "model.eqx").read_bytes()
+    assert all(pd.Timestamp(t) > cutoff for t in json.loads(
+        (out / "tokenizers" / "leaky" / "tokenizer.json").read_text())["trained_through"].values())
+    entry_fenced = metrics["models"]["jepa (fenced)"]
+    assert entry_fenced["input"] == "codes"
+    assert entry_fenced["crps_pct"]["within_pretrain"]["n_windows"] == 0
+    assert metrics["models"]["jepa (leaky)"]["crps_pct"]["within_pretrain"]["n_windows"] > 0

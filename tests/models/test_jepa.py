@@ -190,3 +190,26 @@ def test_window_terms_add_vicreg_on_the_last_visible_step(key):
     last = context[jnp.arange(6), masks.cut - 1]
     extra = on.variance_weight * vicreg_variance(last, on.variance_std) + on.covariance_weight * vicreg_covariance(last)
     assert float(with_terms - without) == pytest.approx(float(extra), rel=1e-3)
+
+
+def test_code_encoder_hides_steps_with_its_own_token(key):
+    config = JEPAConfig(**{**TINY, "vocab_size": 11})
+    model = perturb(JEPA(config, key=key))
+    assert model.encoder.w_in is None and model.encoder.embedding.shape == (12, 16)  # + the hidden code
+    masks = block_masks(jax.random.key(3), 16, n_blocks=2, min_span=2, max_span=4, min_future=4, max_future=8)
+    cut = int(masks.cut)
+    x = jax.random.randint(jax.random.key(1), (16,), 0, 11)
+    y = x.at[cut:].set((x[cut:] + 5) % 11)
+    hidden_x, hidden_y = model.encoder.hide(x, masks.context), model.encoder.hide(y, masks.context)
+    np.testing.assert_array_equal(np.asarray(hidden_x)[cut:], 11)
+    np.testing.assert_array_equal(np.asarray(hidden_x), np.asarray(hidden_y))
+    np.testing.assert_array_equal(np.asarray(hidden_x)[:cut], np.asarray(x)[:cut])
+    # The target encoder reads the real codes: different futures give different targets.
+    assert not np.allclose(np.asarray(model.target_encoder(x))[cut:], np.asarray(model.target_encoder(y))[cut:])
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(model.encoder(x)), axis=-1), 1.0, atol=1e-5)
+    codes = jax.random.randint(jax.random.key(4), (4, 16), 0, 11)
+    loss, metrics = eqx.filter_jit(lambda m: jepa_loss(m, {"codes": codes}, jax.random.key(5)))(model)
+    grads = eqx.filter_grad(lambda m: jepa_loss(m, {"codes": codes}, jax.random.key(5))[0])(model)
+    assert np.isfinite(float(loss)) and float(jnp.abs(grads.encoder.embedding).sum()) > 0
+    with pytest.raises(ValueError, match="vocab_size"):
+        JEPAConfig(**{**TINY, "vocab_size": -1})

@@ -40,7 +40,7 @@ from chaosfm._config import ConfigError
 from chaosfm._progress import progress
 from chaosfm.data import load, trained_through_to_json
 from chaosfm.models import l2_normalize
-from chaosfm.train import embed_windows, feature_streams, load_pretrained
+from chaosfm.train import embed_windows, load_pretrained
 
 __all__ = [
     "CrossingScores",
@@ -180,26 +180,26 @@ def run_mvx(config: MvxConfig) -> dict[str, Any]:
     run_dir, data, out_dir = config.run, config.data, config.out
     universes, samples, steps, scale = config.universes, config.samples, config.steps, config.scale
     every, max_origins, seed = config.every, config.max_origins, config.seed
-    model, scaler, meta = load_pretrained(run_dir)
+    model, inputs, meta = load_pretrained(run_dir)
     if model.flow is None:
         raise ConfigError(f"{run_dir}: this JEPA has no flow head (pretrained with cfm_weight 0); mvx needs one")
     frame = load(data)
     window = model.config.context_length
     rows = []
     root = jax.random.key(seed)
-    for asset_index, (asset, (values, stamps)) in enumerate(feature_streams(frame).items()):
-        ends = np.arange(window - 1, len(values), every)
+    for asset_index, (asset, stream) in enumerate(inputs.streams(frame).items()):
+        ends = np.arange(window - 1, len(stream.inputs), every)
         if max_origins is not None:
             ends = ends[-max_origins:]
         if ends.size == 0:
             continue
-        embeddings = embed_windows(model.encoder, scaler(values), ends, window)
+        embeddings = embed_windows(model.encoder, stream.inputs, ends, window)
         for end, z in progress(list(zip(ends, embeddings)), f"mvx {asset}"):
             key = jax.random.fold_in(jax.random.fold_in(root, asset_index), int(end))
             starts, futures = multiverse(model, jnp.asarray(z), key=key, universes=universes,
                                          samples=samples, steps=steps, scale=scale)
             scores = crossing_scores(np.asarray(starts), np.asarray(futures))
-            rows.append({"asset": asset, "timestamp": stamps.iloc[end], **scores._asdict()})
+            rows.append({"asset": asset, "timestamp": stream.stamps.iloc[end], **scores._asdict()})
     table = pd.DataFrame(rows)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -210,6 +210,7 @@ def run_mvx(config: MvxConfig) -> dict[str, Any]:
         "data": data,
         "origins": int(len(table)),
         "settings": {"universes": universes, "samples": samples, "steps": steps, "scale": scale, "every": every},
+        "input": inputs.kind,
         "encoder_trained_through": trained_through_to_json(meta["trained_through"]),
         "scores": {
             name: {"mean": float(table[name].mean()), "min": float(table[name].min()), "max": float(table[name].max())}

@@ -101,6 +101,16 @@ class TimeFence:
         if self.embargo < 0:
             raise DataError(f"embargo must be >= 0, got {self.embargo}", rule="embargo >= 0")
 
+    @classmethod
+    def at_fraction(cls, frame: pd.DataFrame, fraction: float, embargo: int = 0) -> "TimeFence":
+        """Each asset's cutoff at its row ``fraction`` of the way through (the first ``fraction``
+        of its rows are before the fence)."""
+        cutoffs = {}
+        for asset, part in frame.groupby("asset", sort=False):
+            stamps = part["timestamp"]
+            cutoffs[str(asset)] = stamps.iloc[max(0, int(len(stamps) * fraction) - 1)]
+        return cls(cutoffs, embargo)
+
     def _cutoffs(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
             return np.array([])

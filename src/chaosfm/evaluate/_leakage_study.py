@@ -31,20 +31,22 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import jax
 import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import stats
 
-from chaosfm._artifacts import nan_to_none, write_json, write_meta, write_yaml
+from chaosfm._artifacts import nan_to_none, sha256, write_json, write_meta, write_yaml
 from chaosfm._config import ConfigError
 from chaosfm._progress import say
 from chaosfm.data import TimeFence, load, trained_through_to_json
 from chaosfm.evaluate._probes import JEPAForecaster, probe_study
 from chaosfm.evaluate._protocol import Protocol, evaluate, fit_through
 from chaosfm.evaluate._sharpe import sharpe_ratio, sharpe_standard_error
-from chaosfm.train import PretrainConfig, PretrainData, TrainConfig, run_pretrain
+from chaosfm.train import PretrainConfig, PretrainData, TokenizerSection, TrainConfig, run_pretrain
+from chaosfm.train._tokenized import make_tokenizer
 
 __all__ = ["LeakageConfig", "leakage_tables", "run_leakage"]
 
@@ -73,6 +75,9 @@ class LeakageConfig(BaseModel):
     models: list[Literal["jepa", "jepa_cfm"]] = Field(default_factory=lambda: ["jepa", "jepa_cfm"])
     cfm_weight: float = Field(1.0, gt=0, description="share of the flow-matching loss of jepa_cfm")
     model: dict[str, Any] = Field(default_factory=dict, description="JEPAConfig fields shared by the models")
+    tokenizer: TokenizerSection | None = Field(
+        None, description="encoders read codes of this candle tokenizer (fitted once per protocol); none: features"
+    )
     train: TrainConfig = Field(default_factory=_default_train)
     horizon: int = Field(5, ge=1)
     num_samples: int = Field(50, ge=2)
@@ -142,13 +147,39 @@ def _resolve(frame: pd.DataFrame, config: LeakageConfig, window: int) -> dict[st
     return out
 
 
-def _pretrain(config: LeakageConfig, frame: pd.DataFrame, kind: str, protocol: str, cutoffs: dict[str, str]) -> Path:
+def _tokenizer(config: LeakageConfig, frame: pd.DataFrame, protocol: str, cutoffs: dict[str, str]) -> TokenizerSection | None:
+    """The protocol's candle tokenizer, fitted once on its encoders' rows and shared by them (so
+    ``jepa`` and ``jepa_cfm`` read the same codes): a saved-tokenizer section for pretraining."""
+    section = config.tokenizer
+    if section is None or section.path is not None:
+        return section
+    folder = config.out / "tokenizers" / protocol
+    wanted = {"tokenizer": section.model_dump(mode="json"), "cutoff": cutoffs}
+    record = folder / "fit.json"
+    if (folder / "tokenizer.json").is_file() and record.is_file() and json.loads(record.read_text()) == wanted:
+        say(f"reusing {folder}: same tokenizer and cutoff, already fitted")
+        return TokenizerSection(path=str(folder))
+    fence = PretrainData(names=config.data, cutoff=cutoffs, embargo=config.embargo).fence(frame)
+    say(f"fitting the {section.kind} tokenizer of the {protocol} encoders ({section.steps} steps)")
+    tokenizer = make_tokenizer(section).fit(
+        fence.train(frame), key=jax.random.key(section.seed), steps=section.steps, fence=fence
+    )
+    tokenizer.save(folder)
+    write_json(record, wanted)
+    return TokenizerSection(path=str(folder))
+
+
+def _pretrain(
+    config: LeakageConfig, frame: pd.DataFrame, kind: str, protocol: str, cutoffs: dict[str, str],
+    tokenizer: TokenizerSection | None,
+) -> Path:
     run = config.out / "runs" / f"{kind}-{protocol}"
     model = {**config.model, "cfm_weight": config.cfm_weight if kind == "jepa_cfm" else 0.0}
     pretrain = PretrainConfig(
         data=PretrainData(names=config.data, cutoff=cutoffs, embargo=config.embargo),
         model=model,
         train=config.train,
+        tokenizer=tokenizer,
     )
     wanted = pretrain.model_dump(mode="json")
     # The resolved model config too: a changed JEPAConfig default must not reuse a stale encoder.
@@ -158,6 +189,7 @@ def _pretrain(config: LeakageConfig, frame: pd.DataFrame, kind: str, protocol: s
         and yaml.safe_load((run / "config.yaml").read_text()) == wanted
         and (run / "model_config.json").is_file()
         and json.loads((run / "model_config.json").read_text()) == resolved
+        and (tokenizer is None or _same_file(Path(tokenizer.path) / "model.eqx", run / "tokenizer" / "model.eqx"))
     ):
         say(f"reusing {run}: same config, already trained")
         return run
@@ -165,6 +197,11 @@ def _pretrain(config: LeakageConfig, frame: pd.DataFrame, kind: str, protocol: s
         shutil.rmtree(run)  # a stale or different run of this study; the study owns the folder
     run_pretrain(pretrain, run, frame=frame)
     return run
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """A refitted tokenizer (same folder, new weights) makes an encoder trained on the old one stale."""
+    return a.is_file() and b.is_file() and sha256(a) == sha256(b)
 
 
 def _sharpe(returns: np.ndarray, periods_per_year: float) -> dict[str, float | None]:
@@ -214,7 +251,9 @@ def run_leakage(config: LeakageConfig) -> dict[str, Any]:
     """
     started = time.perf_counter()
     frame = load(",".join(config.data))
-    probe = PretrainConfig(data=PretrainData(names=config.data), model={**config.model, "cfm_weight": 0.0})
+    probe = PretrainConfig(
+        data=PretrainData(names=config.data), model={**config.model, "cfm_weight": 0.0}, tokenizer=config.tokenizer
+    )
     window = probe.jepa_config().context_length
     dates = _resolve(frame, config, window)
     out = config.out
@@ -228,15 +267,17 @@ def run_leakage(config: LeakageConfig) -> dict[str, Any]:
     }
     fences = {"leaky": last_before_fresh, "fenced": {a: str(c.date()) for a, c in cutoff.items()}}
     forecasters, runs = {}, {}
+    tokenizers = {protocol: _tokenizer(config, frame, protocol, fences[protocol]) for protocol in PROTOCOLS}
     for kind in config.models:
         for protocol in PROTOCOLS:
-            run = _pretrain(config, frame, kind, protocol, fences[protocol])
+            run = _pretrain(config, frame, kind, protocol, fences[protocol], tokenizers[protocol])
             name = f"{kind} ({protocol})"
             forecasters[name] = JEPAForecaster(run, horizon=config.horizon, alpha=config.alpha, name=name)
             runs[name] = run
             if protocol == "fenced":
-                # The fence is checked on what the artifact says it saw, not on the config.
-                TimeFence(cutoff).check_trained_through(forecasters[name].encoder_trained_through, f"{run}")
+                # The fence is checked on what the artifacts say they saw, not on the config.
+                for seen in forecasters[name].upstream_trained_through():
+                    TimeFence(cutoff).check_trained_through(seen, f"{run}")
     fit_through(forecasters, frame, cutoff, config.embargo)
     context = max(f.min_context() for f in forecasters.values())
     protocol = Protocol(
@@ -260,7 +301,9 @@ def run_leakage(config: LeakageConfig) -> dict[str, Any]:
         models[name] = {
             "run": str(runs[name]),
             "params": run_metrics["params"],
+            "input": run_metrics.get("input", "features"),
             "encoder_trained_through": trained_through_to_json(forecaster.encoder_trained_through),
+            "tokenizer_trained_through": trained_through_to_json(forecaster.tokenizer_trained_through or None),
             "heads_trained_through": trained_through_to_json(forecaster.trained_through),
             "pretrain": {"final": run_metrics["final"], "heldout": run_metrics["heldout"],
                          "variance_target_std": run_metrics["variance_target_std"]},
@@ -358,7 +401,10 @@ def _reading(kind: str, metrics: dict[str, Any]) -> str:
 def _report(metrics: dict[str, Any], config: LeakageConfig) -> str:
     lines = ["# Leakage study", ""]
     dates = ", ".join(f"{a}: cutoff {d['pretrain_cutoff']}, fresh from {d['fresh_start']}" for a, d in metrics["dates"].items())
-    lines += [f"Data {', '.join(config.data)} ({dates}); horizon {config.horizon}, embargo {config.embargo}.", ""]
+    reads = (f"codes of a {config.tokenizer.kind or 'saved'} candle tokenizer fitted per protocol on the encoders' rows"
+             if config.tokenizer is not None else "standardised candle features")
+    lines += [f"Data {', '.join(config.data)} ({dates}); horizon {config.horizon}, embargo {config.embargo}; "
+              f"the encoders read {reads}.", ""]
     lines += ["Leakage gap = fresh - within-pretrain, with its 95% confidence interval. Window classes come from",
               "the run folders' `trained_through`; a fenced encoder has no within-pretrain windows.", ""]
     for title, table in leakage_tables(metrics).items():

@@ -28,14 +28,14 @@ import equinox as eqx
 import jax
 import numpy as np
 import pandas as pd
-import yaml
 from sklearn.linear_model import Ridge
 
 from chaosfm.data import DataError, TrainedThrough, frame_kind, trained_through
+from chaosfm.data._fence import latest
 from chaosfm.evaluate._forecast import AbstractForecaster, Forecast, numpy_rng, require_key
 from chaosfm.evaluate._protocol import classify_window
 from chaosfm.evaluate._scoring import HIGHER_IS_BETTER, SCORES, Window
-from chaosfm.train import embed_windows, feature_streams, load_pretrained
+from chaosfm.train import embed_windows, load_pretrained
 
 __all__ = ["JEPAForecaster", "long_short_return", "probe_study", "probe_windows", "relative_crps"]
 
@@ -78,11 +78,6 @@ def _sample_many(model: Any, embeddings: jax.Array, num_samples: int, keys: jax.
     return jax.vmap(lambda e, k: model.sample_future(e, num_samples, key=k))(embeddings, keys)
 
 
-def _vol_window(run_dir: Path) -> int:
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    return int(config.get("data", {}).get("vol_window", 20))
-
-
 class JEPAForecaster(AbstractForecaster):
     """Forecasts closes from a frozen pretrained JEPA (``chaosfm pretrain`` run) and ridge readouts.
 
@@ -101,9 +96,11 @@ class JEPAForecaster(AbstractForecaster):
     ):
         root = Path(run_dir)
         self.run_dir, self.columns = root, ["close"]
-        self.model, self.scaler, meta = load_pretrained(root)
+        self.model, self.inputs, meta = load_pretrained(root)
         self.encoder_trained_through: TrainedThrough = meta["trained_through"] or {}
-        self.vol_window = _vol_window(root)
+        # A code-reading encoder's tokenizer is upstream of it too.
+        self.tokenizer_trained_through: TrainedThrough = meta["upstream_trained_through"] or {}
+        self.vol_window = self.inputs.vol_window
         self.horizon, self.alpha, self.seed = int(horizon), float(alpha), int(seed)
         self.name = name or f"{self.model.kind}:{root.name}"
         self.readout: Ridge | None = None
@@ -114,7 +111,7 @@ class JEPAForecaster(AbstractForecaster):
         return self.model.config.context_length
 
     def upstream_trained_through(self) -> list[TrainedThrough]:
-        return [self.encoder_trained_through]
+        return [self.encoder_trained_through] + ([self.tokenizer_trained_through] if self.tokenizer_trained_through else [])
 
     def min_context(self) -> int:
         """Rows of history a forecast needs: the feature warm-up and one encoder window."""
@@ -126,15 +123,14 @@ class JEPAForecaster(AbstractForecaster):
             raise ValueError("JEPAForecaster supports market frames only")
         lead = self.model.config.cfm_horizon if self.model.flow is not None else 0
         inputs, contexts, targets = [], [], []
-        for values, _ in feature_streams(frame, self.vol_window).values():
-            returns = _log_returns(values)
-            ends = np.arange(self.window - 1, len(values) - max(self.horizon, lead))
+        for stream in self.inputs.streams(frame).values():
+            returns = _log_returns(stream.features)
+            ends = np.arange(self.window - 1, len(returns) - max(self.horizon, lead))
             if ends.size == 0:
                 continue
-            scaled = self.scaler(values)
-            contexts.append(embed_windows(self.model.encoder, scaled, ends, self.window))
+            contexts.append(embed_windows(self.model.encoder, stream.inputs, ends, self.window))
             if self.model.flow is not None:
-                inputs.append(embed_windows(self.model.target_encoder, scaled, ends + lead, self.window))
+                inputs.append(embed_windows(self.model.target_encoder, stream.inputs, ends + lead, self.window))
             targets.append(returns[ends[:, None] + 1 + np.arange(self.horizon)[None, :]])
         if not contexts:
             raise DataError(f"{self.name}.fit: no asset holds {self.window + self.horizon} rows after warm-up")
@@ -169,18 +165,16 @@ class JEPAForecaster(AbstractForecaster):
             raise ValueError(f"{self.name}: call fit(train_frame) before forecast")
         if not 1 <= horizon <= self.horizon:
             raise ValueError(f"{self.name}: horizon must lie in 1..{self.horizon} (the readout's), got {horizon}")
-        streams = feature_streams(context, self.vol_window)
-        (values, _), = streams.values()
-        if len(values) == 0:
+        (stream,) = self.inputs.streams(context).values()
+        if len(stream.inputs) == 0:
             raise DataError(
                 f"{self.name}: a forecast needs more than {self.vol_window} rows of context (the feature "
                 f"warm-up), {self.min_context()} for a full encoder window; got {len(context)}",
                 rule="context length",
             )
         # A short history (the first origins) is read as it is: the encoder is causal, any length works.
-        window = min(self.window, len(values))
-        scaled = self.scaler(values[-window:])
-        embedding = embed_windows(self.model.encoder, scaled, np.array([window - 1]), window, chunk=1)[0]
+        window = min(self.window, len(stream.inputs))
+        embedding = embed_windows(self.model.encoder, stream.inputs[-window:], np.array([window - 1]), window, chunk=1)[0]
         flow_key, noise_key = jax.random.split(key)
         if self.model.flow is not None:
             futures = np.asarray(_sample_future(self.model, jax.numpy.asarray(embedding), num_samples, flow_key))
@@ -195,19 +189,17 @@ class JEPAForecaster(AbstractForecaster):
         return Forecast(paths, ["close"], asset=asset)
 
 
-def probe_windows(
-    model: Any, scaler: Any, frame: pd.DataFrame, *, horizon: int, step: int, vol_window: int
-) -> pd.DataFrame:
+def probe_windows(model: Any, inputs: Any, frame: pd.DataFrame, *, horizon: int, step: int) -> pd.DataFrame:
     """One row per origin (every ``step`` rows): asset, origin row, first and last target
     timestamps, the embedding and the two probe targets (next-horizon log return, realized vol)."""
     window = model.config.context_length
     rows = []
-    for asset, (values, stamps) in feature_streams(frame, vol_window).items():
-        returns = _log_returns(values)
-        ends = np.arange(window - 1, len(values) - horizon, step)
+    for asset, stream in inputs.streams(frame).items():
+        returns, stamps = _log_returns(stream.features), stream.stamps
+        ends = np.arange(window - 1, len(returns) - horizon, step)
         if ends.size == 0:
             continue
-        embeddings = embed_windows(model.encoder, scaler(values), ends, window)
+        embeddings = embed_windows(model.encoder, stream.inputs, ends, window)
         future = returns[ends[:, None] + 1 + np.arange(horizon)[None, :]]
         for i, end in enumerate(ends):
             rows.append(
@@ -256,11 +248,11 @@ def probe_study(
         ``{target: {class: {"r2", "n_windows"}, "leakage_gap": {"value", "ci_low", "ci_high"}}}``
         for ``next_return`` and ``realized_vol``.
     """
-    model, scaler, meta = load_pretrained(run_dir)
-    windows = probe_windows(model, scaler, frame, horizon=horizon, step=step, vol_window=_vol_window(Path(run_dir)))
+    model, inputs, meta = load_pretrained(run_dir)
+    windows = probe_windows(model, inputs, frame, horizon=horizon, step=step)
     if windows.empty:
         raise DataError("probe_study: no window fits in the frame", rule="context length")
-    upstream = [meta["trained_through"] or {}]
+    upstream = [meta["trained_through"] or {}, meta["upstream_trained_through"] or {}]
     stamps = {a: p["timestamp"].to_numpy() for a, p in frame.groupby("asset", sort=False)}
     cut = probe_cutoff if isinstance(probe_cutoff, dict) else {a: probe_cutoff for a in stamps}
     last_target = {}
@@ -270,7 +262,7 @@ def probe_study(
     classes, train_mask = [], []
     for row in windows.itertuples(index=False):
         own_last = last_target[row.asset]
-        seen = max(s for s in (own_last, upstream[0].get(row.asset)) if s is not None)
+        seen = max(s for s in (own_last, latest(upstream, row.asset)) if s is not None)
         asset_stamps = stamps[row.asset]
         after = int(np.sum((asset_stamps > seen) & (asset_stamps < np.datetime64(row.first_target))))
         own = {row.asset: own_last} if own_last is not None else {}

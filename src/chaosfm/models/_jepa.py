@@ -1,10 +1,13 @@
 """A joint-embedding predictive world model over candles: Mamba-2 encoders, VICReg, and a CFM head.
 
-* **Context encoder.** Each candle is a token: its causal features (``chaosfm.data.candle_features``,
-  standardised with training-row statistics) are, with ``window_norm``, standardised again by the
-  window's own running mean and std up to that step (:func:`causal_window_norm`; with
-  ``window_scale`` each feature's running log-std joins them, so the volatility level survives),
-  projected to ``d_model`` and read by a stack of :class:`Mamba2Mixer` layers
+* **Context encoder.** Each candle is a token, read one of two ways. With ``vocab_size > 0`` it is
+  the code a candle tokenizer (FSQ or VQ-VAE, one code per candle) gave it, looked up in an
+  embedding table of ``vocab_size + 1`` rows (the last row stands for a hidden step). With
+  ``vocab_size = 0`` it is its causal features (``chaosfm.data.candle_features``, standardised
+  with training-row statistics), with ``window_norm`` standardised again by the window's own
+  running mean and std up to that step (:func:`causal_window_norm`; with ``window_scale`` each
+  feature's running log-std joins them, so the volatility level survives) and projected to
+  ``d_model``. Either way the tokens are read by a stack of :class:`Mamba2Mixer` layers
   with pre-norm residuals. With ``depth_attention`` each layer reads a softmax mix of the outputs
   of every earlier layer instead of their plain sum ("attention residuals across depth": a
   learned query per layer scores each earlier output). A linear map to ``d_embed`` and an L2
@@ -12,7 +15,8 @@
 * **Target encoder.** The same architecture, an exponential moving average of the context encoder
   (:func:`chaosfm.models.ema_update`), never trained by gradients.
 * **Masks.** A window is cut at a random step: the context encoder sees only the steps before the
-  cut (the rest are zeroed, and the encoder is causal anyway); target blocks lie after it.
+  cut (the rest are zeroed, or set to the hidden code, and the encoder is causal anyway); target
+  blocks lie after it.
 * **Predictor.** A small causal transformer of width ``d_pred < d_model`` reads the context tokens
   and a learned mask token at every hidden step, and predicts the target encoder's embedding there.
 * **Loss.** VICReg: invariance between predictions and targets on the target blocks, the variance
@@ -23,7 +27,7 @@
   given the context embedding just before it (so ``cfm_weight = 1`` weighs the flow like the
   invariance term). ``cfm_weight = 0`` builds no flow head at all.
 
-Dimension letters: T or L time (window), F features per candle, D model width, E embedding width,
+Dimension letters: T or L time (window), F features per candle (absent for codes: ``(T,)``), D model width, E embedding width,
 P predictor width, B batch, S samples.
 """
 
@@ -38,7 +42,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from chaosfm.models._base import init_rng, normal_init, rms_norm
 from chaosfm.models._cfm import VelocityField, cfm_loss, sample_flow
@@ -101,6 +105,9 @@ class JEPAConfig:
     """Everything that fixes a JEPA's shapes and losses; saved beside the weights."""
 
     n_features: int = 7  # inputs per candle (standardised candle features)
+    # > 0: each candle is instead one code of a candle tokenizer with this vocabulary (the encoder
+    # embeds it, and window_norm / window_scale / n_features do not apply); 0: features.
+    vocab_size: int = 0
     # Per-window causal standardisation of the inputs (causal_window_norm): the scaler is fitted on
     # the training years, so a calmer or wilder later period otherwise reaches the encoder
     # squeezed or stretched, and its embeddings lose spread (measured: the held-out collapse check).
@@ -140,6 +147,8 @@ class JEPAConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        if self.vocab_size < 0:
+            problems.append(("vocab_size", "must be >= 0 (0: the encoder reads features, not codes)"))
         if self.d_pred >= self.d_model:
             problems.append(("d_pred", f"must be smaller than d_model ({self.d_model}): the predictor is asymmetric"))
         if (2 * self.d_model) % self.head_dim:
@@ -156,6 +165,10 @@ class JEPAConfig:
             problems.append(("cfm_horizon", f"must be <= min_future ({self.min_future})"))
         if problems:
             raise ValueError("; ".join(f"{key}: {rule}" for key, rule in problems))
+
+    @property
+    def reads_codes(self) -> bool:
+        return self.vocab_size > 0
 
     @property
     def variance_std(self) -> float:
@@ -182,9 +195,10 @@ class JEPAConfig:
 
 
 class JEPAEncoder(eqx.Module):
-    """Candle features ``(T, F)`` -> unit-sphere embeddings ``(T, E)``, causal in time."""
+    """Candle features ``(T, F)`` or codes ``(T,)`` -> unit-sphere embeddings ``(T, E)``, causal in time."""
 
-    w_in: Float[Array, "features d_model"]
+    w_in: Float[Array, "inputs d_model"] | None
+    embedding: Float[Array, "codes d_model"] | None  # vocab_size + 1 rows; the last is the hidden step
     layers: tuple[Mamba2Mixer, ...]
     depth_queries: Float[Array, "layers d_model"] | None
     w_out: Float[Array, "d_model d_embed"]
@@ -194,8 +208,13 @@ class JEPAEncoder(eqx.Module):
     def __init__(self, config: JEPAConfig, *, key: PRNGKeyArray | np.random.Generator):
         rng = init_rng(key)
         mamba = config.mamba_config()
-        inputs = config.n_features * (2 if config.window_norm and config.window_scale else 1)
-        self.w_in = normal_init(rng, (inputs, config.d_model), inputs**-0.5)
+        if config.reads_codes:
+            self.w_in = None
+            self.embedding = normal_init(rng, (config.vocab_size + 1, config.d_model), 1.0)
+        else:
+            inputs = config.n_features * (2 if config.window_norm and config.window_scale else 1)
+            self.w_in = normal_init(rng, (inputs, config.d_model), inputs**-0.5)
+            self.embedding = None
         self.window_norm, self.window_scale = config.window_norm, config.window_scale
         self.layers = tuple(Mamba2Mixer(mamba, key=rng) for _ in range(config.n_layers))
         # Zero queries start as a uniform mix over depth.
@@ -204,9 +223,9 @@ class JEPAEncoder(eqx.Module):
         )
         self.w_out = normal_init(rng, (config.d_model, config.d_embed), config.d_model**-0.5)
 
-    def hidden(self, features: Float[Array, "time features"]) -> Float[Array, "time d_model"]:
+    def hidden(self, x: Float[Array, "time features"] | Int[Array, " time"]) -> Float[Array, "time d_model"]:
         """The last residual stream (before the output map), float32."""
-        h = self.inputs(features) @ self.w_in
+        h = self.embedding[x].astype(_F32) if self.embedding is not None else self.inputs(x) @ self.w_in
         outputs = [h]  # outputs of the embedding and of each layer, for depth attention
         for index, layer in enumerate(self.layers):
             x = h if self.depth_queries is None else self._depth_mix(outputs, index)
@@ -216,6 +235,14 @@ class JEPAEncoder(eqx.Module):
         if self.depth_queries is not None:
             h = self._depth_mix(outputs, len(self.layers))
         return rms_norm(h)
+
+    def hide(
+        self, x: Float[Array, "time features"] | Int[Array, " time"], visible: Bool[Array, " time"]
+    ) -> Float[Array, "time features"] | Int[Array, " time"]:
+        """``x`` with the steps not ``visible`` replaced: zero features, or the hidden code."""
+        if self.embedding is not None:
+            return jnp.where(visible, x, self.embedding.shape[0] - 1)
+        return x * visible[:, None].astype(x.dtype)
 
     def inputs(self, features: Float[Array, "time features"]) -> Float[Array, "time inputs"]:
         """What ``w_in`` reads: the features, or their causal window standardisation (+ log scale)."""
@@ -231,8 +258,8 @@ class JEPAEncoder(eqx.Module):
         weights = jax.nn.softmax(scores, axis=0)
         return jnp.einsum("kt,ktd->td", weights, stacked)
 
-    def __call__(self, features: Float[Array, "time features"]) -> Float[Array, "time d_embed"]:
-        return l2_normalize(self.hidden(features) @ self.w_out)
+    def __call__(self, x: Float[Array, "time features"] | Int[Array, " time"]) -> Float[Array, "time d_embed"]:
+        return l2_normalize(self.hidden(x) @ self.w_out)
 
 
 class JEPAPredictor(eqx.Module):
@@ -346,7 +373,7 @@ def _one_window(model: JEPA, features: Array, key: PRNGKeyArray) -> dict[str, Ar
         max_future=config.max_future,
     )
     # Hidden steps never reach the context encoder, whatever it does with time.
-    context = model.encoder(features * masks.context[:, None].astype(features.dtype))
+    context = model.encoder(model.encoder.hide(features, masks.context))
     target = jax.lax.stop_gradient(model.target_encoder(features))
     predicted = model.predictor(context, masks.context)
     target_steps = jnp.any(masks.targets, axis=0)
@@ -368,10 +395,11 @@ def _one_window(model: JEPA, features: Array, key: PRNGKeyArray) -> dict[str, Ar
 def jepa_loss(
     model: JEPA, batch: dict[str, Array], key: PRNGKeyArray
 ) -> tuple[Array, dict[str, Array]]:
-    """VICReg JEPA loss (+ ``cfm_weight`` x OT-CFM) of a batch of windows ``features (B, L, F)``."""
+    """VICReg JEPA loss (+ ``cfm_weight`` x OT-CFM) of a batch of windows: ``features (B, L, F)``,
+    or ``codes (B, L)`` for an encoder that reads codes."""
     config = model.config
-    features = batch["features"]
-    size, length, _ = features.shape
+    features = batch["codes"] if config.reads_codes else batch["features"]
+    size, length = features.shape[:2]
     mask_key, flow_key = jax.random.split(key)
     parts = jax.vmap(_one_window, in_axes=(None, 0, 0))(model, features, jax.random.split(mask_key, size))
     dim = config.d_embed

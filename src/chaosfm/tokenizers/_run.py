@@ -106,11 +106,7 @@ def fence_for(frame: pd.DataFrame, config: TokenizeConfig) -> TimeFence:
     """``config.cutoff`` for every asset, or each asset's row at ``cutoff_fraction``."""
     if config.cutoff is not None:
         return TimeFence(config.cutoff)
-    cutoffs = {}
-    for asset, part in frame.groupby("asset", sort=False):
-        stamps = part["timestamp"]
-        cutoffs[str(asset)] = stamps.iloc[max(0, int(len(stamps) * config.cutoff_fraction) - 1)]
-    return TimeFence(cutoffs)
+    return TimeFence.at_fraction(frame, config.cutoff_fraction)
 
 
 def run_tokenize(config: TokenizeConfig) -> dict[str, Any]:

@@ -38,16 +38,8 @@ from chaosfm.train._reinforce import (
 )
 from chaosfm.train._lineage import tokenizer_sha256
 from chaosfm.train._stages import STAGES, StageConfig, StageData, read_stage, run_stage
-from chaosfm.train._pretrain import (
-    FEATURES,
-    FeatureScaler,
-    PretrainConfig,
-    PretrainData,
-    embed_windows,
-    feature_streams,
-    load_pretrained,
-    run_pretrain,
-)
+from chaosfm.train._encoder_inputs import FEATURES, EncoderInputs, EncoderStream, FeatureScaler, feature_streams
+from chaosfm.train._pretrain import PretrainConfig, PretrainData, embed_windows, load_pretrained, run_pretrain
 from chaosfm.train._multitask import (
     MultitaskData,
     MultitaskModelSection,
@@ -126,6 +118,8 @@ __all__ = [
     "unigram_perplexity",
     # JEPA pretraining
     "FEATURES",
+    "EncoderInputs",
+    "EncoderStream",
     "FeatureScaler",
     "PretrainConfig",
     "PretrainData",

@@ -2,13 +2,16 @@
 
 :class:`PretrainConfig` has three sections: ``data`` (datasets, the cutoff: one date, one per
 asset, or a fraction of each asset's rows), ``model`` (fields of :class:`~chaosfm.models.JEPAConfig`)
-and ``train`` (the loop's :class:`~chaosfm.train.TrainConfig`). :func:`run_pretrain` turns candles
-into standardised causal features (statistics from the training rows only), trains with
+and ``train`` (the loop's :class:`~chaosfm.train.TrainConfig`), and an optional fourth,
+``tokenizer`` (a candle tokenizer to fit, or a saved one): with it the encoder reads one code per
+candle, without it standardised candle features (:class:`~chaosfm.train.EncoderInputs`; scaler
+and tokenizer see the training rows only). :func:`run_pretrain` trains with
 :func:`chaosfm.train.train` (the EMA target follows through its ``post_update`` hook), checks for
 collapse on held-out rows (after the cutoff and the embargo) and writes the run folder:
-``config.yaml``, ``model_config.json``, ``scaler.json``, ``model.eqx``, ``metrics.json``,
-``log.jsonl``, ``checkpoints/`` and ``meta.json`` with ``trained_through``: the last timestamp of
-every asset whose rows reached the encoder. :func:`load_pretrained` reads it back, checking hashes.
+``config.yaml``, ``model_config.json``, ``scaler.json``, ``tokenizer/`` (codes only), ``model.eqx``,
+``metrics.json``, ``log.jsonl``, ``checkpoints/`` and ``meta.json`` with ``trained_through``: the
+last timestamp of every asset whose rows reached the encoder, and ``upstream_trained_through``,
+the tokenizer's. :func:`load_pretrained` reads it back, checking hashes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chaosfm._artifacts import ArtifactError, atomic_write_bytes, verify_run, write_json, write_meta, write_yaml
@@ -34,8 +38,6 @@ from chaosfm._config import ConfigError
 from chaosfm.data import (
     DataError,
     TimeFence,
-    candle_features,
-    frame_kind,
     load,
     trained_through,
     trained_through_from_json,
@@ -44,22 +46,20 @@ from chaosfm.data import (
 from chaosfm.data._fence import as_timestamp_like
 from chaosfm.models import JEPA, JEPAConfig, count_params, ema_post_update, jepa_loss
 from chaosfm.train._config import TrainConfig
+from chaosfm.train._encoder_inputs import (
+    FEATURES,
+    EncoderInputs,
+    FeatureScaler,
+    check_candle_tokenizer,
+    feature_streams,
+)
 from chaosfm.train._loop import TrainResult, train
+from chaosfm.train._tokenized import TokenizerSection, make_tokenizer
 
-__all__ = [
-    "FEATURES",
-    "FeatureScaler",
-    "PretrainConfig",
-    "PretrainData",
-    "embed_windows",
-    "feature_streams",
-    "load_pretrained",
-    "run_pretrain",
-]
+__all__ = ["PretrainConfig", "PretrainData", "embed_windows", "load_pretrained", "run_pretrain"]
 
-FEATURES = ("symlog_return", "body", "upper_wick", "lower_wick", "range", "realized_vol", "volume_z")
 CONFIG_FILE, MODEL_CONFIG_FILE, SCALER_FILE = "config.yaml", "model_config.json", "scaler.json"
-MODEL_FILE, METRICS_FILE = "model.eqx", "metrics.json"
+MODEL_FILE, METRICS_FILE, TOKENIZER_DIR = "model.eqx", "metrics.json", "tokenizer"
 _BEFORE_WINDOW_NORM = {"window_norm": False, "window_terms": False}
 
 
@@ -83,6 +83,21 @@ class PretrainData(BaseModel):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    def fence(self, frame: pd.DataFrame) -> TimeFence:
+        """The cutoff (and embargo) as a TimeFence over ``frame``'s assets."""
+        example = frame["timestamp"].iloc[0]
+        try:
+            if isinstance(self.cutoff, dict):
+                missing = sorted(set(frame["asset"].astype(str)) - set(self.cutoff))
+                if missing:
+                    raise ConfigError(f"data.cutoff: no cutoff for asset(s) {missing}")
+                return TimeFence({a: as_timestamp_like(c, example) for a, c in self.cutoff.items()}, self.embargo)
+            if self.cutoff is not None:
+                return TimeFence(as_timestamp_like(self.cutoff, example), self.embargo)
+        except DataError as error:
+            raise ConfigError(f"data.cutoff: {error}") from None
+        return TimeFence.at_fraction(frame, self.cutoff_fraction, self.embargo)
+
 
 class PretrainConfig(BaseModel):
     """The file ``chaosfm pretrain --config`` reads."""
@@ -92,85 +107,51 @@ class PretrainConfig(BaseModel):
     data: PretrainData
     model: dict[str, Any] = Field(default_factory=dict, description="fields of JEPAConfig")
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tokenizer: TokenizerSection | None = Field(
+        None, description="a candle tokenizer to fit (kind: fsq or vqvae) or load (path): the encoder reads its codes"
+    )
 
-    def jepa_config(self) -> JEPAConfig:
-        allowed = {f.name for f in dataclasses.fields(JEPAConfig)} - {"n_features"}
+    @field_validator("tokenizer")
+    @classmethod
+    def _one_source(cls, section: TokenizerSection | None) -> TokenizerSection | None:
+        if section is None:
+            return section
+        if (section.kind is None) == (section.path is None):
+            raise ValueError("give exactly one of tokenizer.kind or tokenizer.path")
+        if section.path is not None and section.options:
+            raise ValueError("a saved tokenizer (tokenizer.path) takes no options")
+        if section.kind is not None:
+            check_candle_tokenizer(make_tokenizer(section), "tokenizer")
+        return section
+
+    def jepa_config(self, vocab_size: int | None = None) -> JEPAConfig:
+        """The model section as a JEPAConfig; ``vocab_size`` is the tokenizer's (a stand-in until
+        it is fitted, 0 without one)."""
+        allowed = {f.name for f in dataclasses.fields(JEPAConfig)} - {"n_features", "vocab_size"}
         unknown = sorted(set(self.model) - allowed)
         if unknown:
             raise ConfigError(f"model: unknown key(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+        if vocab_size is None:
+            vocab_size = 2 if self.tokenizer is not None else 0
         try:
-            return JEPAConfig(n_features=len(FEATURES), **self.model)
+            return JEPAConfig(n_features=len(FEATURES), vocab_size=vocab_size, **self.model)
         except (ValueError, TypeError) as error:
             raise ConfigError("; ".join(f"model.{p}" for p in str(error).split("; "))) from None
 
 
-@dataclass(frozen=True)
-class FeatureScaler:
-    """Per-feature mean and std of the training rows; applied to every later row."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def fit(cls, streams: Mapping[str, np.ndarray]) -> "FeatureScaler":
-        rows = np.concatenate([np.asarray(s, np.float64) for s in streams.values()])
-        std = rows.std(axis=0)
-        return cls(rows.mean(axis=0), np.where(std > 0, std, 1.0))
-
-    def __call__(self, features: np.ndarray) -> np.ndarray:
-        return ((np.asarray(features, np.float64) - self.mean) / self.std).astype(np.float32)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"features": list(FEATURES), "mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "FeatureScaler":
-        return cls(np.asarray(data["mean"], np.float64), np.asarray(data["std"], np.float64))
-
-
-def feature_streams(frame: pd.DataFrame, vol_window: int = 20) -> dict[str, tuple[np.ndarray, pd.Series]]:
-    """Per asset: causal candle features ``(T, F)`` (warm-up rows dropped) and their timestamps."""
-    if frame_kind(frame) != "market":
-        raise DataError("JEPA pretraining needs market data (open, high, low, close, volume)", rule="market frame")
-    features = candle_features(frame, vol_window=vol_window, volume_window=vol_window)
-    out = {}
-    for asset, part in features.groupby("asset", sort=False):
-        values = part[list(FEATURES)].to_numpy(np.float64)
-        keep = np.all(np.isfinite(values), axis=1)
-        out[str(asset)] = (values[keep], part["timestamp"][keep].reset_index(drop=True))
-    return out
-
-
-def _fence(frame: pd.DataFrame, data: PretrainData) -> TimeFence:
-    example = frame["timestamp"].iloc[0]
-    try:
-        if isinstance(data.cutoff, dict):
-            missing = sorted(set(frame["asset"].astype(str)) - set(data.cutoff))
-            if missing:
-                raise ConfigError(f"data.cutoff: no cutoff for asset(s) {missing}")
-            return TimeFence({a: as_timestamp_like(c, example) for a, c in data.cutoff.items()}, data.embargo)
-        if data.cutoff is not None:
-            return TimeFence(as_timestamp_like(data.cutoff, example), data.embargo)
-    except DataError as error:
-        raise ConfigError(f"data.cutoff: {error}") from None
-    cutoffs = {}
-    for asset, part in frame.groupby("asset", sort=False):
-        stamps = part["timestamp"]
-        cutoffs[str(asset)] = stamps.iloc[max(0, int(len(stamps) * data.cutoff_fraction) - 1)]
-    return TimeFence(cutoffs, data.embargo)
-
-
 class _WindowSampler:
-    """``sampler(step) -> {"features": (B, L, F)}``, drawn uniformly over every stream, seeded by step."""
+    """``sampler(step) -> {"features": (B, L, F)}`` (or ``{"codes": (B, L)}``), drawn uniformly
+    over every stream, seeded by step."""
 
-    def __init__(self, streams: Mapping[str, np.ndarray], window: int, batch_size: int, seed: int):
+    def __init__(self, streams: Mapping[str, np.ndarray], window: int, batch_size: int, seed: int, name: str):
         usable = [a for a in streams if len(streams[a]) >= window]
         if not usable:
             longest = max((len(s) for s in streams.values()), default=0)
             raise ConfigError(
                 f"model.context_length: {window} is longer than every training stream (longest {longest} rows)"
             )
-        self.values = np.concatenate([streams[a] for a in usable]).astype(np.float32)
+        self.values = np.concatenate([streams[a] for a in usable])
+        self.name = name
         offsets = np.cumsum([0] + [len(streams[a]) for a in usable])
         self.starts = np.concatenate(
             [offsets[i] + np.arange(len(streams[a]) - window + 1) for i, a in enumerate(usable)]
@@ -180,7 +161,7 @@ class _WindowSampler:
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, step])
         starts = self.starts[rng.integers(0, self.starts.size, self.batch_size)]
-        return {"features": self.values[starts[:, None] + np.arange(self.window)[None, :]]}
+        return {self.name: self.values[starts[:, None] + np.arange(self.window)[None, :]]}
 
 
 @eqx.filter_jit
@@ -189,9 +170,11 @@ def _embed_batch(encoder: Any, windows: jax.Array) -> jax.Array:
 
 
 def embed_windows(
-    encoder: Any, features: np.ndarray, ends: np.ndarray, window: int, *, chunk: int = 512
+    encoder: Any, inputs: np.ndarray, ends: np.ndarray, window: int, *, chunk: int = 512
 ) -> np.ndarray:
-    """Embedding at the last step of each window ``features[end - window + 1 : end + 1]``, ``(N, E)``.
+    """Embedding at the last step of each window ``inputs[end - window + 1 : end + 1]``, ``(N, E)``.
+
+    ``inputs`` is an :class:`EncoderStream`'s: features ``(T, F)`` or codes ``(T,)``.
 
     Every end needs ``window - 1`` earlier rows; batches of ``chunk`` windows share one compile.
     """
@@ -203,7 +186,7 @@ def embed_windows(
         part = ends[start : start + chunk]
         padded = np.concatenate([part, np.full(chunk - part.size, part[-1])])
         index = padded[:, None] - np.arange(window - 1, -1, -1)[None, :]
-        out.append(np.asarray(_embed_batch(encoder, jnp.asarray(features[index], jnp.float32)))[: part.size])
+        out.append(np.asarray(_embed_batch(encoder, jnp.asarray(inputs[index])))[: part.size])
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -226,32 +209,39 @@ def run_pretrain(
         config: the pretraining config.
         out_dir: the run folder.
         frame: the data (default: ``load`` of ``config.data.names`` joined).
-        resume: continue from the folder's newest checkpoint.
+        resume: continue from the folder's newest checkpoint (and its fitted tokenizer).
 
     Returns:
         The loop's result, with ``metrics`` (losses, held-out embedding spread against the VICReg
         target, ``collapsed``).
+
+    Raises:
+        ConfigError, DataError; LeakageError if a saved tokenizer saw rows past the cutoff.
     """
-    model_config = config.jepa_config()
+    config.jepa_config()  # a bad model key fails before any fitting
     if frame is None:
         frame = load(",".join(config.data.names))
-    fence = _fence(frame, config.data)
+    fence = config.data.fence(frame)
     train_rows = fence.train(frame)
     if len(train_rows) == 0:
         raise ConfigError(f"data.cutoff: no rows at or before the cutoff {fence.cutoff!s}")
     fence.check(train_rows, "JEPA pretraining")
-    train_streams = {a: v for a, (v, _) in feature_streams(train_rows, config.data.vol_window).items()}
-    scaler = FeatureScaler.fit(train_streams)
-    scaled = {a: scaler(v) for a, v in train_streams.items()}
-
     out = Path(out_dir)
+    tokenizer = _tokenizer(config.tokenizer, train_rows, fence, out, resume)
+    train_features = {a: v for a, (v, _) in feature_streams(train_rows, config.data.vol_window).items()}
+    inputs = EncoderInputs(FeatureScaler.fit(train_features), config.data.vol_window, tokenizer)
+    train_inputs = {a: stream.inputs for a, stream in inputs.streams(train_rows).items()}
+    model_config = config.jepa_config(inputs.vocab_size)
+
     out.mkdir(parents=True, exist_ok=True)
     write_yaml(out / CONFIG_FILE, config.model_dump(mode="json"))
     write_json(out / MODEL_CONFIG_FILE, dataclasses.asdict(model_config))
-    write_json(out / SCALER_FILE, scaler.to_json())
+    write_json(out / SCALER_FILE, inputs.scaler.to_json())
+    if tokenizer is not None:
+        tokenizer.save(out / TOKENIZER_DIR)
     tc = config.train
     model = JEPA(model_config, key=jax.random.fold_in(jax.random.key(tc.seed), 1))
-    sampler = _WindowSampler(scaled, model_config.context_length, tc.batch_size, tc.seed)
+    sampler = _WindowSampler(train_inputs, model_config.context_length, tc.batch_size, tc.seed, inputs.kind)
     result = train(
         model,
         jepa_loss,
@@ -264,40 +254,68 @@ def run_pretrain(
         post_update=ema_post_update(model_config.ema_decay),
     )
     atomic_write_bytes(out / MODEL_FILE, _serialise(result.model))
-    seen = trained_through(train_rows)
     metrics: dict[str, Any] = {
         "model": result.model.kind,
+        "input": inputs.kind,
+        "vocab_size": inputs.vocab_size or None,
         "params": count_params(result.model.encoder) + count_params(result.model.predictor)
         + (count_params(result.model.flow) if result.model.flow is not None else 0),
         "encoder_params": count_params(result.model.encoder),
         "steps": result.step,
         "final": {k: v for k, v in (result.history[-1] if result.history else {}).items() if k != "step"},
         "variance_target_std": model_config.variance_std,
-        "heldout": _heldout_spread(result.model, frame, fence, scaler, config.data.vol_window),
+        "heldout": _heldout_spread(result.model, frame, fence, inputs),
     }
     write_json(out / METRICS_FILE, metrics)
     write_meta(
         out,
         seed=tc.seed,
-        trained_through=trained_through_to_json(seen),
-        extra={"kind": "jepa", "model": result.model.kind, "cutoff": str(fence.cutoff)},
+        trained_through=trained_through_to_json(trained_through(train_rows)),
+        extra={
+            "kind": "jepa",
+            "model": result.model.kind,
+            "cutoff": str(fence.cutoff),
+            "input": inputs.kind,
+            "upstream_trained_through": trained_through_to_json(inputs.upstream_trained_through),
+        },
     )
     result.metrics = metrics
     return result
 
 
-def _heldout_spread(
-    model: JEPA, frame: pd.DataFrame, fence: TimeFence, scaler: FeatureScaler, vol_window: int
-) -> dict[str, Any]:
+def _tokenizer(
+    section: TokenizerSection | None, train_rows: pd.DataFrame, fence: TimeFence, out: Path, resume: bool
+) -> Any:
+    """The candle tokenizer the encoder reads (None: features): the run's own when resuming, a
+    saved one (which must not have seen past the cutoff), or one fitted on the training rows."""
+    if section is None:
+        return None
+    from chaosfm.tokenizers import load_tokenizer
+
+    saved = out / TOKENIZER_DIR
+    if resume and (saved / "tokenizer.json").is_file():
+        return load_tokenizer(saved)
+    if section.path is not None:
+        tokenizer = load_tokenizer(section.path)
+        check_candle_tokenizer(tokenizer, f"tokenizer.path {section.path}")
+        assets = set(train_rows["asset"].astype(str))
+        seen = {a: t for a, t in (tokenizer.trained_through or {}).items() if a in assets}
+        fence.check_trained_through(seen, f"tokenizer.path {section.path}")
+        return tokenizer
+    tokenizer = make_tokenizer(section)
+    return tokenizer.fit(train_rows, key=jax.random.key(section.seed), steps=section.steps, fence=fence)
+
+
+def _heldout_spread(model: JEPA, frame: pd.DataFrame, fence: TimeFence, inputs: EncoderInputs) -> dict[str, Any]:
     """Per-dimension std of embeddings of windows ending after the cutoff and embargo (collapse check)."""
     window = model.config.context_length
     fresh = fence.fresh(frame)
     embeddings = []
-    for asset, (values, stamps) in feature_streams(frame, vol_window).items():
+    for asset, stream in inputs.streams(frame).items():
         keep = set(fresh.loc[fresh["asset"] == asset, "timestamp"])
-        ends = np.array([i for i, s in enumerate(stamps) if s in keep and i >= window - 1])
+        ends = np.array([i for i, s in enumerate(stream.stamps) if s in keep and i >= window - 1])
         if ends.size:
-            embeddings.append(embed_windows(model.encoder, scaler(values), ends, window))
+            embeddings.append(embed_windows(model.encoder, stream.inputs, ends, window))
     if not embeddings or sum(len(e) for e in embeddings) < 2:
         return {"windows": 0, "note": "no rows after the cutoff and embargo: nothing held out to check"}
     z = np.concatenate(embeddings)
@@ -315,8 +333,9 @@ def _heldout_spread(
     }
 
 
-def load_pretrained(run_dir: str | os.PathLike[str]) -> tuple[JEPA, FeatureScaler, dict[str, Any]]:
-    """The JEPA, its feature scaler and meta.json (``trained_through`` parsed) of a pretrain run.
+def load_pretrained(run_dir: str | os.PathLike[str]) -> tuple[JEPA, EncoderInputs, dict[str, Any]]:
+    """The JEPA, what its encoder reads (:class:`EncoderInputs`) and meta.json of a pretrain run
+    (``trained_through`` and ``upstream_trained_through`` parsed).
 
     Raises:
         ArtifactError: naming a missing or damaged file.
@@ -329,8 +348,17 @@ def load_pretrained(run_dir: str | os.PathLike[str]) -> tuple[JEPA, FeatureScale
         # Runs written before window_norm and window_terms existed were trained without them.
         model_config = JEPAConfig(**{**_BEFORE_WINDOW_NORM, **json.loads((root / MODEL_CONFIG_FILE).read_text())})
         scaler = FeatureScaler.from_json(json.loads((root / SCALER_FILE).read_text()))
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        raise ArtifactError(f"{root}: model_config.json or scaler.json cannot be read ({error})") from None
+        vol_window = int((yaml.safe_load((root / CONFIG_FILE).read_text()) or {}).get("data", {}).get("vol_window", 20))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as error:
+        raise ArtifactError(f"{root}: config.yaml, model_config.json or scaler.json cannot be read ({error})") from None
+    try:
+        inputs = EncoderInputs.load(root, scaler, vol_window, TOKENIZER_DIR if model_config.reads_codes else None)
+    except (OSError, ValueError, ConfigError) as error:
+        raise ArtifactError(f"{root / TOKENIZER_DIR}: the encoder's tokenizer cannot be loaded ({error})") from None
+    if inputs.vocab_size != model_config.vocab_size:
+        raise ArtifactError(
+            f"{root / TOKENIZER_DIR}: a tokenizer of {inputs.vocab_size} codes, but the encoder embeds {model_config.vocab_size}"
+        )
     skeleton = JEPA(model_config, key=jax.random.key(0))
     try:
         with open(root / MODEL_FILE, "rb") as stream:
@@ -339,4 +367,5 @@ def load_pretrained(run_dir: str | os.PathLike[str]) -> tuple[JEPA, FeatureScale
         raise ArtifactError(f"{root / MODEL_FILE}: cannot be restored into a JEPA ({error})") from None
     meta = dict(meta)
     meta["trained_through"] = trained_through_from_json(meta.get("trained_through"))
-    return model, scaler, meta
+    meta["upstream_trained_through"] = trained_through_from_json(meta.get("upstream_trained_through"))
+    return model, inputs, meta

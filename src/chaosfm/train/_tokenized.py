@@ -180,11 +180,7 @@ def _fence(frame: pd.DataFrame, data: DataSection) -> TimeFence:
             return TimeFence(as_timestamp_like(data.cutoff, frame["timestamp"].iloc[0]), data.embargo)
         except DataError as error:
             raise ConfigError(f"data.cutoff: {error}") from None
-    cutoffs = {}
-    for asset, part in frame.groupby("asset", sort=False):
-        stamps = part["timestamp"]
-        cutoffs[str(asset)] = stamps.iloc[max(0, int(len(stamps) * data.cutoff_fraction) - 1)]
-    return TimeFence(cutoffs, data.embargo)
+    return TimeFence.at_fraction(frame, data.cutoff_fraction, data.embargo)
 
 
 def is_bins(tokenizer: Any) -> bool:

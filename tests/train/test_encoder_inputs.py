@@ -1,0 +1,107 @@
+"""What a JEPA encoder reads: codes aligned with the tokenizer's own tokens, pretraining on codes,
+the tokenizer as an upstream record, and the rules a tokenizer must meet."""
+
+import json
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from chaosfm._config import ConfigError
+from chaosfm.data import LeakageError, load
+from chaosfm.evaluate import JEPAForecaster
+from chaosfm.tokenizers import FSQConfig, FSQTokenizer
+from chaosfm.train import EncoderInputs, FeatureScaler, PretrainConfig, feature_streams, load_pretrained, run_pretrain
+
+TINY_MODEL = dict(context_length=16, d_model=16, n_layers=1, d_state=8, head_dim=8, d_embed=8, d_pred=8,
+                  min_future=4, max_future=8, min_span=2, max_span=4, cfm_horizon=3, cfm_steps=2)
+TINY_TRAIN = dict(steps=3, batch_size=4, warmup_steps=0, checkpoint_every=3, log_every=1)
+TINY_TOKENIZER = {"kind": "fsq", "steps": 3, "options": {"batch_size": 4, "window": 32, "levels": [4, 4, 3]}}
+CUTOFF = "2006-06-30"
+
+
+@pytest.fixture(scope="module")
+def frame():
+    frame = load("sp500")
+    return frame[(frame["timestamp"] >= "2005-01-01") & (frame["timestamp"] <= "2006-12-31")].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def code_run(frame, tmp_path_factory):
+    config = PretrainConfig.model_validate(
+        {"data": {"names": ["sp500"], "cutoff": CUTOFF}, "model": {**TINY_MODEL, "cfm_weight": 1.0},
+         "train": TINY_TRAIN, "tokenizer": TINY_TOKENIZER}
+    )
+    run = tmp_path_factory.mktemp("jepa-codes") / "run"
+    return run, run_pretrain(config, run, frame=frame)
+
+
+def test_codes_are_the_tokenizers_own_tokens_row_for_row(frame, code_run):
+    run, _ = code_run
+    model, inputs, _ = load_pretrained(run)
+    assert inputs.kind == "codes" and model.config.vocab_size == inputs.tokenizer.vocab_size == 48
+    (stream,) = inputs.streams(frame).values()
+    # Independent reference: the tokenizer's long frame of (timestamp, code) for the same rows.
+    tokens = inputs.tokenizer.tokens(frame).set_index("timestamp")["code"]
+    np.testing.assert_array_equal(stream.inputs, tokens.loc[stream.stamps].to_numpy())
+    assert stream.inputs.dtype == np.int32
+    # The raw features ride along for the targets, the same rows as the feature encoder's.
+    (values, stamps), = feature_streams(frame).values()
+    np.testing.assert_array_equal(stream.features, values)
+    assert list(stream.stamps) == list(stamps)
+    # A feature encoder's inputs on the same frame: the standardised features.
+    scaled = EncoderInputs(inputs.scaler).streams(frame)["sp500"]
+    np.testing.assert_allclose(scaled.inputs, inputs.scaler(values))
+
+
+def test_pretraining_on_codes_records_the_tokenizer_upstream(frame, code_run):
+    run, result = code_run
+    assert result.metrics["input"] == "codes" and result.metrics["vocab_size"] == 48
+    assert result.metrics["heldout"]["windows"] > 50
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["input"] == "codes" and "tokenizer/model.eqx" in meta["files"]
+    # The tokenizer was fitted on the encoder's rows only: through the cutoff, read from the artifact.
+    assert meta["upstream_trained_through"] == meta["trained_through"] == {"sp500": f"{CUTOFF}T00:00:00"}
+    forecaster = JEPAForecaster(run, horizon=3)
+    assert forecaster.upstream_trained_through() == [{"sp500": pd.Timestamp(CUTOFF)}] * 2
+    forecaster.fit(frame[frame["timestamp"] <= "2006-03-31"])
+    context = frame.iloc[200 : 200 + forecaster.min_context()]
+    forecast = forecaster.forecast(context, 3, 20, key=jax.random.key(0))
+    assert forecast.samples.shape == (20, 3, 1) and np.all(np.isfinite(forecast.samples))
+
+
+def test_a_saved_tokenizer_that_saw_past_the_cutoff_is_refused(frame, tmp_path):
+    later = frame[frame["timestamp"] <= "2006-09-29"]
+    tokenizer = FSQTokenizer(FSQConfig(batch_size=4, window=32, levels=(4, 4, 3)))
+    tokenizer.fit(later, key=jax.random.key(0), steps=2).save(tmp_path / "tok")
+    config = PretrainConfig.model_validate(
+        {"data": {"names": ["sp500"], "cutoff": CUTOFF}, "model": TINY_MODEL, "train": TINY_TRAIN,
+         "tokenizer": {"path": str(tmp_path / "tok")}}
+    )
+    with pytest.raises(LeakageError, match="tokenizer.path .* through 2006-09-29"):
+        run_pretrain(config, tmp_path / "run", frame=frame)
+    assert not (tmp_path / "run" / "model.eqx").exists()
+
+
+@pytest.mark.parametrize(
+    "section, rule",
+    [
+        ({"kind": "bins"}, "fsq or vqvae"),
+        ({"kind": "fsq", "options": {"patch": 2, "window": 64}}, "one code per candle"),
+        ({"kind": "fsq", "path": "somewhere"}, "exactly one of"),
+        ({"kind": "fsq", "options": {"levelz": [4]}}, "levelz"),
+    ],
+)
+def test_tokenizer_section_rules(section, rule):
+    with pytest.raises((ConfigError, ValueError), match=rule):
+        PretrainConfig.model_validate({"data": {"names": ["sp500"]}, "tokenizer": section})
+
+
+def test_feature_inputs_keep_the_scaler_only(frame):
+    (values, _), = feature_streams(frame).values()
+    inputs = EncoderInputs(FeatureScaler.fit({"sp500": values}))
+    assert inputs.kind == "features" and inputs.vocab_size == 0 and inputs.upstream_trained_through is None
+    stream = inputs.streams(frame)["sp500"]
+    np.testing.assert_allclose(stream.inputs.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(stream.inputs.std(axis=0), 1.0, atol=1e-4)
