@@ -59,7 +59,7 @@ from chaosfm.predictor._kernel_signature import (  # noqa: E402
 )
 from chaosfm.predictor._kernel_stable import predict_stable  # noqa: E402
 from chaosfm.predictor._orchestrator import update_orchestrator  # noqa: E402
-from chaosfm.predictor._predictor import packed_step  # noqa: E402
+from chaosfm.predictor._packed_step import packed_step  # noqa: E402
 
 
 class Timer:

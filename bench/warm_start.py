@@ -2,19 +2,22 @@
 
 Each round makes a new empty compilation cache directory and runs, each in a fresh subprocess,
 
-- ``cold``: ``chaosfm stream --data - --cache-dir DIR`` on the empty cache (everything compiles);
-- ``warm``: the same command again on the cache the cold run filled (what a restart sees);
-- ``no cache``: ``--no-compilation-cache``, the reference without this feature (it compiles every
-  time, like ``cold`` but without writing the cache);
+- ``cold``: ``chaosfm stream --data - --cache-dir DIR`` on the empty cache (everything is traced,
+  exported and compiled);
+- ``warm``: the same command again on the cache the cold run filled (what a restart sees: the
+  programs' exports are loaded instead of traced, their executables instead of compiled);
+- ``no cache``: ``--no-compilation-cache``, the reference without this feature (it traces and
+  compiles every time, like ``cold`` but without writing anything);
 
 feeding each the first ``--length`` closes of the built-in ``sp500`` on stdin, as a live feed
 would. "First prediction" is the wall time from ``Popen`` to the first prediction line on stdout
 (the second observation: the first only initialises the state), so Python and JAX imports,
 config, cache, warm-up pass and the first step are all in it. ``startup_seconds`` and
 ``first_step_ms`` are what the run wrote to metrics.json (``run_stream`` entry to ready; the first
-step). The predictions of the cold and warm runs are compared: a cached executable must predict
-what a fresh compile does. The machine is shared: rounds are interleaved and the median round's
-ratio is printed.
+step); ``programs`` how the run made its programs (metrics.json: traced, exported or loaded).
+The predictions of the three runs are compared: a loaded export and a cached executable must
+predict what a fresh trace and compile do. The machine is shared: rounds are interleaved, the
+median round's ratio is printed, and the load average before and after.
 
 Usage: ``python bench/warm_start.py [--rounds 2] [--length 200]``.
 """
@@ -59,8 +62,14 @@ def _run(feed: str, out: Path, cache: Path | None) -> dict[str, float]:
     total = time.perf_counter() - begin
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(rest.splitlines()) + 1 == len(feed.splitlines()) - 2  # one line per prediction
+    programs = sorted(set(metrics["programs"].values()))
     return {"first": first, "startup": metrics["startup_seconds"], "first_step": metrics["first_step_ms"],
-            "total": total}
+            "total": total, "programs": "+".join(programs)}
+
+
+def _size(folder: Path) -> tuple[int, float]:
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files) / 1e6
 
 
 def main() -> None:
@@ -69,6 +78,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=200, help="sp500 closes fed on stdin")
     options = parser.parse_args()
     feed = _feed(options.length)
+    load_before = os.getloadavg()
     rows, ratios, identical = [], [], []
     for round_ in range(1, options.rounds + 1):
         with tempfile.TemporaryDirectory(prefix="chaosfm-warm-") as temp:
@@ -79,20 +89,22 @@ def main() -> None:
                 rows.append((round_, name, result))
             cold, warm = rows[-3][2], rows[-2][2]
             ratios.append(cold["first"] / warm["first"])
-            same = (temp / "cold" / "predictions.csv").read_bytes() == (temp / "warm" / "predictions.csv").read_bytes()
-            identical.append(same)
-            entries = sum(1 for _ in cache.iterdir())
-            size = sum(p.stat().st_size for p in cache.iterdir()) / 1e6
-    print(f"chaosfm stream --data - (sp500, {options.length} closes), each run a fresh process; "
-          f"cache: {entries} entries, {size:.1f} MB")
+            predictions = [(temp / run / "predictions.csv").read_bytes() for run in ("cold", "warm", "no_cache")]
+            identical.append(predictions[0] == predictions[1] == predictions[2])
+            everything, exports = _size(cache), _size(cache / "exports")
+            executables = (everything[0] - exports[0], everything[1] - exports[1])
+    print(f"chaosfm stream --data - (sp500, {options.length} closes), each run a fresh process; cache: "
+          f"{executables[0]} executables, {executables[1]:.1f} MB; {exports[0]} exports, {exports[1]:.1f} MB")
     print(f"{'round':>5} {'run':<9} {'first prediction s':>19} {'startup_seconds':>16} {'first_step_ms':>14} "
-          f"{'total s':>8}")
+          f"{'total s':>8}  programs")
     for round_, name, r in rows:
         print(f"{round_:>5} {name:<9} {r['first']:>19.2f} {r['startup']:>16.2f} {r['first_step']:>14.2f} "
-              f"{r['total']:>8.2f}")
+              f"{r['total']:>8.2f}  {r['programs']}")
     print(f"cold / warm time to first prediction: median {np.median(ratios):.1f}x "
           f"(rounds: {', '.join(f'{r:.1f}x' for r in ratios)}); "
-          f"cold and warm predictions identical: {all(identical)}")
+          f"cold, warm and no-cache predictions identical: {all(identical)}")
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; "
+          f"{os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

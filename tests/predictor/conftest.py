@@ -1,4 +1,4 @@
-"""Strict JAX for the predictor tests, and keys handed out per test."""
+"""Strict JAX for the predictor tests, keys handed out per test, a private compilation cache."""
 
 import jax
 import pytest
@@ -16,3 +16,18 @@ def key(request):
     import zlib
 
     return jax.random.key(zlib.crc32(request.node.name.encode()))
+
+
+@pytest.fixture
+def cache(tmp_path):
+    """A private persistent compilation cache for one test; none again after it (as before)."""
+    from chaosfm.predictor._warm import disable_compilation_cache, enable_compilation_cache
+
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        yield enable_compilation_cache(tmp_path / "cache")
+    finally:
+        if before is None:
+            disable_compilation_cache()
+        else:
+            enable_compilation_cache(before)

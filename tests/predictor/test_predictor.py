@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from chaosfm.predictor import PredictorConfig, StreamConfig, init_predictor, run_stream, warm_start
-from chaosfm.predictor._predictor import SLOW_PARTS, packed_step
+from chaosfm.predictor._packed_step import packed_step
+from chaosfm.predictor._predictor import SLOW_PARTS
 
 from .test_stream import PREDICTOR, STREAM  # one compiled step for both modules
 

@@ -15,7 +15,7 @@ from chaosfm.predictor import (
     run_stream,
     save_snapshot,
 )
-from chaosfm.predictor._predictor import packed_step
+from chaosfm.predictor._packed_step import packed_step
 from chaosfm.predictor._snapshot import FORMAT_VERSION
 
 from .test_stream import PREDICTOR, STREAM, _walk  # the shared compiled step

@@ -16,7 +16,7 @@ from chaosfm.predictor import (
     init_predictor,
     run_stream,
 )
-from chaosfm.predictor._predictor import packed_step
+from chaosfm.predictor._packed_step import packed_step
 
 # Shared: every test here and in test_predictor.py reuses one compiled step (the default
 # config). fit_steps=0 skips the DGM warm start (a separate compile, tested in test_predictor.py).

@@ -1,15 +1,16 @@
-"""Warm start: where the compilation cache lives, that it fills, and that warm-up changes nothing."""
+"""Warm start: where the caches live, that they fill, that a restart loads, and that warm-up changes nothing."""
 
 import os
+import shutil
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from chaosfm.predictor import compilation_cache_dir, enable_compilation_cache, run_stream, warm_up
-from chaosfm.predictor._predictor import packed_step
-from chaosfm.predictor._warm import CACHE_DIR_ENV, disable_compilation_cache, state_codec
+from chaosfm.predictor import compilation_cache_dir, run_stream, warm_up
+from chaosfm.predictor._packed_step import packed_step
+from chaosfm.predictor._warm import CACHE_DIR_ENV
 
 from .test_stream import PREDICTOR, STREAM, _walk
 
@@ -24,19 +25,6 @@ def test_cache_dir_resolution(monkeypatch, tmp_path):
     assert compilation_cache_dir(tmp_path / "flag") == tmp_path / "flag"  # the config key wins
 
 
-@pytest.fixture
-def cache(tmp_path):
-    """A private cache for one test; the process goes back to no persistent cache after it."""
-    before = jax.config.jax_compilation_cache_dir
-    try:
-        yield enable_compilation_cache(tmp_path / "cache")
-    finally:
-        if before is None:
-            disable_compilation_cache()
-        else:
-            enable_compilation_cache(before)
-
-
 def test_compilation_cache_fills_and_is_private(cache):
     assert oct(os.stat(cache).st_mode & 0o777) == "0o700"
     before = set(os.listdir(cache))
@@ -49,26 +37,42 @@ def test_compilation_cache_fills_and_is_private(cache):
     assert set(os.listdir(cache)) - before  # an entry was written, small and quick as it was
 
 
-def test_run_stream_uses_the_configured_cache(cache, tmp_path):
-    config = STREAM.model_copy(update={"compilation_cache": True, "cache_dir": cache})
-    metrics = run_stream(config, tmp_path / "out", series=_walk(5))
-    assert metrics["compilation_cache"] == str(cache)
-    assert jax.config.jax_compilation_cache_dir == str(cache)
-
-
 def test_warm_up_compiles_the_production_signature_and_changes_nothing(tmp_path):
     series = _walk(50, seed=9)
     rows_cold, rows_warm = [], []
-    run_stream(STREAM.model_copy(update={"warm_up": False}), tmp_path / "a", series=series,
-               on_prediction=rows_cold.append)
+    run_stream(STREAM.model_copy(update={"warm_up": False, "snapshot": tmp_path / "s.msgpack"}), tmp_path / "a",
+               series=series, on_prediction=rows_cold.append)
     step = packed_step(PREDICTOR)
-    unpack, pack = state_codec(step)
-    sizes = lambda: (step._step._cache_size(), unpack._cache_size(), pack._cache_size())  # noqa: E731
+    unpack, _ = step._codec  # pack: compiled by warm-up for restores, which these runs do not do
+    programs = [step._programs[name] for name in sorted(step._programs)] + [unpack]  # init, step
+    sizes = lambda: [p._cache_size() for p in programs]  # noqa: E731
     real = sizes()
-    # The zeros have the real shapes, dtypes and weak types: warm-up adds no executable of its
-    # own (other tests' deterministic runs may hold a second entry; the counts must not move).
-    warm_up(step, PREDICTOR, key=jax.random.key(1))
+    # The warm-up's state comes from init, as the real one does: warm-up adds no executable of its
+    # own (other tests' deterministic runs are another PackedStep; these counts must not move).
+    warm_up(step, PREDICTOR, key=jax.random.key(1), codec=True)
     assert sizes() == real
-    run_stream(STREAM, tmp_path / "b", series=series, on_prediction=rows_warm.append)
+    run_stream(STREAM.model_copy(update={"snapshot": tmp_path / "t.msgpack"}), tmp_path / "b", series=series,
+               on_prediction=rows_warm.append)
     assert sizes() == real
     assert rows_cold == rows_warm  # bit for bit: the zeros pass shares no state or key with the run
+
+
+@pytest.mark.slow  # the exported step compiles once (13-23 s on 2 cores); the rest loads
+def test_a_restart_loads_every_program_and_predicts_the_same_bits(cache, tmp_path):
+    series = _walk(45, seed=10)
+    exported = STREAM.model_copy(update={"compilation_cache": True, "cache_dir": cache})
+    # A restart: the same files in a new folder, so nothing of the first run's in-memory programs
+    # (PackedSteps are cached per config and folder) can stand in for them.
+    restarted = exported.model_copy(update={"cache_dir": tmp_path / "restart"})
+    runs = {}
+    for name, stream in (("traced", STREAM), ("exported", exported), ("loaded", restarted)):
+        if name == "loaded":
+            shutil.copytree(cache, tmp_path / "restart")
+        rows = []
+        metrics = run_stream(stream, tmp_path / name, series=series, on_prediction=rows.append)
+        runs[name] = rows
+        assert set(metrics["programs"].values()) == {name}, metrics["programs"]
+        assert metrics["compilation_cache"] == (None if stream.cache_dir is None else str(stream.cache_dir))
+    assert runs["exported"] == runs["traced"]
+    assert runs["loaded"] == runs["traced"]
+    assert {p.name.split("-")[0] for p in (cache / "exports").iterdir()} == {"init", "step"}

@@ -213,8 +213,9 @@ class StreamConfig(_Strict):
         " PRNG (partitionable) pinned for everything run_stream executes (see _stream.py)"
     )
     compilation_cache: bool = Field(
-        True, description="persistent JAX compilation cache: a restart loads the compiled step"
-        " instead of compiling it again (3-4x sooner to the first prediction, bench/warm_start.py)"
+        True, description="persistent JAX compilation cache with the predictor's exported programs"
+        " beside it: a restart loads them instead of tracing and compiling them again (~5x sooner"
+        " to the first prediction on a 2-core VM, bench/warm_start.py)"
     )
     cache_dir: Path | None = Field(
         None, description="where the compilation cache lives; None: $CHAOSFM_CACHE_DIR, else"

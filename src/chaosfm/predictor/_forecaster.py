@@ -11,7 +11,8 @@ import pandas as pd
 from chaosfm.data import DataError, trained_through
 from chaosfm.evaluate import AbstractForecaster, Forecast, numpy_rng, require_key
 from chaosfm.predictor._config import PredictorConfig
-from chaosfm.predictor._predictor import PredictorOutput, init_predictor, packed_step, warm_start
+from chaosfm.predictor._packed_step import packed_step
+from chaosfm.predictor._predictor import PredictorOutput, init_predictor, warm_start
 
 
 class OnlinePredictorForecaster(AbstractForecaster):

@@ -15,7 +15,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import signax
 
 from chaosfm.predictor._config import SignatureConfig
 from chaosfm.predictor._linalg import solve_spd
@@ -31,12 +30,16 @@ class SignatureState(NamedTuple):
 
 def feature_count(config: SignatureConfig) -> int:
     """1 (intercept) + the log-signature dimension of a 2-channel path at ``config.depth``."""
+    import signax  # imported when traced (equinox with it): a restart from exports never traces
+
     path = jnp.zeros((config.window + 1, 2))
     return 1 + int(signax.logsignature(path, config.depth).shape[-1])
 
 
 def signature_features(increments: jax.Array, config: SignatureConfig) -> jax.Array:
     """``[1, logsig(path)]`` of the last ``config.window`` increments ``(W,) -> (F,)``."""
+    import signax
+
     window = increments.shape[-1]
     time = jnp.linspace(0.0, 1.0, window + 1, dtype=increments.dtype)
     level = jnp.concatenate([jnp.zeros((1,), increments.dtype), jnp.cumsum(increments)])

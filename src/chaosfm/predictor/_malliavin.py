@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,6 +67,8 @@ def malliavin_path(
     Returns:
         ``MalliavinPath`` of scalars at ``T``.
     """
+    import diffrax  # only the Greeks need it: `import chaosfm.predictor` stays light for a stream
+
     x0 = jnp.asarray(x0, jnp.float32)
     dt = horizon / steps
 

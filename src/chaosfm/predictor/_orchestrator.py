@@ -28,9 +28,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from ott.geometry import geometry
-from ott.problems.linear import linear_problem
-from ott.solvers.linear import acceleration, sinkhorn
 
 from chaosfm.predictor._config import OrchestratorConfig
 
@@ -96,6 +93,12 @@ def _sinkhorn(
     Returns:
         the second marginal ``(K,)``, converged, iterations, and the potentials ``(2, K)``.
     """
+    # Imported when traced: ott-jax takes ~1.2 s to import, and a restart that loads the step's
+    # export (_export.py) never traces it.
+    from ott.geometry import geometry
+    from ott.problems.linear import linear_problem
+    from ott.solvers.linear import acceleration, sinkhorn
+
     # epsilon is a Python float: ott decides balanced vs unbalanced from tau_b at trace time.
     epsilon = float(epsilon)
     geom = geometry.Geometry(cost_matrix=cost, epsilon=epsilon)

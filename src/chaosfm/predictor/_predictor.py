@@ -37,7 +37,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from chaosfm.predictor._config import PredictorConfig
 from chaosfm.predictor._cusum import CusumState, init_cusum, update_cusum
@@ -71,7 +70,6 @@ from chaosfm.predictor._kernel_signature import (
     update_signature,
 )
 from chaosfm.predictor._kernel_stable import StableOutput, StableParams, predict_stable
-from chaosfm.predictor._packing import Packed, TreeLayout
 from chaosfm.predictor._orchestrator import (
     OrchestratorState,
     init_orchestrator,
@@ -416,77 +414,26 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
 
 
 @functools.lru_cache(maxsize=8)
-def jitted_init(config: PredictorConfig):
-    """``init_predictor`` compiled for one config: ``(first_value, key) -> state``.
-
-    One executable rather than ~130 eager ops, each of which a fresh process lowers (and looks up
-    in the compilation cache) on its own: about a second of every restart.
-    """
-    return jax.jit(lambda first_value, key: init_predictor(config, first_value, key=key))
-
-
-@functools.lru_cache(maxsize=8)
 def jitted_update(config: PredictorConfig):
     """``update_predictor`` compiled for one config (cached: a config is hashable)."""
     return jax.jit(lambda state, value: update_predictor(state, value, config))
 
 
-class PackedStep:
-    """``update_predictor`` compiled over a packed state: the form a live loop should call.
-
-    The state crosses the jit boundary as two vectors and the output as two more (see
-    ``_packing.py``): dispatching the ~120-leaf ``PredictorState`` cost more than the step's
-    arithmetic. ``step(packed, value) -> (packed_output, packed_state)``; ``pack``/``unpack``
-    convert states, ``output`` turns a host copy of ``packed_output`` into a ``PredictorOutput``
-    of NumPy values. The input state's buffers are donated.
-    """
-
-    def __init__(self, config: PredictorConfig):
-        example = jitted_init(config)(np.float32(1.0), jax.random.key(0))
-        self.state_layout = TreeLayout(example)
-        # The output's layout is read off the step's own trace (shapes and dtypes only), rather
-        # than by tracing the whole update once more with eval_shape: a restart pays one trace.
-        self.output_layout: TreeLayout | None = None
-
-        def step(packed: Packed, value: jax.Array) -> tuple[Packed, Packed]:
-            out, state = _unguarded_update(self.state_layout.unpack(packed), value, config)
-            self.output_layout = TreeLayout(out)
-            # update_predictor's guard, on two vectors rather than on every leaf.
-            return self.output_layout.pack(out), _keep_if_finite(value, self.state_layout.pack(state), packed)
-
-        self._step = jax.jit(step, donate_argnums=0)
-
-    def __call__(self, packed: Packed, value) -> tuple[Packed, Packed]:
-        return self._step(packed, value)
-
-    def pack(self, state: PredictorState) -> Packed:
-        return self.state_layout.pack(state)
-
-    def unpack(self, packed: Packed) -> PredictorState:
-        return self.state_layout.unpack(packed)
-
-    def output(self, packed_output: Packed) -> PredictorOutput:
-        return self.output_layout.unpack_host(jax.device_get(packed_output))
+def _warm_start(state: PredictorState, config: PredictorConfig, key: jax.Array) -> PredictorState:
+    valid = (jnp.arange(config.buffer_size) >= config.buffer_size - (state.count - 1)).astype(jnp.float32)
+    problem, _, _ = fit_problem(jnp.cumsum(state.increments), valid)
+    trained, _ = train(state.dgm._replace(problem=problem), key, config.dgm.fit_steps, config.dgm)
+    return state._replace(dgm=trained)
 
 
 @functools.lru_cache(maxsize=8)
-def packed_step(config: PredictorConfig) -> PackedStep:
-    """The :class:`PackedStep` of one config (cached: a config is hashable)."""
-    return PackedStep(config)
-
-
-@functools.lru_cache(maxsize=8)
-def _jitted_train(config: PredictorConfig):
-    return jax.jit(
-        lambda dgm, key: train(dgm, key, config.dgm.fit_steps, config.dgm)[0],
-        compiler_options=TRAIN_COMPILER_OPTIONS,
-    )
+def _jitted_warm_start(config: PredictorConfig):
+    return jax.jit(lambda state, key: _warm_start(state, config, key), compiler_options=TRAIN_COMPILER_OPTIONS)
 
 
 def warm_start(state: PredictorState, config: PredictorConfig, *, key: jax.Array) -> PredictorState:
     """Train the DGM network for ``config.dgm.fit_steps`` on the buffer seen so far."""
     if config.dgm.fit_steps == 0:
         return state
-    valid = (jnp.arange(config.buffer_size) >= config.buffer_size - (state.count - 1)).astype(jnp.float32)
-    problem, _, _ = fit_problem(jnp.cumsum(state.increments), valid)
-    return state._replace(dgm=_jitted_train(config)(state.dgm._replace(problem=problem), key))
+    return _jitted_warm_start(config)(state, key)
+

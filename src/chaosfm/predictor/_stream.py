@@ -10,8 +10,9 @@ line is raised; the files are still written for every good line before it, and t
 state is the last good one. With ``"skip"`` the line is recorded in ``metrics["bad_lines"]``
 (line number and message), skipped, and the run goes on from the last good state.
 
-Operations (issue 8): the step is compiled, or loaded from the persistent compilation cache, by a
-warm-up pass before the first observation (``_warm.py``); ``config.snapshot`` is rewritten
+Operations (issue 8): the predictor's programs are compiled, or loaded from the persistent
+compilation cache and their exports, by a warm-up pass before the first observation
+(``_warm.py``, ``_export.py``); ``config.snapshot`` is rewritten
 atomically every ``snapshot_every`` steps and at the end, and ``config.restore`` resumes from one
 (``_snapshot.py``); ``config.metrics_port`` serves the telemetry to Prometheus while the run lasts
 (``_metrics_server.py``); ``config.deterministic`` pins precision and PRNG (``_warm.py``).
@@ -33,10 +34,10 @@ from chaosfm._artifacts import atomic_write_text, nan_to_none, write_json
 from chaosfm.data import DataError, NonFiniteError, NonNumericError, NonPositivePriceError
 from chaosfm.predictor._config import StreamConfig
 from chaosfm.predictor._metrics_server import MetricsServer
-from chaosfm.predictor._predictor import jitted_init, packed_step, warm_start
+from chaosfm.predictor._packed_step import packed_step
 from chaosfm.predictor._snapshot import Snapshot, SnapshotError, StreamProgress, load_snapshot, save_snapshot
 from chaosfm.predictor._telemetry import FLAGS, plot_telemetry, telemetry_record
-from chaosfm.predictor._warm import PRNG_IMPL, compilation_cache_dir, deterministic_mode, enable_compilation_cache, state_codec, warm_up
+from chaosfm.predictor._warm import PRNG_IMPL, compilation_cache_dir, deterministic_mode, enable_compilation_cache, warm_up
 
 
 def _parse_lines(lines: Iterable[str], column: str) -> Iterator[tuple[int, Any, str | None]]:
@@ -115,7 +116,9 @@ def run_stream(
         step latency p50/p99 (ms, after warm-up), counts of each flag, bad lines;
         ``startup_seconds`` (from the call to the predictor being ready for its first
         observation: compilation cache, restore, step compiled or loaded by the warm-up pass,
-        metrics endpoint up) and ``first_step_ms`` (the first prediction's step).
+        metrics endpoint up), ``first_step_ms`` (the first prediction's step) and
+        ``programs`` (how each of the predictor's programs was made: ``"traced"`` without a
+        cache, ``"exported"`` traced and written to it, ``"loaded"`` from it).
 
     Raises:
         DataError: a bad line with ``on_bad_line="raise"`` (outputs up to it are written first).
@@ -130,8 +133,6 @@ def run_stream(
 
 
 def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line, on_ready, server, begin):
-    from chaosfm.evaluate import crps, directional_accuracy, mae
-
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor_config = config.predictor
     log = predictor_config.increments == "log"
@@ -139,9 +140,11 @@ def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line,
     restored = _restore(config) if config.restore is not None else None
     key = jax.random.key(config.seed, impl=PRNG_IMPL if config.deterministic else None)
     key, key_init, key_warm = jax.random.split(key, 3)
-    step = packed_step(predictor_config)
-    unpack, pack = state_codec(step)
-    compiling = warm_up(step, predictor_config, key=key_warm) if config.warm_up else None
+    # Exported programs live beside the compilation cache: with both, a restart neither traces
+    # nor compiles (_export.py).
+    step = packed_step(predictor_config, export_dir=cache / "exports" if cache is not None else None)
+    compiling = (warm_up(step, predictor_config, key=key_warm, codec=config.snapshot is not None)
+                 if config.warm_up else None)
 
     source = "<stdin>" if lines is not None else "<series>"
     if series is not None:
@@ -160,7 +163,7 @@ def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line,
     last_line, last_stamp = 0, None
     if restored is not None:
         progress = restored.stream
-        state = pack(restored.state)
+        state = step.pack(restored.state)
         started, count, key_warm = progress.started, progress.steps, progress.key
         previous_value, previous_samples = progress.previous_value, progress.previous_samples
         carried = [progress.last_prediction] if progress.last_prediction is not None else []
@@ -172,7 +175,7 @@ def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line,
             previous_value=previous_value, previous_samples=previous_samples,
             last_prediction=(carried + prediction_rows)[-1] if carried or prediction_rows else None,
         )
-        save_snapshot(unpack(state), config.snapshot, config=predictor_config, stream=progress)
+        save_snapshot(step.unpack(state), config.snapshot, config=predictor_config, stream=progress)
 
     own_server = server is None and config.metrics_port is not None
     if own_server:
@@ -207,7 +210,7 @@ def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line,
                 continue
             last_line, last_stamp = line, None if stamp is None else str(stamp)
             if state is None:
-                state = pack(jitted_init(predictor_config)(np.float32(value), key_init))
+                state = step.init(np.float32(value), key_init)
                 previous_value = value
                 continue
             start = time.perf_counter()
@@ -216,7 +219,7 @@ def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line,
             wall = time.perf_counter() - start
             count += 1
             if not started and out.warm:
-                state = pack(warm_start(unpack(state), predictor_config, key=key_warm))
+                state = step.warm_start(state, key_warm)
                 started = True
             row = telemetry_record(count, out, value, wall)
             row["line"], row["timestamp"] = line, stamp
@@ -250,8 +253,7 @@ def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line,
         if own_server:
             server.close()
 
-    metrics = _metrics(carried + prediction_rows, telemetry_rows, sample_rows, predictor_config.warmup, crps, mae,
-                       directional_accuracy)
+    metrics = _metrics(carried + prediction_rows, telemetry_rows, sample_rows, predictor_config.warmup)
     metrics["bad_lines"] = bad_lines
     metrics["observations"] = len(prediction_rows) + (state is not None and restored is None)
     metrics["startup_seconds"] = startup_seconds
@@ -261,6 +263,7 @@ def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line,
     metrics["snapshots_written"] = snapshots
     if compiling is not None:  # a short stream may end before the background compile does
         compiling.join()
+    metrics["programs"] = dict(step.status)  # per program: traced, exported (written) or loaded
     _write(out_dir, prediction_rows, telemetry_rows, metrics, config.plot)
     if pending is not None:
         raise pending
@@ -304,8 +307,12 @@ def _resume_position(path, progress: StreamProgress, stamps: list[Any]) -> int:
     return position
 
 
-def _metrics(prediction_rows, telemetry_rows, sample_rows, warmup, crps, mae, directional_accuracy) -> dict[str, Any]:
+def _metrics(prediction_rows, telemetry_rows, sample_rows, warmup) -> dict[str, Any]:
     """Score one-step predictions made after warm-up against what came next."""
+    # Imported here, after the stream: chaosfm.evaluate pulls in models and ott-jax (~1.5 s),
+    # none of which the first prediction needs.
+    from chaosfm.evaluate import crps, directional_accuracy, mae
+
     metrics: dict[str, Any] = {}
     # Prediction made at row i is of the observation at row i + 1.
     scored = [i for i in range(len(prediction_rows) - 1) if prediction_rows[i]["warm"]]

@@ -1,12 +1,14 @@
 """Warm start: a persistent compilation cache, a warm-up pass, and the deterministic mode.
 
-A cold ``chaosfm stream`` spends most of its time to the first prediction compiling: the packed
-step (seconds of XLA), the ~100 small eager ops of ``init_predictor`` and of packing, and later the
-DGM warm start's training loop. :func:`enable_compilation_cache` points JAX's persistent cache at a
-private directory and caches every entry (minimum compile time 0: the eager ops are each tiny but
-there are many), so a fresh process loads executables from disk instead. :func:`warm_up` then runs
-the step once on zeros of the exact production shapes and compiles the warm start's training
-ahead of time, so the first real observation, and the step where warm-up ends, pay for neither.
+A cold ``chaosfm stream`` spends most of its time to the first prediction compiling the packed
+step (seconds of XLA), its init, and later the DGM warm start's training loop. Two caches in one
+private directory make a restart skip both halves of that work: JAX's persistent compilation
+cache (:func:`enable_compilation_cache`; every entry cached, minimum compile time 0) keeps the
+executables, and the predictor's exports (``exports/`` inside it, ``_export.py``) keep the traced
+programs, so a fresh process neither traces (which the compilation cache alone does not save: it
+is looked up by the traced program) nor compiles. :func:`warm_up` then runs init and the step once
+on a zero and compiles the warm start's training ahead of time, so the first real observation,
+and the step where warm-up ends, pay for neither.
 
 Deterministic mode (:func:`deterministic_mode`): matmul precision ``"highest"`` (no reduced
 precision passes, which an accelerator would otherwise use for float32 dots), the PRNG
@@ -20,21 +22,17 @@ snapshot (tests/predictor/test_determinism.py). The predictor's own state key is
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental.compilation_cache import compilation_cache
 
 from chaosfm.predictor._config import PredictorConfig
-from chaosfm.predictor._packing import Packed
-from chaosfm.predictor._predictor import PackedStep
+from chaosfm.predictor._packed_step import PackedStep
 
 CACHE_DIR_ENV = "CHAOSFM_CACHE_DIR"
 PRNG_IMPL = "threefry2x32"
@@ -76,50 +74,44 @@ def disable_compilation_cache() -> None:
 
 
 def warm_up(
-    step: PackedStep, config: PredictorConfig, *, key: jax.Array, background: bool = True
+    step: PackedStep,
+    config: PredictorConfig,
+    *,
+    key: jax.Array,
+    background: bool = True,
+    codec: bool = False,
 ) -> threading.Thread | None:
-    """Compile (or load from the cache) everything a stream runs, on zeros; no state is touched.
+    """Compile (or load from the caches) everything a stream runs, on zeros; no state is touched.
 
-    Runs ``step`` on a zero packed state and a zero observation (output discarded) and the packing
-    round trip used by the warm start and by snapshots, then compiles, without running, the warm
-    start's training for the shapes of ``config``: in a background thread by default, since it
-    is first needed when the predictor's warm-up period ends, not for the first prediction.
+    Runs ``step``'s ``init`` (the first observation's program) on a zero, the step on that state
+    and a zero observation (outputs discarded), optionally the packing round trip that snapshots
+    use (``codec``), then compiles, without running, the warm start's training for the
+    shapes of ``config``: in a background thread by default, since it is first needed when the
+    predictor's warm-up period ends, not for the first prediction.
 
     Args:
         step: the packed step the stream will call.
         config: its predictor config.
-        key: any key of the implementation the stream's warm start will get (only its type is used).
+        key: any key of the implementation the stream's init and warm start will get (only its
+            type is used).
         background: compile the training in a started thread (returned; join it before exit).
+        codec: also compile the state's jitted pack/unpack (snapshots, restores).
 
     Returns:
         The thread compiling the warm start's training, or None (compiled already, or no training).
     """
-    floats, ints = step.state_layout.sizes
-    zeros = Packed(jnp.zeros((floats,), jnp.float32), jnp.zeros((ints,), jnp.int32))
-    packed_out, packed = step(zeros, np.float32(0.0))
+    # The state init makes from a zero: the step then sees arrays exactly like the real ones.
+    packed_out, packed = step(step.init(np.float32(0.0), key), np.float32(0.0))
     step.output(packed_out)
-    unpack, pack = state_codec(step)
-    state = unpack(packed)
-    jax.block_until_ready(pack(state))
+    if codec:
+        jax.block_until_ready(step.pack(step.unpack(packed)))
     if config.dgm.fit_steps == 0:
         return None
-    # Private to the package: warm_start calls exactly this jitted function, so compiling it
-    # here means the step where warm-up ends does not stall for it.
-    from chaosfm.predictor._predictor import _jitted_train
-
-    # Trace-time settings are thread-local: the caller's (deterministic mode) are re-entered.
-    precision = jax.config.jax_default_matmul_precision
-    impl = jax.config.jax_default_prng_impl
-    partitionable = jax.config.jax_threefry_partitionable
-    dgm = state.dgm
 
     def compile_training() -> None:
-        with (
-            jax.default_matmul_precision(precision),
-            jax.default_prng_impl(impl),
-            jax.threefry_partitionable(partitionable),
-        ):
-            _jitted_train(config).lower(dgm, key).compile()
+        # Trace-time settings are thread-local: the step's (deterministic mode) are re-entered.
+        with step.trace_settings():
+            step.compile_warm_start(key)
 
     if not background:
         compile_training()
@@ -127,15 +119,6 @@ def warm_up(
     thread = threading.Thread(target=compile_training, name="chaosfm-warm-up", daemon=True)
     thread.start()
     return thread
-
-
-@functools.lru_cache(maxsize=8)
-def state_codec(step: PackedStep) -> tuple[Callable[[Packed], Any], Callable[[Any], Packed]]:
-    """Jitted ``(unpack, pack)`` of ``step``'s state: one executable each (exact: slices, casts).
-
-    Eagerly, each is ~140 small ops, and a fresh process loads every one of them from the cache.
-    """
-    return jax.jit(step.state_layout.unpack), jax.jit(step.state_layout.pack)
 
 
 @contextlib.contextmanager
