@@ -7,16 +7,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
     """A config file or flag is wrong: the message names the key and the rule."""
+
+
+def split_commas(value: Any) -> Any:
+    """``"a, b"`` -> ``["a", "b"]``; anything else passes through: one flag or YAML string can
+    name several datasets or models."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], BeforeValidator(split_commas)]
+"""A list of names that also reads from one comma-separated string."""
 
 
 def _allowed(model: type[BaseModel], location: tuple[Any, ...]) -> list[str]:

@@ -29,17 +29,17 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import jax
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from scipy import stats
 
 from chaosfm._artifacts import nan_to_none, sha256, write_json, write_meta, write_yaml
-from chaosfm._config import ConfigError
+from chaosfm._config import CommaList, ConfigError, split_commas
 from chaosfm._progress import say
 from chaosfm.data import TimeFence, load, trained_through_to_json
 from chaosfm.evaluate._probes import JEPAForecaster, probe_study
@@ -63,7 +63,7 @@ class LeakageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: list[str] = Field(description="market datasets (built-in names or paths)")
+    data: CommaList = Field(description="market datasets (built-in names or paths)")
     pretrain_cutoff: str | dict[str, str] | None = Field(
         None, description="fenced encoders and every head see rows up to here: DATE or NAME=DATE,..."
     )
@@ -72,7 +72,7 @@ class LeakageConfig(BaseModel):
     )
     pretrain_fraction: float = Field(0.5, gt=0, lt=1, description="default pretrain cutoff, fraction of rows")
     fresh_fraction: float = Field(0.75, gt=0, lt=1, description="default fresh start, fraction of rows")
-    models: list[Literal["jepa", "jepa_cfm"]] = Field(default_factory=lambda: ["jepa", "jepa_cfm"])
+    models: Annotated[list[Literal["jepa", "jepa_cfm"]], BeforeValidator(split_commas)] = Field(default_factory=lambda: ["jepa", "jepa_cfm"])
     cfm_weight: float = Field(1.0, gt=0, description="share of the flow-matching loss of jepa_cfm")
     model: dict[str, Any] = Field(default_factory=dict, description="JEPAConfig fields shared by the models")
     tokenizer: TokenizerSection | None = Field(
@@ -88,13 +88,6 @@ class LeakageConfig(BaseModel):
     confidence: float = Field(0.95, gt=0, lt=1)
     seed: int = 0
     out: Path = Path("runs/leakage")
-
-    @field_validator("data", "models", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
 
 def _parse_dates(value: str | dict[str, str] | None) -> str | dict[str, str] | None:

@@ -29,7 +29,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chaosfm._artifacts import atomic_write_bytes, atomic_write_text, verify_run, write_json, write_meta, write_yaml
-from chaosfm._config import ConfigError
+from chaosfm._config import CommaList, ConfigError
 from chaosfm._progress import say
 from chaosfm.data import DataError, TimeFence, load, trained_through_to_json
 from chaosfm.tokenizers._base import AbstractTokenizer, load_tokenizer
@@ -51,7 +51,7 @@ class TokenizeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: list[str] = Field(description="built-in dataset names or file paths (or one 'a,b' string)")
+    data: CommaList = Field(description="built-in dataset names or file paths (or one 'a,b' string)")
     data_options: dict[str, Any] = Field(default_factory=dict, description="options for data.load")
     tokenizer: Literal["fsq", "vqvae", "bins"] = "fsq"
     levels: list[int] = Field(default_factory=lambda: [8, 8, 4, 4], description="FSQ levels per dimension")
@@ -67,13 +67,6 @@ class TokenizeConfig(BaseModel):
     seed: int = 0
     speed_repeats: int = Field(5, ge=1, description="timed encoding runs for encode_candles_per_second")
     out: Path = Path("runs/tokenize")
-
-    @field_validator("data", mode="before")
-    @classmethod
-    def _split_names(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
     @field_validator("data")
     @classmethod

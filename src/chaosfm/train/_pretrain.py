@@ -34,7 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chaosfm._artifacts import ArtifactError, atomic_write_bytes, verify_run, write_json, write_meta, write_yaml
-from chaosfm._config import ConfigError
+from chaosfm._config import CommaList, ConfigError
 from chaosfm.data import (
     DataError,
     TimeFence,
@@ -68,20 +68,13 @@ class PretrainData(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    names: list[str] = Field(description="built-in market datasets or CSV/Parquet paths")
+    names: CommaList = Field(description="built-in market datasets or CSV/Parquet paths")
     cutoff: str | dict[str, str] | None = Field(
         None, description="last timestamp the encoder sees: one date, or one per asset"
     )
     cutoff_fraction: float = Field(0.8, gt=0, lt=1, description="default cutoff: this fraction of each asset's rows")
     embargo: int = Field(5, ge=0, description="rows after the cutoff kept out of the held-out check")
     vol_window: int = Field(20, ge=2, description="rows of the realized-volatility feature")
-
-    @field_validator("names", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
     def fence(self, frame: pd.DataFrame) -> TimeFence:
         """The cutoff (and embargo) as a TimeFence over ``frame``'s assets."""

@@ -41,7 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chaosfm._artifacts import write_json, write_meta, write_yaml
-from chaosfm._config import ConfigError, parse_config
+from chaosfm._config import CommaList, ConfigError, parse_config
 from chaosfm.data import DataError, TimeFence, load, target_columns, trained_through, trained_through_to_json
 from chaosfm.data._fence import as_timestamp_like
 from chaosfm.train._codes import METRICS_FILE, CodeData, run_train
@@ -70,19 +70,12 @@ class DataSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    names: list[str] = Field(description="built-in dataset names or CSV/Parquet paths (or one 'a,b' string)")
+    names: CommaList = Field(description="built-in dataset names or CSV/Parquet paths (or one 'a,b' string)")
     options: dict[str, Any] = Field(default_factory=dict, description="options for chaosfm.data.load")
     cutoff: str | float | None = Field(None, description="last timestamp the tokenizer and model may see")
     cutoff_fraction: float = Field(0.8, gt=0, lt=1, description="default cutoff: this fraction of each asset's rows")
     embargo: int = Field(0, ge=0, description="rows after the cutoff left out of the held-out codes")
     vol_window: int = Field(20, ge=2, description="rows of the realized volatility fed to exo_clock models")
-
-    @field_validator("names", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
     @field_validator("names")
     @classmethod
