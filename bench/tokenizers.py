@@ -1,6 +1,6 @@
 """Tokenizer benchmark: health and encode speed of FSQ, VQ-VAE and bins, side by side, in one run.
 
-Each tokenizer is fitted with ``chaosfm.tokenizers.run_tokenize`` (exactly what ``chaosfm tokenize``
+Each tokenizer is fitted with ``chaosfm.jobs.tokenize.run`` (exactly what ``chaosfm tokenize``
 does) on the rows of each asset before its cutoff (default: 80% of its rows) and measured on the
 rows after it. Reconstruction is reported as the ratio of its RMSE to that of predicting the
 training mean (per feature, in feature units), and encode speed also as a ratio to uniform bins
@@ -33,7 +33,9 @@ import pandas as pd  # noqa: E402
 
 from chaosfm._artifacts import machine  # noqa: E402
 from chaosfm.data import load  # noqa: E402
-from chaosfm.tokenizers import TokenizeConfig, encode_throughput, load_tokenizer, run_tokenize  # noqa: E402
+from chaosfm.jobs.tokenize import TokenizeConfig  # noqa: E402
+from chaosfm.jobs.tokenize import run as run_tokenize  # noqa: E402
+from chaosfm.tokenizers import encode_throughput, load_tokenizer  # noqa: E402
 
 TRAIN_DATA = "sp500,nasdaq,ndx,n225"
 SPEED_DATA = "sp500,nasdaq,ndx,n225,jkse"

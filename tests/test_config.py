@@ -1,9 +1,11 @@
-"""Configs: a typo names the key and the allowed keys."""
+"""Configs: a typo names the key and the allowed keys; dotted overrides; the one integer validator."""
 
+import numpy as np
 import pytest
+from pydantic import BaseModel, ConfigDict
 
-from chaosfm._config import ConfigError, read_config
-from chaosfm.pipelines import EvaluateConfig
+from chaosfm._config import ConfigError, parse_assignments, read_config, require_int
+from chaosfm.jobs.evaluate import EvaluateConfig
 
 
 def test_unknown_and_wrong_keys_are_named(tmp_path):
@@ -24,3 +26,65 @@ def test_flags_override_file(tmp_path):
     path.write_text("datasets: [{name: sp500}]\ncutoff: '2010-01-01'\n")
     config = read_config(EvaluateConfig, path, {"cutoff": "2012-01-01"})
     assert config.cutoff == "2012-01-01"
+
+
+class Train(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    steps: int = 10
+
+
+class Run(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "run"
+    train: Train = Train()
+
+
+def test_dotted_overrides_set_nested_keys_skip_none_and_leave_the_file_alone(tmp_path):
+    path = tmp_path / "run.yaml"
+    text = "name: first\ntrain: {steps: 5}\n"
+    path.write_text(text)
+    config = read_config(Run, path, {"train.seed": 3, "name": None, "train.steps": None})
+    assert config.train.seed == 3 and config.train.steps == 5  # the file's other nested key stays
+    assert config.name == "first"  # None: a flag that was not given
+    assert path.read_text() == text
+    # No file: the overrides alone; a dotted key creates its section.
+    assert read_config(Run, None, {"train.steps": 7}).train == Train(steps=7)
+    # A dotted typo is named like a file's typo, with the keys allowed there.
+    with pytest.raises(ConfigError, match=r"flags: unknown key 'train.sed'.*seed, steps"):
+        read_config(Run, None, {"train.sed": 1})
+    with pytest.raises(ConfigError, match=r"run.yaml: key 'train.seed'"):
+        read_config(Run, path, {"train.seed": "three"})
+
+
+def test_parse_assignments_reads_values_as_yaml_and_names_a_bad_assignment():
+    got = parse_assignments(["train.seed=3", "model.levels=[4, 4]", "name=sp500", "lr=0.5", "flag=true",
+                             "data.names=sp500,ndx", "text="])
+    assert got == {"train.seed": 3, "model.levels": [4, 4], "name": "sp500", "lr": 0.5, "flag": True,
+                   "data.names": "sp500,ndx", "text": ""}
+    assert parse_assignments(None) == {} and parse_assignments([]) == {}
+    assert parse_assignments(["train.lr=0.001"]) == {"train.lr": 0.001}
+    for bad in ("train.seed", "=3", "train..seed=3", ".seed=3"):
+        with pytest.raises(ConfigError, match=rf"--set '{bad}': expected KEY=VALUE"):
+            parse_assignments([bad])
+    with pytest.raises(ConfigError, match=r"--set 'x=\[1, 2': the value is not valid YAML"):
+        parse_assignments(["x=[1, 2"])
+    with pytest.raises(ConfigError, match=r"--set 'train.seed=null': no value"):
+        parse_assignments(["train.seed=null"])
+    # The assignments reach nested keys of a config.
+    assert read_config(Run, None, parse_assignments(["train.seed=4"])).train.seed == 4
+
+
+def test_require_int_is_the_one_integer_rule():
+    assert require_int(3, "steps") == 3 and type(require_int(np.int64(2), "n", 2)) is int
+    assert require_int(0, "embargo", 0) == 0
+    with pytest.raises(ConfigError, match=r"^steps must be positive \(>= 1\), got 0$"):
+        require_int(0, "steps")
+    with pytest.raises(ConfigError, match=r"^horizon must be >= 2, got 1$"):
+        require_int(1, "horizon", 2)
+    for bad in (2.0, "3", True, None):
+        with pytest.raises(ConfigError, match=rf"^n must be an integer >= 1, got {bad!r}$".replace("(", r"\(")):
+            require_int(bad, "n")
+    assert issubclass(ConfigError, ValueError)

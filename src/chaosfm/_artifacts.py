@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 META = "meta.json"
@@ -60,12 +61,16 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def nan_to_none(value: Any) -> Any:
-    """JSON has no NaN: write null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    """JSON has no NaN: write null. NumPy scalars become Python numbers, tuples lists."""
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, dict):
         return {k: nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [nan_to_none(v) for v in value]
     return value
 

@@ -5,10 +5,13 @@ A typo is an error that names the key and the keys allowed there.
 
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
@@ -83,16 +86,95 @@ def parse_config(model: type[M], data: Any, source: str = "<config>") -> M:
         raise explain(error, model, source) from None
 
 
-def read_config(model: type[M], path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> M:
-    """Read a YAML config file into ``model``; ``overrides`` (from CLI flags) win over the file."""
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping in a YAML file (``safe_load``: loading never runs code).
+
+    Raises:
+        ConfigError: no such file, not YAML, or not a mapping.
+    """
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"{file}: no such config file")
     try:
         data = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ConfigError(f"{file}: not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: expected a mapping of keys to values")
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return parse_config(model, data, str(file))
+    return data
+
+
+def merge_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``data`` with ``overrides`` on top; a dotted key (``train.seed``) sets a nested key.
+
+    ``None`` values are skipped (a flag that was not given). ``data`` is not modified.
+    """
+    merged = copy.deepcopy(data)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        *sections, last = key.split(".")
+        target = merged
+        for section in sections:
+            if not isinstance(target.get(section), dict):
+                target[section] = {}
+            target = target[section]
+        target[last] = value
+    return merged
+
+
+def parse_assignments(assignments: list[str] | None, source: str = "--set") -> dict[str, Any]:
+    """``["train.seed=3", "data.names=sp500,nasdaq"]`` -> ``{"train.seed": 3, ...}``.
+
+    Each value is read as YAML (``3`` is an int, ``[4, 4]`` a list, ``null`` None-as-null is
+    refused: leave the key out instead).
+    """
+    out: dict[str, Any] = {}
+    for text in assignments or []:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"{source} {text!r}: expected KEY=VALUE, e.g. train.seed=3")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{source} {text!r}: the value is not valid YAML ({error})") from None
+        if value is None:
+            raise ConfigError(f"{source} {text!r}: no value; leave the key out to keep its default")
+        out[key] = value
+    return out
+
+
+def read_config(
+    model: type[M],
+    path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    source: str = "flags",
+) -> M:
+    """The one config reader: a YAML file (optional) with ``overrides`` merged on top.
+
+    Args:
+        model: the pydantic model (``extra="forbid"``) to validate into.
+        path: a YAML file, or None for flags alone.
+        overrides: from CLI flags; dotted keys (``train.seed``) set nested keys; None is skipped.
+        source: what the errors name when there is no file.
+
+    Raises:
+        ConfigError: naming the file or flags, the key and the keys allowed there.
+    """
+    data = read_yaml(path) if path is not None else {}
+    return parse_config(model, merge_overrides(data, overrides), str(path) if path is not None else source)
+
+
+def require_int(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an int, or a ConfigError (a ValueError) naming ``name`` and the rule broken.
+
+    The one integer validator of chaosfm: counts, lengths and sizes given by a person.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        rule = "positive (>= 1)" if minimum == 1 else f">= {minimum}"
+        raise ConfigError(f"{name} must be {rule}, got {value}")
+    return int(value)

@@ -1,38 +1,14 @@
-"""Scoring the multitask head: per-class numbers by hand, and a tiny run end to end."""
+"""Scoring the multitask head: per-class numbers by hand, and the per-class table of a predictions frame.
 
-import json
+The end-to-end run (train, predict, score, write the folder) is in tests/jobs/test_multitask_scoring.py.
+"""
 
 import numpy as np
 import pandas as pd
-import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from chaosfm._config import parse_config
-from chaosfm.data import validate
-from chaosfm.evaluate import multitask_table, run_multitask
+from chaosfm.evaluate import multitask_table, score_multitask
 from chaosfm.evaluate._multitask import _class_scores
-from chaosfm.train import MultitaskRunConfig, load_multitask_run, predict_history, prepare_multitask_data
-
-ROWS = 900
-STAMPS = pd.bdate_range("2001-01-01", periods=ROWS)
-
-
-def synthetic_frame(seed=0):
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(0.01 * rng.standard_normal(ROWS)))
-    return validate(pd.DataFrame({
-        "asset": "a", "timestamp": STAMPS, "open": close, "high": close * 1.003, "low": close * 0.997,
-        "close": close, "volume": rng.uniform(1e5, 1e6, ROWS),
-    }))
-
-
-def tiny_config():
-    return parse_config(MultitaskRunConfig, {
-        "data": "synthetic", "horizon": 20, "vol_horizon": 10, "threshold": 0.02, "cutoff": str(STAMPS[699].date()),
-        "val_fraction": 0.2, "embargo": 3, "segment_length": 16, "burn_in": 8, "causal_checks": 1,
-        "model": {"d_model": 16, "n_layers": 1, "d_state": 8, "head_dim": 8, "chunk_size": 8},
-        "train": {"steps": 3, "batch_size": 4, "tbptt_segments": 2, "warmup_steps": 1, "log_every": 1},
-    }, "test")
 
 
 def test_class_scores_by_hand():
@@ -64,37 +40,52 @@ def test_class_scores_by_hand():
     assert _class_scores(part.iloc[:0], 2, (-0.04, 0.06)) == {"n_windows": 0, "n_nonoverlapping": 0}
 
 
-@pytest.mark.slow
-def test_tiny_run_end_to_end(tmp_path):
-    frame = synthetic_frame()
-    config = tiny_config()
-    out = tmp_path / "run"
-    metrics = run_multitask(config, out, frame=frame)
-    # the protocol's classes coincide with the purged splits
-    assert metrics["split_by_class"]["train"] == {"in_sample": metrics["classes"]["in_sample"]["n_windows"]}
-    assert set(metrics["split_by_class"]["validation"]) == {"within_pretrain"}
-    assert set(metrics["split_by_class"]["test"]) == {"fresh"}
-    fresh = metrics["classes"]["fresh"]
-    # origins t with t+1 past cutoff row 699 and its embargo, and t + span on the last row 899 at most
-    assert fresh["n_windows"] == (899 - config.span) - (699 + config.embargo) + 1
-    assert 0 <= fresh["coverage_80"] <= 1 and len(fresh["confusion"]) == 3
-    assert metrics["dropped_windows"]["warmup"] == 250
-    for name in ("config.yaml", "meta.json", "model.eqx", "metrics.json", "table.csv", "predictions.csv", "log.jsonl"):
-        assert (out / name).is_file()
-    table = pd.read_csv(out / "table.csv")
+def predictions_frame():
+    """Windows of two assets in every split, with the class the protocol gave each."""
+    rng = np.random.default_rng(1)
+    layout = [("train", "in_sample")] * 6 + [("validation", "within_pretrain")] * 4 + \
+        [("validation", "embargoed")] * 2 + [("test", "fresh")] * 5
+    n = len(layout)
+    return pd.DataFrame({
+        "asset": ["a", "b"] * (n // 2) + ["a"] * (n % 2),
+        "split": [s for s, _ in layout],
+        "window_class": [c for _, c in layout],
+        "direction": rng.integers(0, 3, n),
+        "predicted_direction": rng.integers(0, 3, n),
+        "forward_return": rng.normal(0, 0.05, n),
+        "p10": np.full(n, -0.05),
+        "p90": np.full(n, 0.05),
+        "forward_vol": rng.uniform(0.1, 0.3, n),
+        "predicted_vol": rng.uniform(0.1, 0.3, n),
+        "persistence_vol": rng.uniform(0.1, 0.3, n),
+    })
+
+
+def test_score_multitask_from_a_predictions_frame():
+    predictions = predictions_frame()
+    metrics = score_multitask(predictions, horizon=2)
+    # Climatology: the 10% and 90% quantiles of the training windows' own forward returns.
+    train_returns = predictions.loc[predictions["split"] == "train", "forward_return"].to_numpy()
+    low, high = np.quantile(train_returns, [0.1, 0.9])
+    assert metrics["climatology_quantiles"] == {"p10": low, "p90": high}
+    assert list(metrics["classes"]) == ["in_sample", "within_pretrain", "fresh"]
+    for name, count in (("in_sample", 6), ("within_pretrain", 4), ("fresh", 5)):
+        part = predictions[predictions["window_class"] == name]
+        scores = metrics["classes"][name]
+        assert scores == _class_scores(part, 2, (low, high))
+        assert scores["n_windows"] == count
+        y = part["forward_return"].to_numpy()
+        assert np.isclose(scores["climatology_coverage_80"], np.mean((y >= low) & (y <= high)))
+        assert np.isclose(scores["accuracy"], np.mean(part["direction"] == part["predicted_direction"]))
+    # Embargoed windows are counted, never scored; every split names the classes its windows got.
+    assert metrics["n_embargoed_by_protocol"] == 2
+    assert metrics["split_by_class"] == {
+        "test": {"fresh": 5}, "train": {"in_sample": 6}, "validation": {"embargoed": 2, "within_pretrain": 4},
+    }
+    table = multitask_table(metrics)
     assert table["class"].tolist() == ["in_sample", "within_pretrain", "fresh"]
-    assert table["windows"].tolist() == multitask_table(metrics)["windows"].tolist()
-    assert table["windows"].tolist() == [metrics["classes"][c]["n_windows"] for c in table["class"]]
-    # the saved run reloads (hashes checked) and reproduces its predictions
-    model, scaler, meta = load_multitask_run(out)
-    assert meta["kind"] == "multitask" and meta["trained_through"]["a"].startswith("2003-")
-    assert meta["upstream_trained_through"]["a"] > meta["trained_through"]["a"]
-    saved = json.loads((out / "metrics.json").read_text())
-    assert saved["classes"]["fresh"]["n_windows"] == fresh["n_windows"]
-    predictions = pd.read_csv(out / "predictions.csv")
-    data = prepare_multitask_data(frame, config)
-    output = predict_history(model, data.features["a"][250:], config.segment_length)  # from the warm-up on
-    last = predictions.iloc[-1]
-    t = int(np.flatnonzero(data.timestamps["a"] == np.datetime64(last["origin"]))[0]) - 250
-    p10 = output.quantiles[t, 0] * scaler["targets"]["return_std"] + scaler["targets"]["return_mean"]
-    assert np.isclose(p10, last["p10"], rtol=1e-5)
+    assert table["windows"].tolist() == [6, 4, 5]
+    # A class with no window scores nothing (and its table row is empty, not a number).
+    empty = score_multitask(predictions[predictions["window_class"] != "fresh"], horizon=2)
+    assert empty["classes"]["fresh"] == {"n_windows": 0, "n_nonoverlapping": 0}
+    assert multitask_table(empty).iloc[2, 3:].isna().all() and multitask_table(empty)["windows"].tolist()[2] == 0

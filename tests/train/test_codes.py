@@ -1,4 +1,8 @@
-"""Training code models end to end: learning, TBPTT, run folders, SIGKILL + resume, damaged files."""
+"""Training code models end to end: learning, TBPTT, run folders, SIGKILL + resume, damaged files.
+
+The library's code loss, loop, checkpoints and run folders, driven through the one job function that
+wires them (``chaosfm.jobs.train.train_code_model``).
+"""
 
 import json
 import subprocess
@@ -14,7 +18,8 @@ import pytest
 from chaosfm._artifacts import ArtifactError, verify_run
 from chaosfm._config import ConfigError
 from chaosfm.models import GPT, GPTConfig, generate
-from chaosfm.train import code_loss, load_run, parse_train_run_config, run_train
+from chaosfm.jobs.train import train_code_model
+from chaosfm.train import code_loss, load_run, parse_train_run_config
 
 from ._data import PERIOD, periodic_data, tiny_config, tiny_run_config
 
@@ -23,7 +28,7 @@ from ._data import PERIOD, periodic_data, tiny_config, tiny_run_config
 def gpt_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("gpt")
     config = tiny_run_config("gpt", steps=80, batch_size=8, checkpoint_every=40, log_every=10)
-    return run, run_train(config, run, data=periodic_data())
+    return run, train_code_model(config, run, periodic_data())
 
 
 def test_a_tiny_gpt_learns_a_periodic_code_sequence(gpt_run):
@@ -69,7 +74,7 @@ def test_resuming_with_another_model_config_is_refused(gpt_run):
     config = tiny_config("gpt", steps=80, batch_size=8, checkpoint_every=40, log_every=10)
     config["model"]["d_model"] = 64
     with pytest.raises(ConfigError, match="model.d_model"):
-        run_train(parse_train_run_config(config), run, resume=True, data=periodic_data())
+        train_code_model(parse_train_run_config(config), run, periodic_data(), resume=True)
 
 
 def test_tbptt_gradient_is_the_sum_of_segment_gradients_with_the_state_stopped():
@@ -107,7 +112,7 @@ def test_a_tiny_mamba_learns_the_sequence_with_truncated_bptt(tmp_path):
     config = tiny_run_config(
         "mamba", steps=80, batch_size=8, tbptt_segments=2, checkpoint_every=80, log_every=10
     )
-    result = run_train(config, tmp_path, data=periodic_data())
+    result = train_code_model(config, tmp_path, periodic_data())
     assert result.history[-1]["loss"] < 0.05
     assert result.metrics["heldout"]["accuracy"] == 1.0
 
@@ -117,13 +122,13 @@ _KILLED_RUN = textwrap.dedent(
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     from train._data import periodic_data, tiny_run_config
-    from chaosfm.train import run_train
+    from chaosfm.jobs.train import train_code_model
 
     def die(step, metrics):
         if step == 7:  # after the step-5 checkpoint, before the step-10 one
             os.kill(os.getpid(), signal.SIGKILL)
 
-    run_train(tiny_run_config("gpt"), {run!r}, data=periodic_data(), on_step=die)
+    train_code_model(tiny_run_config("gpt"), {run!r}, periodic_data(), on_step=die)
     """
 )
 
@@ -140,9 +145,9 @@ def test_a_run_killed_with_sigkill_resumes_to_bit_identical_parameters(tmp_path,
     log_steps = [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()]
     assert log_steps[-1] == 7
 
-    resumed = run_train(tiny_run_config("gpt"), killed, resume=True, data=periodic_data())
+    resumed = train_code_model(tiny_run_config("gpt"), killed, periodic_data(), resume=True)
     assert resumed.resumed_from == 5
-    run_train(tiny_run_config("gpt"), tmp_path / "straight", data=periodic_data())
+    train_code_model(tiny_run_config("gpt"), tmp_path / "straight", periodic_data())
     assert (killed / "model.eqx").read_bytes() == (tmp_path / "straight" / "model.eqx").read_bytes()
     log_steps = [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()]
     assert log_steps == list(range(1, 13))  # the lost steps 6-7 were logged once, after the resume

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from chaosfm._config import ConfigError
-from chaosfm.train import CodeData, parse_train_run_config, run_train
+from chaosfm.jobs.train import train_code_model
+from chaosfm.train import CodeData, parse_train_run_config
 
 from ._data import periodic_data, tiny_config
 
@@ -57,7 +58,7 @@ def test_config_that_does_not_fit_the_data_fails_before_training(tmp_path, chang
         section, name = dotted.split("__")
         config[section][name] = value
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
-        run_train(parse_train_run_config(config), tmp_path / "run", data=data or periodic_data())
+        train_code_model(parse_train_run_config(config), tmp_path / "run", data or periodic_data())
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

@@ -10,9 +10,10 @@ import pytest
 
 from chaosfm._config import ConfigError
 from chaosfm.data import LeakageError, load
-from chaosfm.evaluate import JEPAForecaster
+from chaosfm.forecasters import JEPAForecaster
+from chaosfm.jobs.pretrain import PretrainConfig, run as run_pretrain
 from chaosfm.tokenizers import FSQConfig, FSQTokenizer
-from chaosfm.train import EncoderInputs, FeatureScaler, PretrainConfig, feature_streams, load_pretrained, run_pretrain
+from chaosfm.train import EncoderInputs, FeatureScaler, feature_streams, load_pretrained
 
 TINY_MODEL = dict(context_length=16, d_model=16, n_layers=1, d_state=8, head_dim=8, d_embed=8, d_pred=8,
                   min_future=4, max_future=8, min_span=2, max_span=4, cfm_horizon=3, cfm_steps=2)
@@ -29,12 +30,12 @@ def frame():
 
 @pytest.fixture(scope="module")
 def code_run(frame, tmp_path_factory):
+    run = tmp_path_factory.mktemp("jepa-codes") / "run"
     config = PretrainConfig.model_validate(
         {"data": {"names": ["sp500"], "cutoff": CUTOFF}, "model": {**TINY_MODEL, "cfm_weight": 1.0},
-         "train": TINY_TRAIN, "tokenizer": TINY_TOKENIZER}
+         "train": TINY_TRAIN, "tokenizer": TINY_TOKENIZER, "out": str(run)}
     )
-    run = tmp_path_factory.mktemp("jepa-codes") / "run"
-    return run, run_pretrain(config, run, frame=frame)
+    return run, run_pretrain(config, frame=frame)
 
 
 def test_codes_are_the_tokenizers_own_tokens_row_for_row(frame, code_run):
@@ -56,9 +57,9 @@ def test_codes_are_the_tokenizers_own_tokens_row_for_row(frame, code_run):
 
 
 def test_pretraining_on_codes_records_the_tokenizer_upstream(frame, code_run):
-    run, result = code_run
-    assert result.metrics["input"] == "codes" and result.metrics["vocab_size"] == 48
-    assert result.metrics["heldout"]["windows"] > 50
+    run, metrics = code_run
+    assert metrics["input"] == "codes" and metrics["vocab_size"] == 48
+    assert metrics["heldout"]["windows"] > 50
     meta = json.loads((run / "meta.json").read_text())
     assert meta["input"] == "codes" and "tokenizer/model.eqx" in meta["files"]
     # The tokenizer was fitted on the encoder's rows only: through the cutoff, read from the artifact.
@@ -77,10 +78,10 @@ def test_a_saved_tokenizer_that_saw_past_the_cutoff_is_refused(frame, tmp_path):
     tokenizer.fit(later, key=jax.random.key(0), steps=2).save(tmp_path / "tok")
     config = PretrainConfig.model_validate(
         {"data": {"names": ["sp500"], "cutoff": CUTOFF}, "model": TINY_MODEL, "train": TINY_TRAIN,
-         "tokenizer": {"path": str(tmp_path / "tok")}}
+         "tokenizer": {"path": str(tmp_path / "tok")}, "out": str(tmp_path / "run")}
     )
     with pytest.raises(LeakageError, match="tokenizer.path .* through 2006-09-29"):
-        run_pretrain(config, tmp_path / "run", frame=frame)
+        run_pretrain(config, frame=frame)
     assert not (tmp_path / "run" / "model.eqx").exists()
 
 

@@ -14,13 +14,13 @@ _SCRIPT = textwrap.dedent(
     import jax, numpy as np
     sys.path.insert(0, {tests!r})
     from train._data import periodic_data, tiny_run_config
-    from chaosfm.train import run_train
+    from chaosfm.jobs.train import train_code_model
 
     assert len(jax.devices()) == 4, jax.devices()
     results = {{}}
     for devices in (None, 4):
         config = tiny_run_config("gpt", steps=6, batch_size=8, devices=devices, checkpoint_every=6)
-        result = run_train(config, {root!r} + f"/run-{{devices}}", data=periodic_data())
+        result = train_code_model(config, {root!r} + f"/run-{{devices}}", periodic_data())
         results[devices] = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(result.model)]
     worst = max(float(np.max(np.abs(a - b))) for a, b in zip(results[None], results[4]))
     scale = max(float(np.max(np.abs(a))) for a in results[None])

@@ -1,4 +1,4 @@
-"""The multitask job's data side and loss: fences, purged splits, training windows, TBPTT."""
+"""The multitask head's library side: fences, purged splits, training windows, TBPTT, the history pass."""
 
 import equinox as eqx
 import jax
@@ -7,11 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chaosfm._config import ConfigError, parse_config
+from chaosfm._config import ConfigError
 from chaosfm.data import feature_warmup, forward_labels, validate
-from chaosfm.models import FeatureMamba
-from chaosfm.train import MultitaskRunConfig, prepare_multitask_data
-from chaosfm.train._multitask import WindowBatches, predict_history, tbptt_loss
+from chaosfm.models import FeatureMamba, MultitaskConfig
+from chaosfm.train import MultitaskSettings, multitask_batches, predict_history, prepare_multitask_data, tbptt_loss
 
 
 def perturb(model, seed):
@@ -41,31 +40,27 @@ def synthetic_frame(rows=ROWS, seed=0, assets=("a",)):
     return validate(pd.concat(parts, ignore_index=True))
 
 
-def tiny_config(**changes):
-    settings = {
-        "data": "synthetic", "horizon": 20, "vol_horizon": 10, "threshold": 0.02,
-        "cutoff": str(pd.bdate_range("2001-01-01", periods=ROWS)[699].date()),
-        "val_fraction": 0.2, "embargo": 3, "segment_length": 16, "burn_in": 8, "causal_checks": 2,
-        "model": {"d_model": 16, "n_layers": 1, "d_state": 8, "head_dim": 8, "chunk_size": 8},
-        "train": {"steps": 3, "batch_size": 4, "tbptt_segments": 2, "warmup_steps": 1, "log_every": 1},
-    }
-    settings.update(changes)
-    return parse_config(MultitaskRunConfig, settings, "test")
+SETTINGS = MultitaskSettings(
+    horizon=20, vol_horizon=10, threshold=0.02, val_fraction=0.2, embargo=3, causal_checks=2,
+    window=32, burn_in=8,  # segment_length 16 * tbptt_segments 2
+)
+CUT = 699  # the last row of each asset at or before the cutoff
+BATCH, SEED = 4, 0
+MODEL = MultitaskConfig(n_features=16, d_model=16, n_layers=1, d_state=8, head_dim=8, chunk_size=8)
 
 
 @pytest.fixture(scope="module")
 def prepared():
     frame = synthetic_frame(assets=("a", "b"))
-    config = tiny_config()
-    return frame, config, prepare_multitask_data(frame, config)
+    return frame, SETTINGS, prepare_multitask_data(frame, SETTINGS, {"a": CUT, "b": CUT})
 
 
 def test_fences_and_trained_through(prepared):
-    frame, config, data = prepared
+    frame, settings, data = prepared
     warmup = feature_warmup()
     for asset in ("a", "b"):
         train_end, cut = data.boundaries[asset]
-        assert cut == 699 and train_end == 699 - round(0.2 * (699 - warmup))
+        assert cut == CUT and train_end == CUT - round(0.2 * (CUT - warmup))
         stamps = data.timestamps[asset]
         assert data.trained_through[asset] == stamps[train_end]  # the network
         assert pd.Timestamp(data.scaler["trained_through"][asset]) == stamps[cut]  # the scaler
@@ -73,52 +68,60 @@ def test_fences_and_trained_through(prepared):
         label_end = pd.to_datetime(labels["label_end"]).to_numpy()
         assert np.all(label_end[split == 0] <= stamps[train_end])
         assert np.all((label_end[split == 1] <= stamps[cut]) & (stamps[np.flatnonzero(split == 1)] >= stamps[train_end]))
-        assert np.all(stamps[np.flatnonzero(split == 2) + 1] > stamps[cut + config.embargo])
+        assert np.all(stamps[np.flatnonzero(split == 2) + 1] > stamps[cut + settings.embargo])
         assert {0, 1, 2} <= set(split.tolist())
 
 
 def test_scaler_reads_rows_up_to_the_cutoff_only(prepared):
-    frame, config, data = prepared
+    frame, settings, data = prepared
     changed = frame.copy()
-    after = frame.groupby("asset").cumcount().to_numpy() > 699
+    after = frame.groupby("asset").cumcount().to_numpy() > CUT
     changed.loc[after, ["open", "high", "low", "close"]] *= 3.0  # a different future
-    again = prepare_multitask_data(changed, config)
+    again = prepare_multitask_data(changed, settings, {"a": CUT, "b": CUT})
     assert again.scaler["mean"] == data.scaler["mean"] and again.scaler["std"] == data.scaler["std"]
     assert again.targets == data.targets
-    np.testing.assert_array_equal(again.features["a"][:700], data.features["a"][:700])
+    np.testing.assert_array_equal(again.features["a"][: CUT + 1], data.features["a"][: CUT + 1])
 
 
 def test_training_windows_stay_before_the_train_boundary(prepared):
-    frame, config, data = prepared
-    batches = WindowBatches(data, config)
-    warmup = feature_warmup()
-    ends = [data.boundaries[a][0] + 1 for a in ("a", "b")]
-    assert batches.arrays["features"].shape[0] == sum(ends)  # nothing past the boundary is even held
-    offsets = np.r_[0, np.cumsum(ends)]
-    last_row = batches.starts + config.window - 1
-    asset_of = np.searchsorted(offsets, batches.starts, side="right") - 1
-    assert np.all(last_row < offsets[asset_of + 1]) and np.all(batches.starts - offsets[asset_of] >= warmup)
+    frame, settings, data = prepared
+    batches = multitask_batches(data, settings, BATCH, SEED)
+    warmup, window = feature_warmup(), settings.window
+    # By hand: every (asset, start) whose window lies in [warmup, train boundary], in stream order.
+    starts = [(asset, s) for asset in ("a", "b") for s in range(warmup, data.boundaries[asset][0] + 2 - window)]
+    assert batches.windows == len(starts)
     batch = batches(5)
-    assert batch["features"].shape == (4, 32, 16) and batch["mask"].shape == (4, 32)
-    assert not batch["mask"][:, : config.burn_in].any()
+    assert batch["features"].shape == (BATCH, window, 16) and batch["mask"].shape == (BATCH, window)
+    assert not batch["mask"][:, : settings.burn_in].any()
     np.testing.assert_array_equal(batches(5)["features"], batch["features"])  # a function of the step
-    # masked-in rows are training windows, and their labels are the standardised forward labels
-    rows = batches.starts[np.random.default_rng([config.train.seed, 5]).integers(0, batches.starts.size, 4)]
-    a_rows = rows[rows < ends[0]]
-    if a_rows.size:
-        raw = forward_labels(frame.loc[frame["asset"] == "a", "close"].to_numpy(), horizon=20, threshold=0.02,
-                             vol_horizon=10)
-        i = int(np.flatnonzero(rows < ends[0])[0])
-        t = a_rows[0] + np.flatnonzero(batch["mask"][i])
-        assert np.all(data.split["a"][t] == 0)
-        np.testing.assert_allclose(batch["ret"][i][batch["mask"][i]],
-                                   (raw["forward_return"][t] - data.targets["return_mean"]) / data.targets["return_std"],
-                                   rtol=1e-5, atol=1e-6)
+    drawn = [starts[i] for i in np.random.default_rng([SEED, 5]).integers(0, len(starts), BATCH)]
+    for i, (asset, start) in enumerate(drawn):
+        rows = np.arange(start, start + window)
+        assert rows[-1] <= data.boundaries[asset][0]  # the network never reads past the train boundary
+        np.testing.assert_array_equal(batch["features"][i], data.features[asset][rows])
+        # masked in: the training rows past the burn-in, nothing else
+        np.testing.assert_array_equal(batch["mask"][i], (data.split[asset][rows] == 0) & (np.arange(window) >= settings.burn_in))
+    # masked-in rows are training rows, and their labels are the standardised forward labels
+    raw = forward_labels(frame.loc[frame["asset"] == "a", "close"].to_numpy(), horizon=20, threshold=0.02,
+                         vol_horizon=10)
+    checked = 0
+    for step in range(5, 25):
+        batch = batches(step)
+        drawn = [starts[i] for i in np.random.default_rng([SEED, step]).integers(0, len(starts), BATCH)]
+        for i, (asset, start) in enumerate(drawn):
+            if asset != "a" or not batch["mask"][i].any():
+                continue
+            t = start + np.flatnonzero(batch["mask"][i])
+            assert np.all(data.split["a"][t] == 0)
+            np.testing.assert_allclose(batch["ret"][i][batch["mask"][i]],
+                                       (raw["forward_return"][t] - data.targets["return_mean"]) / data.targets["return_std"],
+                                       rtol=1e-5, atol=1e-6)
+            checked += 1
+    assert checked > 0
 
 
-def test_tbptt_carries_the_state_forward_and_stops_its_gradient(prepared):
-    _, config, _ = prepared
-    model = perturb(FeatureMamba(config.model.to_config(16), key=jax.random.key(0)), seed=1)
+def test_tbptt_carries_the_state_forward_and_stops_its_gradient():
+    model = perturb(FeatureMamba(MODEL, key=jax.random.key(0)), seed=1)
     rng = np.random.default_rng(0)
     batch = {
         "features": jnp.asarray(rng.normal(size=(2, 16, 16)), jnp.float32),
@@ -144,19 +147,18 @@ def test_tbptt_carries_the_state_forward_and_stops_its_gradient(prepared):
 
 
 def test_history_prediction_does_not_depend_on_the_segment_length(prepared):
-    _, config, data = prepared
-    model = FeatureMamba(config.model.to_config(16), key=jax.random.key(0))
+    _, _, data = prepared
+    model = FeatureMamba(MODEL, key=jax.random.key(0))
     a = predict_history(model, data.features["a"], 16)
     b = predict_history(model, data.features["a"], 50)
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
 
 
-def test_config_errors_name_the_key():
+def test_settings_that_do_not_fit_the_data_name_the_key():
     frame = synthetic_frame()
     with pytest.raises(ConfigError, match="cutoff"):
-        prepare_multitask_data(frame, tiny_config(cutoff="2001-06-01"))
+        prepare_multitask_data(frame, SETTINGS, {"a": 100})  # too few rows before the cutoff
+    long = MultitaskSettings(**{**SETTINGS.__dict__, "window": 800})
     with pytest.raises(ConfigError, match="segment_length"):
-        WindowBatches(prepare_multitask_data(frame, tiny_config(segment_length=400)), tiny_config(segment_length=400))
-    with pytest.raises(ConfigError, match="horizont"):
-        parse_config(MultitaskRunConfig, {"horizont": 90}, "test")
+        multitask_batches(prepare_multitask_data(frame, long, {"a": CUT}), long, BATCH, SEED)

@@ -1,4 +1,5 @@
-"""REINFORCE on a toy bandit against the exact policy gradient; the SFT loss, log-probs, KL, decoded returns."""
+"""REINFORCE on a toy bandit against the exact policy gradient; the SFT loss, log-probs, KL, decoded returns
+(the tokenizer's ``return_decoder``, the RL reward's view of a candle tokenizer)."""
 
 import equinox as eqx
 import jax
@@ -10,7 +11,6 @@ from scipy import stats
 
 from chaosfm.models import GPT, GPTConfig
 from chaosfm.train import exact_kl, horizon_loss, reinforce_surrogate, sequence_log_probs
-from chaosfm.train._reinforce import candle_return_decoder
 
 ARM_MEANS = jnp.array([1.0, 2.0, 0.5, 3.0])  # arm 3 is the best
 NOISE = 0.5
@@ -140,8 +140,23 @@ def test_decoded_returns_match_the_tokenizer_decode():
     tokenizer = FSQTokenizer(FSQConfig(levels=(4, 4), **small))
     tokenizer.fit(frame, key=jax.random.key(0), steps=3)
     codes = jnp.asarray(tokenizer.encode(frame)[:40])
-    got = np.asarray(candle_return_decoder(tokenizer)(codes))
+    got = np.asarray(tokenizer.return_decoder()(codes))
     index = list(tokenizer.value_names).index("symlog_return")
     symlog = tokenizer.decode(np.asarray(codes))[:, index]
     expected = np.sign(symlog) * np.expm1(np.abs(symlog)) / 100.0
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_a_bins_tokenizer_has_no_return_decoder():
+    import pandas as pd
+
+    from chaosfm._config import ConfigError
+    from chaosfm.data import validate
+    from chaosfm.tokenizers import BinConfig, BinTokenizer
+
+    t = np.arange(200) * 0.05
+    frame = validate(pd.DataFrame({"asset": "p", "timestamp": t, "x0": np.sin(t), "x1": 2 + np.cos(t)}))
+    tokenizer = BinTokenizer(BinConfig(vocab_size=34, kind="uniform"))
+    tokenizer.fit(frame, key=jax.random.key(0))
+    with pytest.raises(ConfigError, match="decodes no returns.*candle tokenizer"):
+        tokenizer.return_decoder()

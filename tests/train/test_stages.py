@@ -1,183 +1,140 @@
-"""The four stages: each output loads in the next, lineage in meta.json, refusals before training, the table."""
+"""The stage objects of ``chaosfm.train.STAGES``: windows, train defaults, learning-rate scales, parents,
+RL's checks and metrics, and the loss each one hands the loop."""
 
-import json
-import shutil
-from pathlib import Path
-
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chaosfm._artifacts import ArtifactError, sha256
 from chaosfm._config import ConfigError
-from chaosfm.data import load
-from chaosfm.evaluate import Protocol, TokenForecaster
-from chaosfm.train import StageConfig, load_run, read_stage, run_stage, tokenizer_sha256
+from chaosfm.models import GPT, GPTConfig
+from chaosfm.train import (
+    RL,
+    SFT,
+    STAGES,
+    Midtrain,
+    Pretrain,
+    StageSettings,
+    code_loss,
+    horizon_loss,
+    rl_loss,
+)
 
-CONFIGS = Path(__file__).parents[2] / "configs"
-LORENZ = {"names": ["lorenz63"], "options": {"length": 1000}, "embargo": 10}
-LOOP = {"batch_size": 4, "warmup_steps": 1, "checkpoint_every": 50, "log_every": 1}
+
+def test_the_four_stages_in_training_order():
+    assert list(STAGES) == ["pretrain", "midtrain", "sft", "rl"]
+    assert [type(s) for s in STAGES.values()] == [Pretrain, Midtrain, SFT, RL]
+    assert all(stage.name == name for name, stage in STAGES.items())
+
+
+def test_parents_and_who_may_start_from_nothing():
+    assert STAGES["pretrain"].parents == (None, "train", "pretrain")
+    assert STAGES["midtrain"].parents == ("pretrain",)
+    assert STAGES["sft"].parents == ("midtrain", "pretrain")
+    assert STAGES["rl"].parents == ("sft",)
+    assert [name for name, stage in STAGES.items() if stage.from_scratch] == ["pretrain"]
+    assert [name for name, stage in STAGES.items() if stage.single_asset] == ["midtrain"]
+
+
+def test_learning_rate_scales():
+    # A stage's default learning rate is its parent's times this.
+    assert {name: stage.lr_scale for name, stage in STAGES.items()} == {
+        "pretrain": 1.0, "midtrain": 0.1, "sft": 0.5, "rl": 0.1
+    }
+
+
+@pytest.mark.parametrize("name", ["pretrain", "midtrain"])
+def test_next_code_stages_read_whole_contexts_per_segment(name):
+    stage = STAGES[name]
+    settings = StageSettings(horizon=6, context_len=10)  # ignored: next-code windows are the model's
+    assert stage.window(24, 1, settings) == (25, None)
+    assert stage.window(24, 3, settings) == (73, None)  # TBPTT: segments * context + the last target
+
+
+@pytest.mark.parametrize("name", ["sft", "rl"])
+def test_horizon_stages_read_a_context_then_the_horizon(name):
+    stage = STAGES[name]
+    assert stage.window(24, 1, StageSettings(horizon=6)) == (24, 18)  # default context: the model's minus H
+    assert stage.window(24, 1, StageSettings(horizon=6, context_len=10)) == (16, 10)
+    with pytest.raises(ConfigError, match="horizon: 24 leaves no context"):
+        stage.window(24, 1, StageSettings(horizon=24))
+    assert stage.window(24, 1, StageSettings(horizon=24, context_len=5)) == (29, 5)
+
+
+def test_train_defaults():
+    assert STAGES["pretrain"].train_defaults({"tbptt_segments": 4}) == {}
+    assert STAGES["midtrain"].train_defaults({}) == {}
+    assert STAGES["sft"].train_defaults({}) == {"tbptt_segments": 1}
+    assert STAGES["sft"].train_defaults({"tbptt_segments": 1, "steps": 3}) == {"tbptt_segments": 1}
+    # RL's reward curve has a point per step unless the config's train.log_every says otherwise
+    # (the job lays the config's keys over these defaults).
+    assert STAGES["rl"].train_defaults({}) == {"tbptt_segments": 1, "log_every": 1}
+    assert STAGES["rl"].train_defaults({"log_every": 5}) == {"tbptt_segments": 1, "log_every": 1}
+
+
+@pytest.mark.parametrize("name", ["sft", "rl"])
+def test_horizon_stages_refuse_truncated_bptt(name):
+    with pytest.raises(ConfigError, match=f"train.tbptt_segments: {name} reads whole windows; leave it at 1"):
+        STAGES[name].train_defaults({"tbptt_segments": 2})
+
+
+def test_rl_needs_two_samples_per_batch_for_its_baseline():
+    rl = STAGES["rl"]
+    with pytest.raises(ConfigError, match=r"samples: the batch-mean baseline needs batch_size \* samples >= 2"):
+        rl.check(StageSettings(samples=1), batch_size=1)
+    rl.check(StageSettings(samples=2), batch_size=1)
+    rl.check(StageSettings(samples=1), batch_size=2)
+    for name in ("pretrain", "midtrain", "sft"):
+        STAGES[name].check(StageSettings(samples=1), batch_size=1)  # no such rule
+
+
+def test_only_rl_with_a_return_reward_needs_returns():
+    assert STAGES["rl"].needs_returns(StageSettings(reward="return_mse"))
+    assert not STAGES["rl"].needs_returns(StageSettings(reward="token_accuracy"))
+    for name in ("pretrain", "midtrain", "sft"):
+        assert not STAGES[name].needs_returns(StageSettings(reward="return_mse"))
+
+
+def test_rl_metrics_summarise_the_logged_rewards():
+    rewards = [0.1 * i for i in range(1, 16)]  # 15 logged rewards, among entries without one
+    history = []
+    for step, reward in enumerate(rewards, start=1):
+        history.append({"step": step, "loss": 1.0, "reward_mean": reward, "kl": 0.0})
+        history.append({"step": step, "loss": 1.0, "eval": True})
+    summary = STAGES["rl"].metrics(history, StageSettings(reward="return_mse"))["reward"]
+    assert summary["kind"] == "return_mse" and summary["logged_steps"] == 15
+    assert summary["first"] == pytest.approx(0.1) and summary["last"] == pytest.approx(1.5)
+    assert summary["first_10_mean"] == pytest.approx(np.mean(rewards[:10]))
+    assert summary["last_10_mean"] == pytest.approx(np.mean(rewards[-10:]))
+    empty = STAGES["rl"].metrics([{"step": 1, "loss": 2.0}], StageSettings())["reward"]
+    assert empty == {"kind": "token_accuracy", "logged_steps": 0, "first": None, "last": None,
+                     "first_10_mean": None, "last_10_mean": None}
+    for name in ("pretrain", "midtrain", "sft"):
+        assert STAGES[name].metrics(history, StageSettings()) == {}
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    """pretrain (fits bins + a GPT) -> midtrain -> sft -> rl, a few steps each."""
-    root = tmp_path_factory.mktemp("stages")
-    runs = {name: root / name for name in ("pretrain", "midtrain", "sft", "rl")}
-    run_stage(
-        StageConfig(
-            stage="pretrain", data=LORENZ,
-            tokenizer={"kind": "bins", "options": {"vocab_size": 34, "kind": "quantile"}},
-            model={"kind": "gpt", "context_length": 24, "d_model": 32, "n_layers": 1},
-            train={"steps": 5, "learning_rate": 0.01, **LOOP},
-        ),
-        runs["pretrain"],
+def gpt():
+    return GPT(GPTConfig(vocab_size=11, context_length=8, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1),
+               key=jax.random.key(0))
+
+
+def test_each_stage_hands_the_loop_its_objective(gpt):
+    codes = jax.random.randint(jax.random.key(1), (2, 17), 0, 11)
+    key = jax.random.key(2)
+    settings = StageSettings(horizon=3, samples=2, kl_coef=0.2, temperature=0.7)
+    for name in ("pretrain", "midtrain"):
+        loss = STAGES[name].loss(settings, reference=None, segments=2, decode_returns=None)
+        got, expected = loss(gpt, {"codes": codes}, key)[0], code_loss(gpt, {"codes": codes}, segments=2)[0]
+        assert float(got) == pytest.approx(float(expected), rel=1e-6)
+    window = codes[:, :8]
+    loss = STAGES["sft"].loss(settings, reference=None, segments=1, decode_returns=None)
+    assert float(loss(gpt, {"codes": window}, key)[0]) == pytest.approx(
+        float(horizon_loss(gpt, {"codes": window}, horizon=3)[0]), rel=1e-6
     )
-    run_stage(StageConfig(stage="midtrain", parent=str(runs["pretrain"]), train={"steps": 3}), runs["midtrain"])
-    run_stage(StageConfig(stage="sft", parent=str(runs["midtrain"]), horizon=6, train={"steps": 3}), runs["sft"])
-    results = {
-        "rl": run_stage(
-            StageConfig(stage="rl", parent=str(runs["sft"]), horizon=6, samples=4, kl_coef=0.1, train={"steps": 4}),
-            runs["rl"],
-        )
-    }
-    return runs, results
-
-
-@pytest.mark.slow  # the chain of four stage runs: ~20-30 s, shared by the tests marked so
-def test_each_stage_loads_in_the_next_with_its_lineage(chain):
-    runs, _ = chain
-    names = list(runs)
-    tokenizer = tokenizer_sha256(runs["pretrain"] / "tokenizer")
-    for previous, name in zip([None, *names], names):
-        model, meta = load_run(runs[name])  # every hash checks out
-        assert meta["stage"] == name and meta["tokenizer_sha256"] == tokenizer
-        assert TokenForecaster(runs[name]).model.config.vocab_size == 34
-        if previous is None:
-            assert meta["parent"] is None
-        else:
-            assert meta["parent"]["stage"] == previous
-            assert meta["parent"]["model_sha256"] == sha256(runs[previous] / "model.eqx")
-    # midtrain's default learning rate is 0.1x pretrain's; sft 0.5x midtrain's.
-    lr = {n: json.loads((runs[n] / "log.jsonl").read_text().splitlines()[0])["lr"] for n in names}
-    config = {n: runs[n] / "config.yaml" for n in names}
-    import yaml
-
-    peak = {n: yaml.safe_load(config[n].read_text())["train"]["learning_rate"] for n in names}
-    assert peak["midtrain"] == pytest.approx(0.001) and peak["sft"] == pytest.approx(0.0005)
-    assert all(np.isfinite(v) for v in lr.values())
-
-
-@pytest.mark.slow  # the chain of four stage runs: ~20-30 s, shared by the tests marked so
-def test_trained_through_is_the_union_over_ancestors(chain):
-    runs, _ = chain
-    frame = load("lorenz63", length=1000)
-    cutoff = frame["timestamp"].iloc[int(1000 * 0.8) - 1]
-    for name in runs:
-        meta = json.loads((runs[name] / "meta.json").read_text())
-        assert meta["trained_through"] == {"lorenz63": cutoff}
-        assert meta["stage_trained_through"] == {"lorenz63": cutoff}
-
-
-@pytest.mark.slow  # the chain of four stage runs: ~20-30 s, shared by the tests marked so
-def test_rl_logs_its_reward_curve(chain):
-    runs, results = chain
-    entries = [json.loads(line) for line in (runs["rl"] / "log.jsonl").read_text().splitlines()]
-    rewards = [e["reward_mean"] for e in entries if "reward_mean" in e]
-    assert len(rewards) == 4 and all(0.0 <= r <= 1.0 for r in rewards)
-    kl = [e["kl"] for e in entries if "kl" in e]
-    # The policy starts as the SFT model: the first step's exact KL is 0; it grows as the policy moves.
-    assert kl[0] == pytest.approx(0.0, abs=1e-6) and all(k >= 0 for k in kl) and kl[-1] > 0
-    assert (runs["rl"] / "reward_curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert results["rl"].metrics["reward"]["last"] == rewards[-1]
-
-
-@pytest.mark.slow  # uses the chain
-@pytest.mark.parametrize(
-    "stage, parent, message",
-    [
-        ("rl", "pretrain", "rl needs a sft run; this is a pretrain run"),
-        ("rl", "midtrain", "rl needs a sft run; this is a midtrain run"),
-        ("midtrain", "sft", "midtrain needs a pretrain run; this is a sft run"),
-        ("sft", "rl", "sft needs a midtrain run or a pretrain run; this is a rl run"),
-    ],
-)
-def test_a_parent_of_the_wrong_kind_is_refused_before_training(chain, tmp_path, stage, parent, message):
-    runs, _ = chain
-    out = tmp_path / "out"
-    with pytest.raises(ConfigError, match=message):
-        run_stage(StageConfig(stage=stage, parent=str(runs[parent]), train={"steps": 1}), out)
-    assert not out.exists()
-
-
-@pytest.mark.slow  # the chain of four stage runs: ~20-30 s, shared by the tests marked so
-def test_tokenizer_and_data_mismatches_are_refused_before_training(chain, tmp_path):
-    import jax
-    import pandas as pd
-
-    from chaosfm.tokenizers import BinConfig, BinTokenizer
-
-    runs, _ = chain
-    frame = load("lorenz63", length=1000)
-    other = BinTokenizer(BinConfig(vocab_size=34, kind="uniform"))
-    other.fit(frame.iloc[:300], key=jax.random.key(0))
-    other.save(tmp_path / "other")
-    out = tmp_path / "out"
-    with pytest.raises(ConfigError, match="tokenizer.path: .* is not the tokenizer of the parent"):
-        run_stage(StageConfig(stage="sft", parent=str(runs["midtrain"]), tokenizer={"path": str(tmp_path / "other")}), out)
-    with pytest.raises(ConfigError, match=r"lacks column\(s\) \['x0', 'x1', 'x2'\]"):
-        run_stage(StageConfig(stage="midtrain", parent=str(runs["pretrain"]), data={"names": ["sp500"]}), out)
-    two = tmp_path / "two.csv"
-    pd.concat([frame.assign(asset="a"), frame.assign(asset="b")]).to_csv(two, index=False)
-    with pytest.raises(ConfigError, match="midtrain trains on one asset; .* holds 2 \\(a, b\\)"):
-        run_stage(StageConfig(stage="midtrain", parent=str(runs["pretrain"]), data={"names": [str(two)]}), out)
-    assert not out.exists()
-
-
-@pytest.mark.slow  # the chain of four stage runs: ~20-30 s, shared by the tests marked so
-def test_a_damaged_or_missing_parent_is_named(chain, tmp_path):
-    runs, _ = chain
-    damaged = tmp_path / "damaged"
-    shutil.copytree(runs["sft"], damaged)
-    (damaged / "model.eqx").write_bytes(b"not weights")
-    with pytest.raises(ArtifactError, match="model.eqx: damaged"):
-        run_stage(StageConfig(stage="rl", parent=str(damaged)), tmp_path / "out")
-    with pytest.raises(ArtifactError, match="no such run folder"):
-        run_stage(StageConfig(stage="rl", parent=str(tmp_path / "nowhere")), tmp_path / "out")
-    with pytest.raises(ConfigError, match="--in: sft needs"):
-        run_stage(StageConfig(stage="sft"), tmp_path / "out")
-    with pytest.raises(ConfigError, match="reward: return_mse decodes returns with a candle tokenizer"):
-        run_stage(StageConfig(stage="rl", parent=str(runs["sft"]), reward="return_mse"), tmp_path / "out")
-
-
-def test_read_stage_flags_over_file_and_typos(tmp_path):
-    file = tmp_path / "stage.yaml"
-    file.write_text("stage: sft\nhorizon: 3\ntrain: {steps: 9}\n")
-    config = read_stage(file, {"train.learning_rate": 0.01, "horizon": 4, "parent": "x"})
-    assert config.horizon == 4 and config.train == {"steps": 9, "learning_rate": 0.01} and config.parent == "x"
-    flags = read_stage(None, {"stage": "rl", "train.steps": 30, "data.names": ["sp500"], "reward": None})
-    assert flags.train == {"steps": 30} and flags.data.names == ["sp500"] and flags.reward == "token_accuracy"
-    with pytest.raises(ConfigError, match="horizn"):
-        read_stage(None, {"stage": "sft", "horizn": 3})
-
-
-@pytest.mark.slow  # the chain of four stage runs: ~20-30 s, shared by the tests marked so
-def test_pipeline_config_and_the_comparison_table(chain):
-    from chaosfm._four_stage import PipelineEvaluation, compare_stages, read_pipeline_config
-
-    config = read_pipeline_config(CONFIGS / "four-stage.yaml")
-    assert config.stage("rl", "x").reward == "return_mse"
-    runs, _ = chain
-    protocol = Protocol(horizon=2, num_samples=8, context_length=100, min_context=780, step=10, embargo=10)
-    table, details = compare_stages(runs, PipelineEvaluation(dataset="lorenz63", options={"length": 1000}, protocol=protocol))
-    assert list(table["model"]) == ["pretrain", "midtrain", "sft", "rl", "random_walk"]
-    common = details["windows"]["common_fresh"]
-    # Every row is scored on the same windows: those after the cutoff (row 800) and the embargo.
-    assert common == len(range(810, 1000 - 2 + 1, 10)) and set(table["fresh_windows"]) == {common}
-    stages = table.iloc[:4]
-    assert np.all((stages["accuracy"] >= 0) & (stages["accuracy"] <= stages["top5_accuracy"]))
-    assert np.all(stages["perplexity"] > 1) and np.all(np.isfinite(table["crps"]))
-    # Paired differences are over the same windows: the mean difference is the difference of the means.
-    paired = details["paired_vs_pretrain"]["rl"]["crps"]
-    crps = dict(zip(table["model"], table["crps"]))
-    assert paired["difference"] == pytest.approx(crps["rl"] - crps["pretrain"], rel=1e-9, abs=1e-12)
-    assert paired["ci_low"] <= paired["difference"] <= paired["ci_high"]
+    reference = jax.tree_util.tree_map(lambda x: x * 1.1 if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating) else x, gpt)
+    loss = STAGES["rl"].loss(settings, reference=reference, segments=1, decode_returns=None)
+    got, metrics = loss(gpt, {"codes": window}, key)
+    expected, _ = rl_loss(gpt, {"codes": window}, key, reference=reference, horizon=3, samples=2,
+                          reward="token_accuracy", kl_coef=0.2, temperature=0.7)
+    assert float(got) == pytest.approx(float(expected), rel=1e-6) and "reward_mean" in metrics

@@ -2,22 +2,18 @@
 
 from chaosfm.agents._multiverse import (
     CrossingScores,
-    MvxConfig,
     confidence_filter,
     crossing_scores,
     filter,
     multiverse,
-    run_mvx,
     tangent_perturb,
 )
 
 __all__ = [
     "CrossingScores",
-    "MvxConfig",
     "confidence_filter",
     "crossing_scores",
     "filter",
     "multiverse",
-    "run_mvx",
     "tangent_perturb",
 ]

@@ -24,6 +24,8 @@ from chaosfm.data._features import FEATURE_COLUMNS, candle_features, symlog, war
 from chaosfm.data._fence import (
     TimeFence,
     TrainedThrough,
+    as_timestamp_like,
+    latest_seen,
     merge_trained_through,
     trained_through,
     trained_through_from_json,
@@ -31,6 +33,10 @@ from chaosfm.data._fence import (
 )
 from chaosfm.data._labels import (
     DIRECTION_NAMES,
+    EMBARGOED,
+    PURGED,
+    UNLABELLED,
+    WARMUP,
     assign_splits,
     boundary_rows,
     check_causal,
@@ -54,6 +60,10 @@ from chaosfm.data._load import builtin_names, datasets, describe, load, read_fil
 
 __all__ = [
     "DIRECTION_NAMES",
+    "EMBARGOED",
+    "PURGED",
+    "UNLABELLED",
+    "WARMUP",
     "assign_splits",
     "boundary_rows",
     "check_causal",
@@ -89,6 +99,8 @@ __all__ = [
     "describe",
     "frame_kind",
     "largest_lyapunov_exponent",
+    "latest_seen",
+    "as_timestamp_like",
     "load",
     "merge_trained_through",
     "read_file",

@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -237,7 +236,15 @@ def _map(name: str, state: Array, args: dict[str, Array], grid: tuple | None) ->
 # ---- integration, compiled once per system and shape ----------------------------------------
 
 
-def _solve(term: diffrax.ODETerm, t1: Array, y0: Any, args: Any, saveat: diffrax.SaveAt):
+def _diffrax() -> Any:
+    # diffrax (with lineax, optimistix) takes ~0.5 s to import; only an integration needs it.
+    import diffrax
+
+    return diffrax
+
+
+def _solve(term: Any, t1: Array, y0: Any, args: Any, saveat: Any):
+    diffrax = _diffrax()
     controller = diffrax.PIDController(rtol=_RTOL, atol=_ATOL, dtmin=_MIN_STEP, force_dtmin=False)
     return diffrax.diffeqsolve(
         term, diffrax.Tsit5(), t0=0.0, t1=t1, dt0=None, y0=y0, args=args, saveat=saveat,
@@ -249,6 +256,7 @@ def _solve(term: diffrax.ODETerm, t1: Array, y0: Any, args: Any, saveat: diffrax
 def _flow_trajectory(
     name: str, start: Float[Array, " state"], args: dict[str, Array], times: Float[Array, " time"]
 ) -> Float[Array, "time state"]:
+    diffrax = _diffrax()
     term = diffrax.ODETerm(_VECTOR_FIELDS[name])
     return _solve(term, times[-1], start, args, diffrax.SaveAt(ts=times)).ys
 
@@ -277,6 +285,7 @@ def _benettin(
     ``interval`` is a time for a flow, a number of map applications otherwise.
     """
     if name in _VECTOR_FIELDS:
+        diffrax = _diffrax()
         field = _VECTOR_FIELDS[name]
         term = diffrax.ODETerm(
             lambda t, y, args: jax.jvp(lambda s: field(t, s, args), (y[0],), (y[1],))

@@ -111,6 +111,48 @@ class TimeFence:
             cutoffs[str(asset)] = stamps.iloc[max(0, int(len(stamps) * fraction) - 1)]
         return cls(cutoffs, embargo)
 
+    @classmethod
+    def resolve(
+        cls, frame: pd.DataFrame, cutoff: Any = None, fraction: float = 0.8, embargo: int = 0
+    ) -> "TimeFence":
+        """The one rule that turns a cutoff setting into a fence over ``frame``'s assets.
+
+        Args:
+            frame: the validated frame the fence will cut.
+            cutoff: one timestamp for every asset (a date string, a number for trajectories), a
+                mapping asset -> timestamp, or None for the default.
+            fraction: with no ``cutoff``, each asset's cutoff is its row at this fraction
+                (:meth:`at_fraction`: the first ``fraction`` of its rows are before the fence).
+            embargo: rows after the cutoff that are neither training data nor fresh.
+
+        Raises:
+            DataError: a cutoff that is not a timestamp of the frame's type, or a mapping that
+                misses an asset.
+        """
+        if cutoff is None:
+            if not 0 < fraction < 1:
+                raise DataError(f"cutoff fraction must lie in (0, 1), got {fraction}", rule="cutoff fraction")
+            return cls.at_fraction(frame, fraction, embargo)
+        example = frame["timestamp"].iloc[0]
+        if isinstance(cutoff, Mapping):
+            assets = [str(a) for a in pd.unique(frame["asset"])]
+            missing = [a for a in assets if a not in cutoff]
+            if missing:
+                raise DataError(
+                    f"no cutoff for asset(s) {missing}; give one per asset ({', '.join(sorted(cutoff))} given)",
+                    rule="time fence",
+                )
+            return cls({a: as_timestamp_like(cutoff[a], example) for a in assets}, embargo)
+        return cls(as_timestamp_like(cutoff, example), embargo)
+
+    def per_asset(self, frame: pd.DataFrame) -> dict[str, Any]:
+        """The cutoff of every asset of ``frame``."""
+        assets = [str(a) for a in pd.unique(frame["asset"])]
+        if isinstance(self.cutoff, Mapping):
+            return {a: self.cutoff[a] for a in assets}
+        cut = as_timestamp_like(self.cutoff, frame["timestamp"].iloc[0])
+        return {a: cut for a in assets}
+
     def _cutoffs(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
             return np.array([])
@@ -169,7 +211,7 @@ class TimeFence:
                 )
 
 
-def latest(records: Iterable[Mapping[str, Any] | None], asset: str) -> Any | None:
+def latest_seen(records: Iterable[Mapping[str, Any] | None], asset: str) -> Any | None:
     """The latest timestamp of ``asset`` in any of ``records``, or None if none saw it."""
     seen = [r[asset] for r in records if r and asset in r]
     return max(seen) if seen else None

@@ -1,37 +1,11 @@
-"""Splits, metrics, baselines and the leakage-aware evaluation protocol."""
+"""Splits, metrics, scoring and the leakage-aware evaluation protocol.
 
-from chaosfm.evaluate._forecast import AbstractForecaster, Forecast, numpy_rng, require_key
-from chaosfm.evaluate._baselines import (
-    BASELINES,
-    AutoRegressive,
-    Garch,
-    LastValue,
-    RandomWalk,
-    SeasonalNaive,
-    make_baseline,
-)
-from chaosfm.evaluate._parroting import ContextParroting  # registers itself in BASELINES
-from chaosfm.evaluate._token_forecaster import TokenForecaster
-from chaosfm.evaluate._protocol import (
-    CLASSES,
-    Example,
-    Protocol,
-    Results,
-    classify_window,
-    evaluate,
-    fit_through,
-    nan_to_none,
-)
-from chaosfm.evaluate._multitask import multitask_table, run_multitask, score_multitask
-from chaosfm.evaluate._scoring import DEFAULT_SCORES, SCORES, Window
-from chaosfm.evaluate._probes import (  # registers the long_short_return score
-    JEPAForecaster,
-    long_short_return,
-    probe_study,
-    probe_windows,
-    relative_crps,
-)
-from chaosfm.evaluate._leakage_study import LeakageConfig, leakage_tables, run_leakage
+It reads only ``chaosfm.data`` and the forecaster protocol (``chaosfm.forecasters``): every model
+is scored through ``fit``/``forecast``, whatever it is. The protocol and the baselines are
+re-exported here for code written against earlier versions.
+"""
+
+from chaosfm.evaluate._bootstrap import bootstrap_interval, mean_difference, no_interval
 from chaosfm.evaluate._metrics import (
     coverage,
     crps,
@@ -44,6 +18,28 @@ from chaosfm.evaluate._metrics import (
     smape,
     valid_prediction_time,
     wql,
+)
+from chaosfm.evaluate._multitask import multitask_table, score_multitask
+from chaosfm.evaluate._probes import probe_scores
+from chaosfm.evaluate._protocol import (
+    CLASSES,
+    Example,
+    Protocol,
+    Results,
+    classify_window,
+    cutoff_to_json,
+    evaluate,
+    fit_through,
+    nan_to_none,
+)
+from chaosfm.evaluate._scoring import (
+    DEFAULT_SCORES,
+    HIGHER_IS_BETTER,
+    SCORES,
+    Window,
+    long_short_return,
+    relative_crps,
+    resolve_scores,
 )
 from chaosfm.evaluate._sharpe import (
     BacktestOverfitting,
@@ -63,34 +59,50 @@ from chaosfm.evaluate._splits import (
     walk_forward,
 )
 from chaosfm.evaluate._walk_forward import Fold, FoldScore, WalkForwardValidator
+from chaosfm.forecasters import (
+    BASELINES,
+    AbstractForecaster,
+    AutoRegressive,
+    ContextParroting,
+    Forecast,
+    Garch,
+    LastValue,
+    RandomWalk,
+    SeasonalNaive,
+    make_baseline,
+    require_key,
+)
 
 __all__ = [
-    "AbstractForecaster",
+    # the protocol
     "CLASSES",
     "DEFAULT_SCORES",
     "Example",
-    "Forecast",
+    "HIGHER_IS_BETTER",
     "Protocol",
     "Results",
     "SCORES",
     "Window",
     "classify_window",
+    "cutoff_to_json",
     "evaluate",
     "fit_through",
-    "multitask_table",
-    "run_multitask",
-    "score_multitask",
     "nan_to_none",
-    "numpy_rng",
-    "require_key",
+    "resolve_scores",
+    # one bootstrap
+    "bootstrap_interval",
+    "mean_difference",
+    "no_interval",
     # metrics, Sharpe family, splits
     "coverage",
     "crps",
     "directional_accuracy",
+    "long_short_return",
     "mae",
     "mase",
     "normalised_error",
     "pinball",
+    "relative_crps",
     "rmse",
     "smape",
     "valid_prediction_time",
@@ -111,23 +123,20 @@ __all__ = [
     "Fold",
     "FoldScore",
     "WalkForwardValidator",
-    # baselines
+    # heads scored per class
+    "multitask_table",
+    "probe_scores",
+    "score_multitask",
+    # re-exported from chaosfm.forecasters
+    "AbstractForecaster",
     "AutoRegressive",
     "BASELINES",
     "ContextParroting",
+    "Forecast",
     "Garch",
     "LastValue",
     "RandomWalk",
     "SeasonalNaive",
-    "TokenForecaster",
     "make_baseline",
-    # heads on a pretrained JEPA
-    "JEPAForecaster",
-    "long_short_return",
-    "probe_study",
-    "probe_windows",
-    "relative_crps",
-    "LeakageConfig",
-    "leakage_tables",
-    "run_leakage",
+    "require_key",
 ]

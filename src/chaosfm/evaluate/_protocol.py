@@ -23,15 +23,14 @@ import jax
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import stats
 
 from chaosfm._artifacts import nan_to_none  # noqa: F401 - re-exported
 from chaosfm._progress import progress
-from chaosfm.data import frame_kind, split_assets, target_columns
-from chaosfm.data._fence import latest
-from chaosfm.evaluate._forecast import AbstractForecaster, Forecast
+from chaosfm.data import TimeFence, frame_kind, latest_seen, split_assets, target_columns
+from chaosfm.evaluate._bootstrap import bootstrap_interval, mean_difference, no_interval
 from chaosfm.evaluate._scoring import HIGHER_IS_BETTER, Window, resolve_scores
 from chaosfm.evaluate._splits import walk_forward
+from chaosfm.forecasters import AbstractForecaster, Forecast
 
 CLASSES = ("in_sample", "within_pretrain", "fresh")
 
@@ -120,34 +119,30 @@ class Results:
         )
         fresh, within = fresh[np.isfinite(fresh)], within[np.isfinite(within)]
         if fresh.size < 2 or within.size < 2:
-            return {"value": None, "ci_low": None, "ci_high": None}
-        value = float(fresh.mean() - within.mean())
-        rng = np.random.default_rng([self.protocol.seed, index])
-        result = stats.bootstrap(
-            (fresh, within),
-            lambda a, b, axis=-1: np.mean(a, axis=axis) - np.mean(b, axis=axis),
-            n_resamples=self.protocol.n_bootstrap,
-            confidence_level=self.protocol.confidence,
-            method="percentile",
-            vectorized=True,
-            rng=rng,
+            return no_interval()
+        return bootstrap_interval(
+            (fresh, within), mean_difference, n_resamples=self.protocol.n_bootstrap,
+            confidence=self.protocol.confidence, seed=[self.protocol.seed, index],
         )
-        low, high = result.confidence_interval
-        return {"value": value, "ci_low": float(low), "ci_high": float(high)}
 
     def to_dict(self) -> dict[str, Any]:
         """The dataset entry of ``metrics.json``."""
-        cutoff = self.cutoff
-        if isinstance(cutoff, pd.Timestamp):
-            cutoff = cutoff.isoformat()
         return {
-            "cutoff": cutoff,
+            "cutoff": cutoff_to_json(self.cutoff),
             "embargo": self.protocol.embargo,
             "horizon": self.protocol.horizon,
             "num_samples": self.protocol.num_samples,
             "higher_is_better": sorted(HIGHER_IS_BETTER & set(self.metric_names)),
             "models": self.summary(),
         }
+
+
+def cutoff_to_json(cutoff: Any) -> Any:
+    """A cutoff as ``metrics.json`` writes it: ISO text for dates, a number for trajectories; a
+    per-asset cutoff as a mapping."""
+    if isinstance(cutoff, dict):
+        return {str(k): cutoff_to_json(v) for k, v in cutoff.items()}
+    return cutoff.isoformat() if isinstance(cutoff, pd.Timestamp) else cutoff
 
 
 def classify_window(
@@ -173,7 +168,7 @@ def classify_window(
         ``"in_sample"``, ``"within_pretrain"``, ``"fresh"`` or ``"embargoed"``.
     """
     own_last = (own or {}).get(asset)
-    upstream_last = latest(upstream, asset)
+    upstream_last = latest_seen(upstream, asset)
     if own_last is not None and first_target <= own_last:
         return "in_sample"
     if upstream_last is not None and first_target <= upstream_last:
@@ -184,7 +179,7 @@ def classify_window(
 
 
 def _last_seen(own: Mapping[str, Any] | None, upstream: Sequence[Any], asset: str) -> Any:
-    seen = [s for s in ((own or {}).get(asset), latest(upstream, asset)) if s is not None]
+    seen = [s for s in ((own or {}).get(asset), latest_seen(upstream, asset)) if s is not None]
     return max(seen) if seen else None
 
 
@@ -326,9 +321,8 @@ def _check_forecast(forecast: Forecast, name: str, protocol: Protocol, channels:
 def fit_through(
     forecasters: Mapping[str, AbstractForecaster], frame: pd.DataFrame, cutoff: Any, embargo: int = 0
 ) -> pd.DataFrame:
-    """Fit every forecaster on the rows at or before ``cutoff`` (a TimeFence); return them."""
-    from chaosfm.data import TimeFence
-
+    """Fit every forecaster on the rows at or before ``cutoff`` (one timestamp or one per asset,
+    through a :class:`~chaosfm.data.TimeFence`); return those rows."""
     fence = TimeFence(cutoff, embargo)
     train = fence.train(frame)
     if len(train) == 0:

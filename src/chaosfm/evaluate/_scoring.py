@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from chaosfm.evaluate._forecast import Forecast
 from chaosfm.evaluate import _metrics as m
+from chaosfm.forecasters import Forecast
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,21 @@ def _vpt(w: Window) -> float:
     )
 
 
+def _crps_pct(w: Window) -> float:
+    """CRPS of the first channel in percent of its last value: comparable across price levels and assets."""
+    last = float(w.history[-1, 0])
+    return float(100.0 * np.mean(m.crps(w.forecast.samples, w.observed)) / last)
+
+
+def _long_short_return(w: Window) -> float:
+    """Hold ``sign(forecast median at the horizon - last value)`` for the window and earn that times
+    the realized log return. With ``step = horizon`` windows do not overlap, so their Sharpe ratio
+    is the rule's."""
+    last = float(w.history[-1, 0])
+    position = np.sign(float(w.forecast.median()[-1, 0]) - last)
+    return float(position * np.log(float(w.observed[-1, 0]) / last))
+
+
 SCORES: dict[str, Score] = {
     "crps": _crps,
     "wql": _wql,
@@ -94,15 +109,21 @@ SCORES: dict[str, Score] = {
     "mae": _mae,
     "directional_accuracy": _directional,
     "valid_prediction_time": _vpt,
+    "crps_pct": _crps_pct,
+    "long_short_return": _long_short_return,
 }
 
-HIGHER_IS_BETTER = {"directional_accuracy", "valid_prediction_time"}
+HIGHER_IS_BETTER = {"directional_accuracy", "valid_prediction_time", "long_short_return"}
 """Every other score is a loss, except ``coverage_80`` whose target is 0.8."""
 
 DEFAULT_SCORES = {
     "market": ("crps", "mase", "coverage_80", "wql", "smape", "rmse", "mae", "directional_accuracy"),
     "trajectory": ("valid_prediction_time", "smape", "crps", "mase", "coverage_80", "rmse", "mae"),
 }
+
+
+long_short_return = _long_short_return
+relative_crps = _crps_pct
 
 
 def resolve_scores(names: Any, kind: str) -> dict[str, Score]:

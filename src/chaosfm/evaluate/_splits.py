@@ -24,16 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chaosfm._config import require_int
+
 Split = tuple[np.ndarray, np.ndarray]
-
-
-def _require_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer; got {value!r}")
-    if value < minimum:
-        rule = "positive" if minimum == 1 else f">= {minimum}"
-        raise ValueError(f"{name} must be {rule}; got {value}")
-    return int(value)
 
 
 def _training_outside(
@@ -95,18 +88,18 @@ def walk_forward(
         ValueError: on a non-positive size, a negative purge or embargo, ``min_train_size`` with a
             rolling window, or when not even one split fits in ``n_obs``.
     """
-    n_obs = _require_int(n_obs, "n_obs", 1)
-    test_size = _require_int(test_size, "test_size", 1)
-    step = test_size if step is None else _require_int(step, "step", 1)
-    purge = _require_int(purge, "purge", 0)
-    embargo = _require_int(embargo, "embargo", 0)
+    n_obs = require_int(n_obs, "n_obs", 1)
+    test_size = require_int(test_size, "test_size", 1)
+    step = test_size if step is None else require_int(step, "step", 1)
+    purge = require_int(purge, "purge", 0)
+    embargo = require_int(embargo, "embargo", 0)
     if train_size is None:
-        min_train_size = test_size if min_train_size is None else _require_int(
+        min_train_size = test_size if min_train_size is None else require_int(
             min_train_size, "min_train_size", 1
         )
         first_test_start = min_train_size + purge
     else:
-        train_size = _require_int(train_size, "train_size", 1)
+        train_size = require_int(train_size, "train_size", 1)
         if min_train_size is not None:
             raise ValueError(
                 "min_train_size applies to expanding windows; with train_size set, leave it None"
@@ -152,14 +145,14 @@ def purged_kfold(
     Yields:
         ``(train_idx, test_idx)`` sorted ``int64`` position arrays, folds in time order.
     """
-    n_splits = _require_int(n_splits, "n_splits", 2)
-    n_obs = _require_int(n_obs, "n_obs", 1)
+    n_splits = require_int(n_splits, "n_splits", 2)
+    n_obs = require_int(n_obs, "n_obs", 1)
     if n_obs < n_splits:
         raise ValueError(
             f"n_obs must be >= n_splits={n_splits} so every fold is non-empty; got {n_obs}"
         )
-    label_horizon = _require_int(label_horizon, "label_horizon", 0)
-    embargo = _require_int(embargo, "embargo", 0)
+    label_horizon = require_int(label_horizon, "label_horizon", 0)
+    embargo = require_int(embargo, "embargo", 0)
     bounds = _fold_bounds(n_obs, n_splits)
     return (
         (_training_outside(n_obs, [fold], label_horizon, embargo), np.arange(*fold, dtype=np.int64))
@@ -190,21 +183,21 @@ class CombinatorialPurgedCV:
     def __init__(
         self, n_obs: int, n_folds: int, n_test_folds: int, label_horizon: int = 0, embargo: int = 0
     ):
-        self.n_folds = _require_int(n_folds, "n_folds", 2)
-        self.n_test_folds = _require_int(n_test_folds, "n_test_folds", 1)
+        self.n_folds = require_int(n_folds, "n_folds", 2)
+        self.n_test_folds = require_int(n_test_folds, "n_test_folds", 1)
         if self.n_test_folds >= self.n_folds:
             raise ValueError(
                 f"n_test_folds must be < n_folds={self.n_folds} so every split keeps "
                 "training folds; "
                 f"got {self.n_test_folds}"
             )
-        self.n_obs = _require_int(n_obs, "n_obs", 1)
+        self.n_obs = require_int(n_obs, "n_obs", 1)
         if self.n_obs < self.n_folds:
             raise ValueError(
                 f"n_obs must be >= n_folds={self.n_folds} so every fold is non-empty; got {n_obs}"
             )
-        self.label_horizon = _require_int(label_horizon, "label_horizon", 0)
-        self.embargo = _require_int(embargo, "embargo", 0)
+        self.label_horizon = require_int(label_horizon, "label_horizon", 0)
+        self.embargo = require_int(embargo, "embargo", 0)
         self.fold_bounds = _fold_bounds(self.n_obs, self.n_folds)
         self.test_folds = np.array(
             list(itertools.combinations(range(self.n_folds), self.n_test_folds)), dtype=np.int64
@@ -286,7 +279,7 @@ def fresh_split(timestamps: Any, cutoff: Any, embargo: int = 0) -> Split:
     Returns:
         ``(train_idx, test_idx)`` sorted ``int64`` position arrays; either may be empty.
     """
-    embargo = _require_int(embargo, "embargo", 0)
+    embargo = require_int(embargo, "embargo", 0)
     index = pd.Index(timestamps)
     if index.ndim != 1:
         raise ValueError(f"timestamps must be one-dimensional; got {index.ndim} dimensions")

@@ -19,10 +19,11 @@ import jax
 import numpy as np
 import pandas as pd
 
+from chaosfm._config import require_int
 from chaosfm.data import DataError, TimeFence
-from chaosfm.evaluate._forecast import AbstractForecaster
 from chaosfm.evaluate._scoring import SCORES, Window
-from chaosfm.evaluate._splits import _require_int, walk_forward
+from chaosfm.evaluate._splits import walk_forward
+from chaosfm.forecasters import AbstractForecaster
 
 
 class Fold(NamedTuple):
@@ -62,11 +63,11 @@ class WalkForwardValidator:
         metrics: Sequence[str] = ("crps",),
         seed: int = 0,
     ):
-        self.max_memory = _require_int(max_memory, "max_memory", 2)
-        self.horizon = _require_int(horizon, "horizon", 1)
-        self.step = self.horizon if step is None else _require_int(step, "step", 1)
-        self.max_folds = None if max_folds is None else _require_int(max_folds, "max_folds", 1)
-        self.num_samples = _require_int(num_samples, "num_samples", 1)
+        self.max_memory = require_int(max_memory, "max_memory", 2)
+        self.horizon = require_int(horizon, "horizon", 1)
+        self.step = self.horizon if step is None else require_int(step, "step", 1)
+        self.max_folds = None if max_folds is None else require_int(max_folds, "max_folds", 1)
+        self.num_samples = require_int(num_samples, "num_samples", 1)
         unknown = [m for m in metrics if m not in SCORES]
         if unknown or not metrics:
             raise ValueError(f"unknown metric(s) {unknown or list(metrics)}; known: {sorted(SCORES)}")

@@ -1,4 +1,4 @@
-"""The online universal stochastic predictor (issue 5).
+"""The online universal stochastic predictor.
 
 Online pieces are pure ``init(...) -> state`` / ``update(state, x) -> (out, state)`` functions
 over NamedTuple states; :func:`run_stream` runs the whole predictor over a series or stdin lines.
@@ -44,6 +44,7 @@ from chaosfm.predictor._metrics_server import MetricsServer
 from chaosfm.predictor._snapshot import Snapshot, SnapshotError, StreamProgress, load_snapshot, save_snapshot
 from chaosfm.predictor._warm import compilation_cache_dir, deterministic_mode, enable_compilation_cache, warm_up
 from chaosfm.predictor._dgm_pde import PDESolution, solve_terminal_pde
+from chaosfm.predictor._forecaster import OnlinePredictorForecaster
 from chaosfm.predictor._malliavin import Greek, MalliavinPath, delta, malliavin_path
 
 __all__ = [
@@ -98,14 +99,4 @@ __all__ = [
     "update_predictor",
     "warm_start",
 ]
-
-
-def __getattr__(name: str):
-    # The Forecaster wrapper pulls in chaosfm.evaluate (and through it models and ott): loaded on
-    # first use, so a live `chaosfm stream` does not pay ~2-5 s of imports before its first value.
-    if name == "OnlinePredictorForecaster":
-        from chaosfm.predictor._forecaster import OnlinePredictorForecaster
-
-        return OnlinePredictorForecaster
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

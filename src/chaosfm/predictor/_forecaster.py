@@ -8,8 +8,9 @@ import jax
 import numpy as np
 import pandas as pd
 
+from chaosfm._random import numpy_rng
 from chaosfm.data import DataError, trained_through
-from chaosfm.evaluate import AbstractForecaster, Forecast, numpy_rng, require_key
+from chaosfm.forecasters import AbstractForecaster, Forecast, require_key
 from chaosfm.predictor._config import PredictorConfig
 from chaosfm.predictor._packed_step import packed_step
 from chaosfm.predictor._predictor import PredictorOutput, init_predictor, warm_start

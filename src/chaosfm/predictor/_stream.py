@@ -29,9 +29,12 @@ from typing import Any
 
 import jax
 import numpy as np
+import pandas as pd
 
 from chaosfm._artifacts import atomic_write_text, nan_to_none, write_json
 from chaosfm.data import DataError, NonFiniteError, NonNumericError, NonPositivePriceError
+from chaosfm.evaluate import crps, directional_accuracy, mae
+from chaosfm.forecasters import RandomWalk
 from chaosfm.predictor._config import StreamConfig
 from chaosfm.predictor._metrics_server import MetricsServer
 from chaosfm.predictor._packed_step import packed_step
@@ -253,7 +256,7 @@ def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line,
         if own_server:
             server.close()
 
-    metrics = _metrics(carried + prediction_rows, telemetry_rows, sample_rows, predictor_config.warmup)
+    metrics = _metrics(carried + prediction_rows, telemetry_rows, sample_rows, predictor_config.warmup, log)
     metrics["bad_lines"] = bad_lines
     metrics["observations"] = len(prediction_rows) + (state is not None and restored is None)
     metrics["startup_seconds"] = startup_seconds
@@ -307,12 +310,8 @@ def _resume_position(path, progress: StreamProgress, stamps: list[Any]) -> int:
     return position
 
 
-def _metrics(prediction_rows, telemetry_rows, sample_rows, warmup) -> dict[str, Any]:
-    """Score one-step predictions made after warm-up against what came next."""
-    # Imported here, after the stream: chaosfm.evaluate pulls in models and ott-jax (~1.5 s),
-    # none of which the first prediction needs.
-    from chaosfm.evaluate import crps, directional_accuracy, mae
-
+def _metrics(prediction_rows, telemetry_rows, sample_rows, warmup, log) -> dict[str, Any]:
+    """Score one-step predictions made after warm-up against what came next, beside the random walk."""
     metrics: dict[str, Any] = {}
     # Prediction made at row i is of the observation at row i + 1.
     scored = [i for i in range(len(prediction_rows) - 1) if prediction_rows[i]["warm"]]
@@ -322,11 +321,7 @@ def _metrics(prediction_rows, telemetry_rows, sample_rows, warmup) -> dict[str, 
         last = np.array([prediction_rows[i]["observed"] for i in scored])
         # sample_rows[j] holds the samples made at row j (j = i) for row i + 1.
         samples = np.stack([sample_rows[i] for i in scored], axis=1)  # (S, T)
-        # Random-walk reference: last value plus Gaussian noise at the causal increment scale.
-        increments = np.diff([r["observed"] for r in prediction_rows])
-        scale = np.array([max(np.std(increments[max(0, i - 100) : i]), 1e-12) if i > 1 else 1.0 for i in scored])
-        rng = np.random.default_rng(0)
-        walk = last[None, :] + scale[None, :] * rng.standard_normal((samples.shape[0], len(scored)))
+        walk = _random_walk(np.array([r["observed"] for r in prediction_rows]), scored, samples.shape[0], log)
         metrics["predictor"] = {
             "crps": float(np.mean(crps(samples, observed))),
             "mae": float(mae(point, observed)),
@@ -346,6 +341,28 @@ def _metrics(prediction_rows, telemetry_rows, sample_rows, warmup) -> dict[str, 
     )
     metrics["flags"] = {flag: int(sum(r[flag] for r in telemetry_rows)) for flag in FLAGS}
     return metrics
+
+
+def _random_walk(values: np.ndarray, rows: list[int], num_samples: int, log: bool) -> np.ndarray:
+    """One-step samples ``(S, T)`` of the random-walk baseline (:class:`~chaosfm.forecasters.RandomWalk`)
+    from the history up to each scored row: the stream's reference, the same model ``chaosfm
+    evaluate`` scores. Its volatility window is cut short where the history is shorter, and with
+    fewer than two increments the walk has no spread."""
+    column = "close" if log else "x0"  # log increments: a price (log space); otherwise levels
+    frame = pd.DataFrame({"asset": "stream", "timestamp": np.arange(len(values)), column: values})
+    key = jax.random.key(0)
+    out = np.empty((num_samples, len(rows)))
+    fitted: dict[int, RandomWalk] = {}
+    for j, i in enumerate(rows):
+        if i < 2:  # no increment to measure a volatility on yet (a stream restored mid-way): no spread
+            out[:, j] = values[i]
+            continue
+        window = min(RandomWalk().window, i)
+        if window not in fitted:
+            fitted[window] = RandomWalk(window=max(window, 2)).fit(frame.iloc[: max(window, 2) + 1])
+        context = frame.iloc[max(0, i - window) : i + 1]
+        out[:, j] = fitted[window].forecast(context, 1, num_samples, key=jax.random.fold_in(key, i)).samples[:, 0, 0]
+    return out
 
 
 def _write(out_dir: Path, prediction_rows, telemetry_rows, metrics, plot: bool) -> None:

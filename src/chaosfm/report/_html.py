@@ -92,7 +92,8 @@ def dataset_section(name: str, frame: pd.DataFrame, results: Any, columns: Seque
         facts.append(f"source: {html.escape(str(attrs['source']))} ({html.escape(str(attrs.get('licence')))})")
     if attrs.get("lyapunov_exponent"):
         facts.append(f"largest Lyapunov exponent {attrs['lyapunov_exponent']:.4g} (measured)")
-    parts.append(f'<p class="note">{"; ".join(facts)}. Cutoff {_fmt(str(cutoff))}, embargo '
+    shown = ", ".join(f"{a}: {c}" for a, c in cutoff.items()) if isinstance(cutoff, dict) else str(cutoff)
+    parts.append(f'<p class="note">{"; ".join(facts)}. Cutoff {_fmt(shown)}, embargo '
                  f'{entry["embargo"]} observations, horizon {entry["horizon"]}, '
                  f'{entry["num_samples"]} samples per forecast.</p>')
     parts.append(_img(_plots.data_plot(frame, columns, cutoff, f"{name}: target series"), "data"))

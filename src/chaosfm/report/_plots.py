@@ -26,13 +26,20 @@ def to_png(figure: plt.Figure) -> bytes:
 def data_plot(frame: pd.DataFrame, columns: Sequence[str], cutoff: Any, title: str) -> bytes:
     """The target series of every asset with the fitting cutoff marked."""
     figure, axis = plt.subplots(figsize=(10, 3.2))
+    colours = {}
     for asset, part in frame.groupby("asset", sort=False):
         for column in columns[:3]:
             label = f"{asset} {column}" if len(columns) > 1 or frame["asset"].nunique() > 1 else column
-            axis.plot(part["timestamp"], part[column], linewidth=0.7, label=label)
-    if cutoff is not None:
-        axis.axvline(cutoff, color="black", linestyle="--", linewidth=1)
-        axis.annotate(" cutoff: fitted before, scored after", (cutoff, 1.0), xycoords=("data", "axes fraction"),
+            (line,) = axis.plot(part["timestamp"], part[column], linewidth=0.7, label=label)
+            colours.setdefault(str(asset), line.get_color())
+    # One cutoff for every asset, or one per asset (drawn in the asset's colour).
+    cuts = cutoff.items() if isinstance(cutoff, dict) else ([(None, cutoff)] if cutoff is not None else [])
+    for asset, cut in cuts:
+        colour = "black" if asset is None or len(colours) == 1 else colours.get(str(asset), "black")
+        axis.axvline(cut, color=colour, linestyle="--", linewidth=1)
+    if cuts:
+        first = min(cut for _, cut in cuts)
+        axis.annotate(" cutoff: fitted before, scored after", (first, 1.0), xycoords=("data", "axes fraction"),
                       va="top", fontsize=8)
     if frame_kind_is_market(columns):
         axis.set_yscale("log")
@@ -84,4 +91,24 @@ def scores_over_time(scores: pd.DataFrame, metric: str) -> bytes:
                           va="top", fontsize=8, color=colour)
     axis.set_ylabel(f"{metric} (rolling mean of 5 windows)")
     axis.legend(fontsize=7)
+    return to_png(figure)
+
+
+def reward_curve(entries: Sequence[dict[str, Any]]) -> bytes:
+    """``reward_mean`` (with a running mean of 10 steps) and the KL to the SFT model per logged
+    step of an RL stage (``log.jsonl`` records holding ``reward_mean``)."""
+    steps = [e["step"] for e in entries]
+    figure, axis = plt.subplots(figsize=(7, 3))
+    rewards = np.asarray([e["reward_mean"] for e in entries])
+    axis.plot(steps, rewards, color="#0072b2", linewidth=0.6, alpha=0.5, label="reward (batch mean)")
+    # Batches differ in how predictable their contexts are: a running mean shows the trend.
+    smooth = np.convolve(rewards, np.ones(min(10, rewards.size)) / min(10, rewards.size), mode="valid")
+    axis.plot(steps[len(steps) - smooth.size :], smooth, color="#0072b2", label="running mean of 10 steps")
+    axis.set_xlabel("step")
+    axis.set_ylabel("reward")
+    twin = axis.twinx()
+    twin.plot(steps, [e["kl"] for e in entries], color="#e69f00", linewidth=0.8, label="KL to SFT")
+    twin.set_ylabel("KL (nats)")
+    figure.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.04), ncol=3)
+    axis.set_title("RL stage: reward per step")
     return to_png(figure)

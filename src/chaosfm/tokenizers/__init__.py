@@ -8,10 +8,14 @@
   channel; for chaotic trajectories and any univariate series.
 
 All implement :class:`AbstractTokenizer`: ``fit(frame, *, key, steps, fence)``, ``encode``,
-``decode``, ``vocab_size``, ``save(dir)``, ``load(dir)``, ``trained_through``.
+``decode``, ``vocab_size``, ``save(dir)``, ``load(dir)``, ``trained_through``, and the contract a
+sequence model and its forecaster use without asking which kind they hold: ``code_streams``
+(training streams), ``context_input`` / ``forecast_output`` (a forecast's prompt and its
+decoding), ``target_columns``. :func:`make_tokenizer` and :func:`load_tokenizer` go through the
+one registry, :data:`TOKENIZERS`.
 """
 
-from chaosfm.tokenizers._base import AbstractTokenizer, load_tokenizer
+from chaosfm.tokenizers._base import AbstractTokenizer, ContextInput
 from chaosfm.tokenizers._bins import EOS, PAD, BinConfig, BinTokenizer, mean_abs_scale
 from chaosfm.tokenizers._candle import AbstractCandleTokenizer, CandleConfig
 from chaosfm.tokenizers._cnn import CausalConv, CausalStack, Decoder, Encoder, causal_conv_reference
@@ -19,13 +23,14 @@ from chaosfm.tokenizers._fsq import FSQConfig, FSQTokenizer, FSQuantizer
 from chaosfm.tokenizers._health import (
     code_counts,
     codebook_usage,
+    encodable,
     encode_throughput,
     health_table,
     perplexity,
     reconstruction_errors,
     tokenizer_health,
 )
-from chaosfm.tokenizers._run import TokenizeConfig, inspect_run, make_tokenizer, run_tokenize
+from chaosfm.tokenizers._registry import TOKENIZERS, load_tokenizer, make_tokenizer
 from chaosfm.tokenizers._vqvae import EMACodebook, VQVAEConfig, VQVAETokenizer
 
 __all__ = [
@@ -44,20 +49,20 @@ __all__ = [
     "FSQConfig",
     "FSQTokenizer",
     "FSQuantizer",
-    "TokenizeConfig",
+    "TOKENIZERS",
+    "ContextInput",
     "VQVAEConfig",
     "VQVAETokenizer",
     "causal_conv_reference",
     "code_counts",
     "codebook_usage",
+    "encodable",
     "encode_throughput",
     "health_table",
-    "inspect_run",
     "load_tokenizer",
     "make_tokenizer",
     "mean_abs_scale",
     "perplexity",
     "reconstruction_errors",
-    "run_tokenize",
     "tokenizer_health",
 ]

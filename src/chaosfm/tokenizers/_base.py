@@ -20,6 +20,7 @@ import io
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,6 +45,18 @@ CONFIG_FILE = "tokenizer.json"
 WEIGHTS_FILE = "model.eqx"
 
 
+@dataclass(frozen=True)
+class ContextInput:
+    """A forecast's prompt: codes ``(N,)``, the row of ``rows`` each ends at ``(N,)``, the rows
+    they were read from (the context, possibly without its oldest rows), and the tokenizer's
+    state for decoding the forecast."""
+
+    codes: np.ndarray
+    ends: np.ndarray
+    rows: pd.DataFrame
+    state: Any
+
+
 class AbstractTokenizer(abc.ABC):
     """Frames to int32 codes and back; fitted on training data only.
 
@@ -53,6 +66,7 @@ class AbstractTokenizer(abc.ABC):
     """
 
     name: ClassVar[str]
+    config_class: ClassVar[type]
     trained_through: TrainedThrough | None
 
     @property
@@ -120,6 +134,88 @@ class AbstractTokenizer(abc.ABC):
     def load(cls, directory: str | Path) -> AbstractTokenizer:
         """Read a tokenizer written by :meth:`save` (hashes checked when there is a meta.json)."""
 
+    # --- code streams: what a sequence model reads (no caller branches on the kind) ------------
+
+    @property
+    @abc.abstractmethod
+    def target_columns(self) -> tuple[str, ...]:
+        """The frame columns a forecast decoded from these codes predicts (``close`` for candle
+        tokenizers, the tokenised channels for bins)."""
+
+    @property
+    def channels_per_row(self) -> int | None:
+        """Codes per row when each row gives several interleaved codes (bins); None otherwise."""
+        return None
+
+    @property
+    def rows_per_code(self) -> int | None:
+        """Rows (candles) per code when one code covers several rows (a candle patch); None otherwise."""
+        return None
+
+    @property
+    def learns_by_gradient(self) -> bool:
+        """True when :meth:`fit` runs optimiser steps (``steps`` matters); False for a fit that
+        only reads statistics."""
+        return False
+
+    @property
+    def one_code_per_candle(self) -> bool:
+        """True when every candle of a market frame becomes exactly one code (what a JEPA reads)."""
+        return False
+
+    @abc.abstractmethod
+    def check_encodable(self, frame: pd.DataFrame, source: str) -> None:
+        """Raise :class:`ConfigError`, naming ``source``, if this tokenizer cannot encode ``frame``."""
+
+    @abc.abstractmethod
+    def stream_length(self, rows: int) -> int:
+        """Codes in the stream of one asset of ``rows`` rows."""
+
+    def stream_scales(self, frame: pd.DataFrame) -> dict[str, np.ndarray] | None:
+        """Per asset, the state its code stream is encoded with, from ``frame`` (training rows
+        only): the mean-abs scale of bins; None for tokenizers that need none."""
+        return None
+
+    @abc.abstractmethod
+    def code_stream(self, values: np.ndarray, scale: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """One asset's values (as :meth:`series` gives them) as a flat int32 code stream ``(N,)``
+        and, per code, the row (within the asset) it ends at ``(N,)``."""
+
+    def code_streams(
+        self, frame: pd.DataFrame, scales: Mapping[str, Any] | None = None
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per asset, :meth:`code_stream` of its rows (``scales`` from :meth:`stream_scales`)."""
+        return {
+            asset: self.code_stream(values, None if scales is None else scales.get(asset))
+            for asset, _, values in self.series(frame, "encode")
+        }
+
+    # --- forecasting: a context in, sampled codes out (Chronos' input/output transforms) ---------
+
+    @abc.abstractmethod
+    def context_input(self, context: pd.DataFrame, max_codes: int) -> ContextInput:
+        """The prompt of a forecast from one asset's ``context`` rows: at most ``max_codes`` codes,
+        the last ending at the context's last row, and the state :meth:`forecast_output` needs."""
+
+    @abc.abstractmethod
+    def horizon_codes(self, horizon: int) -> int:
+        """Codes to sample for a forecast of ``horizon`` rows."""
+
+    @abc.abstractmethod
+    def forecast_output(self, drawn: np.ndarray, state: Any, horizon: int) -> np.ndarray:
+        """Sample paths ``(S, horizon, C)`` of :attr:`target_columns`, in their units, from sampled
+        codes ``(S, horizon_codes(horizon))`` and the state of :meth:`context_input`."""
+
+    def return_decoder(self) -> Any:
+        """``codes (n,) -> per-code log returns (n,)`` as a JAX function (a reward of RL).
+
+        Raises:
+            ConfigError: this tokenizer decodes no returns.
+        """
+        raise ConfigError(
+            f"a {self.name} tokenizer decodes no returns; returns come from a candle tokenizer (fsq, vqvae)"
+        )
+
     @property
     def is_fitted(self) -> bool:
         return self.trained_through is not None
@@ -171,15 +267,6 @@ def check_fence(frame: pd.DataFrame, fence: TimeFence | None, what: str) -> None
     """Raise :class:`~chaosfm.data.LeakageError` if ``frame`` crosses ``fence``'s cutoff."""
     if fence is not None:
         fence.check(frame, what)
-
-
-def check_int(value: Any, name: str, minimum: int) -> int:
-    """``value`` as an int, or a ConfigError naming ``name`` when it is not an int >= minimum."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def check_positive(value: Any, name: str) -> float:
@@ -261,32 +348,9 @@ def read_leaves(directory: str | Path, like: Any) -> Any:
         raise ConfigError(f"{path}: does not match tokenizer.json ({error})") from None
 
 
-def numpy_rng(key: Any) -> np.random.Generator:
-    """A numpy generator seeded by a JAX key (typed or raw): explicit randomness for host-side draws."""
-    import jax
-
-    if jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    return np.random.default_rng(np.asarray(key, dtype=np.uint32).ravel().tolist())
-
-
 def fence_record(record: TrainedThrough | None) -> Any:
     return trained_through_to_json(record)
 
 
 def fence_from_record(record: Any) -> TrainedThrough | None:
     return trained_through_from_json(record)
-
-
-def load_tokenizer(directory: str | Path) -> AbstractTokenizer:
-    """Load whichever tokenizer ``directory`` holds (reads its ``tokenizer.json``)."""
-    from chaosfm.tokenizers._bins import BinTokenizer
-    from chaosfm.tokenizers._fsq import FSQTokenizer
-    from chaosfm.tokenizers._vqvae import VQVAETokenizer
-
-    kinds = {cls.name: cls for cls in (FSQTokenizer, VQVAETokenizer, BinTokenizer)}
-    header = read_header(directory)
-    kind = header.get("kind")
-    if kind not in kinds:
-        raise ConfigError(f"{Path(directory) / CONFIG_FILE}: unknown tokenizer kind {kind!r}")
-    return kinds[kind].load(directory)

@@ -31,15 +31,15 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float, Int
 
-from chaosfm._config import ConfigError
+from chaosfm._config import ConfigError, require_int
 from chaosfm.data import DataError, TimeFence, target_columns, trained_through
 from chaosfm.tokenizers._base import (
     AbstractTokenizer,
+    ContextInput,
     asset_slices,
     check_codes,
     check_fence,
     check_frame,
-    check_int,
     fence_from_record,
     fence_record,
     read_header,
@@ -75,7 +75,7 @@ class BinConfig:
             raise ConfigError(f"kind must be 'uniform' or 'quantile', got {self.kind!r}")
         if not (np.isfinite(self.low) and np.isfinite(self.high) and self.low < self.high):
             raise ConfigError(f"need finite low < high, got low={self.low}, high={self.high}")
-        check_int(self.context_length, "context_length", 2)
+        require_int(self.context_length, "context_length", 2)
         if self.columns is not None:
             columns = (self.columns,) if isinstance(self.columns, str) else tuple(self.columns)
             if not columns:
@@ -104,6 +104,7 @@ class BinTokenizer(AbstractTokenizer):
     """
 
     name: ClassVar[str] = "bins"
+    config_class: ClassVar[type] = BinConfig
     PAD: ClassVar[int] = PAD
     EOS: ClassVar[int] = EOS
 
@@ -222,6 +223,60 @@ class BinTokenizer(AbstractTokenizer):
         bins = np.clip(array - _SPECIAL, 0, self.config.bins - 1)
         values = np.take_along_axis(self._centres.T, bins, axis=0) * scale[None, :]
         return np.where(array < _SPECIAL, np.nan, values)
+
+    # --- code streams and forecasts (the contract of AbstractTokenizer) --------------------------
+
+    @property
+    def target_columns(self) -> tuple[str, ...]:
+        self.require_fitted("target_columns")
+        return self.columns
+
+    @property
+    def channels_per_row(self) -> int | None:
+        self.require_fitted("channels_per_row")
+        return len(self.columns)
+
+    def check_encodable(self, frame: pd.DataFrame, source: str) -> None:
+        self.require_fitted("check_encodable")
+        missing = [c for c in self.columns if c not in frame.columns]
+        if missing:
+            raise ConfigError(f"{source}: lacks column(s) {missing} that this bin tokenizer encodes")
+
+    def stream_length(self, rows: int, frame: pd.DataFrame) -> int:
+        """Rows times channels: one code per row and channel, interleaved row by row."""
+        return rows * len(self._columns_of(frame, "stream_length"))
+
+    def stream_scales(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Per asset, the mean-abs scale of its rows in ``frame`` (the training rows): held-out
+        codes of a training stream are scaled as the training codes were."""
+        return {asset: mean_abs_scale(values) for asset, _, values in self.series(frame, "stream_scales")}
+
+    def code_stream(self, values: np.ndarray, scale: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Codes row by row, channels interleaved (``x0 x1 x2 x0 x1 x2 ...``); ``scale`` default:
+        the values' own mean-abs."""
+        codes, _ = self.encode_values(values, scale=scale)  # (T, C)
+        return codes.reshape(-1).astype(np.int32), np.repeat(np.arange(len(codes)), codes.shape[1])
+
+    def context_input(self, context: pd.DataFrame, max_codes: int) -> ContextInput:
+        """Whole rows of codes, scaled by the context's own mean-abs (Chronos, Sec. 3.1); the
+        state is that scale."""
+        ((_, _, values),) = self.series(context, "context_input")
+        codes, scale = self.encode_values(values)
+        channels = codes.shape[1]
+        stream, ends = codes.reshape(-1), np.repeat(np.arange(len(codes)), channels)
+        keep = max(channels, max_codes // channels * channels)
+        return ContextInput(stream[-keep:].astype(np.int32), ends[-keep:], context.reset_index(drop=True), scale)
+
+    def horizon_codes(self, horizon: int) -> int:
+        return horizon * len(self.target_columns)
+
+    def forecast_output(self, drawn: np.ndarray, state: Any, horizon: int) -> np.ndarray:
+        """Codes ``(S, H * C)`` decoded with the context's scale; PAD and EOS, which encode no
+        value, read as the nearest bin."""
+        channels = len(self.target_columns)
+        drawn = np.maximum(np.asarray(drawn), self.special_tokens)
+        paths = drawn.reshape(drawn.shape[0], horizon, channels)  # (S, H, C)
+        return np.stack([self.decode(path, scale=state) for path in paths])
 
     def tokens(self, frame: pd.DataFrame) -> pd.DataFrame:
         parts = []

@@ -38,7 +38,8 @@ import optax
 import pandas as pd
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from chaosfm._config import ConfigError
+from chaosfm._config import ConfigError, require_int
+from chaosfm._random import numpy_rng
 from chaosfm._progress import progress
 from chaosfm.data import (
     FEATURE_COLUMNS,
@@ -46,17 +47,17 @@ from chaosfm.data import (
     DataError,
     TimeFence,
     candle_features,
+    frame_kind,
     symlog,
     trained_through,
 )
 from chaosfm.tokenizers._base import (
     AbstractTokenizer,
-    numpy_rng,
+    ContextInput,
     asset_slices,
     check_codes,
     check_fence,
     check_frame,
-    check_int,
     check_positive,
     fence_from_record,
     fence_record,
@@ -101,16 +102,16 @@ class CandleConfig:
             raise ConfigError(f"unknown feature(s) {unknown}; known: {', '.join(FEATURE_COLUMNS)}")
         if len(set(features)) != len(features):
             raise ConfigError(f"features repeat a name: {list(features)}")
-        check_int(self.patch, "patch", 1)
-        check_int(self.width, "width", 1)
-        check_int(self.decoder_width, "decoder_width", 1)
-        check_int(self.taps, "taps", 1)
+        require_int(self.patch, "patch", 1)
+        require_int(self.width, "width", 1)
+        require_int(self.decoder_width, "decoder_width", 1)
+        require_int(self.taps, "taps", 1)
         if not self.dilations:
             raise ConfigError("dilations must list at least one dilation")
         for d in self.dilations:
-            check_int(d, "each dilation", 1)
-        check_int(self.window, "window", 1)
-        check_int(self.batch_size, "batch_size", 1)
+            require_int(d, "each dilation", 1)
+        require_int(self.window, "window", 1)
+        require_int(self.batch_size, "batch_size", 1)
         check_positive(self.learning_rate, "learning_rate")
         check_positive(self.clip_norm, "clip_norm")
         if self.weight_decay < 0:
@@ -137,7 +138,7 @@ class Networks(eqx.Module):
     decoder: Decoder
 
 
-def _make_networks(config: CandleConfig, latent: int, key: PRNGKeyArray) -> Networks:
+def _make_autoencoder(config: CandleConfig, latent: int, key: PRNGKeyArray) -> Networks:
     encoder_key, decoder_key = jax.random.split(key)
     features = len(config.features)
     return Networks(
@@ -154,7 +155,7 @@ def _make_networks(config: CandleConfig, latent: int, key: PRNGKeyArray) -> Netw
 
 def _initialise(config: CandleConfig, latent: int, make_quantizer: Any, key: PRNGKeyArray):
     network_key, quantizer_key = jax.random.split(key)
-    return _make_networks(config, latent, network_key), make_quantizer(config, quantizer_key)
+    return _make_autoencoder(config, latent, network_key), make_quantizer(config, quantizer_key)
 
 
 def _bucket(length: int, multiple: int) -> int:
@@ -188,7 +189,7 @@ class AbstractCandleTokenizer(AbstractTokenizer):
             raise ConfigError(f"{type(self).__name__}: {error}; allowed options: {allowed}") from None
         self.trained_through = None
         self.history: list[dict[str, float]] = []
-        self._networks: Networks | None = None
+        self._autoencoder: Networks | None = None
         self._quantizer: Any = None
         self._mean: np.ndarray | None = None
         self._std: np.ndarray | None = None
@@ -253,7 +254,7 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         what = f"{type(self).__name__}.fit"
         if key is None:
             raise ConfigError(f"{what} needs key=jax.random.key(seed); randomness is never implicit")
-        steps = check_int(2000 if steps is None else steps, "steps", 1)
+        steps = require_int(2000 if steps is None else steps, "steps", 1)
         series = self.series(frame, what)
         check_fence(frame, fence, what)
         data, starts, mean, std = self._training_windows(series, what)
@@ -282,7 +283,7 @@ class AbstractCandleTokenizer(AbstractTokenizer):
                 history.append({"step": step, **{k: float(v) for k, v in stats.items()}})
         if not all(math.isfinite(h["loss"]) for h in history):
             raise FloatingPointError(f"{what}: the loss became NaN or inf; lower learning_rate")
-        self._networks, self._quantizer = networks, quantizer
+        self._autoencoder, self._quantizer = networks, quantizer
         self._mean, self._std = mean, std
         self.history = history
         self.trained_through = trained_through(frame)
@@ -311,7 +312,7 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         count = x.shape[0] // self.config.patch
         padded = np.zeros((_bucket(count, _BUCKET) * self.config.patch, x.shape[1]), np.float32)
         padded[: x.shape[0]] = x
-        codes = _encode_jit(self._networks.encoder, self._quantizer, padded)
+        codes = _encode_jit(self._autoencoder.encoder, self._quantizer, padded)
         # Slice on the host: slicing the device array would dispatch (and compile) an XLA op.
         return np.asarray(codes)[:count].astype(np.int32, copy=False)
 
@@ -328,9 +329,97 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         padded = np.zeros((*array.shape[:-1], max(16, 1 << (count - 1).bit_length())), np.int32)
         padded[..., :count] = array
         decode = _decode_jit if array.ndim == 1 else _decode_batch_jit
-        out = decode(self._networks.decoder, self._quantizer, padded)
+        out = decode(self._autoencoder.decoder, self._quantizer, padded)
         out = np.asarray(out)[..., : count * self.config.patch, :].astype(np.float64)
         return out * self._std + self._mean
+
+    # --- code streams and forecasts (the contract of AbstractTokenizer) --------------------------
+
+    @property
+    def target_columns(self) -> tuple[str, ...]:
+        return ("close",)
+
+    @property
+    def rows_per_code(self) -> int | None:
+        return int(self.config.patch)
+
+    @property
+    def learns_by_gradient(self) -> bool:
+        return True
+
+    @property
+    def one_code_per_candle(self) -> bool:
+        return self.config.patch == 1
+
+    def check_encodable(self, frame: pd.DataFrame, source: str) -> None:
+        kind = frame_kind(frame)
+        if kind != "market":
+            raise ConfigError(f"{source}: is {kind} data, but a {self.name} tokenizer encodes market candles")
+
+    def stream_length(self, rows: int, frame: pd.DataFrame) -> int:
+        return rows // self.config.patch
+
+    def code_stream(self, values: np.ndarray, scale: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """One code per patch of candles, from the first row; ``scale`` is unused (features are
+        standardised with the fit's statistics)."""
+        stream = self.encode_series(values)
+        patch = self.config.patch
+        return stream.astype(np.int32), np.arange(len(stream)) * patch + patch - 1
+
+    def _return_feature(self) -> tuple[int, Any]:
+        """Index of the decoded return feature and the map back to log returns."""
+        names = list(self.value_names)
+        if "log_return" in names:
+            return names.index("log_return"), lambda x: x
+        if "symlog_return" in names:
+            return names.index("symlog_return"), lambda x: np.sign(x) * np.expm1(np.abs(x)) / 100.0
+        raise ConfigError(
+            f"the {self.name} tokenizer's features {names} hold no log_return or symlog_return; "
+            "close prices cannot be rebuilt from them"
+        )
+
+    def context_input(self, context: pd.DataFrame, max_codes: int) -> ContextInput:
+        """Codes of whole patches, the oldest rows dropped so the last code ends at the origin; the
+        state holds the last close and the context's last codes (up to 64), after which sampled
+        codes are decoded so the causal decoder's receptive field is filled."""
+        self._return_feature()  # fail before sampling
+        patch = self.config.patch
+        context = context.iloc[len(context) % patch :]
+        ((_, _, values),) = self.series(context, "context_input")
+        codes, ends = self.code_stream(values)
+        state = {"lead": codes[-min(codes.size, 64) :], "last_close": float(context["close"].iloc[-1])}
+        return ContextInput(codes[-max_codes:], ends[-max_codes:], context.reset_index(drop=True), state)
+
+    def horizon_codes(self, horizon: int) -> int:
+        return -(-horizon // self.config.patch)
+
+    def forecast_output(self, drawn: np.ndarray, state: Any, horizon: int) -> np.ndarray:
+        """Closes ``(S, H, 1)`` rebuilt from the decoded returns, from the context's last close."""
+        index, to_log_return = self._return_feature()
+        lead = state["lead"]
+        drawn = np.asarray(drawn)
+        paths = np.concatenate([np.broadcast_to(lead, (drawn.shape[0], lead.size)), drawn], axis=1)
+        returns = self.decode(paths)[:, lead.size * self.config.patch :, index][:, :horizon]  # (S, H)
+        return (state["last_close"] * np.exp(np.cumsum(to_log_return(returns), axis=1)))[:, :, None]
+
+    def return_decoder(self) -> Any:
+        """``codes (n,) -> per-code log returns (n,)`` through the decoder, in JAX: the decoded
+        return feature (``log_return``, or ``symlog_return`` inverted), summed over each code's
+        ``P`` candles."""
+        self.require_fitted("return_decoder")
+        index, _ = self._return_feature()
+        symlog = self.value_names[index] == "symlog_return"
+        decoder, quantizer = self._autoencoder.decoder, self._quantizer
+        mean, std = float(self._mean[index]), float(self._std[index])
+        patch = int(self.config.patch)
+
+        def decode(codes):
+            value = decoder(quantizer.decode(codes))[:, index] * std + mean  # (n * P,)
+            if symlog:
+                value = jnp.sign(value) * jnp.expm1(jnp.abs(value)) / 100.0
+            return jnp.sum(value.reshape(-1, patch), axis=-1)
+
+        return decode
 
     def tokens(self, frame: pd.DataFrame) -> pd.DataFrame:
         series = self.series(frame, f"{type(self).__name__}.tokens")
@@ -370,7 +459,7 @@ class AbstractCandleTokenizer(AbstractTokenizer):
             "std": self._std.tolist(),
             "trained_through": fence_record(self.trained_through),
         }
-        return write_tokenizer(directory, header, (self._networks, self._quantizer))
+        return write_tokenizer(directory, header, (self._autoencoder, self._quantizer))
 
     @classmethod
     def load(cls, directory: str | Path) -> AbstractCandleTokenizer:
@@ -381,7 +470,7 @@ class AbstractCandleTokenizer(AbstractTokenizer):
             raise ConfigError(f"{directory}: tokenizer.json has a bad config ({error})") from None
         # Only the structure and shapes matter: every leaf is read from model.eqx.
         like = _initialise(tokenizer.config, tokenizer.latent_dim, cls.make_quantizer, jax.random.key(0))
-        tokenizer._networks, tokenizer._quantizer = read_leaves(directory, like)
+        tokenizer._autoencoder, tokenizer._quantizer = read_leaves(directory, like)
         tokenizer._mean = np.asarray(header["mean"], dtype=np.float64)
         tokenizer._std = np.asarray(header["std"], dtype=np.float64)
         tokenizer.trained_through = fence_from_record(header["trained_through"])

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from chaosfm.tokenizers._base import numpy_rng
+from chaosfm._random import numpy_rng
 
 
 def _init(key: PRNGKeyArray, shape: tuple[int, ...], fan_in: int, gain: float = 1.0) -> Array:

@@ -27,8 +27,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from chaosfm._config import ConfigError
-from chaosfm.tokenizers._base import check_int, check_positive, numpy_rng
+from chaosfm._config import ConfigError, require_int
+from chaosfm._random import numpy_rng
+from chaosfm.tokenizers._base import check_positive
 from chaosfm.tokenizers._candle import AbstractCandleTokenizer, CandleConfig
 
 _LAPLACE = 1e-5
@@ -156,8 +157,8 @@ class VQVAEConfig(CandleConfig):
             raise ConfigError(f"codebook_size must be an integer >= 1, got {self.codebook_size!r}")
         if self.codebook_size < 1:
             raise ConfigError(f"codebook_size must be >= 1, got {self.codebook_size}: a codebook needs entries")
-        check_int(self.latent_dim, "latent_dim", 1)
-        check_int(self.restart_every, "restart_every", 1)
+        require_int(self.latent_dim, "latent_dim", 1)
+        require_int(self.restart_every, "restart_every", 1)
         if not 0 < self.decay < 1:
             raise ConfigError(f"decay must lie in (0, 1), got {self.decay}")
         if self.commitment < 0:

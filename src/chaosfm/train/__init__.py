@@ -1,4 +1,9 @@
-"""The one training loop every chaosfm model uses, and the job that trains code models with it."""
+"""The one training loop every chaosfm model uses, and what its jobs train with: code streams and
+their loss, the window sampler, stage objectives, JEPA and multitask pieces, run folders.
+
+Jobs (``chaosfm.jobs``) read configs, load and fence data and write run folders; this package
+takes arrays, frames and config objects.
+"""
 
 from chaosfm.train._checkpoint import (
     Checkpoint,
@@ -7,7 +12,7 @@ from chaosfm.train._checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from chaosfm.train._codes import CodeData, WindowSampler, code_loss, load_run, run_train
+from chaosfm.train._codes import CodeData, code_loss, exo_series, exo_statistics, row_volatility
 from chaosfm.train._config import (
     GPTSection,
     MambaSection,
@@ -16,41 +21,18 @@ from chaosfm.train._config import (
     TrainRunConfig,
     check_against_data,
     parse_train_run_config,
+    stream_lengths,
 )
-from chaosfm.train._tokenized import (
-    CODES_FILE,
-    TOKENIZER_DIR,
-    DataSection,
-    TokenizerSection,
-    TrainRunFile,
-    code_streams,
-    exo_series,
-    parse_train_run_file,
-    read_train_run_file,
-    run_train_tokenized,
-)
-from chaosfm.train._reinforce import (
-    exact_kl,
-    horizon_loss,
-    reinforce_surrogate,
-    rl_loss,
-    sequence_log_probs,
-)
-from chaosfm.train._lineage import tokenizer_sha256
-from chaosfm.train._stages import STAGES, StageConfig, StageData, read_stage, run_stage
-from chaosfm.train._encoder_inputs import FEATURES, EncoderInputs, EncoderStream, FeatureScaler, feature_streams
-from chaosfm.train._pretrain import PretrainConfig, PretrainData, embed_windows, load_pretrained, run_pretrain
-from chaosfm.train._multitask import (
-    MultitaskData,
-    MultitaskModelSection,
-    MultitaskRunConfig,
-    MultitaskTrained,
-    load_multitask_run,
-    predict_history,
-    prepare_multitask_data,
-    train_multitask,
+from chaosfm.train._encoder_inputs import (
+    FEATURES,
+    EncoderInputs,
+    EncoderStream,
+    FeatureScaler,
+    check_candle_tokenizer,
+    feature_streams,
 )
 from chaosfm.train._evaluate import evaluate_codes, next_token_metrics, unigram_perplexity
+from chaosfm.train._jepa import embed_windows, heldout_spread
 from chaosfm.train._loop import (
     LOG_FILE,
     NonFiniteError,
@@ -59,72 +41,119 @@ from chaosfm.train._loop import (
     make_optimizer,
     train,
 )
+from chaosfm.train._mesh import data_mesh
+from chaosfm.train._multitask import (
+    MultitaskData,
+    MultitaskSettings,
+    multitask_batches,
+    predict_history,
+    prepare_multitask_data,
+    tbptt_loss,
+)
+from chaosfm.train._reinforce import (
+    exact_kl,
+    horizon_loss,
+    reinforce_surrogate,
+    return_mse_reward,
+    rl_loss,
+    sequence_log_probs,
+    token_accuracy_reward,
+)
+from chaosfm.train._runs import (
+    CODES_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_CONFIG_FILE,
+    MODEL_FILE,
+    SCALER_FILE,
+    TOKENIZER_DIR,
+    CodeRun,
+    load_code_run,
+    load_multitask_run,
+    load_pretrained,
+    load_run,
+    serialise,
+    tokenizer_sha256,
+)
+from chaosfm.train._stages import STAGES, RL, SFT, AbstractStage, Midtrain, Pretrain, StageSettings
+from chaosfm.train._windows import WindowSampler
 
 __all__ = [
-    "MultitaskData",
-    "MultitaskModelSection",
-    "MultitaskRunConfig",
-    "MultitaskTrained",
-    "load_multitask_run",
-    "predict_history",
-    "prepare_multitask_data",
-    "train_multitask",
-    "STAGES",
-    "StageConfig",
-    "StageData",
-    "exact_kl",
-    "horizon_loss",
-    "read_stage",
-    "reinforce_surrogate",
-    "rl_loss",
-    "run_stage",
-    "sequence_log_probs",
-    "tokenizer_sha256",
-    "CODES_FILE",
-    "TOKENIZER_DIR",
-    "DataSection",
-    "TokenizerSection",
-    "TrainRunFile",
-    "code_streams",
-    "exo_series",
-    "parse_train_run_file",
-    "read_train_run_file",
-    "run_train_tokenized",
+    # the loop
     "LOG_FILE",
+    "NonFiniteError",
+    "TrainConfig",
+    "TrainResult",
+    "learning_rate_schedule",
+    "make_optimizer",
+    "train",
+    "data_mesh",
     "Checkpoint",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "save_checkpoint",
+    "WindowSampler",
+    # code models
     "CodeData",
     "GPTSection",
     "MambaSection",
     "ModelSection",
-    "NonFiniteError",
-    "TrainConfig",
-    "TrainResult",
     "TrainRunConfig",
-    "WindowSampler",
     "check_against_data",
     "code_loss",
     "evaluate_codes",
-    "latest_checkpoint",
-    "learning_rate_schedule",
-    "list_checkpoints",
-    "load_checkpoint",
-    "load_run",
-    "make_optimizer",
+    "exo_series",
+    "exo_statistics",
     "next_token_metrics",
     "parse_train_run_config",
-    "run_train",
-    "save_checkpoint",
-    "train",
+    "row_volatility",
+    "stream_lengths",
     "unigram_perplexity",
-    # JEPA pretraining
+    # stages
+    "STAGES",
+    "AbstractStage",
+    "Midtrain",
+    "Pretrain",
+    "RL",
+    "SFT",
+    "StageSettings",
+    "exact_kl",
+    "horizon_loss",
+    "reinforce_surrogate",
+    "return_mse_reward",
+    "rl_loss",
+    "sequence_log_probs",
+    "token_accuracy_reward",
+    # JEPA
     "FEATURES",
     "EncoderInputs",
     "EncoderStream",
     "FeatureScaler",
-    "PretrainConfig",
-    "PretrainData",
+    "check_candle_tokenizer",
     "embed_windows",
     "feature_streams",
+    "heldout_spread",
+    # multitask head
+    "MultitaskData",
+    "MultitaskSettings",
+    "multitask_batches",
+    "predict_history",
+    "prepare_multitask_data",
+    "tbptt_loss",
+    # run folders
+    "CODES_FILE",
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "MODEL_CONFIG_FILE",
+    "MODEL_FILE",
+    "SCALER_FILE",
+    "TOKENIZER_DIR",
+    "CodeRun",
+    "load_code_run",
+    "load_multitask_run",
     "load_pretrained",
-    "run_pretrain",
+    "load_run",
+    "serialise",
+    "tokenizer_sha256",
 ]

@@ -1,58 +1,32 @@
-"""Training a code model (GPT or Mamba) on streams of codes: the job behind ``chaosfm train``.
+"""Code streams for a code model (GPT or Mamba): the data, the loss, and the exogenous clock.
 
-:func:`run_train` takes a :class:`TrainRunConfig` and a :class:`CodeData` (int32 codes per asset
-from a tokenizer, with optional held-out streams and an exogenous series), checks the config
-against the data before anything runs, trains with :func:`chaosfm.train.train`, scores held-out
-codes beside the unigram baseline, and writes the run folder: ``config.yaml``,
-``model_config.json``, ``model.eqx``, ``metrics.json``, ``log.jsonl``, ``checkpoints/`` and
-``meta.json`` (hashes and ``trained_through``). :func:`load_run` reads it back, checking hashes.
+:class:`CodeData` holds int32 codes per asset from a tokenizer, with optional held-out streams and
+an exogenous series per code; :func:`code_loss` is the mean next-code cross-entropy of a batch of
+windows. With ``segments > 1`` a window is read in segments: the model state (GPT key/value
+memory, Mamba SSM state) carries from one segment to the next with its gradient stopped, and each
+segment is rematerialised in the backward pass, so memory is that of one segment (truncated BPTT).
 
-Windows of ``context_length * tbptt_segments + 1`` codes are drawn uniformly over all positions of
-all training streams, from a generator seeded by ``(seed, step)``. With ``tbptt_segments > 1`` a
-window is read in segments: the model state (GPT key/value memory, Mamba SSM state) carries from
-one segment to the next with its gradient stopped, and each segment is rematerialised in the
-backward pass, so memory is that of one segment (truncated BPTT).
+The exogenous input of ``exo_clock`` models (:func:`exo_series`) is, per code, the standardised
+log realized volatility of the rows up to that code's last row (log close returns for candles,
+first differences for trajectories, over ``window`` rows), standardised with training-row
+statistics only.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import yaml
-from jax.sharding import Mesh
+import pandas as pd
 
-from chaosfm._artifacts import (
-    ArtifactError,
-    atomic_write_bytes,
-    verify_run,
-    write_json,
-    write_meta,
-    write_yaml,
-)
-from chaosfm._config import ConfigError
-from chaosfm.data import trained_through_to_json
-from chaosfm.models import AbstractCodeModel, build_model, config_from_json, config_to_json, count_params
-from chaosfm.train._config import TrainRunConfig, check_against_data, stream_lengths
-from chaosfm.train._evaluate import evaluate_codes
-from chaosfm.train._loop import TrainResult, train
+from chaosfm.models import AbstractCodeModel
 
-__all__ = ["CodeData", "WindowSampler", "code_loss", "load_run", "run_train"]
-
-CONFIG_FILE = "config.yaml"
-MODEL_CONFIG_FILE = "model_config.json"
-MODEL_FILE = "model.eqx"
-METRICS_FILE = "metrics.json"
+__all__ = ["CodeData", "code_loss", "exo_series", "exo_statistics", "row_volatility"]
 
 
 @dataclass(frozen=True)
@@ -115,38 +89,6 @@ class CodeData:
         return max(int(np.max(codes)) for codes in self.train.values() if np.asarray(codes).size)
 
 
-class WindowSampler:
-    """``sampler(step) -> {"codes": (batch, window)[, "exo": (batch, window)]}``, a function of the step."""
-
-    def __init__(
-        self,
-        streams: Mapping[str, np.ndarray],
-        window: int,
-        batch_size: int,
-        seed: int,
-        exo: Mapping[str, np.ndarray] | None = None,
-    ):
-        assets = [a for a in streams if np.asarray(streams[a]).size >= window]
-        if not assets:
-            raise ValueError(f"no stream holds a window of {window} codes")
-        self.codes = np.concatenate([np.asarray(streams[a], np.int32) for a in assets])
-        self.exo = None if exo is None else np.concatenate([np.asarray(exo[a], np.float32) for a in assets])
-        offsets = np.cumsum([0] + [np.asarray(streams[a]).size for a in assets])
-        self.starts = np.concatenate(
-            [offsets[i] + np.arange(np.asarray(streams[a]).size - window + 1) for i, a in enumerate(assets)]
-        )
-        self.window, self.batch_size, self.seed = window, batch_size, seed
-
-    def __call__(self, step: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([self.seed, step])
-        starts = self.starts[rng.integers(0, self.starts.size, self.batch_size)]
-        index = starts[:, None] + np.arange(self.window)[None, :]
-        batch = {"codes": self.codes[index]}
-        if self.exo is not None:
-            batch["exo"] = self.exo[index]
-        return batch
-
-
 def _segment_loss(model, codes, targets, state, exo):
     """Summed cross-entropy and hits of one segment for a batch, and the state after it."""
 
@@ -206,143 +148,35 @@ def code_loss(
     return loss_sum / count, {"accuracy": hits / count}
 
 
-def _same_run(saved: dict[str, Any], current: dict[str, Any]) -> None:
-    """Resuming must not change what the run computes: the model, and the loop but for ``steps``."""
-    for section in ("model", "train"):
-        before, now = saved.get(section, {}), current.get(section, {})
-        for name in sorted(set(before) | set(now)):
-            if section == "train" and name in ("steps", "checkpoint_every", "keep_checkpoints", "log_every"):
-                continue
-            if before.get(name) != now.get(name):
-                raise ConfigError(
-                    f"{section}.{name}: is {now.get(name)!r} but the run being resumed used "
-                    f"{before.get(name)!r}; resume with the same config or start a new folder"
-                )
+def row_volatility(part: pd.DataFrame, columns: list[str], window: int) -> np.ndarray:
+    """Log realized volatility at each row of one asset, from that row and the ``window - 1`` before it.
 
-
-def run_train(
-    config: TrainRunConfig,
-    out_dir: str | os.PathLike[str],
-    resume: bool = False,
-    *,
-    data: CodeData,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
-) -> TrainResult:
-    """Train the configured code model on ``data`` and write the run folder ``out_dir``.
-
-    Raises:
-        ConfigError: before training, naming the key, when the config does not fit the data.
+    Log close returns for candles, first differences of the channels for trajectories; NaN until
+    the window is full.
     """
-    train_config = config.train
-    check_against_data(
-        config,
-        vocab_size=data.vocab_size,
-        stream_lengths=stream_lengths(dict(data.train)),
-        has_exo=data.exo_train is not None,
-        max_code=data.max_code,
-        available_devices=len(jax.devices()),
-    )
-    model_config = config.model.to_model_config()
-    out = Path(out_dir)
-    resolved = config.model_dump(mode="json")
-    if resume and (out / CONFIG_FILE).is_file():
-        _same_run(yaml.safe_load((out / CONFIG_FILE).read_text()) or {}, resolved)
-    out.mkdir(parents=True, exist_ok=True)
-    write_yaml(out / CONFIG_FILE, resolved)
-    write_json(out / MODEL_CONFIG_FILE, config_to_json(model_config))
+    if "close" in part.columns:
+        steps = np.diff(np.log(part["close"].to_numpy(np.float64)))[:, None]
+    else:
+        steps = np.diff(part[columns].to_numpy(np.float64), axis=0)
+    squared = np.concatenate([[np.nan], np.sum(steps**2, axis=1)])
+    variance = pd.Series(squared).rolling(window, min_periods=window).mean().to_numpy()
+    return np.log(np.sqrt(variance) + 1e-12)
 
-    # Every key of the run derives from the seed: the loop's from key(seed), the init from this.
-    model = build_model(model_config, key=jax.random.fold_in(jax.random.key(train_config.seed), 1))
-    segments = train_config.tbptt_segments
-    window = model_config.context_length * segments + 1
-    uses_exo = bool(getattr(model_config, "exo_clock", False))
-    sampler = WindowSampler(
-        data.train,
-        window,
-        train_config.batch_size,
-        train_config.seed,
-        exo=data.exo_train if uses_exo else None,
-    )
-    mesh = None
-    if train_config.devices is not None:
-        mesh = Mesh(np.asarray(jax.devices()[: train_config.devices]), ("data",))
 
-    def loss_fn(model, batch, key):
-        return code_loss(model, batch, key, segments=segments)
-
-    result = train(
-        model,
-        loss_fn,
-        sampler,
-        train_config,
-        out,
-        resume=resume,
-        mesh=mesh,
-        tokens_per_step=train_config.batch_size * (window - 1),
-        on_step=on_step,
-        description=f"train {config.model.kind}",
-    )
-    buffer_path = out / MODEL_FILE
-    atomic_write_bytes(buffer_path, _serialise(result.model))
-
-    metrics: dict[str, Any] = {
-        "model": config.model.kind,
-        "params": count_params(result.model),
-        "steps": result.step,
-        "final_train_loss": result.history[-1]["loss"] if result.history else None,
+def exo_statistics(train_parts: Mapping[str, pd.DataFrame], columns: list[str], window: int) -> dict[str, float]:
+    """Mean and std of the training rows' log realized volatility (and the ``window``): what
+    :func:`exo_series` standardises with."""
+    values = np.concatenate([row_volatility(part, columns, window) for part in train_parts.values()])
+    values = values[np.isfinite(values)]
+    return {
+        "mean": float(values.mean()) if values.size else 0.0,
+        "std": float(max(values.std(), 1e-6)) if values.size else 1.0,
+        "window": window,
     }
-    if data.valid:
-        heldout = evaluate_codes(
-            result.model,
-            data.valid,
-            train=data.train,
-            exo=data.exo_valid if uses_exo else None,
-            exo_train=data.exo_train if uses_exo else None,
-            segment_length=train_config.eval_segment,
-        )
-        metrics["heldout"] = {
-            k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in heldout.items()
-        }
-    write_json(out / METRICS_FILE, metrics)
-    write_meta(
-        out,
-        seed=train_config.seed,
-        trained_through=trained_through_to_json(data.trained_through),
-        extra={
-            "kind": "code_model",
-            "upstream_trained_through": trained_through_to_json(data.upstream_trained_through),
-        },
-    )
-    result.metrics = metrics
-    return result
 
 
-def _serialise(model: eqx.Module) -> bytes:
-    buffer = io.BytesIO()
-    eqx.tree_serialise_leaves(buffer, model)
-    return buffer.getvalue()
-
-
-def load_run(run_dir: str | os.PathLike[str]) -> tuple[AbstractCodeModel, dict[str, Any]]:
-    """The trained model of a run folder and its meta.json, after checking every file's hash.
-
-    Raises:
-        ArtifactError: naming a missing or damaged file.
-    """
-    root = Path(run_dir)
-    meta = verify_run(root)
-    config_path = root / MODEL_CONFIG_FILE
-    try:
-        model_config = config_from_json(json.loads(config_path.read_text()))
-    except (OSError, ValueError, TypeError) as error:
-        raise ArtifactError(f"{config_path}: cannot be read as a model config ({error})") from None
-    skeleton = build_model(model_config, key=jax.random.key(0))
-    model_path = root / MODEL_FILE
-    try:
-        with open(model_path, "rb") as stream:
-            model = eqx.tree_deserialise_leaves(stream, skeleton)
-    except Exception as error:
-        raise ArtifactError(
-            f"{model_path}: cannot be restored into {type(skeleton).__name__} ({error})"
-        ) from None
-    return model, meta
+def exo_series(part: pd.DataFrame, ends: np.ndarray, columns: list[str], stats: Mapping[str, float]) -> np.ndarray:
+    """Standardised log realized volatility per code (``stats``: training ``mean``, ``std``, ``window``)."""
+    raw = row_volatility(part, columns, int(stats["window"]))[ends]
+    z = (raw - stats["mean"]) / stats["std"]
+    return np.where(np.isfinite(z), z, 0.0).astype(np.float32)

@@ -2,7 +2,7 @@
 
 One object, :class:`EncoderInputs`, turns a market frame into per-asset streams for every user of
 a pretrained encoder (pretraining, its held-out collapse check, the probes and the
-:class:`~chaosfm.evaluate.JEPAForecaster`, Multiverse Crossing, the leakage study), so they all
+:class:`~chaosfm.forecasters.JEPAForecaster`, Multiverse Crossing, the leakage study), so they all
 read candles the same way:
 
 * ``features``: the seven causal candle features of :data:`FEATURES`, standardised by a
@@ -77,14 +77,13 @@ def feature_streams(frame: pd.DataFrame, vol_window: int = 20) -> dict[str, tupl
 
 
 def check_candle_tokenizer(tokenizer: Any, source: str) -> None:
-    """A JEPA reads one code per candle: FSQ or VQ-VAE with ``patch = 1``; raise ConfigError otherwise."""
-    if getattr(tokenizer, "name", None) not in ("fsq", "vqvae"):
+    """A JEPA reads one code per candle (FSQ or VQ-VAE with ``patch = 1``); raise ConfigError otherwise."""
+    if not tokenizer.one_code_per_candle:
+        per_code = tokenizer.rows_per_code
+        why = (f"its patch is {per_code}" if per_code else f"a {tokenizer.name} tokenizer does not encode candles")
         raise ConfigError(
-            f"{source}: the JEPA encoder reads candle codes of an fsq or vqvae tokenizer, "
-            f"not {getattr(tokenizer, 'name', type(tokenizer).__name__)!r}"
+            f"{source}: the JEPA encoder reads one code per candle of an fsq or vqvae tokenizer (patch 1); {why}"
         )
-    if tokenizer.config.patch != 1:
-        raise ConfigError(f"{source}: patch is {tokenizer.config.patch}; the JEPA encoder needs one code per candle (patch 1)")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from chaosfm._artifacts import ArtifactError
 from chaosfm._progress import progress, say
+from chaosfm._random import run_keys
 from chaosfm.train._checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -222,7 +223,7 @@ def train(
     optimizer = make_optimizer(config, params)
     schedule = learning_rate_schedule(config)
     opt_state = jax.jit(optimizer.init)(params)  # one compile, not one per parameter shape
-    key = jax.random.key(config.seed)
+    key = run_keys(config.seed).loop
     start, history, resumed_from = 0, [], None
 
     remove_partial_checkpoints(run)

@@ -30,9 +30,7 @@ log returns decoded from the sample and the true log returns of the same candles
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -45,12 +43,10 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from chaosfm.models import AbstractCodeModel, generate
 
 __all__ = [
-    "candle_return_decoder",
     "exact_kl",
     "horizon_loss",
     "reinforce_surrogate",
     "return_mse_reward",
-    "reward_plot",
     "rl_loss",
     "sequence_log_probs",
     "token_accuracy_reward",
@@ -172,44 +168,6 @@ REWARDS: dict[str, Callable[..., jax.Array]] = {
 }
 
 
-def candle_return_decoder(tokenizer: Any) -> Callable[[Int[Array, " n"]], Float[Array, " n"]]:
-    """``codes (n,) -> per-code log returns (n,)`` through a candle tokenizer's decoder, in JAX.
-
-    The decoded return feature (``log_return``, or ``symlog_return`` inverted) is summed over the
-    ``P`` candles of each code.
-
-    Raises:
-        ConfigError: the tokenizer is not a candle tokenizer or decodes no return.
-    """
-    from chaosfm._config import ConfigError
-
-    names = list(getattr(tokenizer, "value_names", ()))
-    if getattr(tokenizer, "name", None) == "bins" or not hasattr(tokenizer, "_networks"):
-        raise ConfigError(
-            "reward: return_mse decodes returns with a candle tokenizer (fsq, vqvae); this run's "
-            f"tokenizer is {getattr(tokenizer, 'name', type(tokenizer).__name__)}: use reward token_accuracy"
-        )
-    if "log_return" in names:
-        index, symlog = names.index("log_return"), False
-    elif "symlog_return" in names:
-        index, symlog = names.index("symlog_return"), True
-    else:
-        raise ConfigError(
-            f"reward: return_mse needs log_return or symlog_return among the tokenizer's features {names}"
-        )
-    decoder, quantizer = tokenizer._networks.decoder, tokenizer._quantizer
-    mean, std = float(tokenizer._mean[index]), float(tokenizer._std[index])
-    patch = int(tokenizer.config.patch)
-
-    def decode(codes):
-        value = decoder(quantizer.decode(codes))[:, index] * std + mean  # (n * P,)
-        if symlog:
-            value = jnp.sign(value) * jnp.expm1(jnp.abs(value)) / 100.0
-        return jnp.sum(value.reshape(-1, patch), axis=-1)
-
-    return decode
-
-
 def _frozen(model: eqx.Module) -> eqx.Module:
     params, static = eqx.partition(model, eqx.is_inexact_array)
     return eqx.combine(jax.lax.stop_gradient(params), static)
@@ -279,35 +237,3 @@ def rl_loss(
         "surrogate": surrogate,
     }
     return loss, metrics
-def reward_plot(log_path: Path, out_path: Path) -> bool:
-    """Plot ``reward_mean`` (and the KL) per logged step of an RL run; False if nothing was logged."""
-    lines = log_path.read_text().splitlines() if log_path.is_file() else []
-    entries = [entry for entry in map(json.loads, filter(None, lines)) if "reward_mean" in entry]
-    if not entries:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from chaosfm._artifacts import atomic_write_bytes
-    from chaosfm.report._plots import to_png
-
-    steps = [e["step"] for e in entries]
-    figure, axis = plt.subplots(figsize=(7, 3))
-    rewards = np.asarray([e["reward_mean"] for e in entries])
-    axis.plot(steps, rewards, color="#0072b2", linewidth=0.6, alpha=0.5, label="reward (batch mean)")
-    # Batches differ in how predictable their contexts are: a running mean shows the trend.
-    smooth = np.convolve(rewards, np.ones(min(10, rewards.size)) / min(10, rewards.size), mode="valid")
-    axis.plot(steps[len(steps) - smooth.size :], smooth, color="#0072b2", label="running mean of 10 steps")
-    axis.set_xlabel("step")
-    axis.set_ylabel("reward")
-    twin = axis.twinx()
-    twin.plot(steps, [e["kl"] for e in entries], color="#e69f00", linewidth=0.8, label="KL to SFT")
-    twin.set_ylabel("KL (nats)")
-    figure.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.04), ncol=3)
-    axis.set_title("RL stage: reward per step")
-    atomic_write_bytes(out_path, to_png(figure))
-    return True
-
-

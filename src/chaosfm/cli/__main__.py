@@ -1,0 +1,5 @@
+import sys
+
+from chaosfm.cli import main
+
+sys.exit(main())

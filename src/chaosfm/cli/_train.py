@@ -1,0 +1,146 @@
+"""``chaosfm train``, ``stage``, ``pipeline``, ``generate`` and ``forecast``: code models."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from chaosfm.cli._output import cell, say, show
+from chaosfm.cli._parser import common, overrides, split
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from chaosfm.jobs import train
+
+    values = overrides(args, train.FLAGS, ("cutoff", "seed", "out", "resume"))
+    if args.data:
+        values["data.names"] = split(args.data)
+    metrics = train.run(train.read(args.config, values))
+    heldout = metrics.get("heldout") or {}
+    if heldout:
+        say(
+            f"held-out perplexity {cell(heldout.get('perplexity'))} (unigram "
+            f"{cell(heldout.get('unigram_perplexity'))}), accuracy {cell(heldout.get('accuracy'))}, "
+            f"top-5 {cell(heldout.get('top5_accuracy'))} over {heldout.get('tokens')} codes"
+        )
+    say(f"wrote the run to {args.out}")
+
+
+def cmd_stage(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from chaosfm.jobs import stage
+
+    values = overrides(args, stage.FLAGS, ("stage", "parent", "cutoff", "embargo", "lr", "steps", "batch_size", "seed",
+                                           "epochs", "context_len", "horizon", "reward", "kl_coef", "samples", "out",
+                                           "resume"))
+    if args.data:
+        values["data.names"] = split(args.data)
+    config = stage.read(args.config, values)
+    metrics = stage.run(config)
+    heldout = metrics.get("heldout") or {}
+    row = {
+        "stage": config.stage,
+        "steps": metrics.get("steps"),
+        "final train loss": metrics.get("final_train_loss"),
+        "held-out perplexity": heldout.get("perplexity"),
+        "unigram perplexity": heldout.get("unigram_perplexity"),
+        "accuracy": heldout.get("accuracy"),
+        "top-5": heldout.get("top5_accuracy"),
+    }
+    if "reward" in metrics:
+        row.update({"reward first": metrics["reward"]["first"], "reward last": metrics["reward"]["last"]})
+    show(f"{config.stage}: next-code scores on held-out codes", pd.DataFrame([row]))
+    say(f"wrote the {config.stage} run to {args.out}")
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from chaosfm.jobs import pipeline
+
+    started = time.perf_counter()
+    metrics = pipeline.run(pipeline.read(args.config, overrides(args, pipeline.FLAGS, ("seed", "out"))))
+    title = f"{metrics['dataset']}: every stage on the same {metrics['windows']['common_fresh']} fresh windows"
+    show(title, pd.DataFrame(metrics["table"]))
+    confidence = metrics["protocol"]["confidence"]
+    show("paired differences to pretrain, same windows", pipeline.paired_table(metrics["paired_vs_pretrain"], confidence))
+    say(f"wrote {args.out}/metrics.json, comparison.csv and comparison.md in {time.perf_counter() - started:.0f} s")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from chaosfm._config import read_config
+    from chaosfm.jobs import forecast
+
+    values = overrides(args, forecast.FLAGS, ("run_dir", "prompt", "n", "temperature", "top_k", "num_samples", "seed"))
+    codes = forecast.generate(read_config(forecast.GenerateConfig, None, values))
+    for row in codes:
+        print(" ".join(str(int(c)) for c in row))
+
+
+def cmd_forecast(args: argparse.Namespace) -> None:
+    from chaosfm._config import read_config
+    from chaosfm.jobs import forecast
+
+    values = overrides(args, forecast.FLAGS, ("run_dir", "data", "horizon", "num_samples", "out", "asset",
+                                              "context_length", "quantiles", "temperature", "top_k", "seed"))
+    config = read_config(forecast.ForecastConfig, None, values)
+    table = forecast.run(config)
+    show(f"forecast of {table['asset'].iloc[0]} ({config.num_samples} samples)", table.head(20))
+    say(f"wrote {config.out}")
+
+
+def add_train(commands: Any) -> None:
+    p = commands.add_parser("train", help="fit a tokenizer and train a GPT or Mamba on its codes",
+                            parents=common("config", "out", "resume", "data", "cutoff", "seed", "set",
+                                           required=("config", "out")))
+    p.set_defaults(run=cmd_train)
+
+
+def add_stages(commands: Any) -> None:
+    p = commands.add_parser("stage", help="one training stage (pretrain, midtrain, sft, rl) from its parent's run",
+                            parents=common("out", "config", "data", "cutoff", "seed", "resume", "set", required=("out",)))
+    p.add_argument("stage", choices=["pretrain", "midtrain", "sft", "rl"], help="which stage")
+    p.add_argument("--in", dest="parent", type=Path, help="run folder of the previous stage (pretrain: optional)")
+    p.add_argument("--embargo", type=int, help="rows after the cutoff left out of the held-out codes")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the parent's times 1, 0.1, 0.5, 0.1)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimizer updates")
+    length.add_argument("--epochs", type=float, help="passes over the training windows (sets the steps)")
+    p.add_argument("--batch-size", type=int, help="windows per update")
+    p.add_argument("--context-len", type=int, help="sft/rl: context codes (default: model context - horizon)")
+    p.add_argument("--horizon", type=int, help="sft/rl: codes predicted after each context (default 5)")
+    p.add_argument("--reward", choices=["token_accuracy", "return_mse"], help="rl: the reward (default token_accuracy)")
+    p.add_argument("--kl-coef", type=float, help="rl: weight of KL(policy || sft model) (default 0.05)")
+    p.add_argument("--samples", type=int, help="rl: horizons sampled per context (default 8)")
+    p.set_defaults(run=cmd_stage)
+
+    p = commands.add_parser("pipeline", help="pretrain, midtrain, sft and rl in turn, compared on the same fresh windows",
+                            parents=common("config", "out", "seed", "set", required=("config", "out")))
+    p.set_defaults(run=cmd_pipeline)
+
+
+def add_sampling(commands: Any) -> None:
+    p = commands.add_parser("generate", help="sample codes from a trained run after a prompt",
+                            parents=common("seed", "set"))
+    p.add_argument("--run", dest="run_dir", required=True, type=Path, help="run folder of `chaosfm train`")
+    p.add_argument("--prompt", required=True, help='codes to continue, e.g. "80 81 83"')
+    p.add_argument("-n", type=int, help="codes to generate (default 50)")
+    p.add_argument("--temperature", type=float, help="0 is greedy (default 1)")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely codes")
+    p.add_argument("--num-samples", type=int, help="paths to sample, one per line (default 1)")
+    p.set_defaults(run=cmd_generate)
+
+    p = commands.add_parser("forecast", help="forecast after the last row of a dataset with a trained run",
+                            parents=common("data", "out", "seed", "set", required=("data", "out")))
+    p.add_argument("--run", dest="run_dir", required=True, type=Path, help="run folder of `chaosfm train`")
+    p.add_argument("--horizon", type=int, required=True, help="steps to forecast")
+    p.add_argument("--num-samples", type=int, help="sample paths (default 100)")
+    p.add_argument("--asset", help="asset of a multi-asset frame (default: the first)")
+    p.add_argument("--context-length", type=int, help="rows of history to encode (default: all)")
+    p.add_argument("--quantiles", help="quantile levels, comma-separated (default 0.05,0.1,0.25,0.5,0.75,0.9,0.95)")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-k", type=int)
+    p.set_defaults(run=cmd_forecast)

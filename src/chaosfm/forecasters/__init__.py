@@ -1,0 +1,59 @@
+"""Everything that forecasts, behind one protocol: ``fit(frame) -> self`` and
+``forecast(context, horizon, num_samples, *, key) -> Forecast``.
+
+- the protocol: :class:`Forecast` (sample paths ``(S, H, C)``, quantiles, means, a long frame) and
+  :class:`AbstractForecaster`;
+- statistical baselines (:data:`BASELINES`, :func:`make_baseline`): random walk, GARCH, AR,
+  seasonal naive, last value, and context parroting;
+- model-backed forecasters: :class:`TokenForecaster` (a trained GPT or Mamba over a tokenizer's
+  codes) and :class:`JEPAForecaster` (a frozen pretrained JEPA with ridge readouts), with
+  :func:`probe_windows` for probes of the same encoder; :func:`load_forecaster` reads either back
+  from a run folder through one registry (:data:`RUN_FORECASTERS`).
+
+The online predictor's forecaster is ``chaosfm.predictor.OnlinePredictorForecaster``: the predictor
+sits above this package, so its adapter lives with it.
+"""
+
+from chaosfm.forecasters._base import AbstractForecaster, Forecast, require_key
+from chaosfm.forecasters._baselines import AutoRegressive, Garch, LastValue, RandomWalk, SeasonalNaive
+from chaosfm.forecasters._parroting import ContextParroting, parrot
+from chaosfm.forecasters._registry import BASELINES, make_baseline
+
+__all__ = [
+    "AbstractForecaster",
+    "Forecast",
+    "require_key",
+    "AutoRegressive",
+    "BASELINES",
+    "ContextParroting",
+    "Garch",
+    "LastValue",
+    "RandomWalk",
+    "SeasonalNaive",
+    "make_baseline",
+    "parrot",
+    "JEPAForecaster",
+    "RUN_FORECASTERS",
+    "TokenForecaster",
+    "load_forecaster",
+    "probe_windows",
+]
+
+_MODEL_BACKED = {
+    "TokenForecaster": "chaosfm.forecasters._token",
+    "JEPAForecaster": "chaosfm.forecasters._jepa",
+    "probe_windows": "chaosfm.forecasters._jepa",
+    "RUN_FORECASTERS": "chaosfm.forecasters._from_run",
+    "load_forecaster": "chaosfm.forecasters._from_run",
+}
+
+
+def __getattr__(name: str):
+    # The protocol and the baselines are what the evaluator and the predictor need; the
+    # model-backed forecasters bring the model and training code (seconds of imports) and load
+    # on first use, so `import chaosfm.evaluate` stays numpy-light.
+    if name in _MODEL_BACKED:
+        import importlib
+
+        return getattr(importlib.import_module(_MODEL_BACKED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

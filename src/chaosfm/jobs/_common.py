@@ -1,0 +1,115 @@
+"""What every job does before its own work: resolve the fence, load data, pick assets, build the
+device mesh, write a run folder's ``config.yaml`` and ``meta.json``.
+
+One place for each, so every command means the same by ``--cutoff``, ``--data``, ``--seed`` and
+``--out``: the default cutoff is :data:`DEFAULT_CUTOFF_FRACTION` of each asset's rows, for every
+command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel
+
+from chaosfm._artifacts import write_meta, write_yaml
+from chaosfm._config import ConfigError
+from chaosfm.data import DataError, TimeFence, load
+
+DEFAULT_CUTOFF_FRACTION = 0.8
+"""With no cutoff, every command fences each asset after its first 80% of rows."""
+
+Cutoff = str | float | dict[str, str | float] | None
+"""A cutoff setting: one timestamp for every asset, one per asset (``{asset: timestamp}``), or
+None for the default fraction."""
+
+
+def parse_cutoff(value: Any) -> Any:
+    """``"sp500=2010-12-31,ndx=1996-12-31"`` (a flag) -> a per-asset mapping; anything else as it is."""
+    if isinstance(value, str) and "=" in value:
+        pairs = [part.split("=", 1) for part in value.split(",") if part.strip()]
+        return {name.strip(): date.strip() for name, date in pairs}
+    return value
+
+
+def resolve_fence(
+    frame: pd.DataFrame,
+    cutoff: Cutoff = None,
+    cutoff_fraction: float = DEFAULT_CUTOFF_FRACTION,
+    embargo: int = 0,
+    *,
+    key: str = "cutoff",
+) -> TimeFence:
+    """The fence of a job over ``frame``: ``cutoff`` (one timestamp, one per asset, or
+    ``NAME=DATE,...``) or, when it is None, each asset's row at ``cutoff_fraction``.
+
+    Raises:
+        ConfigError: naming ``key`` when the cutoff does not fit the data.
+    """
+    try:
+        fence = TimeFence.resolve(frame, parse_cutoff(cutoff), cutoff_fraction, embargo)
+    except DataError as error:
+        raise ConfigError(f"{key}: {error}") from None
+    if not fence.before(frame).any():
+        raise ConfigError(f"{key}: no rows at or before the cutoff {fence.cutoff!s}")
+    return fence
+
+
+def load_data(names: str | Sequence[str], options: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """One validated frame of the named datasets or files (comma-joined into one load)."""
+    joined = names if isinstance(names, str) else ",".join(names)
+    return load(joined, **dict(options or {}))
+
+
+def pick_asset(frame: pd.DataFrame, asset: str | None, source: str = "--data") -> pd.DataFrame:
+    """The rows of ``asset`` (default: the first asset), index reset, attrs kept.
+
+    Raises:
+        ConfigError: the asset is not in the frame.
+    """
+    names = [str(a) for a in pd.unique(frame["asset"])]
+    chosen = names[0] if asset is None else str(asset)
+    if chosen not in names:
+        raise ConfigError(f"--asset {chosen!r} is not in {source}; assets: {names}")
+    part = frame[frame["asset"].astype(str) == chosen].reset_index(drop=True)
+    part.attrs = dict(frame.attrs)
+    return part
+
+
+def write_config(out: Path, config: BaseModel | Mapping[str, Any]) -> None:
+    """``config.yaml``: the resolved config of the run (what a re-run needs)."""
+    out.mkdir(parents=True, exist_ok=True)
+    values = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
+    write_yaml(out / "config.yaml", values)
+
+
+def finish_run(out: Path, *, seed: int | None, trained_through: Any = None, **extra: Any) -> None:
+    """``meta.json`` last, once every file of the run is written: versions, the run's one seed,
+    ``trained_through`` and the sha256 of every file."""
+    write_meta(out, seed=seed, trained_through=trained_through, extra=extra or None)
+
+
+_MAY_CHANGE_ON_RESUME = {"steps", "checkpoint_every", "keep_checkpoints", "log_every"}
+"""``train:`` keys a resumed run may change: how long it runs and how often it reports."""
+
+
+def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any], sections: Sequence[str]) -> None:
+    """Resuming must not change what the run computes: every key of ``sections`` but the loop's
+    length and reporting must be as the run being resumed recorded it.
+
+    Raises:
+        ConfigError: naming the first key that differs.
+    """
+    for section in sections:
+        before, now = saved.get(section) or {}, current.get(section) or {}
+        for name in sorted(set(before) | set(now)):
+            if section == "train" and name in _MAY_CHANGE_ON_RESUME:
+                continue
+            if before.get(name) != now.get(name):
+                raise ConfigError(
+                    f"{section}.{name}: is {now.get(name)!r} but the run being resumed used "
+                    f"{before.get(name)!r}; resume with the same config or start a new folder"
+                )

@@ -1,0 +1,188 @@
+"""``chaosfm evaluate``: fit forecasters on every dataset up to a cutoff and score them under the
+leakage protocol.
+
+Baselines are named (``--models``); trained models come as run folders (``--run``: a run of
+``chaosfm train``, ``stage`` or ``pretrain``, loaded by :func:`chaosfm.forecasters.load_forecaster`).
+Each dataset is fenced by the one cutoff rule (one timestamp, one per asset, or each asset's row at
+``cutoff_fraction``). :func:`run` writes ``metrics.json``, ``scores.parquet``, ``report.html``,
+``config.yaml`` and ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from chaosfm._artifacts import atomic_write_bytes, nan_to_none, write_json
+from chaosfm._config import ConfigError, read_config
+from chaosfm.data import frame_kind, merge_trained_through, target_columns, trained_through_to_json
+from chaosfm.evaluate import Protocol, Results, evaluate, fit_through
+from chaosfm.forecasters import BASELINES, load_forecaster, make_baseline
+from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, finish_run, load_data, resolve_fence, write_config
+from chaosfm.report import dataset_section, write_report
+
+__all__ = ["DEFAULT_MODELS", "FLAGS", "DatasetSpec", "EvaluateConfig", "read", "run"]
+
+FLAGS = {name: f"protocol.{name}" for name in
+         ("horizon", "num_samples", "embargo", "step", "max_windows", "seed", "context_length")}
+"""CLI flag -> config key (protocol flags; the rest are top-level keys of the same name)."""
+
+
+class DatasetSpec(BaseModel):
+    """One dataset of an evaluation; unset fields fall back to the evaluation's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="built-in name or path of a CSV/Parquet file")
+    options: dict[str, Any] = Field(default_factory=dict, description="options for data.load")
+    cutoff: Cutoff = None
+    models: list[str] | None = None
+    protocol: Protocol | None = None
+    runs: list[str] = Field(
+        default_factory=list, description="run folders of `chaosfm train` scored on this dataset only"
+    )
+
+
+class EvaluateConfig(BaseModel):
+    """``chaosfm evaluate``: which data, which models, where the cutoff is, how to score."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    datasets: list[DatasetSpec]
+    models: list[str] | None = Field(
+        None, description="model names; default: every baseline that supports the data's kind"
+    )
+    cutoff: Cutoff = Field(
+        None, description="last timestamp models may fit on (or NAME=DATE,...); default: at cutoff_fraction"
+    )
+    cutoff_fraction: float = Field(
+        DEFAULT_CUTOFF_FRACTION, gt=0, lt=1, description="default cutoff: this fraction of each asset's rows"
+    )
+    protocol: Protocol = Field(default_factory=Protocol)
+    model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    runs: list[str] = Field(
+        default_factory=list, description="run folders of `chaosfm train`; each adds its forecaster"
+    )
+    out: Path = Path("runs/evaluate")
+    title: str = "chaosfm evaluation"
+
+
+DEFAULT_MODELS = {
+    "market": ["random_walk", "garch", "ar", "seasonal_naive", "context_parroting", "last_value"],
+    # A seasonal lag means nothing for a chaotic flow; GARCH needs prices.
+    "trajectory": ["context_parroting", "ar", "random_walk", "last_value"],
+}
+
+
+def _default_models(kind: str) -> list[str]:
+    return list(DEFAULT_MODELS[kind])
+
+
+def read(path: str | Path | None, overrides: dict[str, Any] | None = None) -> EvaluateConfig:
+    """The config file (optional) with flag ``overrides`` (dotted keys) on top."""
+    config = read_config(EvaluateConfig, path, overrides)
+    if not config.datasets:
+        raise ConfigError("datasets: name at least one dataset (--data, or a datasets key in --config)")
+    return config
+
+
+def _fence(frame: pd.DataFrame, spec: DatasetSpec, config: EvaluateConfig, embargo: int) -> Any:
+    chosen = spec.cutoff if spec.cutoff is not None else config.cutoff
+    try:
+        return resolve_fence(frame, chosen, config.cutoff_fraction, embargo, key=f"dataset {spec.name}: cutoff")
+    except ConfigError as error:
+        first = frame["timestamp"].iloc[0]
+        what = "dates" if isinstance(first, pd.Timestamp) else "numbers"
+        raise ConfigError(
+            f"{error}; its timestamps are {what} (e.g. {first!s}): give each dataset its own cutoff in a config"
+        ) from None
+
+
+def prepare_dataset(spec: DatasetSpec, config: EvaluateConfig) -> tuple[pd.DataFrame, Any, list[str]]:
+    """Load a dataset and resolve its cutoff and models, before any slow work starts."""
+    frame = load_data(spec.name, spec.options)
+    kind = frame_kind(frame)
+    names = spec.models or config.models or _default_models(kind)
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {unknown}; known: {', '.join(BASELINES)}")
+    unsupported = [n for n in names if kind not in BASELINES[n].kinds]
+    if unsupported:
+        raise ConfigError(f"model(s) {unsupported} do not support {kind} data ({spec.name})")
+    for name in names:
+        _make(name, config)  # a bad option fails here, before any slow work
+    for forecaster in _runs(config, spec):
+        columns = target_columns(frame)
+        if forecaster.columns != columns:
+            raise ConfigError(
+                f"runs: {forecaster.run_dir} forecasts {forecaster.columns}, but {spec.name} is scored "
+                f"on {columns}; evaluate it on data of the kind it was trained on"
+            )
+    protocol = spec.protocol or config.protocol
+    return frame, _fence(frame, spec, config, protocol.embargo).cutoff, names
+
+
+def _runs(config: EvaluateConfig, spec: DatasetSpec) -> list[Any]:
+    """One forecaster per run folder of the evaluation and of ``spec`` (with its ``model_options``).
+
+    Raises:
+        ConfigError: a folder is not a run, or a run that does not forecast.
+    """
+    return [
+        load_forecaster(run, **config.model_options.get(Path(run).name, {})) for run in [*config.runs, *spec.runs]
+    ]
+
+
+def _make(name: str, config: EvaluateConfig) -> Any:
+    try:
+        return make_baseline(name, **config.model_options.get(name, {}))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"model_options.{name}: {error}") from None
+
+
+def evaluate_dataset(
+    spec: DatasetSpec, config: EvaluateConfig, prepared: tuple[pd.DataFrame, Any, list[str]] | None = None
+) -> tuple[pd.DataFrame, Results, dict]:
+    """Fit through the cutoff and score one dataset."""
+    frame, cutoff, names = prepared or prepare_dataset(spec, config)
+    forecasters = {name: _make(name, config) for name in names}
+    forecasters.update({f.name: f for f in _runs(config, spec)})
+    protocol = spec.protocol or config.protocol
+    started = time.perf_counter()
+    fit_through(forecasters, frame, cutoff, protocol.embargo)
+    results = evaluate(forecasters, frame, protocol, cutoff=cutoff)
+    seen = merge_trained_through(*(f.trained_through for f in forecasters.values()))
+    info = {"seconds": time.perf_counter() - started, "trained_through": trained_through_to_json(seen)}
+    return frame, results, info
+
+
+def run(config: EvaluateConfig) -> dict[str, Any]:
+    """Run an evaluation and write its run folder; return the ``metrics.json`` content."""
+    metrics: dict[str, Any] = {"datasets": {}}
+    sections: list[str] = []
+    tables: list[pd.DataFrame] = []
+    trained: dict[str, Any] = {}
+    prepared = [prepare_dataset(spec, config) for spec in config.datasets]
+    out = Path(config.out)  # created only once every dataset, cutoff and model is known good
+    write_config(out, config)
+    for spec, ready in zip(config.datasets, prepared):
+        frame, results, info = evaluate_dataset(spec, config, ready)
+        name = results.dataset
+        metrics["datasets"][name] = results.to_dict()
+        metrics["datasets"][name]["seconds"] = round(info["seconds"], 2)
+        trained[name] = info["trained_through"]
+        sections.append(dataset_section(name, frame, results, target_columns(frame)))
+        table = results.scores.copy()
+        table.insert(0, "dataset", name)
+        table["origin"] = table["origin"].astype(str)
+        tables.append(table)
+    metrics = nan_to_none(metrics)
+    write_json(out / "metrics.json", metrics)
+    atomic_write_bytes(out / "scores.parquet", pd.concat(tables, ignore_index=True).to_parquet(index=False))
+    write_report(out / "report.html", config.title, sections)
+    finish_run(out, seed=config.protocol.seed, trained_through=trained)
+    return metrics

@@ -1,0 +1,93 @@
+"""``chaosfm stream``: the online predictor over one column of a dataset, or over CSV lines on stdin.
+
+The predictor's own settings and its operations (snapshots, warm start, determinism, the metrics
+endpoint) are a :class:`~chaosfm.predictor.StreamConfig` (the file ``--config`` names, and what
+``chaosfm tune`` writes as ``best.yaml``); this job adds what to stream and where to write:
+``predictions.csv``, ``telemetry.csv``, ``metrics.json`` and ``telemetry.png`` in ``out``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chaosfm._config import ConfigError, read_config
+from chaosfm.data import frame_kind
+from chaosfm.jobs._common import load_data, pick_asset
+from chaosfm.predictor import StreamConfig, run_stream
+
+__all__ = ["FLAGS", "StreamJob", "read", "run"]
+
+FLAGS = {name: f"stream.{name}" for name in
+         ("column", "seed", "on_bad_line", "snapshot", "snapshot_every", "restore", "metrics_port", "cache_dir",
+          "deterministic", "compilation_cache", "warm_up")}
+"""CLI flag -> config key."""
+
+STDIN = "-"
+
+
+class StreamJob(BaseModel):
+    """What to stream (``data``: a dataset, a file, or ``-`` for CSV lines on stdin), where to write,
+    and the :class:`StreamConfig`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field(description="built-in name, CSV/Parquet path, or - for CSV lines on stdin")
+    out: Path = Field(description="folder for predictions, telemetry, metrics, plot")
+    asset: str | None = Field(None, description="asset of a multi-asset frame (default: the first)")
+    length: int | None = Field(None, ge=1, description="stream only the first N rows")
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+
+    @property
+    def live(self) -> bool:
+        return self.data == STDIN
+
+
+def read(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None = None) -> StreamJob:
+    """A :class:`StreamJob`: ``path`` is a StreamConfig file (its keys under ``stream``); flag
+    ``overrides`` (dotted keys) on top."""
+    values = dict(overrides or {})
+    stream = {key.split(".", 1)[1]: value for key, value in values.items() if key.startswith("stream.")}
+    top = {key: value for key, value in values.items() if not key.startswith("stream.")}
+    if top.get("data") == STDIN and "on_bad_line" not in stream:
+        # A live feed keeps going past a bad line (reported at once, state kept); a file stops.
+        stream["on_bad_line"] = "skip"
+    config = read_config(StreamConfig, path, stream, source="command line")
+    return read_config(StreamJob, None, {**top, "stream": config.model_dump(mode="json")}, source="command line")
+
+
+def run(
+    config: StreamJob,
+    *,
+    lines: Iterable[str] | None = None,
+    on_prediction: Callable[[dict[str, Any]], None] | None = None,
+    on_bad_line: Callable[[Exception], None] | None = None,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+    column_given: bool = True,
+) -> dict[str, Any]:
+    """Stream and write the outputs; return ``metrics.json``.
+
+    Args:
+        config: the job.
+        lines: CSV lines (with a header) when ``config.data`` is ``-``.
+        on_prediction, on_bad_line, on_ready: hooks of :func:`chaosfm.predictor.run_stream`.
+        column_given: whether the column was chosen; if not, a trajectory streams ``x0``.
+    """
+    stream = config.stream
+    if config.live:
+        return run_stream(stream, config.out, lines=lines, on_prediction=on_prediction, on_bad_line=on_bad_line,
+                          on_ready=on_ready)
+    frame = load_data(config.data)
+    if not column_given and stream.column not in frame.columns and frame_kind(frame) == "trajectory":
+        stream = stream.model_copy(update={"column": "x0"})
+    if stream.column not in frame.columns:
+        raise ConfigError(f"--column {stream.column!r} is not in {config.data}; columns: {list(frame.columns)}")
+    part = pick_asset(frame, config.asset, config.data)
+    if config.length:
+        part = part.iloc[: config.length]
+    return run_stream(stream, config.out, series=part[stream.column].to_numpy(),
+                      timestamps=part["timestamp"].astype(str).tolist(), on_bad_line=on_bad_line, on_ready=on_ready)

@@ -1,0 +1,108 @@
+"""``chaosfm leakage`` end to end on a small slice: the fence is read back from the artifacts."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from chaosfm._config import ConfigError
+from chaosfm.data import load
+from chaosfm.jobs import leakage
+from chaosfm.jobs.leakage import LeakageConfig, leakage_tables
+
+TINY_MODEL = dict(context_length=16, d_model=16, n_layers=1, d_state=8, head_dim=8, d_embed=8, d_pred=8,
+                  min_future=4, max_future=8, min_span=2, max_span=4, cfm_horizon=3, cfm_steps=2)
+TINY_TRAIN = dict(steps=3, batch_size=4, warmup_steps=0, checkpoint_every=3, log_every=1)
+
+
+def _slice(tmp_path, name, start, end):
+    frame = load(name)
+    part = frame[(frame["timestamp"] >= start) & (frame["timestamp"] <= end)]
+    path = tmp_path / f"{name}_slice.csv"
+    part.drop(columns="asset").to_csv(path, index=False)
+    return str(path)
+
+
+def test_dates_outside_a_dataset_are_a_clear_error(tmp_path):
+    path = _slice(tmp_path, "ndx", "1995-01-01", "1997-12-31")
+    config = LeakageConfig(data=[path], pretrain_cutoff="2010-12-31", fresh_start="2014-12-31",
+                           model=TINY_MODEL, train=TINY_TRAIN, out=tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"ndx_slice.*1995-01-03.*1997-12-31.*one date per dataset"):
+        leakage.run(config)
+    config = config.model_copy(update={"pretrain_cutoff": "other=1996-01-01", "fresh_start": "1997-01-01"})
+    with pytest.raises(ConfigError, match="no date for 'ndx_slice'"):
+        leakage.run(config)
+
+
+@pytest.mark.slow
+def test_leakage_study_end_to_end(tmp_path):
+    path = _slice(tmp_path, "sp500", "2004-01-01", "2007-12-31")
+    out = tmp_path / "study"
+    config = LeakageConfig(
+        data=[path], pretrain_cutoff="2005-12-30", fresh_start="2006-12-29", models=["jepa_cfm"],
+        model=TINY_MODEL, train=TINY_TRAIN, horizon=3, num_samples=10, max_windows=40, n_bootstrap=100, out=out,
+    )
+    metrics = leakage.run(config)
+    cutoff, fresh = pd.Timestamp("2005-12-30"), pd.Timestamp("2006-12-29")
+    # The fence, read from what each artifact says it saw.
+    fenced = json.loads((out / "runs" / "jepa_cfm-fenced" / "meta.json").read_text())["trained_through"]
+    leaky = json.loads((out / "runs" / "jepa_cfm-leaky" / "meta.json").read_text())["trained_through"]
+    assert all(pd.Timestamp(t) <= cutoff for t in fenced.values())
+    assert all(cutoff < pd.Timestamp(t) < fresh for t in leaky.values())
+    entry_leaky, entry_fenced = metrics["models"]["jepa_cfm (leaky)"], metrics["models"]["jepa_cfm (fenced)"]
+    # Labels come from those records: the fenced encoder has no within-pretrain windows.
+    assert entry_leaky["crps_pct"]["within_pretrain"]["n_windows"] > 0
+    assert entry_fenced["crps_pct"]["within_pretrain"]["n_windows"] == 0
+    assert entry_fenced["probe_r2"]["realized_vol"]["within_pretrain"]["n_windows"] == 0
+    gap = entry_leaky["crps_pct"]["leakage_gap"]
+    assert gap["ci_low"] <= gap["value"] <= gap["ci_high"]
+    assert metrics["same_windows_leaky_minus_fenced"]["jepa_cfm"]["n_windows"] > 0
+    tables = leakage_tables(metrics)
+    for table in tables.values():
+        assert list(table.columns) == ["model", "params", "in-domain", "within-pretrain OOS", "fresh OOS", "leakage gap"]
+        assert list(table["model"]) == ["jepa_cfm (leaky)", "jepa_cfm (fenced)"]
+    report = (out / "report.md").read_text()
+    assert "| model | params | in-domain | within-pretrain OOS | fresh OOS | leakage gap |" in report
+    # The default encoders normalise each window and carry the window-level VICReg terms, and
+    # every pretrain reports the held-out check against the hinge's own target.
+    saved = json.loads((out / "runs" / "jepa_cfm-fenced" / "model_config.json").read_text())
+    assert saved["window_norm"] and saved["window_scale"] and saved["window_terms"]
+    heldout = entry_fenced["pretrain"]["heldout"]
+    assert heldout["all_dims_above_target"] == (heldout["std_min"] >= entry_fenced["pretrain"]["variance_target_std"])
+    # A second run with the same config reuses the trained encoders...
+    fenced_model = out / "runs" / "jepa_cfm-fenced" / "model.eqx"
+    leaky_model = out / "runs" / "jepa_cfm-leaky" / "model.eqx"
+    before, leaky_before = fenced_model.stat().st_mtime_ns, leaky_model.stat().st_mtime_ns
+    # ...unless the model config it resolved to differs (a changed JEPAConfig default, simulated here).
+    stale = out / "runs" / "jepa_cfm-leaky" / "model_config.json"
+    stale.write_text(json.dumps({**json.loads(stale.read_text()), "window_norm": False}))
+    leakage.run(config)
+    assert fenced_model.stat().st_mtime_ns == before
+    assert leaky_model.stat().st_mtime_ns != leaky_before
+    assert json.loads(stale.read_text())["window_norm"] is True
+
+
+def test_leakage_study_on_codes_fits_one_fenced_tokenizer_per_protocol(tmp_path):
+    path = _slice(tmp_path, "sp500", "2004-01-01", "2007-12-31")
+    out = tmp_path / "study"
+    config = LeakageConfig(
+        data=[path], pretrain_cutoff="2005-12-30", fresh_start="2006-12-29", models=["jepa"],
+        model=TINY_MODEL, train=TINY_TRAIN, horizon=3, num_samples=10, max_windows=20, n_bootstrap=100, out=out,
+        tokenizer={"kind": "fsq", "steps": 2, "options": {"batch_size": 4, "window": 32, "levels": [4, 4, 3]}},
+    )
+    metrics = leakage.run(config)
+    cutoff, fresh = pd.Timestamp("2005-12-30"), pd.Timestamp("2006-12-29")
+    for protocol, limit in (("fenced", cutoff + pd.Timedelta(days=1)), ("leaky", fresh)):
+        run = out / "runs" / f"jepa-{protocol}"
+        meta = json.loads((run / "meta.json").read_text())
+        # What the encoder's tokenizer saw, read from the artifact, stays inside the protocol's fence.
+        seen = json.loads((run / "tokenizer" / "tokenizer.json").read_text())["trained_through"]
+        assert meta["input"] == "codes" and seen == meta["upstream_trained_through"]
+        assert all(pd.Timestamp(t) < limit for t in seen.values())
+        assert (run / "tokenizer" / "model.eqx").read_bytes() == (out / "tokenizers" / protocol / "model.eqx").read_bytes()
+    assert all(pd.Timestamp(t) > cutoff for t in json.loads(
+        (out / "tokenizers" / "leaky" / "tokenizer.json").read_text())["trained_through"].values())
+    entry_fenced = metrics["models"]["jepa (fenced)"]
+    assert entry_fenced["input"] == "codes"
+    assert entry_fenced["crps_pct"]["within_pretrain"]["n_windows"] == 0
+    assert metrics["models"]["jepa (leaky)"]["crps_pct"]["within_pretrain"]["n_windows"] > 0
