@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from chaosfm._config import ConfigError, parse_assignments, read_config, require_int
+from chaosfm._config import ConfigError, read_config, require_int
 from chaosfm.jobs.evaluate import EvaluateConfig
 
 
@@ -57,24 +57,6 @@ def test_dotted_overrides_set_nested_keys_skip_none_and_leave_the_file_alone(tmp
         read_config(Run, None, {"train.sed": 1})
     with pytest.raises(ConfigError, match=r"run.yaml: key 'train.seed'"):
         read_config(Run, path, {"train.seed": "three"})
-
-
-def test_parse_assignments_reads_values_as_yaml_and_names_a_bad_assignment():
-    got = parse_assignments(["train.seed=3", "model.levels=[4, 4]", "name=sp500", "lr=0.5", "flag=true",
-                             "data.names=sp500,ndx", "text="])
-    assert got == {"train.seed": 3, "model.levels": [4, 4], "name": "sp500", "lr": 0.5, "flag": True,
-                   "data.names": "sp500,ndx", "text": ""}
-    assert parse_assignments(None) == {} and parse_assignments([]) == {}
-    assert parse_assignments(["train.lr=0.001"]) == {"train.lr": 0.001}
-    for bad in ("train.seed", "=3", "train..seed=3", ".seed=3"):
-        with pytest.raises(ConfigError, match=rf"--set '{bad}': expected KEY=VALUE"):
-            parse_assignments([bad])
-    with pytest.raises(ConfigError, match=r"--set 'x=\[1, 2': the value is not valid YAML"):
-        parse_assignments(["x=[1, 2"])
-    with pytest.raises(ConfigError, match=r"--set 'train.seed=null': no value"):
-        parse_assignments(["train.seed=null"])
-    # The assignments reach nested keys of a config.
-    assert read_config(Run, None, parse_assignments(["train.seed=4"])).train.seed == 4
 
 
 def test_require_int_is_the_one_integer_rule():

@@ -6,12 +6,12 @@ A typo is an error that names the key and the keys allowed there.
 from __future__ import annotations
 
 import copy
+import numbers
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
@@ -123,28 +123,6 @@ def merge_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | None) -
     return merged
 
 
-def parse_assignments(assignments: list[str] | None, source: str = "--set") -> dict[str, Any]:
-    """``["train.seed=3", "data.names=sp500,nasdaq"]`` -> ``{"train.seed": 3, ...}``.
-
-    Each value is read as YAML (``3`` is an int, ``[4, 4]`` a list, ``null`` None-as-null is
-    refused: leave the key out instead).
-    """
-    out: dict[str, Any] = {}
-    for text in assignments or []:
-        key, sep, raw = text.partition("=")
-        key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"{source} {text!r}: expected KEY=VALUE, e.g. train.seed=3")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{source} {text!r}: the value is not valid YAML ({error})") from None
-        if value is None:
-            raise ConfigError(f"{source} {text!r}: no value; leave the key out to keep its default")
-        out[key] = value
-    return out
-
-
 def read_config(
     model: type[M],
     path: str | os.PathLike[str] | None = None,
@@ -167,14 +145,16 @@ def read_config(
     return parse_config(model, merge_overrides(data, overrides), str(path) if path is not None else source)
 
 
-def require_int(value: Any, name: str, minimum: int = 1) -> int:
-    """``value`` as an int, or a ConfigError (a ValueError) naming ``name`` and the rule broken.
+def require_int(value: Any, name: str, minimum: int | None = 1) -> int:
+    """``value`` as an int, or a ConfigError (a ValueError) naming ``name`` and the rule broken
+    (``minimum`` None: any integer).
 
-    The one integer validator of chaosfm: counts, lengths and sizes given by a person.
+    The one integer validator of chaosfm: counts, lengths, sizes and seeds given by a person.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ConfigError(f"{name} must be an integer{bound}, got {value!r}")
+    if minimum is not None and value < minimum:
         rule = "positive (>= 1)" if minimum == 1 else f">= {minimum}"
         raise ConfigError(f"{name} must be {rule}, got {value}")
     return int(value)

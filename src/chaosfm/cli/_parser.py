@@ -21,10 +21,14 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def assignment(text: str) -> str:
-    """A ``--set`` value shaped ``KEY=VALUE`` (dotted key): checked while parsing, so a malformed one
-    is reported before any job loads; the value is read as YAML later
-    (:func:`chaosfm._config.parse_assignments`)."""
+def assignment(text: str) -> tuple[str, Any]:
+    """A ``--set`` value ``KEY=VALUE`` as ``(dotted key, value read as YAML)``: the one reader of
+    assignments, run while parsing, so a malformed one is reported before any job loads. Dates read
+    as ISO text (every config takes its dates as strings).
+
+    Raises:
+        argparse.ArgumentTypeError: naming the assignment and what is wrong with it.
+    """
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
@@ -38,7 +42,7 @@ def assignment(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML ({problem})") from None
     if value is None:
         raise argparse.ArgumentTypeError(f"{text!r}: no value; leave the key out to keep its default")
-    return text
+    return key, _plain(value)
 
 
 _COMMON: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -76,9 +80,7 @@ def overrides(args: argparse.Namespace, flags: dict[str, str], names: tuple[str,
     """Config overrides from the parsed flags ``names``: each under its config key (``flags`` maps a
     flag to a dotted key; a flag not in it is a top-level key of the same name), then ``--set``
     assignments under them. A flag that was not given is left out."""
-    from chaosfm._config import parse_assignments
-
-    values = {key: _plain(value) for key, value in parse_assignments(getattr(args, "assignments", None)).items()}
+    values = dict(getattr(args, "assignments", None) or [])
     for name in names:
         value = getattr(args, name, None)
         if value is None:

@@ -30,6 +30,7 @@ import pandas as pd
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
+from chaosfm._config import ConfigError, require_int
 from chaosfm.data._errors import DataError, NonFiniteError, UnknownDatasetError
 
 # Adaptive-step tolerances of every diffrax solve: tighter than the exponent needs, so that a
@@ -357,14 +358,12 @@ def _parameters(system: ChaoticSystem, overrides: Mapping[str, Any]) -> dict[str
 
 
 def _check_integer(value: Any, what: str, source: str, minimum: int | None = 1) -> int:
-    if (
-        not isinstance(value, numbers.Integral) or isinstance(value, bool)
-        or (minimum is not None and value < minimum)
-    ):
+    """:func:`chaosfm._config.require_int` as a DataError naming the system (a data option)."""
+    try:
+        return require_int(value, what, minimum)
+    except ConfigError as error:
         bound = "" if minimum is None else f" >= {minimum}"
-        message = f"{what}={value!r} must be an integer{bound}"
-        raise DataError(message, source=source, rule=f"integer {what}{bound}")
-    return int(value)
+        raise DataError(f"{what}={value!r}: {error}", source=source, rule=f"integer {what}{bound}") from None
 
 
 def _given_start(system: ChaoticSystem, params: Mapping, value: ArrayLike) -> np.ndarray:

@@ -10,17 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, BeforeValidator
 
 from chaosfm._artifacts import write_meta, write_yaml
-from chaosfm._config import ConfigError
+from chaosfm._config import ConfigError, split_commas
 from chaosfm.data import DataError, TimeFence, load
 
 DEFAULT_CUTOFF_FRACTION = 0.8
 """With no cutoff, every command fences each asset after its first 80% of rows."""
+
+def _some(names: list[str]) -> list[str]:
+    if not names:
+        raise ValueError("name at least one dataset")
+    return names
+
+
+DatasetNames = Annotated[list[str], BeforeValidator(split_commas), AfterValidator(_some)]
+"""Built-in dataset names or CSV/Parquet paths: a list, or one comma-separated string; never empty."""
 
 Cutoff = str | float | dict[str, str | float] | None
 """A cutoff setting: one timestamp for every asset, one per asset (``{asset: timestamp}``), or

@@ -44,13 +44,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from scipy import stats
 
 from chaosfm._artifacts import atomic_write_text, nan_to_none, sha256, write_json
-from chaosfm._config import CommaList, ConfigError, split_commas
+from chaosfm._config import ConfigError, split_commas
 from chaosfm._progress import say
 from chaosfm.data import TimeFence, trained_through_to_json
 from chaosfm.evaluate import Protocol, bootstrap_interval, evaluate, fit_through, probe_scores, sharpe_ratio, sharpe_standard_error
 from chaosfm.forecasters import JEPAForecaster, probe_windows
 from chaosfm.jobs import pretrain as pretrain_job
-from chaosfm.jobs._common import finish_run, load_data, parse_cutoff, resolve_fence, write_config
+from chaosfm.jobs._common import DatasetNames, finish_run, load_data, parse_cutoff, resolve_fence, write_config
 from chaosfm.jobs.train import TokenizerSection
 from chaosfm.train import TrainConfig, load_pretrained
 
@@ -74,7 +74,7 @@ class LeakageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: CommaList = Field(description="market datasets (built-in names or paths)")
+    data: DatasetNames = Field(description="market datasets (built-in names or paths)")
     pretrain_cutoff: str | dict[str, str] | None = Field(
         None, description="fenced encoders and every head see rows up to here: DATE or NAME=DATE,..."
     )

@@ -28,10 +28,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chaosfm._artifacts import atomic_write_bytes, write_json
-from chaosfm._config import CommaList, ConfigError, read_config
+from chaosfm._config import ConfigError, read_config
 from chaosfm._random import run_keys
 from chaosfm.data import TimeFence, trained_through, trained_through_to_json
-from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, finish_run, load_data, resolve_fence, write_config
+from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, DatasetNames, finish_run, load_data, resolve_fence, write_config
 from chaosfm.jobs.train import TokenizerSection
 from chaosfm.models import JEPA, JEPAConfig, count_params, ema_post_update, jepa_loss
 from chaosfm.tokenizers import load_tokenizer, make_tokenizer
@@ -66,7 +66,7 @@ class PretrainData(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    names: CommaList = Field(description="built-in market datasets or CSV/Parquet paths")
+    names: DatasetNames = Field(description="built-in market datasets or CSV/Parquet paths")
     cutoff: Cutoff = Field(None, description="last timestamp the encoder sees: one date, or one per asset")
     cutoff_fraction: float = Field(
         DEFAULT_CUTOFF_FRACTION, gt=0, lt=1, description="default cutoff: this fraction of each asset's rows"

@@ -25,14 +25,14 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from chaosfm._artifacts import atomic_write_bytes, atomic_write_text, nan_to_none, verify_run, write_json
-from chaosfm._config import CommaList, ConfigError, read_config
+from chaosfm._config import ConfigError, read_config
 from chaosfm._progress import say
 from chaosfm._random import run_keys
 from chaosfm.data import TimeFence, trained_through_to_json
-from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, finish_run, load_data, resolve_fence, write_config
+from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, DatasetNames, finish_run, load_data, resolve_fence, write_config
 from chaosfm.tokenizers import (
     AbstractTokenizer,
     encodable,
@@ -55,7 +55,7 @@ class TokenizeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: CommaList = Field(description="built-in dataset names or file paths (or one 'a,b' string)")
+    data: DatasetNames = Field(description="built-in dataset names or file paths (or one 'a,b' string)")
     data_options: dict[str, Any] = Field(default_factory=dict, description="options for data.load")
     tokenizer: Literal["fsq", "vqvae", "bins"] = "fsq"
     levels: list[int] = Field(default_factory=lambda: [8, 8, 4, 4], description="FSQ levels per dimension")
@@ -74,12 +74,6 @@ class TokenizeConfig(BaseModel):
     speed_repeats: int = Field(5, ge=1, description="timed encoding runs for encode_candles_per_second")
     out: Path = Path("runs/tokenize")
 
-    @field_validator("data")
-    @classmethod
-    def _not_empty(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("name at least one dataset")
-        return value
 
 
 def read(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TokenizeConfig:

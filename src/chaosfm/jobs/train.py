@@ -32,14 +32,15 @@ import jax
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from chaosfm._artifacts import atomic_write_bytes, nan_to_none, write_json
-from chaosfm._config import CommaList, ConfigError, parse_config, read_config
+from chaosfm._config import ConfigError, parse_config, read_config
 from chaosfm._random import run_keys
 from chaosfm.data import trained_through, trained_through_to_json
 from chaosfm.jobs._common import (
     DEFAULT_CUTOFF_FRACTION,
+    DatasetNames,
     Cutoff,
     check_resume,
     finish_run,
@@ -84,7 +85,7 @@ class DataSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    names: CommaList = Field(description="built-in dataset names or CSV/Parquet paths (or one 'a,b' string)")
+    names: DatasetNames = Field(description="built-in dataset names or CSV/Parquet paths (or one 'a,b' string)")
     options: dict[str, Any] = Field(default_factory=dict, description="options for chaosfm.data.load")
     cutoff: Cutoff = Field(None, description="last timestamp the tokenizer and model may see (or NAME=DATE,...)")
     cutoff_fraction: float = Field(
@@ -93,12 +94,6 @@ class DataSection(BaseModel):
     embargo: int = Field(0, ge=0, description="rows after the cutoff left out of the held-out codes")
     vol_window: int = Field(20, ge=2, description="rows of the realized volatility fed to exo_clock models")
 
-    @field_validator("names")
-    @classmethod
-    def _not_empty(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("name at least one dataset")
-        return value
 
 
 class TokenizerSection(BaseModel):
