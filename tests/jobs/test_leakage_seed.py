@@ -41,8 +41,3 @@ def test_one_seed_reaches_every_artifact_and_two_runs_write_the_same_metrics(tmp
         saved = yaml.safe_load((outs[0] / "runs" / run / "config.yaml").read_text())
         assert saved["train"]["seed"] == 3
     assert (outs[0] / "metrics.json").read_bytes() == (outs[1] / "metrics.json").read_bytes()
-    # A different seed trains different encoders: the check above could fail.
-    code = main(["leakage", "--config", str(config), "--seed", "4", "--tokenizer", "fsq", "--tokenizer-steps", "5",
-                 "--out", str(tmp_path / "third")])
-    assert code == 0
-    assert (tmp_path / "third" / "metrics.json").read_bytes() != (outs[0] / "metrics.json").read_bytes()

@@ -19,9 +19,9 @@ LENGTH = 70  # past warm-up (32) with room either side of the interruption
 
 def _run(config, out_dir, **source):
     rows = []
-    metrics = run_stream(config, out_dir, on_prediction=rows.append, **source)
-    telemetry = pd.read_csv(out_dir / "telemetry.csv").drop(columns=["step_seconds"])
-    return rows, telemetry, metrics
+    result = run_stream(config, on_prediction=rows.append, **source)
+    telemetry = pd.DataFrame(result.telemetry).drop(columns=["step_seconds"])
+    return rows, telemetry, result.metrics
 
 
 def test_mode_pins_precision_and_prng():

@@ -62,7 +62,8 @@ def test_scrape_during_a_run(tmp_path):
             scrapes.append(_scrape(ready[0]["metrics_url"]))
 
     config = STREAM.model_copy(update={"metrics_port": 0})
-    metrics = run_stream(config, tmp_path, series=_walk(60, seed=4), on_ready=ready.append, on_prediction=on_prediction)
+    result = run_stream(config, series=_walk(60, seed=4), on_ready=ready.append, on_prediction=on_prediction)
+    metrics = result.metrics
     url = ready[0]["metrics_url"]
     assert url.startswith("http://127.0.0.1:") and metrics["metrics_url"] == url
     (got,) = scrapes
@@ -77,7 +78,7 @@ def test_scrape_during_a_run(tmp_path):
     # The gauges hold the 45th step's telemetry.
     import pandas as pd
 
-    step = pd.read_csv(tmp_path / "telemetry.csv").iloc[44]
+    step = pd.DataFrame(result.telemetry).iloc[44]
     assert got[("chaosfm_hoelder_exponent", ())] == pytest.approx(step["hoelder"], rel=1e-6)
     assert math.isfinite(got[("chaosfm_hoelder_exponent", ())])
     assert got[("chaosfm_cusum_distance_to_alarm", ())] == pytest.approx(step["distance_to_alarm"], rel=1e-6)

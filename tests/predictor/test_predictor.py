@@ -20,8 +20,7 @@ def _gbm(length: int, seed: int) -> np.ndarray:
 
 
 def _telemetry(series: np.ndarray, out_dir) -> pd.DataFrame:
-    run_stream(STREAM, out_dir, series=series)
-    return pd.read_csv(out_dir / "telemetry.csv")
+    return pd.DataFrame(run_stream(STREAM, series=series).telemetry)
 
 
 @pytest.mark.parametrize("source", ["gbm", "sp500"])

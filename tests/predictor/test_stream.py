@@ -30,40 +30,40 @@ def _walk(n, seed=0):
     return 100.0 + np.cumsum(np.random.default_rng(seed).standard_normal(n))
 
 
-def test_run_stream_writes_outputs_and_metrics(tmp_path):
+def test_run_stream_returns_its_rows_and_metrics():
     series = _walk(160)
     seen = []
-    metrics = run_stream(STREAM.model_copy(update={"plot": True}), tmp_path, series=series, on_prediction=seen.append)
-    for name in ("predictions.csv", "telemetry.csv", "metrics.json", "telemetry.png"):
-        assert (tmp_path / name).stat().st_size > 0, name
-    assert len(seen) == 159
-    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    result = run_stream(STREAM, series=series, on_prediction=seen.append)
+    metrics = result.metrics
+    assert result.error is None
+    assert len(seen) == 159 and result.predictions == seen and len(result.telemetry) == 159
+    json.dumps(metrics, allow_nan=False)  # strict JSON as it is: no NaN, no NumPy scalars
     for who in ("predictor", "random_walk"):
         assert set(metrics[who]) == {"crps", "mae", "directional_accuracy"}
         assert all(np.isfinite(v) for v in metrics[who].values())
     assert metrics["latency_ms"]["p99"] >= metrics["latency_ms"]["p50"] > 0
     assert set(metrics["flags"]) == {"degraded_inference", "emergency", "regime_change", "mode_collapse"}
-    telemetry = pd.read_csv(tmp_path / "telemetry.csv")
+    telemetry = pd.DataFrame(result.telemetry)
     weights = telemetry[[c for c in telemetry.columns if c.startswith("weight_")]].to_numpy()
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
     assert {"hoelder", "cusum_statistic", "cusum_threshold", "kurtosis", "dgm_entropy", "free_energy",
             "sinkhorn_iterations", "sinkhorn_converged", "step_seconds"} <= set(telemetry.columns)
-    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    predictions = pd.DataFrame(result.predictions)
     assert np.all(np.isfinite(predictions["prediction_next"]))
 
 
-def test_bad_stdin_line_raises_naming_the_line_and_keeps_good_outputs(tmp_path):
+def test_a_bad_stdin_line_stops_the_stream_naming_the_line_and_keeps_the_good_rows():
     lines = ["close"] + [f"{v:.4f}" for v in _walk(40)] + ["nan"] + ["101.0"]
-    with pytest.raises(DataError, match="line 42"):
-        run_stream(STREAM, tmp_path, lines=lines)
-    assert len(pd.read_csv(tmp_path / "predictions.csv")) == 39
+    result = run_stream(STREAM, lines=lines)
+    assert isinstance(result.error, DataError) and "line 42" in str(result.error)
+    assert len(result.predictions) == 39
 
 
 def test_bad_lines_can_be_skipped(tmp_path):
     values = [f"{v:.4f}" for v in _walk(60)]
     values[30] = "inf"
     values[40] = "oops"
-    metrics = run_stream(STREAM.model_copy(update={"on_bad_line": "skip"}), tmp_path, lines=values)
+    metrics = run_stream(STREAM.model_copy(update={"on_bad_line": "skip"}), lines=values).metrics
     assert [b["line"] for b in metrics["bad_lines"]] == [31, 41]
     assert metrics["observations"] == 58
 
@@ -97,16 +97,15 @@ def test_forecaster_wrapper(key):
         forecaster.forecast(frame, horizon=5, num_samples=50)
 
 
-def test_metrics_report_startup_and_first_step(tmp_path):
+def test_metrics_report_startup_and_first_step():
     ready = []
-    metrics = run_stream(STREAM, tmp_path, series=_walk(20), on_ready=ready.append)
+    result = run_stream(STREAM, series=_walk(20), on_ready=ready.append)
+    metrics = result.metrics
     assert ready == [{"startup_seconds": metrics["startup_seconds"], "metrics_url": None,
                       "compilation_cache": None, "restored_from": None}]
     assert metrics["startup_seconds"] > 0 and metrics["first_step_ms"] > 0
-    telemetry = pd.read_csv(tmp_path / "telemetry.csv")
-    assert metrics["first_step_ms"] == pytest.approx(telemetry["step_seconds"].iloc[0] * 1e3)
-    on_disk = json.loads((tmp_path / "metrics.json").read_text())
-    assert {"startup_seconds", "first_step_ms", "deterministic", "snapshots_written"} <= set(on_disk)
+    assert metrics["first_step_ms"] == pytest.approx(result.telemetry[0]["step_seconds"] * 1e3)
+    assert {"startup_seconds", "first_step_ms", "deterministic", "snapshots_written"} <= set(metrics)
 
 
 def test_stream_config_rules():

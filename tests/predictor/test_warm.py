@@ -40,7 +40,7 @@ def test_compilation_cache_fills_and_is_private(cache):
 def test_warm_up_compiles_the_production_signature_and_changes_nothing(tmp_path):
     series = _walk(50, seed=9)
     rows_cold, rows_warm = [], []
-    run_stream(STREAM.model_copy(update={"warm_up": False, "snapshot": tmp_path / "s.msgpack"}), tmp_path / "a",
+    run_stream(STREAM.model_copy(update={"warm_up": False, "snapshot": tmp_path / "s.msgpack"}),
                series=series, on_prediction=rows_cold.append)
     step = packed_step(PREDICTOR)
     unpack, _ = step._codec  # pack: compiled by warm-up for restores, which these runs do not do
@@ -51,7 +51,7 @@ def test_warm_up_compiles_the_production_signature_and_changes_nothing(tmp_path)
     # own (other tests' deterministic runs are another PackedStep; these counts must not move).
     warm_up(step, PREDICTOR, key=jax.random.key(1), codec=True)
     assert sizes() == real
-    run_stream(STREAM.model_copy(update={"snapshot": tmp_path / "t.msgpack"}), tmp_path / "b", series=series,
+    run_stream(STREAM.model_copy(update={"snapshot": tmp_path / "t.msgpack"}), series=series,
                on_prediction=rows_warm.append)
     assert sizes() == real
     assert rows_cold == rows_warm  # bit for bit: the zeros pass shares no state or key with the run
@@ -69,7 +69,7 @@ def test_a_restart_loads_every_program_and_predicts_the_same_bits(cache, tmp_pat
         if name == "loaded":
             shutil.copytree(cache, tmp_path / "restart")
         rows = []
-        metrics = run_stream(stream, tmp_path / name, series=series, on_prediction=rows.append)
+        metrics = run_stream(stream, series=series, on_prediction=rows.append).metrics
         runs[name] = rows
         assert set(metrics["programs"].values()) == {name}, metrics["programs"]
         assert metrics["compilation_cache"] == (None if stream.cache_dir is None else str(stream.cache_dir))

@@ -39,6 +39,6 @@ def load_forecaster(run_dir: str | os.PathLike[str], **options: Any) -> Abstract
             + ", ".join(f"{k} ({cls.__name__})" for k, cls in RUN_FORECASTERS.items())
         )
     try:
-        return RUN_FORECASTERS[kind](root, **options)
+        return RUN_FORECASTERS[kind].load(root, **options)
     except TypeError as error:  # an option the forecaster does not take
         raise ConfigError(f"model_options.{root.name}: {error}") from None

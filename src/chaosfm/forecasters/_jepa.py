@@ -77,6 +77,12 @@ class JEPAForecaster(AbstractForecaster):
         self.readout: Ridge | None = None
         self.residual_std: np.ndarray | None = None
 
+    @classmethod
+    def load(cls, run_dir: str | Path, **options: Any) -> "JEPAForecaster":
+        """The forecaster of a ``chaosfm pretrain`` run folder (hashes checked); ``options``:
+        ``horizon``, ``alpha``, ``name``, ``seed``. Its readout is fitted by :meth:`fit`."""
+        return cls(run_dir, **options)
+
     @property
     def window(self) -> int:
         return self.model.config.context_length

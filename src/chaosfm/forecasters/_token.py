@@ -68,6 +68,12 @@ class TokenForecaster(AbstractForecaster):
         self.columns = self.run.columns
         self.kinds = ("market",) if "close" in self.columns else ("trajectory",)
 
+    @classmethod
+    def load(cls, run_dir: str | Path, **options: Any) -> TokenForecaster:
+        """The forecaster of a ``chaosfm train`` / ``chaosfm stage`` run folder (hashes checked);
+        ``options``: ``temperature``, ``top_k``, ``context_codes``."""
+        return cls(run_dir, **options)
+
     def fit(self, frame: pd.DataFrame) -> TokenForecaster:
         """Nothing to fit: the model was trained by ``chaosfm train``; keeps its ``trained_through``."""
         return self

@@ -8,6 +8,8 @@ endpoint) are a :class:`~chaosfm.predictor.StreamConfig` (the file ``--config`` 
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -15,10 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chaosfm._artifacts import atomic_write_bytes, atomic_write_text, write_json
 from chaosfm._config import ConfigError, read_config
 from chaosfm.data import frame_kind
-from chaosfm.jobs._common import load_data, pick_asset
-from chaosfm.predictor import StreamConfig, run_stream
+from chaosfm.jobs._common import finish_run, load_data, pick_asset
+from chaosfm.predictor import StreamConfig, StreamResult, run_stream, telemetry_png
 
 __all__ = ["FLAGS", "StreamJob", "read", "run"]
 
@@ -76,18 +79,43 @@ def run(
         lines: CSV lines (with a header) when ``config.data`` is ``-``.
         on_prediction, on_bad_line, on_ready: hooks of :func:`chaosfm.predictor.run_stream`.
         column_given: whether the column was chosen; if not, a trajectory streams ``x0``.
+
+    Raises:
+        DataError: a bad line that stopped the stream (``on_bad_line: raise``), after the outputs of
+            every good line before it are written.
     """
     stream = config.stream
+    hooks = {"on_bad_line": on_bad_line, "on_ready": on_ready}
     if config.live:
-        return run_stream(stream, config.out, lines=lines, on_prediction=on_prediction, on_bad_line=on_bad_line,
-                          on_ready=on_ready)
-    frame = load_data(config.data)
-    if not column_given and stream.column not in frame.columns and frame_kind(frame) == "trajectory":
-        stream = stream.model_copy(update={"column": "x0"})
-    if stream.column not in frame.columns:
-        raise ConfigError(f"--column {stream.column!r} is not in {config.data}; columns: {list(frame.columns)}")
-    part = pick_asset(frame, config.asset, config.data)
-    if config.length:
-        part = part.iloc[: config.length]
-    return run_stream(stream, config.out, series=part[stream.column].to_numpy(),
-                      timestamps=part["timestamp"].astype(str).tolist(), on_bad_line=on_bad_line, on_ready=on_ready)
+        result = run_stream(stream, lines=lines, on_prediction=on_prediction, **hooks)
+    else:
+        frame = load_data(config.data)
+        if not column_given and stream.column not in frame.columns and frame_kind(frame) == "trajectory":
+            stream = stream.model_copy(update={"column": "x0"})
+        if stream.column not in frame.columns:
+            raise ConfigError(f"--column {stream.column!r} is not in {config.data}; columns: {list(frame.columns)}")
+        part = pick_asset(frame, config.asset, config.data)
+        if config.length:
+            part = part.iloc[: config.length]
+        result = run_stream(stream, series=part[stream.column].to_numpy(),
+                            timestamps=part["timestamp"].astype(str).tolist(), on_prediction=on_prediction, **hooks)
+    write(Path(config.out), result, plot=stream.plot, seed=stream.seed)
+    if result.error is not None:
+        raise result.error
+    return result.metrics
+
+
+def write(out: Path, result: StreamResult, *, plot: bool = True, seed: int | None = None) -> None:
+    """``predictions.csv``, ``telemetry.csv``, ``metrics.json``, ``telemetry.png`` and ``meta.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("predictions.csv", result.predictions), ("telemetry.csv", result.telemetry)):
+        buffer = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(buffer, fieldnames=list(rows[0].keys()))
+            writer.writeheader()
+            writer.writerows(rows)
+        atomic_write_text(out / name, buffer.getvalue())
+    write_json(out / "metrics.json", result.metrics)
+    if plot and result.telemetry:
+        atomic_write_bytes(out / "telemetry.png", telemetry_png(result.telemetry))
+    finish_run(out, seed=seed, trained_through=None, kind="stream")

@@ -223,6 +223,8 @@ def run(config: TrainRunFile, *, on_step: Any = None) -> dict[str, Any]:
         raise ConfigError("out: name the run folder (--out)")
     out, resume = Path(config.out), config.resume
     seed = config.seed
+    loop = config.run_config().train
+    data_mesh(loop.devices, loop.batch_size)  # devices that do not fit fail before the tokenizer's fit
     if resume:
         _same_sections(out, config)
     frame = load_data(config.data.names, config.data.options)

@@ -1,7 +1,8 @@
 """The online universal stochastic predictor.
 
 Online pieces are pure ``init(...) -> state`` / ``update(state, x) -> (out, state)`` functions
-over NamedTuple states; :func:`run_stream` runs the whole predictor over a series or stdin lines.
+over NamedTuple states; :func:`run_stream` runs the whole predictor over a series or stdin lines
+and returns its rows and scores (the ``chaosfm stream`` job writes them).
 """
 
 from chaosfm.predictor._config import (
@@ -39,7 +40,8 @@ from chaosfm.predictor._predictor import (
     update_predictor,
     warm_start,
 )
-from chaosfm.predictor._stream import run_stream
+from chaosfm.predictor._stream import StreamResult, run_stream
+from chaosfm.predictor._telemetry import telemetry_png
 from chaosfm.predictor._metrics_server import MetricsServer
 from chaosfm.predictor._snapshot import Snapshot, SnapshotError, StreamProgress, load_snapshot, save_snapshot
 from chaosfm.predictor._warm import compilation_cache_dir, deterministic_mode, enable_compilation_cache, warm_up
@@ -72,6 +74,7 @@ __all__ = [
     "Snapshot",
     "SnapshotError",
     "StreamProgress",
+    "StreamResult",
     "compilation_cache_dir",
     "deterministic_mode",
     "enable_compilation_cache",
@@ -84,6 +87,7 @@ __all__ = [
     "delta",
     "malliavin_path",
     "solve_terminal_pde",
+    "telemetry_png",
     "fit_stable",
     "hoelder_wtmm",
     "init_cusum",

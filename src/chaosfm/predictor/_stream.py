@@ -1,16 +1,17 @@
-"""``run_stream``: the library function behind ``chaosfm stream``.
+"""``run_stream``: the online predictor over a series (an array) or over CSV lines (stdin).
 
-Runs the online predictor over a series (an array) or over CSV lines (stdin), writes
-``predictions.csv``, ``telemetry.csv``, ``metrics.json`` and ``telemetry.png`` into ``out_dir``,
-and returns the metrics.
+It returns a :class:`StreamResult`: the metrics, one prediction row and one telemetry row per
+observation, and the bad line that stopped the stream, if one did. The ``chaosfm stream`` job
+writes them (``predictions.csv``, ``telemetry.csv``, ``metrics.json``, ``telemetry.png``).
 
 Bad input (NaN, inf, not a number, a non-positive value with log increments): with
-``config.on_bad_line == "raise"`` (default) a :class:`chaosfm.data.DataError` naming the input
-line is raised; the files are still written for every good line before it, and the predictor's
-state is the last good one. With ``"skip"`` the line is recorded in ``metrics["bad_lines"]``
-(line number and message), skipped, and the run goes on from the last good state.
+``config.on_bad_line == "raise"`` (default) the stream stops at the first bad line and the result
+carries its :class:`chaosfm.data.DataError` (naming the input line) beside the rows of every good
+line before it; the predictor's state is the last good one. With ``"skip"`` the line is recorded
+in ``metrics["bad_lines"]`` (line number and message), skipped, and the run goes on from the last
+good state.
 
-Operations (issue 8): the predictor's programs are compiled, or loaded from the persistent
+Operations: the predictor's programs are compiled, or loaded from the persistent
 compilation cache and their exports, by a warm-up pass before the first observation
 (``_warm.py``, ``_export.py``); ``config.snapshot`` is rewritten
 atomically every ``snapshot_every`` steps and at the end, and ``config.restore`` resumes from one
@@ -25,13 +26,13 @@ import io
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 import pandas as pd
 
-from chaosfm._artifacts import atomic_write_text, nan_to_none, write_json
+from chaosfm._artifacts import nan_to_none
 from chaosfm.data import DataError, NonFiniteError, NonNumericError, NonPositivePriceError
 from chaosfm.evaluate import crps, directional_accuracy, mae
 from chaosfm.forecasters import RandomWalk
@@ -39,7 +40,7 @@ from chaosfm.predictor._config import StreamConfig
 from chaosfm.predictor._metrics_server import MetricsServer
 from chaosfm.predictor._packed_step import packed_step
 from chaosfm.predictor._snapshot import Snapshot, SnapshotError, StreamProgress, load_snapshot, save_snapshot
-from chaosfm.predictor._telemetry import FLAGS, plot_telemetry, telemetry_record
+from chaosfm.predictor._telemetry import FLAGS, telemetry_record
 from chaosfm.predictor._warm import PRNG_IMPL, compilation_cache_dir, deterministic_mode, enable_compilation_cache, warm_up
 
 
@@ -79,9 +80,26 @@ def _value(text: str | None, line: int, column: str, log: bool, source: str) -> 
     return value
 
 
+class StreamResult(NamedTuple):
+    """What a stream produced.
+
+    Attributes:
+        metrics: scores beside the random walk, latency, flags, bad lines, start-up (see
+            :func:`run_stream`).
+        predictions: one row per observation: the value, the prediction of the next one and its
+            10% and 90% quantiles, whether the predictor was warm.
+        telemetry: one row per step: Hölder exponent, CUSUM, kernel weights, flags, step time.
+        error: the bad line that stopped the stream (``on_bad_line="raise"``), or None.
+    """
+
+    metrics: dict[str, Any]
+    predictions: list[dict[str, Any]]
+    telemetry: list[dict[str, Any]]
+    error: DataError | None = None
+
+
 def run_stream(
     config: StreamConfig,
-    out_dir: Path,
     *,
     series: np.ndarray | None = None,
     timestamps: Any = None,
@@ -90,12 +108,11 @@ def run_stream(
     on_bad_line: Callable[[DataError], None] | None = None,
     on_ready: Callable[[dict[str, Any]], None] | None = None,
     metrics_server: MetricsServer | None = None,
-) -> dict[str, Any]:
-    """Run the predictor over ``series`` or ``lines``; write the outputs; return the metrics.
+) -> StreamResult:
+    """Run the predictor over ``series`` or ``lines``; return the metrics and the rows.
 
     Args:
         config: the stream and predictor configuration.
-        out_dir: created if missing; files are written atomically.
         series: ``(T,)`` values (e.g. a frame's close column), or
         timestamps: optional ``(T,)`` labels of ``series``, copied to the CSVs.
         lines: CSV text lines (stdin): one value per line, or rows with a header naming
@@ -115,7 +132,8 @@ def run_stream(
     one would have (bit for bit in deterministic mode on the same machine).
 
     Returns:
-        metrics: CRPS, MAE and directional accuracy of the predictor and of the random walk,
+        A :class:`StreamResult` whose metrics hold CRPS, MAE and directional accuracy of the
+        predictor and of the random walk,
         step latency p50/p99 (ms, after warm-up), counts of each flag, bad lines;
         ``startup_seconds`` (from the call to the predictor being ready for its first
         observation: compilation cache, restore, step compiled or loaded by the warm-up pass,
@@ -124,19 +142,16 @@ def run_stream(
         cache, ``"exported"`` traced and written to it, ``"loaded"`` from it).
 
     Raises:
-        DataError: a bad line with ``on_bad_line="raise"`` (outputs up to it are written first).
         SnapshotError: ``config.restore`` is damaged, of another format, or of another config.
     """
     begin = time.perf_counter()
     if (series is None) == (lines is None):
         raise ValueError("give exactly one of series= and lines=")
     with deterministic_mode(config.deterministic):
-        return _run(config, Path(out_dir), series, timestamps, lines, on_prediction, on_bad_line,
-                    on_ready, metrics_server, begin)
+        return _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready, metrics_server, begin)
 
 
-def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line, on_ready, server, begin):
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready, server, begin):
     predictor_config = config.predictor
     log = predictor_config.increments == "log"
     cache = enable_compilation_cache(compilation_cache_dir(config.cache_dir)) if config.compilation_cache else None
@@ -267,10 +282,7 @@ def _run(config, out_dir, series, timestamps, lines, on_prediction, on_bad_line,
     if compiling is not None:  # a short stream may end before the background compile does
         compiling.join()
     metrics["programs"] = dict(step.status)  # per program: traced, exported (written) or loaded
-    _write(out_dir, prediction_rows, telemetry_rows, metrics, config.plot)
-    if pending is not None:
-        raise pending
-    return metrics
+    return StreamResult(nan_to_none(metrics), prediction_rows, telemetry_rows, pending)
 
 
 def _restore(config: StreamConfig) -> Snapshot:
@@ -363,16 +375,3 @@ def _random_walk(values: np.ndarray, rows: list[int], num_samples: int, log: boo
         context = frame.iloc[max(0, i - window) : i + 1]
         out[:, j] = fitted[window].forecast(context, 1, num_samples, key=jax.random.fold_in(key, i)).samples[:, 0, 0]
     return out
-
-
-def _write(out_dir: Path, prediction_rows, telemetry_rows, metrics, plot: bool) -> None:
-    for name, rows in (("predictions.csv", prediction_rows), ("telemetry.csv", telemetry_rows)):
-        buffer = io.StringIO()
-        if rows:
-            writer = csv.DictWriter(buffer, fieldnames=list(rows[0].keys()))
-            writer.writeheader()
-            writer.writerows(rows)
-        atomic_write_text(out_dir / name, buffer.getvalue())
-    write_json(out_dir / "metrics.json", nan_to_none(metrics))
-    if plot and telemetry_rows:
-        plot_telemetry(telemetry_rows, out_dir / "telemetry.png")

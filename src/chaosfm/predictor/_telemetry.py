@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,8 +45,8 @@ def telemetry_record(step: int, out: PredictorOutput, observed: float, wall_time
     return row
 
 
-def plot_telemetry(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """Price, Hölder exponent, CUSUM against its threshold and the kernel weights over time."""
+def telemetry_png(rows: Sequence[dict[str, Any]]) -> bytes:
+    """Price, Hölder exponent, CUSUM against its threshold and the kernel weights over time (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,5 +74,7 @@ def plot_telemetry(rows: Sequence[dict[str, Any]], path: Path) -> None:
     axes[3].legend(loc="upper left", fontsize=8, ncol=4)
     axes[3].set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    return buffer.getvalue()

@@ -1,0 +1,54 @@
+"""``chaosfm stream``: the job streams a dataset's column or stdin lines and writes the outputs."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chaosfm.data import DataError
+from chaosfm.jobs import stream
+from chaosfm.predictor import PredictorConfig, StreamConfig
+
+# One compiled step shared with tests/predictor (the same predictor config): fit_steps=0 skips the
+# DGM warm start, and no persistent compilation cache (a process-wide setting) is turned on.
+STREAM = StreamConfig(predictor=PredictorConfig(dgm={"fit_steps": 0}), compilation_cache=False)
+
+
+def _csv(path, values):
+    frame = pd.DataFrame({"timestamp": pd.bdate_range("2020-01-01", periods=len(values)), "x0": values})
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def _walk(n, seed=0):
+    return 100.0 + np.cumsum(np.random.default_rng(seed).standard_normal(n))
+
+
+def test_the_job_writes_every_output_and_the_metrics_it_returns(tmp_path):
+    data = _csv(tmp_path / "walk.csv", _walk(120))
+    config = stream.StreamJob(data=data, out=tmp_path / "out", stream=STREAM)
+    metrics = stream.run(config, column_given=False)  # a trajectory streams x0
+    out = tmp_path / "out"
+    for name in ("predictions.csv", "telemetry.csv", "metrics.json", "telemetry.png", "meta.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert len(pd.read_csv(out / "predictions.csv")) == 119
+    telemetry = pd.read_csv(out / "telemetry.csv")
+    np.testing.assert_allclose(telemetry.filter(like="weight_").sum(axis=1), 1.0, atol=1e-5)
+    assert json.loads((out / "meta.json").read_text())["seed"] == STREAM.seed
+
+
+def test_a_bad_line_is_raised_after_the_good_rows_are_written(tmp_path):
+    lines = ["close"] + [f"{v:.4f}" for v in _walk(40)] + ["nan"] + ["101.0"]
+    config = stream.read(None, {"data": "-", "out": str(tmp_path / "out"), "stream.on_bad_line": "raise",
+                                "stream.compilation_cache": False, "stream.predictor.dgm.fit_steps": 0})
+    with pytest.raises(DataError, match="line 42"):
+        stream.run(config, lines=lines)
+    assert len(pd.read_csv(tmp_path / "out" / "predictions.csv")) == 39
+
+
+def test_a_live_feed_skips_bad_lines_unless_told_otherwise(tmp_path):
+    live = stream.read(None, {"data": "-", "out": str(tmp_path)})
+    assert live.live and live.stream.on_bad_line == "skip"
+    assert stream.read(None, {"data": "prices.csv", "out": str(tmp_path)}).stream.on_bad_line == "raise"
