@@ -4,15 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chaosfm.data import DataError, load
+from chaosfm.data import DataError
 from chaosfm.evaluate import Window, crps, long_short_return, probe_scores, relative_crps
 from chaosfm.forecasters import Forecast, probe_windows
-from chaosfm.jobs import pretrain
 from chaosfm.train import load_pretrained
 
-TINY_MODEL = dict(context_length=16, d_model=16, n_layers=1, d_state=8, head_dim=8, d_embed=8, d_pred=8,
-                  min_future=4, max_future=8, min_span=2, max_span=4, cfm_horizon=3, cfm_steps=2)
-TINY_TRAIN = dict(steps=3, batch_size=4, warmup_steps=0, checkpoint_every=3, log_every=1)
 
 
 def test_long_short_return_and_relative_crps():
@@ -28,16 +24,8 @@ def test_long_short_return_and_relative_crps():
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    frame = load("sp500")
-    frame = frame[(frame["timestamp"] >= "2005-01-01") & (frame["timestamp"] <= "2006-12-31")].reset_index(drop=True)
-    run = tmp_path_factory.mktemp("jepa") / "run"
-    config = pretrain.PretrainConfig.model_validate(
-        {"data": {"names": ["sp500"], "cutoff": "2006-06-30"}, "model": {**TINY_MODEL, "cfm_weight": 1.0},
-         "train": TINY_TRAIN, "out": str(run)}
-    )
-    pretrain.run(config, frame=frame)
-    return run, frame
+def small_run(tiny_jepa_run):
+    return tiny_jepa_run[:2]
 
 
 def test_probe_classes_come_from_trained_through(small_run):

@@ -82,15 +82,23 @@ def test_leakage_study_end_to_end(tmp_path):
     assert json.loads(stale.read_text())["window_norm"] is True
 
 
+@pytest.mark.slow
 def test_leakage_study_on_codes_fits_one_fenced_tokenizer_per_protocol(tmp_path):
     path = _slice(tmp_path, "sp500", "2004-01-01", "2007-12-31")
     out = tmp_path / "study"
     config = LeakageConfig(
-        data=[path], pretrain_cutoff="2005-12-30", fresh_start="2006-12-29", models=["jepa"],
+        data=[path], pretrain_cutoff="2005-12-30", fresh_start="2006-12-29", models=["jepa"], seed=3,
         model=TINY_MODEL, train=TINY_TRAIN, horizon=3, num_samples=10, max_windows=20, n_bootstrap=100, out=out,
         tokenizer={"kind": "fsq", "steps": 2, "options": {"batch_size": 4, "window": 32, "levels": [4, 4, 3]}},
     )
     metrics = leakage.run(config)
+    # The study's one seed reaches every artifact: the study, both encoders, both tokenizers.
+    metas = {meta.parent.relative_to(out).as_posix(): json.loads(meta.read_text()) for meta in out.rglob("meta.json")}
+    assert {".", "runs/jepa-leaky", "runs/jepa-fenced", "tokenizers/leaky", "tokenizers/fenced"} <= set(metas)
+    assert {name: meta["seed"] for name, meta in metas.items()} == {name: 3 for name in metas}
+    # And fixes the results: a second study with the seed, in another folder, writes the same metrics.
+    leakage.run(config.model_copy(update={"out": tmp_path / "again"}))
+    assert (tmp_path / "again" / "metrics.json").read_bytes() == (out / "metrics.json").read_bytes()
     cutoff, fresh = pd.Timestamp("2005-12-30"), pd.Timestamp("2006-12-29")
     for protocol, limit in (("fenced", cutoff + pd.Timedelta(days=1)), ("leaky", fresh)):
         run = out / "runs" / f"jepa-{protocol}"
