@@ -84,3 +84,24 @@ def test_csv_error_points_at_the_line(tmp_path):
 def test_unknown_option_is_named():
     with pytest.raises(DataError, match="lenght"):
         load("sp500", lenght=10)
+
+
+def test_datasets_lists_every_chaotic_system_from_the_registry_without_integrating(monkeypatch):
+    from chaosfm.data import SYSTEMS, datasets
+    from chaosfm.data import _chaos
+
+    def integrate(*args, **kwargs):
+        raise AssertionError("datasets() must not integrate anything")
+
+    monkeypatch.setattr(_chaos, "chaotic_system", integrate)
+    monkeypatch.setattr(_chaos, "largest_lyapunov_exponent", integrate)
+    rows = datasets().set_index("name")
+    assert set(SYSTEMS) <= set(rows.index)
+    for column in ("dynamics", "dimension", "lyapunov_reference", "period"):
+        assert column in rows.columns
+    lorenz = rows.loc["lorenz63"]
+    assert (lorenz["kind"], lorenz["dynamics"], lorenz["dimension"]) == ("trajectory", "flow", 3)
+    assert lorenz["lyapunov_reference"] == 0.9056 and lorenz["period"] == SYSTEMS["lorenz63"].period
+    assert rows.loc["mackey_glass", "dynamics"] == "delay" and rows.loc["lorenz96_40", "dimension"] == 40
+    assert rows.loc["henon", "dynamics"] == "map" and pd.isna(rows.loc["henon", "period"])
+    assert pd.isna(rows.loc["sp500", "dynamics"]) and pd.isna(rows.loc["sp500", "period"])

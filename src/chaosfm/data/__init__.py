@@ -1,11 +1,6 @@
 """Loading, validating and featurising market data and chaotic trajectories."""
 
-from chaosfm.data._chaos import (
-    SYSTEMS,
-    ChaoticSystem,
-    chaotic_system,
-    largest_lyapunov_exponent,
-)
+from chaosfm.data._chaos import chaotic_system, dominant_period, largest_lyapunov_exponent
 from chaosfm.data._errors import (
     CandleShapeError,
     DataError,
@@ -57,6 +52,8 @@ from chaosfm.data._frame import (
     validate,
 )
 from chaosfm.data._load import builtin_names, datasets, describe, load, read_file
+from chaosfm.data._systems import SYSTEMS, ChaoticSystem
+from chaosfm.data._trajectory import time_step, to_trajectory_frame
 
 __all__ = [
     "DIRECTION_NAMES",
@@ -97,6 +94,7 @@ __all__ = [
     "chaotic_system",
     "datasets",
     "describe",
+    "dominant_period",
     "frame_kind",
     "largest_lyapunov_exponent",
     "latest_seen",
@@ -108,6 +106,8 @@ __all__ = [
     "state_columns",
     "symlog",
     "target_columns",
+    "time_step",
+    "to_trajectory_frame",
     "trained_through",
     "trained_through_from_json",
     "trained_through_to_json",

@@ -1,314 +1,47 @@
-"""Built-in chaotic systems: Lorenz-63, Rössler, Mackey–Glass, Hénon and Lorenz-96.
+"""Built-in chaotic systems on demand: :func:`chaotic_system`, :func:`largest_lyapunov_exponent`
+and :func:`dominant_period`.
 
-:func:`chaotic_system` integrates one on demand and returns a trajectory frame
-(``asset, timestamp, x0..xk``) whose ``attrs`` record the parameters, the integrator and the
-largest Lyapunov exponent; :func:`largest_lyapunov_exponent` estimates that exponent by
-Benettin's method. :data:`SYSTEMS` lists what is built in.
+:func:`chaotic_system` integrates one system of the registry :data:`SYSTEMS`
+(:mod:`chaosfm.data._systems`: equations, defaults, published exponents, citations) and returns
+a trajectory frame (``asset, timestamp, x0..xk``) whose ``attrs`` record the parameters, the
+integrator and the largest Lyapunov exponent; :func:`largest_lyapunov_exponent` estimates that
+exponent by Benettin's method; :func:`dominant_period` measures a trajectory's characteristic
+period. How each kind of system advances (diffrax for flows, iteration for maps, the method of
+steps for delay equations) is in :mod:`chaosfm.data._dynamics`.
 
 All arithmetic is float64 inside a local ``jax.enable_x64`` context: the process-wide default
 stays float32 (DESIGN.md, "Numerics"), but float32 rounding (~1e-7) grows to the size of the
 attractor within ~16 Lyapunov times, so generated data would depend on the precision.
 
-Shape letters: ``time`` samples of a trajectory, ``state`` the system's dimension, ``history``
-the window of past values that is the Mackey–Glass state, ``segment`` Benettin's intervals.
+Shape letters: ``time`` samples of a trajectory, ``state`` the system's dimension, ``segment``
+Benettin's intervals.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import numbers
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jax import lax
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike
 
 from chaosfm._config import ConfigError, require_int
 from chaosfm.data._errors import DataError, NonFiniteError, UnknownDatasetError
+from chaosfm.data._systems import SYSTEMS, ChaoticSystem
 
-# Adaptive-step tolerances of every diffrax solve: tighter than the exponent needs, so that a
-# trajectory is accurate to ~1e-8 over a Lyapunov time whatever the platform.
-_RTOL = 1e-9
-_ATOL = 1e-9
-# A step this small means the solution is running off to infinity: stop (diffrax then fills the
-# rest with inf, which is reported) instead of shrinking the step for millions of iterations.
-_MIN_STEP = 1e-10
-_MAX_SOLVER_STEPS = 2**24
-# Mackey–Glass is integrated with fixed RK4 steps no longer than this (time units).
-_MACKEY_GLASS_MAX_STEP = 0.1
 # Benettin's estimate ignores this fraction of its intervals after the burn-in, while the tangent
 # vector aligns with the most unstable direction.
 _TANGENT_TRANSIENT_FRACTION = 0.1
-
-_SPROTT_2003 = "Sprott, J. C. (2003). Chaos and Time-Series Analysis. Oxford UP, Appendix A"
-
-
-@dataclasses.dataclass(frozen=True)
-class ChaoticSystem:
-    """One built-in system: its defaults and what is published about its chaos.
-
-    Attributes:
-        name: registry key, also the ``asset`` of the frames it generates.
-        description: the equations, in one line.
-        kind: ``"flow"`` (an ODE, integrated with diffrax), ``"map"`` (iterated) or ``"delay"``
-            (a delay differential equation, integrated by the method of steps).
-        dimension: number of state columns ``x0..xk`` with the default parameters.
-        parameters: default parameter values, read-only; keyword arguments override them.
-        dt: default sampling interval in the system's time units (1 iteration for a map).
-        length: default number of samples.
-        burn_in: default time integrated and discarded before the first sample (iterations for
-            a map), long enough to forget the initial condition.
-        lyapunov_reference: published largest Lyapunov exponent with the default parameters, in
-            nats per unit time (per iteration for a map), or ``None``.
-        lyapunov_citation: where ``lyapunov_reference`` is published.
-        lyapunov_steps: default ``n_steps`` of :func:`largest_lyapunov_exponent`, in samples of
-            ``dt``: enough for the estimate to settle within a few per cent.
-        lyapunov_renorm_every: default ``renorm_every``, in samples of ``dt``.
-    """
-
-    name: str
-    description: str
-    kind: Literal["flow", "map", "delay"]
-    dimension: int
-    parameters: Mapping[str, float]
-    dt: float
-    length: int
-    burn_in: float
-    lyapunov_reference: float | None
-    lyapunov_citation: str | None
-    lyapunov_steps: int
-    lyapunov_renorm_every: int
-
-
-def _read_only(**values: Any) -> Mapping[str, Any]:
-    return MappingProxyType(values)
-
-
-SYSTEMS: Mapping[str, ChaoticSystem] = _read_only(
-    lorenz63=ChaoticSystem(
-        name="lorenz63", kind="flow", dimension=3,
-        description="Lorenz (1963): x' = sigma (y - x), y' = x (rho - z) - y, z' = x y - beta z",
-        parameters=_read_only(sigma=10.0, rho=28.0, beta=8.0 / 3.0),
-        dt=0.02, length=10_000, burn_in=50.0, lyapunov_steps=100_000, lyapunov_renorm_every=25,
-        lyapunov_reference=0.9056, lyapunov_citation=_SPROTT_2003,
-    ),
-    rossler=ChaoticSystem(
-        name="rossler", kind="flow", dimension=3,
-        description="Rössler (1976): x' = -y - z, y' = x + a y, z' = b + z (x - c)",
-        parameters=_read_only(a=0.2, b=0.2, c=5.7),
-        dt=0.1, length=10_000, burn_in=200.0, lyapunov_steps=100_000, lyapunov_renorm_every=10,
-        lyapunov_reference=0.0714, lyapunov_citation=_SPROTT_2003,
-    ),
-    mackey_glass=ChaoticSystem(
-        name="mackey_glass", kind="delay", dimension=1,
-        description="Mackey & Glass (1977): x'(t) = beta x(t-tau) / (1 + x(t-tau)^n) - gamma x(t)",
-        parameters=_read_only(beta=0.2, gamma=0.1, n=10.0, tau=17.0),
-        dt=1.0, length=10_000, burn_in=1_000.0, lyapunov_steps=30_000, lyapunov_renorm_every=10,
-        # NeuroBench's Lyapunov time for these parameters is 197, estimated with jitcdde_lyap.
-        lyapunov_reference=1.0 / 197.0,
-        lyapunov_citation=(
-            "Yik et al., NeuroBench (arXiv:2304.04640; Nature Communications, 2025), "
-            "Mackey-Glass task: Lyapunov time 197 for tau=17"
-        ),
-    ),
-    henon=ChaoticSystem(
-        name="henon", kind="map", dimension=2,
-        description="Hénon (1976) map: x' = 1 - a x^2 + y, y' = b x",
-        parameters=_read_only(a=1.4, b=0.3),
-        dt=1.0, length=10_000, burn_in=1_000.0, lyapunov_steps=100_000, lyapunov_renorm_every=10,
-        lyapunov_reference=0.41922, lyapunov_citation=_SPROTT_2003,
-    ),
-    lorenz96=ChaoticSystem(
-        name="lorenz96", kind="flow", dimension=10,
-        description=(
-            "Lorenz (1996): x_i' = (x_{i+1} - x_{i-2}) x_{i-1} - x_i + forcing, "
-            "i = 0..dimension-1 on a ring"
-        ),
-        parameters=_read_only(forcing=8.0, dimension=10),
-        dt=0.05, length=10_000, burn_in=50.0, lyapunov_steps=10_000, lyapunov_renorm_every=10,
-        lyapunov_reference=None, lyapunov_citation=None,
-    ),
-)
-
-# Seeded initial conditions are drawn uniformly within `spread` of a point near the attractor,
-# inside its basin, so the burn-in only has to forget the draw. Lorenz-96 starts near its
-# unstable equilibrium x_i = forcing instead.
-_NEAR_ATTRACTOR: Mapping[str, tuple[tuple[float, ...], float]] = _read_only(
-    lorenz63=((-8.0, 7.0, 27.0), 1.0), rossler=((1.0, -6.0, 0.1), 0.5),
-    mackey_glass=((0.9,), 0.3), henon=((0.0, 0.0), 0.1),
-)
-_LORENZ96_SPREAD = 1.0
-
-
-# ---- equations: args is a dict of float64 scalars, so one compilation serves every value ----
-
-
-def _lorenz63_field(t: Any, state: Float[Array, "3"], args: dict[str, Array]) -> Float[Array, "3"]:
-    x, y, z = state[0], state[1], state[2]
-    return jnp.stack([args["sigma"] * (y - x), x * (args["rho"] - z) - y, x * y - args["beta"] * z])
-
-
-def _rossler_field(t: Any, state: Float[Array, "3"], args: dict[str, Array]) -> Float[Array, "3"]:
-    x, y, z = state[0], state[1], state[2]
-    return jnp.stack([-y - z, x + args["a"] * y, args["b"] + z * (x - args["c"])])
-
-
-def _lorenz96_field(t: Any, state: Float[Array, " state"], args: dict[str, Array]) -> Array:
-    ahead_one, behind_one, behind_two = (jnp.roll(state, k) for k in (-1, 1, 2))
-    return (ahead_one - behind_two) * behind_one - state + args["forcing"]
-
-
-_VECTOR_FIELDS: Mapping[str, Callable[..., Array]] = _read_only(
-    lorenz63=_lorenz63_field, rossler=_rossler_field, lorenz96=_lorenz96_field
-)
-
-
-def _henon_map(state: Float[Array, "2"], args: dict[str, Array]) -> Float[Array, "2"]:
-    x, y = state[0], state[1]
-    return jnp.stack([1.0 - args["a"] * x**2 + y, args["b"] * x])
-
-
-# Mackey–Glass by the method of steps. diffrax has no delay support, and its adaptive steps would
-# need a dense interpolant of the whole past to evaluate x(t - tau). A fixed grid avoids both:
-# with step h the delay is tau/h grid steps, the state is the window of the last ~tau/h values,
-# and x(t - tau) at the RK4 stages (t, t + h/2, t + h) is linearly interpolated between its
-# entries. One sampling interval is then a map on the window, iterated by lax.scan and
-# differentiated by jax.jvp for Benettin's tangent (the discretisation Farmer 1982, "Chaotic
-# attractors of an infinite-dimensional dynamical system", Physica D 4, 366-393, also uses).
-
-
-def _mackey_glass_grid(dt: float, tau: float) -> tuple[int, float, float]:
-    """RK4 steps per sample, the step h, and the delay in steps tau/h (>= 1, so that the
-    stages read only the past)."""
-    substeps = max(1, math.ceil(dt / min(_MACKEY_GLASS_MAX_STEP, tau) - 1e-9))
-    step = dt / substeps
-    delay_steps = tau / step
-    if abs(delay_steps - round(delay_steps)) < 1e-9:
-        delay_steps = float(round(delay_steps))
-    return substeps, step, delay_steps
-
-
-def _mackey_glass_map(
-    history: Float[Array, " history"], args: dict[str, Array], grid: tuple[int, float, float]
-) -> Float[Array, " history"]:
-    """One sampling interval; ``history[-1]`` is x(t) and ``history[-1 - j]`` is x(t - j h)."""
-    substeps, step, delay_steps = grid
-
-    def lagged(window: Array, lag: float) -> Array:  # x(t - lag h), linear between grid points
-        whole = math.floor(lag)
-        fraction = lag - whole
-        value = window[-1 - whole]
-        if fraction == 0.0:
-            return value
-        return (1.0 - fraction) * value + fraction * window[-2 - whole]
-
-    def rate(x, delayed):
-        return args["beta"] * delayed / (1.0 + delayed ** args["n"]) - args["gamma"] * x
-
-    def rk4(_, window):
-        x = window[-1]
-        delayed_middle = lagged(window, delay_steps - 0.5)
-        k1 = rate(x, lagged(window, delay_steps))
-        k2 = rate(x + 0.5 * step * k1, delayed_middle)
-        k3 = rate(x + 0.5 * step * k2, delayed_middle)
-        k4 = rate(x + step * k3, lagged(window, delay_steps - 1.0))
-        x_next = x + step / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-        return jnp.concatenate([window[1:], x_next[None]])
-
-    return lax.fori_loop(0, substeps, rk4, history)
-
-
-def _map_state(start: np.ndarray, grid: tuple | None) -> Array:
-    """The point itself, or for Mackey–Glass a constant window over lags 0 .. floor(delay) + 1."""
-    return jnp.asarray(start) if grid is None else jnp.full(math.floor(grid[2]) + 2, start[0])
-
-
-def _map(name: str, state: Array, args: dict[str, Array], grid: tuple | None) -> Array:
-    return _henon_map(state, args) if name == "henon" else _mackey_glass_map(state, args, grid)
-
-
-# ---- integration, compiled once per system and shape ----------------------------------------
-
-
-def _diffrax() -> Any:
-    # diffrax (with lineax, optimistix) takes ~0.5 s to import; only an integration needs it.
-    import diffrax
-
-    return diffrax
-
-
-def _solve(term: Any, t1: Array, y0: Any, args: Any, saveat: Any):
-    diffrax = _diffrax()
-    controller = diffrax.PIDController(rtol=_RTOL, atol=_ATOL, dtmin=_MIN_STEP, force_dtmin=False)
-    return diffrax.diffeqsolve(
-        term, diffrax.Tsit5(), t0=0.0, t1=t1, dt0=None, y0=y0, args=args, saveat=saveat,
-        stepsize_controller=controller, max_steps=_MAX_SOLVER_STEPS, throw=False,
-    )
-
-
-@functools.partial(jax.jit, static_argnames=("name",))
-def _flow_trajectory(
-    name: str, start: Float[Array, " state"], args: dict[str, Array], times: Float[Array, " time"]
-) -> Float[Array, "time state"]:
-    diffrax = _diffrax()
-    term = diffrax.ODETerm(_VECTOR_FIELDS[name])
-    return _solve(term, times[-1], start, args, diffrax.SaveAt(ts=times)).ys
-
-
-@functools.partial(jax.jit, static_argnames=("name", "grid", "length"))
-def _map_trajectory(
-    name: str, start: Array, args: dict[str, Array], burn_in: Array, grid: tuple | None, length: int
-) -> Float[Array, "time state"]:
-    state = lax.fori_loop(0, burn_in, lambda _, s: _map(name, s, args, grid), start)
-
-    def iterate(state, _):
-        observed = state if name == "henon" else state[-1:]  # Mackey–Glass shows x(t) only
-        return _map(name, state, args, grid), observed
-
-    return lax.scan(iterate, state, None, length=length)[1]
-
-
-@functools.partial(jax.jit, static_argnames=("name", "grid", "n_segments"))
-def _benettin(
-    name: str, start: Array, tangent: Array, args: dict[str, Array], interval: Array,
-    grid: tuple | None, n_segments: int,
-) -> Float[Array, " segment"]:
-    """Log-growth of a tangent vector over each of ``n_segments`` intervals (Benettin et al.
-    1980): advance state and tangent together, then rescale the tangent to unit length.
-
-    ``interval`` is a time for a flow, a number of map applications otherwise.
-    """
-    if name in _VECTOR_FIELDS:
-        diffrax = _diffrax()
-        field = _VECTOR_FIELDS[name]
-        term = diffrax.ODETerm(
-            lambda t, y, args: jax.jvp(lambda s: field(t, s, args), (y[0],), (y[1],))
-        )
-
-        def advance(state, tangent):
-            ys = _solve(term, interval, (state, tangent), args, diffrax.SaveAt(t1=True)).ys
-            return ys[0][-1], ys[1][-1]
-    else:
-
-        def advance(state, tangent):
-            def step(_, pair):
-                return jax.jvp(lambda s: _map(name, s, args, grid), (pair[0],), (pair[1],))
-
-            return lax.fori_loop(0, interval, step, (state, tangent))
-
-    def segment(pair, _):
-        state, tangent = advance(*pair)
-        growth = jnp.linalg.norm(tangent)
-        return (state, tangent / growth), jnp.log(growth)
-
-    return lax.scan(segment, (start, tangent), None, length=n_segments)[1]
+# dominant_period: Welch segments of this many samples (fewer if the series is shorter), half
+# overlapping; the lowest bins (the mean's leakage through the window) are ignored.
+_WELCH_SEGMENT = 4096
+_LOWEST_BIN = 2
 
 
 # ---- checking what the user asked for -------------------------------------------------------
@@ -378,7 +111,7 @@ def _given_start(system: ChaoticSystem, params: Mapping, value: ArrayLike) -> np
     if state.shape != (dimension,):
         raise DataError(
             f"initial_condition has {state.size} value(s), {system.name} has dimension {dimension}"
-            + (" (the constant history x(t), t <= 0)" if system.kind == "delay" else ""),
+            + system.equations.initial_condition_note,
             source=system.name, rule="initial condition of the system's dimension",
         )
     if not np.isfinite(state).all():
@@ -391,11 +124,8 @@ def _given_start(system: ChaoticSystem, params: Mapping, value: ArrayLike) -> np
 
 def _seeded_start(system: ChaoticSystem, params: Mapping[str, float], key: Array) -> np.ndarray:
     """A random initial condition near the attractor, drawn from ``key`` (call inside x64)."""
-    if system.name == "lorenz96":
-        centre, spread = np.full(params["dimension"], params["forcing"]), _LORENZ96_SPREAD
-    else:
-        point, spread = _NEAR_ATTRACTOR[system.name]
-        centre = np.asarray(point)
+    centre = system.near_attractor(params)
+    spread = system.spread
     offset = jax.random.uniform(key, centre.shape, jnp.float64, minval=-spread, maxval=spread)
     return centre + np.asarray(offset)
 
@@ -411,9 +141,37 @@ def _check_finite(values: np.ndarray, name: str, start: np.ndarray, params: Mapp
         )
 
 
-def _equation_args(params: Mapping[str, float]) -> dict[str, Array]:
-    """Parameters as float64 scalars (call inside x64); ``dimension`` is a shape, not an arg."""
-    return {k: jnp.asarray(v, dtype=jnp.float64) for k, v in params.items() if k != "dimension"}
+def _positive(value: Any, what: str, source: str) -> float:
+    if not _is_real(value) or not math.isfinite(value) or value <= 0:
+        raise DataError(f"{what}={value!r} must be a finite number > 0", source=source, rule=f"{what} > 0")
+    return float(value)
+
+
+def _sampling_interval(system: ChaoticSystem, dt: Any, points_per_period: Any) -> float:
+    """The ``dt`` asked for, or the one ``points_per_period`` implies, or the default."""
+    name = system.name
+    if system.equations.discrete_time:
+        if points_per_period is not None:
+            raise DataError(
+                f"points_per_period={points_per_period!r}: {name} is a map, one iteration per "
+                "sample; leave points_per_period unset",
+                source=name, rule="no points_per_period for a map",
+            )
+        if dt not in (None, 1):
+            raise DataError(
+                f"dt={dt!r}: {name} is a map, it advances one iteration per sample; leave dt unset",
+                source=name, rule="dt = 1 for a map",
+            )
+        return 1.0
+    if points_per_period is None:
+        return system.dt if dt is None else _positive(dt, "dt", name)
+    if dt is not None:
+        raise DataError(
+            f"dt={dt!r} and points_per_period={points_per_period!r} both given; points_per_period "
+            f"sets dt = period / points_per_period (period {system.period:g} for {name})",
+            source=name, rule="dt or points_per_period, not both",
+        )
+    return system.period / _positive(points_per_period, "points_per_period", name)
 
 
 # ---- public API -----------------------------------------------------------------------------
@@ -424,6 +182,7 @@ def chaotic_system(
     *,
     length: int | None = None,
     dt: float | None = None,
+    points_per_period: float | None = None,
     seed: int = 0,
     initial_condition: ArrayLike | None = None,
     burn_in: float | None = None,
@@ -431,55 +190,52 @@ def chaotic_system(
 ) -> pd.DataFrame:
     """Integrate a built-in chaotic system and return its trajectory frame.
 
-    Flows (``lorenz63``, ``rossler``, ``lorenz96``) are solved with diffrax's Tsit5 under a PID
-    step-size controller (``rtol = atol = 1e-9``) and saved at ``t = burn_in + i dt``;
-    ``mackey_glass`` by the method of steps (fixed RK4 steps of at most 0.1 time units, linear
-    interpolation of the delayed state, constant history before t = 0); ``henon`` is iterated.
-    All in float64.
+    Flows are solved with diffrax's Tsit5 under a PID step-size controller (``rtol = atol =
+    1e-9``) and saved at ``t = burn_in + i dt``; delay equations (``mackey_glass``) by the method
+    of steps (fixed RK4 steps of at most 0.1 time units, linear interpolation of the delayed
+    state, constant history before t = 0); maps are iterated. All in float64.
 
     Args:
         name: a key of :data:`SYSTEMS`.
         length: number of samples (rows); default ``SYSTEMS[name].length``.
-        dt: sampling interval in the system's time units; default ``SYSTEMS[name].dt``. The
-            Hénon map only takes ``dt=1`` (one iteration).
+        dt: sampling interval in the system's time units; default ``SYSTEMS[name].dt``. A map
+            only takes ``dt=1`` (one iteration).
+        points_per_period: samples per ``SYSTEMS[name].period`` instead of ``dt`` (then ``dt =
+            period / points_per_period``), to sample systems of different speeds alike; not
+            with ``dt``, not for maps.
         seed: picks the initial condition near the attractor (``jax.random.key(seed)``) when
-            ``initial_condition`` is not given; same seed, same frame.
-        initial_condition: the state at time 0, one value per state column; for
-            ``mackey_glass`` the value of the constant history ``x(t), t <= 0``.
-        burn_in: time integrated and discarded before the first sample (iterations for Hénon;
-            rounded to whole samples for Mackey–Glass); default ``SYSTEMS[name].burn_in``.
+            ``initial_condition`` is not given; same seed, same frame; different seeds,
+            independent trajectories on the attractor (after the burn-in).
+        initial_condition: the state at time 0, one value per state column; for a delay
+            equation the value of the constant history ``x(t), t <= 0``.
+        burn_in: time integrated and discarded before the first sample (iterations for a map;
+            rounded to whole samples for a delay equation); default ``SYSTEMS[name].burn_in``.
         **params: the system's parameters (``SYSTEMS[name].parameters``), e.g. ``rho=28``; for
-            ``lorenz96`` also ``dimension`` (default 10).
+            the Lorenz-96 rings also ``dimension``.
 
     Returns:
         A frame with columns ``asset`` (= ``name``), ``timestamp`` (float time ``i dt`` since
-        the end of the burn-in; the integer iteration ``i`` for Hénon) and float64 ``x0..xk``.
+        the end of the burn-in; the integer iteration ``i`` for a map) and float64 ``x0..xk``.
         ``frame.attrs`` holds ``name``, ``kind`` (``"trajectory"``), ``system`` (the
         parameters), ``dt``, ``burn_in``, ``seed``, ``initial_condition``,
-        ``lyapunov_exponent`` (largest, per unit time; per iteration for Hénon; from
+        ``lyapunov_exponent`` (largest, per unit time; per iteration for a map; from
         :func:`largest_lyapunov_exponent` for these parameters with its default seed 0),
         ``lyapunov_reference`` (``{"value", "citation"}`` for the default parameters, else
-        ``None``), ``integrator``, ``rtol`` and ``atol`` (``None`` for fixed-step methods),
-        ``source`` and ``licence``.
+        ``None``), ``period`` (``SYSTEMS[name].period``), ``integrator``, ``rtol`` and ``atol``
+        (``None`` for fixed-step methods), ``source`` and ``licence``.
 
     Raises:
         UnknownDatasetError: ``name`` is not a built-in system.
         NonFiniteError: the initial condition has NaN/inf, or the integration blew up.
-        DataError: a non-positive ``length`` or ``dt``, a negative ``burn_in``, an unknown or
-            non-finite parameter, or an initial condition of the wrong size.
+        DataError: a non-positive ``length``, ``dt`` or ``points_per_period``, both ``dt`` and
+            ``points_per_period``, a negative ``burn_in``, an unknown or non-finite parameter,
+            or an initial condition of the wrong size.
     """
     system = _system(name)
     params = _parameters(system, params)
     length = _check_integer(system.length if length is None else length, "length", name)
     seed = _check_integer(seed, "seed", name, minimum=None)
-    if system.kind == "map" and dt not in (None, 1):
-        raise DataError(
-            f"dt={dt!r}: the Hénon map advances one iteration per sample; leave dt unset",
-            source=name, rule="dt = 1 for a map",
-        )
-    dt = system.dt if dt is None else dt
-    if not _is_real(dt) or not math.isfinite(dt) or dt <= 0:
-        raise DataError(f"dt={dt!r} must be a finite number > 0", source=name, rule="dt > 0")
+    dt = _sampling_interval(system, dt, points_per_period)
     burn_in = system.burn_in if burn_in is None else burn_in
     if not _is_real(burn_in) or not math.isfinite(burn_in) or burn_in < 0:
         raise DataError(
@@ -488,26 +244,18 @@ def chaotic_system(
     if initial_condition is not None:
         start = _given_start(system, params, initial_condition)
 
+    dynamics = system.equations
     with jax.enable_x64(True):
         if initial_condition is None:
             start = _seeded_start(system, params, jax.random.split(jax.random.key(seed))[0])
-        args = _equation_args(params)
-        if system.kind == "flow":
-            times = jnp.asarray(burn_in + dt * np.arange(length, dtype=np.float64))
-            states = _flow_trajectory(name, jnp.asarray(start), args, times)
-            integrator, rtol, atol = "diffrax.Tsit5 with diffrax.PIDController", _RTOL, _ATOL
-        else:  # dt is 1 for the Hénon map
-            grid = _mackey_glass_grid(float(dt), params["tau"]) if system.kind == "delay" else None
-            state = _map_state(start, grid)
-            states = _map_trajectory(name, state, args, round(burn_in / dt), grid, length)
-            integrator, rtol, atol = "map iteration", None, None
-            if grid is not None:
-                integrator = f"RK4 method of steps (step {grid[1]:g}, x(t - tau) interpolated)"
+        state = dynamics.initial_state(start, params, dt)
+        states = dynamics.trajectory(state, params, dt=dt, burn_in=burn_in, length=length)
         states = np.asarray(states)
+    integrator, rtol, atol = dynamics.integrator(params, dt)
     _check_finite(states, name, start, params)
 
     steps = np.arange(length, dtype=np.int64)
-    timestamps = steps if system.kind == "map" else dt * steps.astype(np.float64)
+    timestamps = steps if dynamics.discrete_time else dt * steps.astype(np.float64)
     frame = pd.DataFrame(
         {"asset": np.full(length, name, dtype=object), "timestamp": timestamps}
         | {f"x{i}": states[:, i] for i in range(states.shape[1])}
@@ -520,8 +268,8 @@ def chaotic_system(
         name=name, kind="trajectory", system=dict(params), dt=float(dt), burn_in=float(burn_in),
         seed=seed, initial_condition=start.tolist(),
         lyapunov_exponent=largest_lyapunov_exponent(name, **params),
-        lyapunov_reference=reference, integrator=integrator, rtol=rtol, atol=atol,
-        source="generated by chaosfm with diffrax", licence="generated",
+        lyapunov_reference=reference, period=system.period, integrator=integrator, rtol=rtol,
+        atol=atol, source="generated by chaosfm with diffrax", licence="generated",
     )
     return frame
 
@@ -537,26 +285,26 @@ def largest_lyapunov_exponent(
     """Largest Lyapunov exponent of a built-in system by Benettin's method.
 
     The state and a tangent vector are advanced together, the tangent by the linearised
-    dynamics (``jax.jvp`` of the vector field, of the map, or of the discretised Mackey–Glass
-    step); every ``renorm_every`` samples its growth is logged and it is rescaled to unit
-    length (Benettin, Galgani, Giorgilli & Strelcyn 1980, Meccanica 15, 9-30). The exponent is
-    the mean log-growth per unit time, after the burn-in ``SYSTEMS[name].burn_in`` and a tenth
-    of the intervals more while the tangent aligns with the most unstable direction. Flows are
-    solved with diffrax on the augmented system (Tsit5, ``rtol = atol = 1e-9``). Results are
-    cached per ``(name, seed, n_steps, renorm_every, params)`` for the life of the process.
+    dynamics (``jax.jvp`` of the vector field, of the map, or of the discretised delay
+    equation's step); every ``renorm_every`` samples its growth is logged and it is rescaled to
+    unit length (Benettin, Galgani, Giorgilli & Strelcyn 1980, Meccanica 15, 9-30). The exponent
+    is the mean log-growth per unit time, after the burn-in ``SYSTEMS[name].burn_in`` and a
+    tenth of the intervals more while the tangent aligns with the most unstable direction. Flows
+    are solved with diffrax on the augmented system (Tsit5, ``rtol = atol = 1e-9``). Results
+    are cached per ``(name, seed, n_steps, renorm_every, params)`` for the life of the process.
 
     Args:
         name: a key of :data:`SYSTEMS`.
         seed: picks the initial state (as in :func:`chaotic_system`) and the initial tangent.
-        n_steps: length of the estimate in samples of ``SYSTEMS[name].dt`` (iterations for
-            Hénon), rounded down to whole renormalisation intervals; default
+        n_steps: length of the estimate in samples of ``SYSTEMS[name].dt`` (iterations for a
+            map), rounded down to whole renormalisation intervals; default
             ``SYSTEMS[name].lyapunov_steps``.
         renorm_every: samples between renormalisations; default
             ``SYSTEMS[name].lyapunov_renorm_every``.
         **params: the system's parameters, as for :func:`chaotic_system`.
 
     Returns:
-        The exponent in nats per unit time (per iteration for Hénon).
+        The exponent in nats per unit time (per iteration for a map).
 
     Raises:
         UnknownDatasetError: ``name`` is not a built-in system.
@@ -589,18 +337,80 @@ def _cached_exponent(
     interval_time = renorm_every * system.dt
     n_burn_in = math.ceil(system.burn_in / interval_time)
     n_segments = n_steps // renorm_every
-    grid = _mackey_glass_grid(system.dt, params["tau"]) if system.kind == "delay" else None
+    dynamics = system.equations
     with jax.enable_x64(True):
         state_key, tangent_key = jax.random.split(jax.random.key(seed))
         start = _seeded_start(system, params, state_key)
-        state = _map_state(start, grid)
-        interval = jnp.asarray(interval_time if system.kind == "flow" else renorm_every)
+        state = dynamics.initial_state(start, params, system.dt)
         tangent = jax.random.normal(tangent_key, state.shape, jnp.float64)
-        log_growth = _benettin(
-            name, state, tangent / jnp.linalg.norm(tangent), _equation_args(params), interval,
-            grid, n_burn_in + n_segments,
+        log_growth = dynamics.log_growth(
+            state, tangent / jnp.linalg.norm(tangent), params, dt=system.dt,
+            renorm_every=renorm_every, n_segments=n_burn_in + n_segments,
         )
         log_growth = np.asarray(log_growth)[n_burn_in:]
     _check_finite(log_growth, name, start, params)
     settled = log_growth[int(_TANGENT_TRANSIENT_FRACTION * n_segments):]
     return float(settled.mean() / interval_time)
+
+
+def dominant_period(states: ArrayLike, dt: float) -> float:
+    """The dominant period of a trajectory: 1 / the frequency of the largest peak of the state's
+    variance-preserving power spectrum ``f S(f)``, ``S`` the sum over state columns of each
+    column's power spectrum normalised to unit total power.
+
+    This follows dysts' definition of a system's period (Gilpin 2021, "Chaos as an
+    interpretable benchmark for forecasting and data-driven modelling", NeurIPS Datasets and
+    Benchmarks: the largest peak of the power spectrum; per column, the median over columns)
+    with two changes, both for a period that does not depend on the record. ``S`` is weighted by
+    ``f``: systems that hop between lobes (Lorenz-63, Chua) put most of ``S`` at the lowest
+    resolved frequencies, a red-noise hump whose maximum moves with the record length (13.7 time
+    units for Lorenz-63's x); ``f S(f)``, the variance per unit of log-frequency (Emery & Thomson
+    2001, Data Analysis Methods in Physical Oceanography, §5.6), peaks at the oscillation
+    instead. And the columns' spectra are summed before the peak is taken: the median of
+    per-column peaks flips between Lorenz-63's x and z peaks (0.96 and 0.75) from one seed to
+    the next; their sum peaks at 0.76 for every seed. Where every column has one clear peak
+    all of these agree (Rössler 5.85, Mackey-Glass 50). Some systems have two comparable peaks
+    (Sprott's case F: 5.2 and 20); their period is the one a long trajectory picks.
+
+    ``S`` is Welch's average of Hann-windowed periodograms over half-overlapping segments of up
+    to 4096 samples (Welch 1967, IEEE Trans. Audio Electroacoust. 15, 70-73), so that one long
+    trajectory gives a stable peak; the two lowest frequency bins (the mean's leakage) are
+    ignored.
+
+    Args:
+        states: the trajectory, ``(time,)`` or ``(time, state)``, sampled every ``dt``.
+        dt: sampling interval, in time units.
+
+    Returns:
+        The period in the time units of ``dt``.
+
+    Raises:
+        DataError: fewer than 16 samples, a non-finite value, a constant trajectory, or a
+            non-positive ``dt``.
+    """
+    dt = _positive(dt, "dt", "dominant_period")
+    values = np.asarray(states, dtype=np.float64)
+    values = values.reshape(len(values), -1)
+    if len(values) < 16 or not np.isfinite(values).all():
+        raise DataError(
+            f"a trajectory of {len(values)} finite sample(s) is too short for a spectrum "
+            "(at least 16 finite samples)",
+            source="dominant_period", rule="16 finite samples",
+        )
+    size = min(_WELCH_SEGMENT, len(values))
+    window = np.hanning(size)[:, None]
+    power = np.zeros((size // 2 + 1, values.shape[1]))  # (frequency, state)
+    for first in range(0, len(values) - size + 1, size // 2):
+        segment = values[first:first + size]
+        power += np.abs(np.fft.rfft((segment - segment.mean(axis=0)) * window, axis=0)) ** 2
+    totals = power.sum(axis=0)
+    if not (totals > 0).any():
+        raise DataError(
+            "a constant trajectory has no spectrum, hence no period",
+            source="dominant_period", rule="a varying trajectory",
+        )
+    # A constant column has no spectrum: it neither adds nor divides by zero.
+    spectrum = (power[:, totals > 0] / totals[totals > 0]).sum(axis=1)
+    frequencies = np.fft.rfftfreq(size, d=dt)
+    peak = _LOWEST_BIN + int(np.argmax((frequencies * spectrum)[_LOWEST_BIN:]))
+    return float(1.0 / frequencies[peak])

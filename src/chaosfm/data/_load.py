@@ -12,9 +12,12 @@ from chaosfm._progress import status
 from chaosfm.data._builtin import MARKET, market_frame
 from chaosfm.data._errors import DataError, EmptyDataError, FileFormatError, UnknownDatasetError
 from chaosfm.data._frame import frame_kind, validate
+from chaosfm.data._trajectory import time_metadata
 
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".txt")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
+# What datasets() lists for a chaotic system beyond what every dataset has.
+_SYSTEM_COLUMNS = ("dynamics", "dimension", "lyapunov_reference", "period")
 
 
 def _chaos():
@@ -32,19 +35,22 @@ def load(name_or_path: str | os.PathLike[str], *, repair: bool = False, **option
     """Load a built-in dataset or a user's file as one validated long-format frame.
 
     Args:
-        name_or_path: a built-in name (``sp500``, ``nasdaq``, ``ndx``, ``n225``, ``jkse``,
-            ``lorenz63``, ``rossler``, ``mackey_glass``, ``henon``, ``lorenz96``), several joined
-            by commas (``"sp500,nasdaq"``: one frame, one asset each), or the path of a CSV or
-            Parquet file (Yahoo, Nixtla ``unique_id, ds, y`` and Chronos ``item_id, timestamp,
-            target`` layouts load as they are; column names match case-insensitively).
+        name_or_path: a built-in name (``sp500``, ``nasdaq``, ``ndx``, ``n225``, ``jkse``, or a
+            chaotic system of ``chaosfm.data.SYSTEMS`` such as ``lorenz63``; see ``datasets()``),
+            several joined by commas (``"sp500,nasdaq"``: one frame, one asset each), or the path
+            of a CSV or Parquet file (Yahoo, Nixtla ``unique_id, ds, y`` and Chronos ``item_id,
+            timestamp, target`` layouts load as they are; column names match case-insensitively).
         repair: fix what validation would reject and say what was done (see ``validate``).
-        **options: for chaotic systems ``length``, ``dt``, ``seed``, ``initial_condition``,
-            ``burn_in`` and the system's parameters; for files ``asset`` (the name of a file's
-            single asset when it has no asset column; default: the file's stem).
+        **options: for chaotic systems ``length``, ``dt``, ``points_per_period``, ``seed``,
+            ``initial_condition``, ``burn_in`` and the system's parameters; for files ``asset``
+            (the name of a file's single asset when it has no asset column; default: the file's
+            stem).
 
     Returns:
         The validated frame; ``frame.attrs`` carries ``name``, ``kind``, ``source``, ``licence``
-        and, for chaotic systems, ``lyapunov_exponent``, ``dt``, ``integrator`` and tolerances.
+        and, for chaotic systems, ``lyapunov_exponent``, ``dt``, ``integrator`` and tolerances;
+        a trajectory file's ``lyapunov_exponent`` and ``dt`` come from its ``NAME.json`` sidecar
+        (or a pandas Parquet file's own attrs), when it has them.
 
     Raises:
         DataError: a subclass naming the file (or dataset), the row and the rule broken.
@@ -103,6 +109,8 @@ def load(name_or_path: str | os.PathLike[str], *, repair: bool = False, **option
         raw, str(path), repair=repair, line_offset=line_offset, default_asset=asset or _stem(path)
     )
     frame.attrs.update(name=_stem(path), source=str(path), licence="user data")
+    if frame_kind(frame) == "trajectory":  # the exponent and dt: the file's metadata, then NAME.json beside it
+        frame.attrs.update(time_metadata(frame.attrs, path.with_name(f"{_stem(path)}.json")))
     return frame
 
 
@@ -162,23 +170,28 @@ def read_file(path: Path) -> tuple[pd.DataFrame, int | None]:
 
 
 def datasets() -> pd.DataFrame:
-    """The built-in datasets: name, kind, rows, start, end, frequency, source, licence.
+    """The built-in datasets: name, kind, rows, start, end, frequency, source, licence, and for
+    chaotic systems their dynamics (``flow``, ``map``, ``delay``), dimension, published largest
+    Lyapunov exponent and period (``None`` for market data).
 
-    Chaotic systems are described from their defaults without integrating them.
+    Chaotic systems are described from the registry without integrating anything.
     """
-    rows = [_describe(name, load(name)) for name in MARKET]
+    rows = [_describe(name, load(name)) | dict.fromkeys(_SYSTEM_COLUMNS) for name in MARKET]
     for name, system in _chaos().SYSTEMS.items():
-        step = 1 if system.kind == "map" else system.dt
+        step = 1 if system.equations.discrete_time else system.dt
         rows.append({
             "name": name,
             "kind": "trajectory",
             "rows": system.length,
             "start": 0,
             "end": (system.length - 1) * step,
-            "frequency": "1 iteration" if system.kind == "map" else f"dt={system.dt:g}",
-            "source": f"generated ({'diffrax' if system.kind == 'flow' else 'chaosfm'}): "
-            f"{system.description.split(':')[0]}",
+            "frequency": "1 iteration" if system.equations.discrete_time else f"dt={system.dt:g}",
+            "source": f"chaosfm: {system.description.split(':')[0]}",
             "licence": "generated",
+            "dynamics": system.kind,
+            "dimension": system.dimension,
+            "lyapunov_reference": system.lyapunov_reference,
+            "period": system.period,
         })
     return pd.DataFrame(rows)
 
