@@ -59,3 +59,167 @@ def test_bad_models_and_cutoffs_fail_before_the_run_folder_is_made(tmp_path):
     assert not (tmp_path / "eval").exists()
     with pytest.raises(ConfigError, match="datasets"):
         evaluate.read(None, {"datasets": []})
+
+
+# ---- a user's own trajectory: the exponent and dt from flags, a sidecar or the timestamps ----------
+LYAPUNOV, DT = 0.9056, 0.02
+
+
+def lorenz(n=320, dt=DT):
+    """A Lorenz-63 trajectory ``(n, 3)`` by RK4 in NumPy (no diffrax: the test stays fast)."""
+    def field(s):
+        return np.array([10.0 * (s[1] - s[0]), s[0] * (28.0 - s[2]) - s[1], s[0] * s[1] - 8.0 / 3.0 * s[2]])
+
+    def step(s):
+        k1 = field(s)
+        k2 = field(s + dt / 2 * k1)
+        k3 = field(s + dt / 2 * k2)
+        return s + dt / 6 * (k1 + 2 * k2 + 2 * k3 + field(s + dt * k3))
+
+    state, rows = np.array([1.0, 1.0, 1.0]), []
+    for i in range(300 + n):
+        state = step(state)
+        if i >= 300:
+            rows.append(state)
+    return np.array(rows)
+
+
+def write_trajectory(path, channels=3, times=None):
+    values = lorenz()[:, :channels]
+    times = DT * np.arange(len(values)) if times is None else times
+    frame = pd.DataFrame({"timestamp": times, **{f"x{i}": values[:, i] for i in range(channels)}})
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def on_trajectory(tmp_path, path, out="eval", **values):
+    data = {
+        "datasets": [{"name": str(path)}], "models": ["last_value", "context_parroting"],
+        "protocol": {"horizon": 25, "num_samples": 4, "context_length": 100, "min_context": 50, "step": 25,
+                     "embargo": 0, "max_windows": 6},
+        "out": str(tmp_path / out),
+    }
+    return evaluate.read(None, {**data, **values})
+
+
+def window_scores(tmp_path, out):
+    return pd.read_parquet(tmp_path / out / "scores.parquet").sort_values(["model", "origin"]).reset_index(drop=True)
+
+
+def test_vpt_of_a_user_csv_with_the_flags_equals_vpt_with_the_frames_attrs(tmp_path):
+    from chaosfm.data import load
+    from chaosfm.evaluate import Protocol, fit_through
+    from chaosfm.evaluate import evaluate as score
+    from chaosfm.forecasters import make_forecaster
+
+    path = tmp_path / "lorenz.csv"
+    write_trajectory(path)
+    config = on_trajectory(tmp_path, path, **{"protocol.lyapunov_exponent": LYAPUNOV, "protocol.dt": DT})
+    metrics = evaluate.run(config)
+    (entry,) = metrics["datasets"].values()
+    assert (entry["lyapunov_exponent"], entry["dt"], entry["warnings"]) == (LYAPUNOV, DT, [])
+    flags = window_scores(tmp_path, "eval")
+    # the same frame scored by the library with the exponent and dt in its attrs, as a built-in system has them
+    frame = load(path)
+    frame.attrs.update(lyapunov_exponent=LYAPUNOV, dt=DT)
+    forecasters = {name: make_forecaster(name) for name in config.models}
+    cutoff = entry["cutoff"]["lorenz"]
+    fit_through(forecasters, frame, cutoff, 0)
+    results = score(forecasters, frame, config.protocol.model_copy(update={"lyapunov_exponent": None, "dt": None}))
+    attrs = results.scores.assign(origin=results.scores["origin"].astype(str))
+    attrs = attrs.sort_values(["model", "origin"]).reset_index(drop=True)
+    vpt = ["valid_prediction_time", "vpt_x0", "vpt_x1", "vpt_x2"]
+    assert np.isfinite(flags[vpt].to_numpy()).all() and (flags["valid_prediction_time"] > 0).any()
+    np.testing.assert_array_equal(flags[vpt].to_numpy(), attrs[vpt].to_numpy())
+    # without --dt, dt is the timestamps' even spacing: the same numbers
+    evaluate.run(on_trajectory(tmp_path, path, out="inferred", **{"protocol.lyapunov_exponent": LYAPUNOV}))
+    np.testing.assert_array_equal(window_scores(tmp_path, "inferred")[vpt].to_numpy(), flags[vpt].to_numpy())
+
+
+def test_per_channel_vpt_is_valid_prediction_time_of_that_channel_alone(tmp_path):
+    from chaosfm.evaluate import valid_prediction_time
+
+    path = tmp_path / "lorenz.csv"
+    frame = write_trajectory(path)
+    evaluate.run(on_trajectory(tmp_path, path, models=["last_value"],
+                               **{"protocol.lyapunov_exponent": LYAPUNOV, "protocol.dt": DT}))
+    scores = window_scores(tmp_path, "eval")
+    values = frame[["x0", "x1", "x2"]].to_numpy()
+    checked = 0
+    for row in scores.itertuples():
+        origin = int(np.flatnonzero(np.isclose(frame["timestamp"], float(row.origin)))[0])
+        truth = values[origin : origin + 25]
+        last = np.broadcast_to(values[origin - 1], truth.shape)  # last_value's forecast
+        for channel in range(3):
+            expected = valid_prediction_time(last[:, channel], truth[:, channel], LYAPUNOV, dt=DT,
+                                             scale=values[:origin, channel].std())
+            assert getattr(row, f"vpt_x{channel}") == pytest.approx(expected, abs=1e-12)
+            checked += 1
+    assert checked >= 9
+    assert (scores["vpt_x1"] != scores["vpt_x0"]).any()  # each channel its own, not one number copied
+
+
+def test_a_univariate_file_gets_vpt_on_its_one_channel(tmp_path):
+    from chaosfm.evaluate import valid_prediction_time
+
+    path = tmp_path / "x.csv"
+    frame = write_trajectory(path, channels=1)
+    (tmp_path / "x.json").write_text(json.dumps({"lyapunov_exponent": LYAPUNOV, "dt": DT}))
+    metrics = evaluate.run(on_trajectory(tmp_path, path, models=["last_value"]))
+    (entry,) = metrics["datasets"].values()
+    assert entry["lyapunov_exponent"] == LYAPUNOV and "vpt_x0" not in entry["models"]["last_value"]["fresh"]
+    scores = window_scores(tmp_path, "eval")
+    values = frame["x0"].to_numpy()
+    origin = int(np.flatnonzero(np.isclose(frame["timestamp"], float(scores["origin"].iloc[0])))[0])
+    expected = valid_prediction_time(np.full(25, values[origin - 1]), values[origin : origin + 25], LYAPUNOV, dt=DT,
+                                     scale=values[:origin].std())
+    assert scores["valid_prediction_time"].iloc[0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_sidecar_is_read_and_flags_override_it(tmp_path):
+    path = tmp_path / "lorenz.csv"
+    write_trajectory(path)
+    exact = {"protocol.lyapunov_exponent": LYAPUNOV, "protocol.dt": DT}
+    evaluate.run(on_trajectory(tmp_path, path, out="flags", **exact))
+    (tmp_path / "lorenz.json").write_text(json.dumps({"lyapunov_exponent": LYAPUNOV, "dt": DT}))
+    (entry,) = evaluate.run(on_trajectory(tmp_path, path, out="sidecar"))["datasets"].values()
+    assert (entry["lyapunov_exponent"], entry["dt"]) == (LYAPUNOV, DT)
+    vpt = ["valid_prediction_time", "vpt_x1"]
+    np.testing.assert_array_equal(window_scores(tmp_path, "sidecar")[vpt], window_scores(tmp_path, "flags")[vpt])
+    (tmp_path / "lorenz.json").write_text(json.dumps({"lyapunov_exponent": 5.0, "dt": 1.0}))
+    (entry,) = evaluate.run(on_trajectory(tmp_path, path, out="over", **exact))["datasets"].values()
+    assert (entry["lyapunov_exponent"], entry["dt"]) == (LYAPUNOV, DT)
+    np.testing.assert_array_equal(window_scores(tmp_path, "over")[vpt], window_scores(tmp_path, "flags")[vpt])
+
+
+def test_without_an_exponent_vpt_is_nan_and_a_warning_names_the_flags(tmp_path):
+    path = tmp_path / "lorenz.csv"
+    write_trajectory(path)
+    (entry,) = evaluate.run(on_trajectory(tmp_path, path, models=["last_value"]))["datasets"].values()
+    assert entry["models"]["last_value"]["fresh"]["valid_prediction_time"] is None
+    assert entry["models"]["last_value"]["fresh"]["rmse"] is not None  # everything else is scored
+    (warning,) = entry["warnings"]
+    assert all(word in warning for word in ("NaN", "--lyapunov", "--dt", "lorenz.json"))
+    assert entry["lyapunov_exponent"] is None
+
+
+def test_bad_or_unknowable_exponent_and_dt_fail_before_the_run_folder(tmp_path):
+    path = tmp_path / "lorenz.csv"
+    write_trajectory(path)
+    for key, value in (("lyapunov_exponent", -0.9), ("lyapunov_exponent", float("inf")), ("dt", 0.0)):
+        with pytest.raises(ConfigError, match=f"protocol.{key}"):
+            on_trajectory(tmp_path, path, **{f"protocol.{key}": value})
+    uneven = tmp_path / "uneven.csv"
+    times = DT * np.arange(320.0)
+    times[100:] += DT  # a missing row
+    write_trajectory(uneven, times=times)
+    with pytest.raises(ConfigError, match=r"--dt.*row 100.*not evenly spaced"):
+        evaluate.run(on_trajectory(tmp_path, uneven, **{"protocol.lyapunov_exponent": LYAPUNOV}))
+    dated = tmp_path / "dated.csv"
+    write_trajectory(dated, times=pd.date_range("2024-01-01", periods=320, freq="s").astype(str))
+    with pytest.raises(ConfigError, match=r"--dt.*dates"):
+        evaluate.run(on_trajectory(tmp_path, dated, **{"protocol.lyapunov_exponent": LYAPUNOV}))
+    assert not (tmp_path / "eval").exists()
+    # with --dt given, uneven or dated rows are scored as DT apart
+    metrics = evaluate.run(on_trajectory(tmp_path, dated, **{"protocol.lyapunov_exponent": LYAPUNOV, "protocol.dt": DT}))
+    assert next(iter(metrics["datasets"].values()))["dt"] == DT

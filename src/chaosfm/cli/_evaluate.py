@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,11 @@ def summary_table(metrics: dict[str, Any]) -> None:
             cutoff = ", ".join(f"{a} {c}" for a, c in cutoff.items()) if len(set(cutoff.values())) > 1 else next(
                 iter(cutoff.values()))
         show(f"{name}: scores on fresh windows (cutoff {cutoff})", pd.DataFrame(rows))
+        channels = {k: {m: s["fresh"].get(k) for m, s in entry["models"].items()}
+                    for k in next(iter(entry["models"].values()))["fresh"] if k.startswith("vpt_")}
+        if any(v is not None for per_model in channels.values() for v in per_model.values()):
+            table = pd.DataFrame([{"channel": k.removeprefix("vpt_"), **v} for k, v in channels.items()])
+            show(f"{name}: VPT of each channel alone, fresh windows", table)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -35,7 +41,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.config is None and not args.data:
         raise UsageError("chaosfm evaluate: --data is required (or --config FILE with a datasets key)")
     values = overrides(args, evaluate.FLAGS, ("horizon", "num_samples", "embargo", "step", "max_windows", "seed",
-                                              "context_length", "cutoff", "out"))
+                                              "context_length", "cutoff", "out", "lyapunov", "dt"))
     names = split(args.data)
     if names:
         values["datasets"] = [{"name": n} for n in names]
@@ -47,6 +53,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = evaluate.run(config)
     summary_table(metrics)
     say(f"wrote {config.out}/metrics.json and {config.out}/report.html")
+
+
+def positive(text: str) -> float:
+    """A flag value that must be a positive, finite number (an exponent, a time step)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number; got {text!r}")
+    return value
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -82,6 +99,12 @@ def add(commands: Any) -> None:
     p.add_argument("--step", type=int, help="rows between forecast origins")
     p.add_argument("--context-length", type=int, help="rows of history given to each forecast")
     p.add_argument("--max-windows", type=int, help="score at most this many origins per asset")
+    p.add_argument("--lyapunov", type=positive, metavar="LAMBDA",
+                   help="largest Lyapunov exponent per unit time, for valid prediction time (default: the "
+                        "data's: a built-in system's, or NAME.json beside a file)")
+    p.add_argument("--dt", type=positive,
+                   help="time per row, in the exponent's time unit (default: the data's, else the spacing of "
+                        "evenly spaced numeric timestamps)")
     p.add_argument("--run", dest="run_dirs", type=Path, action="append",
                    help="run folder of `chaosfm train`, `stage` or `pretrain` to evaluate beside the baselines "
                         "(repeatable)")

@@ -31,12 +31,14 @@ from chaosfm.evaluate._protocol import (
     evaluate,
     fit_through,
     nan_to_none,
+    vpt_clock,
 )
 from chaosfm.evaluate._scoring import (
     DEFAULT_SCORES,
     HIGHER_IS_BETTER,
     SCORES,
     Window,
+    is_vpt,
     long_short_return,
     relative_crps,
     resolve_scores,
@@ -60,7 +62,7 @@ from chaosfm.evaluate._splits import (
 )
 from chaosfm.evaluate._walk_forward import Fold, FoldScore, WalkForwardValidator
 from chaosfm.forecasters import (
-    BASELINES,
+    FORECASTERS,
     AbstractForecaster,
     AutoRegressive,
     ContextParroting,
@@ -69,7 +71,7 @@ from chaosfm.forecasters import (
     LastValue,
     RandomWalk,
     SeasonalNaive,
-    make_baseline,
+    make_forecaster,
     require_key,
 )
 
@@ -87,8 +89,10 @@ __all__ = [
     "cutoff_to_json",
     "evaluate",
     "fit_through",
+    "is_vpt",
     "nan_to_none",
     "resolve_scores",
+    "vpt_clock",
     # one bootstrap
     "bootstrap_interval",
     "mean_difference",
@@ -130,13 +134,13 @@ __all__ = [
     # re-exported from chaosfm.forecasters
     "AbstractForecaster",
     "AutoRegressive",
-    "BASELINES",
+    "FORECASTERS",
     "ContextParroting",
     "Forecast",
     "Garch",
     "LastValue",
     "RandomWalk",
     "SeasonalNaive",
-    "make_baseline",
+    "make_forecaster",
     "require_key",
 ]

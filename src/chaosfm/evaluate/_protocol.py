@@ -26,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chaosfm._artifacts import nan_to_none  # noqa: F401 - re-exported
 from chaosfm._progress import progress
-from chaosfm.data import TimeFence, frame_kind, latest_seen, split_assets, target_columns
+from chaosfm.data import TimeFence, frame_kind, latest_seen, split_assets, target_columns, time_step
 from chaosfm.evaluate._bootstrap import bootstrap_interval, mean_difference, no_interval
-from chaosfm.evaluate._scoring import HIGHER_IS_BETTER, Window, resolve_scores
+from chaosfm.evaluate._scoring import Window, higher_is_better, is_vpt, resolve_scores
 from chaosfm.evaluate._splits import walk_forward
 from chaosfm.forecasters import AbstractForecaster, Forecast
 
@@ -52,9 +52,14 @@ class Protocol(BaseModel):
     season: int = Field(1, ge=1, description="MASE's seasonal lag")
     quantile_levels: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     lyapunov_exponent: float | None = Field(
-        None, description="for VPT; default: the frame's attrs['lyapunov_exponent']"
+        None, gt=0, allow_inf_nan=False,
+        description="largest Lyapunov exponent per unit time, for VPT; default: the frame's "
+        "attrs['lyapunov_exponent'] (a built-in system's, a file's metadata)",
     )
-    dt: float | None = Field(None, gt=0, description="time per row for VPT; default: attrs['dt']")
+    dt: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="time per row for VPT; default: attrs['dt'], else the timestamps' even spacing",
+    )
     vpt_threshold: float = Field(0.4, gt=0)
     max_windows: int | None = Field(
         None, ge=1, description="score at most this many origins per asset, evenly spaced"
@@ -132,7 +137,7 @@ class Results:
             "embargo": self.protocol.embargo,
             "horizon": self.protocol.horizon,
             "num_samples": self.protocol.num_samples,
-            "higher_is_better": sorted(HIGHER_IS_BETTER & set(self.metric_names)),
+            "higher_is_better": sorted(m for m in self.metric_names if higher_is_better(m)),
             "models": self.summary(),
         }
 
@@ -212,10 +217,9 @@ def evaluate(
         if forecaster.trained_through is None:
             raise ValueError(f"forecaster {name!r} is not fitted: call fit(train_frame) first")
     kind = frame_kind(frame)
-    scores = resolve_scores(protocol.metrics, kind)
     columns = target_columns(frame)
-    lyapunov = protocol.lyapunov_exponent or frame.attrs.get("lyapunov_exponent")
-    dt = protocol.dt or float(frame.attrs.get("dt", 1.0))
+    scores = resolve_scores(protocol.metrics, kind, columns)
+    lyapunov, dt = vpt_clock(frame, protocol) if any(map(is_vpt, scores)) else (None, 1.0)
     root = jax.random.key(protocol.seed)
     rows: list[dict[str, Any]] = []
     embargoed = {name: 0 for name in named}
@@ -285,6 +289,25 @@ def evaluate(
         n_embargoed=embargoed,
         examples=list(examples.values()),
     )
+
+
+def vpt_clock(frame: pd.DataFrame, protocol: Protocol) -> tuple[float | None, float]:
+    """The largest Lyapunov exponent and the time per row that VPT uses on ``frame``.
+
+    Each is the protocol's when set, else the frame's ``attrs`` (a built-in system's measured
+    values, a file's metadata or sidecar); ``dt`` else the spacing of evenly spaced numeric
+    timestamps (:func:`chaosfm.data.time_step`). Without an exponent VPT is NaN and ``dt`` is
+    not needed (1.0 is returned).
+
+    Raises:
+        DataError: the exponent is known but ``dt`` is not, and the timestamps are dates or
+            unevenly spaced.
+    """
+    lyapunov = protocol.lyapunov_exponent or frame.attrs.get("lyapunov_exponent")
+    dt = protocol.dt or frame.attrs.get("dt")
+    if lyapunov is None:
+        return None, float(dt or 1.0)
+    return float(lyapunov), (float(dt) if dt else time_step(frame))
 
 
 def _windows(frame: pd.DataFrame, protocol: Protocol):

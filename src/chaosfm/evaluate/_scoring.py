@@ -7,8 +7,9 @@ MASE's denominator or the attractor's spread for VPT comes only from data the fo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -72,16 +73,29 @@ def _directional(w: Window) -> float:
     return float(m.directional_accuracy(w.forecast.point_forecast(), w.observed, last))
 
 
-def _vpt(w: Window) -> float:
+def _vpt(w: Window, channels: slice = slice(None)) -> float:
+    """VPT over ``channels`` (default all: the joint VPT), each normalised by its spread in the history."""
     if w.lyapunov_exponent is None:
         return float("nan")
-    scale = w.history.std(axis=0)
+    scale = w.history[:, channels].std(axis=0)
+    if not (scale > 0).all():
+        return float("nan")  # a constant history has no spread to measure an error against
     return float(
         m.valid_prediction_time(
-            w.forecast.point_forecast(), w.observed, w.lyapunov_exponent, w.vpt_threshold,
-            dt=w.dt, scale=scale,
+            w.forecast.point_forecast()[:, channels], w.observed[:, channels], w.lyapunov_exponent,
+            w.vpt_threshold, dt=w.dt, scale=scale,
         )
     )
+
+
+CHANNEL_VPT = "vpt_"
+"""``vpt_<column>``: the valid prediction time of one channel alone (``vpt_x0``, ``vpt_x1``, ...)."""
+
+
+def channel_scores(columns: Sequence[str]) -> dict[str, Score]:
+    """``vpt_<column>`` for each target column: its own error over its own spread, so one observed
+    coordinate or one sensor among several gets its own VPT."""
+    return {f"{CHANNEL_VPT}{c}": partial(_vpt, channels=slice(i, i + 1)) for i, c in enumerate(columns)}
 
 
 def _crps_pct(w: Window) -> float:
@@ -114,7 +128,19 @@ SCORES: dict[str, Score] = {
 }
 
 HIGHER_IS_BETTER = {"directional_accuracy", "valid_prediction_time", "long_short_return"}
-"""Every other score is a loss, except ``coverage_80`` whose target is 0.8."""
+"""Every other score is a loss, except ``coverage_80`` whose target is 0.8 (and ``vpt_<column>``,
+see :func:`higher_is_better`)."""
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether a larger value of score ``name`` is better."""
+    return name in HIGHER_IS_BETTER or name.startswith(CHANNEL_VPT)
+
+
+def is_vpt(name: str) -> bool:
+    """Whether score ``name`` is a valid prediction time (it needs the exponent and ``dt``)."""
+    return name == "valid_prediction_time" or name.startswith(CHANNEL_VPT)
+
 
 DEFAULT_SCORES = {
     "market": ("crps", "mase", "coverage_80", "wql", "smape", "rmse", "mae", "directional_accuracy"),
@@ -126,10 +152,22 @@ long_short_return = _long_short_return
 relative_crps = _crps_pct
 
 
-def resolve_scores(names: Any, kind: str) -> dict[str, Score]:
-    """The scores named (or the defaults for the frame kind), with a clear error for a typo."""
-    chosen = DEFAULT_SCORES[kind] if names is None else tuple(names)
-    unknown = [n for n in chosen if n not in SCORES]
+def resolve_scores(names: Any, kind: str, columns: Sequence[str] = ()) -> dict[str, Score]:
+    """The scores named (or the defaults for the frame kind), with a clear error for a typo.
+
+    With several target ``columns`` the defaults add ``vpt_<column>`` for each right after
+    ``valid_prediction_time`` (with one column the joint VPT is that channel's); named scores may
+    include any ``vpt_<column>``.
+    """
+    per_channel = channel_scores(columns)
+    known = {**SCORES, **per_channel}
+    if names is None:
+        chosen: tuple[str, ...] = ()
+        for name in DEFAULT_SCORES[kind]:
+            chosen += (name, *per_channel) if name == "valid_prediction_time" and len(columns) > 1 else (name,)
+    else:
+        chosen = tuple(names)
+    unknown = [n for n in chosen if n not in known]
     if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(SCORES)}")
-    return {name: SCORES[name] for name in chosen}
+        raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(known)}")
+    return {name: known[name] for name in chosen}

@@ -6,6 +6,11 @@ Baselines are named (``--models``); trained models come as run folders (``--run`
 Each dataset is fenced by the one cutoff rule (one timestamp, one per asset, or each asset's row at
 ``cutoff_fraction``). :func:`run` writes ``metrics.json``, ``scores.parquet``, ``report.html``,
 ``config.yaml`` and ``meta.json``.
+
+Valid prediction time needs the largest Lyapunov exponent and the time per row, ``dt``: the
+config's (``--lyapunov``, ``--dt``) over the data's (a built-in system's, a file's ``NAME.json``
+sidecar), ``dt`` else from evenly spaced numeric timestamps (:func:`chaosfm.evaluate.vpt_clock`).
+A trajectory without an exponent is still scored, with VPT NaN and a warning that says why.
 """
 
 from __future__ import annotations
@@ -19,16 +24,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chaosfm._artifacts import atomic_write_bytes, nan_to_none, write_json
 from chaosfm._config import ConfigError, read_config
-from chaosfm.data import frame_kind, merge_trained_through, target_columns, trained_through_to_json
-from chaosfm.evaluate import Protocol, Results, evaluate, fit_through
-from chaosfm.forecasters import BASELINES, load_forecaster, make_baseline
+from chaosfm._progress import say
+from chaosfm.data import DataError, frame_kind, merge_trained_through, target_columns, trained_through_to_json
+from chaosfm.evaluate import Protocol, Results, evaluate, fit_through, is_vpt, resolve_scores, vpt_clock
+from chaosfm.forecasters import FORECASTERS, load_forecaster, make_forecaster
 from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, finish_run, load_data, resolve_fence, write_config
 from chaosfm.report import dataset_section, write_report
 
 __all__ = ["DEFAULT_MODELS", "FLAGS", "DatasetSpec", "EvaluateConfig", "read", "run"]
 
-FLAGS = {name: f"protocol.{name}" for name in
-         ("horizon", "num_samples", "embargo", "step", "max_windows", "seed", "context_length")}
+FLAGS = {
+    **{name: f"protocol.{name}" for name in
+       ("horizon", "num_samples", "embargo", "step", "max_windows", "seed", "context_length", "dt")},
+    "lyapunov": "protocol.lyapunov_exponent",
+}
 """CLI flag -> config key (protocol flags; the rest are top-level keys of the same name)."""
 
 
@@ -102,15 +111,52 @@ def _fence(frame: pd.DataFrame, spec: DatasetSpec, config: EvaluateConfig, embar
         ) from None
 
 
-def prepare_dataset(spec: DatasetSpec, config: EvaluateConfig) -> tuple[pd.DataFrame, Any, list[str]]:
-    """Load a dataset and resolve its cutoff and models, before any slow work starts."""
+def _clock(frame: pd.DataFrame, spec: DatasetSpec, protocol: Protocol) -> dict[str, Any]:
+    """What VPT will use on ``frame``: ``{"lyapunov_exponent", "dt", "warnings"}`` (all None or
+    empty when no VPT is scored).
+
+    Raises:
+        ConfigError: a score is unknown; or the exponent is known and ``dt`` is not, and the
+            timestamps do not give it.
+    """
+    try:
+        scores = resolve_scores(protocol.metrics, frame_kind(frame), target_columns(frame))
+    except ValueError as error:
+        raise ConfigError(f"protocol.metrics: {error}") from None
+    clock: dict[str, Any] = {"lyapunov_exponent": None, "dt": None, "warnings": []}
+    if not any(map(is_vpt, scores)):
+        return clock
+    sidecar = f"{frame.attrs.get('name', 'NAME')}.json"
+    try:
+        lyapunov, dt = vpt_clock(frame, protocol)
+    except DataError as error:
+        raise ConfigError(
+            f"dataset {spec.name}: give --dt (config key protocol.dt) or \"dt\" in {sidecar} beside the file: "
+            f"valid_prediction_time needs the time per row, and the timestamps do not give it: {error}"
+        ) from None
+    if lyapunov is None:
+        clock["warnings"].append(
+            f"{spec.name}: valid_prediction_time is NaN: no largest Lyapunov exponent is known for this "
+            f"trajectory. Give --lyapunov (config key protocol.lyapunov_exponent) and --dt (protocol.dt; "
+            f"optional when the timestamps are evenly spaced numbers), or write {sidecar} beside the file: "
+            f'{{"lyapunov_exponent": ..., "dt": ...}}'
+        )
+        return clock
+    clock.update(lyapunov_exponent=lyapunov, dt=dt)
+    return clock
+
+
+def prepare_dataset(
+    spec: DatasetSpec, config: EvaluateConfig
+) -> tuple[pd.DataFrame, Any, list[str], dict[str, Any]]:
+    """Load a dataset and resolve its cutoff, models and VPT clock, before any slow work starts."""
     frame = load_data(spec.name, spec.options)
     kind = frame_kind(frame)
     names = spec.models or config.models or _default_models(kind)
-    unknown = [n for n in names if n not in BASELINES]
+    unknown = [n for n in names if n not in FORECASTERS]
     if unknown:
-        raise ConfigError(f"unknown model(s) {unknown}; known: {', '.join(BASELINES)}")
-    unsupported = [n for n in names if kind not in BASELINES[n].kinds]
+        raise ConfigError(f"unknown model(s) {unknown}; known: {', '.join(FORECASTERS)}")
+    unsupported = [n for n in names if kind not in FORECASTERS[n].kinds]
     if unsupported:
         raise ConfigError(f"model(s) {unsupported} do not support {kind} data ({spec.name})")
     for name in names:
@@ -123,7 +169,10 @@ def prepare_dataset(spec: DatasetSpec, config: EvaluateConfig) -> tuple[pd.DataF
                 f"on {columns}; evaluate it on data of the kind it was trained on"
             )
     protocol = spec.protocol or config.protocol
-    return frame, _fence(frame, spec, config, protocol.embargo).cutoff, names
+    clock = _clock(frame, spec, protocol)
+    for warning in clock["warnings"]:
+        say(f"warning: {warning}")
+    return frame, _fence(frame, spec, config, protocol.embargo).cutoff, names, clock
 
 
 def _runs(config: EvaluateConfig, spec: DatasetSpec) -> list[Any]:
@@ -139,16 +188,17 @@ def _runs(config: EvaluateConfig, spec: DatasetSpec) -> list[Any]:
 
 def _make(name: str, config: EvaluateConfig) -> Any:
     try:
-        return make_baseline(name, **config.model_options.get(name, {}))
+        return make_forecaster(name, **config.model_options.get(name, {}))
     except (TypeError, ValueError) as error:
         raise ConfigError(f"model_options.{name}: {error}") from None
 
 
 def evaluate_dataset(
-    spec: DatasetSpec, config: EvaluateConfig, prepared: tuple[pd.DataFrame, Any, list[str]] | None = None
+    spec: DatasetSpec, config: EvaluateConfig,
+    prepared: tuple[pd.DataFrame, Any, list[str], dict[str, Any]] | None = None,
 ) -> tuple[pd.DataFrame, Results, dict]:
     """Fit through the cutoff and score one dataset."""
-    frame, cutoff, names = prepared or prepare_dataset(spec, config)
+    frame, cutoff, names, clock = prepared or prepare_dataset(spec, config)
     forecasters = {name: _make(name, config) for name in names}
     forecasters.update({f.name: f for f in _runs(config, spec)})
     protocol = spec.protocol or config.protocol
@@ -156,7 +206,7 @@ def evaluate_dataset(
     fit_through(forecasters, frame, cutoff, protocol.embargo)
     results = evaluate(forecasters, frame, protocol, cutoff=cutoff)
     seen = merge_trained_through(*(f.trained_through for f in forecasters.values()))
-    info = {"seconds": time.perf_counter() - started, "trained_through": trained_through_to_json(seen)}
+    info = {"seconds": time.perf_counter() - started, "trained_through": trained_through_to_json(seen), **clock}
     return frame, results, info
 
 
@@ -174,6 +224,8 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
         name = results.dataset
         metrics["datasets"][name] = results.to_dict()
         metrics["datasets"][name]["seconds"] = round(info["seconds"], 2)
+        if frame_kind(frame) == "trajectory":  # what VPT used, or why it is NaN
+            metrics["datasets"][name].update({k: info[k] for k in ("lyapunov_exponent", "dt", "warnings")})
         trained[name] = info["trained_through"]
         sections.append(dataset_section(name, frame, results, target_columns(frame)))
         table = results.scores.copy()
