@@ -7,14 +7,14 @@ import pytest
 
 from chaosfm.data import validate
 from chaosfm.forecasters import (
-    BASELINES,
+    FORECASTERS,
     AutoRegressive,
     Forecast,
     Garch,
     LastValue,
     RandomWalk,
     SeasonalNaive,
-    make_baseline,
+    make_forecaster,
 )
 
 
@@ -51,20 +51,21 @@ STOCHASTIC = [RandomWalk, SeasonalNaive, AutoRegressive, Garch]
 # ---------------------------------------------------------------------------- registry, errors
 
 
-def test_registry_names_and_make_baseline():
-    assert set(BASELINES) == {
-        "last_value", "random_walk", "seasonal_naive", "ar", "garch", "context_parroting"
+def test_registry_names_and_make_forecaster():
+    assert set(FORECASTERS) == {
+        "last_value", "random_walk", "seasonal_naive", "ar", "garch", "context_parroting",
+        "esn", "ngrc", "mlp_flow", "flow_mamba",
     }
-    for name, cls in BASELINES.items():
+    for name, cls in FORECASTERS.items():
         assert cls.name == name
         assert set(cls.kinds) <= {"market", "trajectory"}
-    assert BASELINES["garch"].kinds == ("market",)
-    assert make_baseline("ar", order=3).order == 3
-    assert make_baseline("context_parroting", motif_length=7).motif_length == 7
-    with pytest.raises(ValueError, match="known baselines: ar, context_parroting, garch"):
-        make_baseline("prophet")
+    assert FORECASTERS["garch"].kinds == ("market",)
+    assert make_forecaster("ar", order=3).order == 3
+    assert make_forecaster("context_parroting", motif_length=7).motif_length == 7
+    with pytest.raises(ValueError, match="known forecasters: ar, context_parroting, esn, flow_mamba, garch"):
+        make_forecaster("prophet")
     with pytest.raises(ValueError, match="takes: order"):
-        make_baseline("ar", lags=3)
+        make_forecaster("ar", lags=3)
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,10 @@ import pandas as pd
 import pytest
 
 from chaosfm.data import validate
-from chaosfm.forecasters import BASELINES, ContextParroting, LastValue
+from chaosfm.forecasters import FORECASTERS, ContextParroting, LastValue
 from chaosfm.forecasters._parroting import _distinct_best
+
+from ._helpers import lorenz63
 
 
 def trajectory_frame(values: np.ndarray, asset: str = "traj") -> pd.DataFrame:
@@ -24,26 +26,6 @@ def market_frame(close: np.ndarray) -> pd.DataFrame:
         "timestamp": pd.date_range("2001-01-01", periods=len(close), freq="D"),
         "open": close, "high": close, "low": close, "close": close, "volume": 1.0,
     }))
-
-
-def lorenz63(steps: int, dt: float = 0.02, burn_in: int = 1000) -> np.ndarray:
-    """``(steps, 3)`` Lorenz-63 states (sigma 10, rho 28, beta 8/3) by classical RK4."""
-
-    def field(state):
-        x, y, z = state
-        return np.array([10.0 * (y - x), x * (28.0 - z) - y, x * y - 8.0 / 3.0 * z])
-
-    state = np.array([1.0, 1.0, 1.0])
-    out = np.empty((steps, 3))
-    for i in range(burn_in + steps):
-        k1 = field(state)
-        k2 = field(state + 0.5 * dt * k1)
-        k3 = field(state + 0.5 * dt * k2)
-        k4 = field(state + dt * k3)
-        state = state + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-        if i >= burn_in:
-            out[i - burn_in] = state
-    return out
 
 
 def steps_until_error(prediction: np.ndarray, truth: np.ndarray, scale: np.ndarray) -> int:
@@ -69,7 +51,7 @@ def brute_force_best_start(series: np.ndarray, motif_length: int, horizon: int) 
 
 
 def test_registered_and_deterministic_without_a_key():
-    assert BASELINES["context_parroting"] is ContextParroting
+    assert FORECASTERS["context_parroting"] is ContextParroting
     assert set(ContextParroting.kinds) == {"market", "trajectory"}
     t = np.arange(500) * 0.05
     frame = trajectory_frame(np.column_stack([np.sin(t) + 0.1 * np.sin(7.3 * t), np.cos(1.7 * t)]))

@@ -3,8 +3,14 @@
 
 - the protocol: :class:`Forecast` (sample paths ``(S, H, C)``, quantiles, means, a long frame) and
   :class:`AbstractForecaster`;
-- statistical baselines (:data:`BASELINES`, :func:`make_baseline`): random walk, GARCH, AR,
-  seasonal naive, last value, and context parroting;
+- one registry of named forecasters (:data:`FORECASTERS`, :func:`make_forecaster`): the
+  statistical baselines (random walk, GARCH, AR, seasonal naive, last value), context parroting,
+  and the forecasters below that a config names;
+- learned baselines of chaotic flows, in the same registry: :class:`EchoStateNetwork`,
+  :class:`NextGenerationReservoir` (NG-RC) and :class:`MLPFlow`, one-step maps iterated in
+  closed loop, their hyperparameters chosen on the held-out end of the training rows;
+- the learned forecaster of chaotic flows, :class:`FlowMambaForecaster` (``flow_mamba``: a Mamba-2
+  over continuous states, its step head's readout refitted by ridge);
 - model-backed forecasters: :class:`TokenForecaster` (a trained GPT or Mamba over a tokenizer's
   codes) and :class:`JEPAForecaster` (a frozen pretrained JEPA with ridge readouts), with
   :func:`probe_windows` for probes of the same encoder; :func:`load_forecaster` reads either back
@@ -16,22 +22,29 @@ sits above this package, so its adapter lives with it.
 
 from chaosfm.forecasters._base import AbstractForecaster, Forecast, require_key
 from chaosfm.forecasters._baselines import AutoRegressive, Garch, LastValue, RandomWalk, SeasonalNaive
+from chaosfm.forecasters._mlp_flow import MLPFlow
 from chaosfm.forecasters._parroting import ContextParroting, parrot
-from chaosfm.forecasters._registry import BASELINES, make_baseline
+from chaosfm.forecasters._reservoir import EchoStateNetwork, NextGenerationReservoir
+from chaosfm.forecasters._registry import FORECASTERS, make_forecaster
 
 __all__ = [
     "AbstractForecaster",
     "Forecast",
     "require_key",
     "AutoRegressive",
-    "BASELINES",
+    "FORECASTERS",
     "ContextParroting",
+    "EchoStateNetwork",
     "Garch",
     "LastValue",
+    "MLPFlow",
+    "NextGenerationReservoir",
     "RandomWalk",
     "SeasonalNaive",
-    "make_baseline",
+    "make_forecaster",
     "parrot",
+    "FlowMambaForecaster",
+    "FlowSettings",
     "JEPAForecaster",
     "RUN_FORECASTERS",
     "TokenForecaster",
@@ -40,6 +53,8 @@ __all__ = [
 ]
 
 _MODEL_BACKED = {
+    "FlowMambaForecaster": "chaosfm.forecasters._flow",
+    "FlowSettings": "chaosfm.forecasters._flow",
     "TokenForecaster": "chaosfm.forecasters._token",
     "JEPAForecaster": "chaosfm.forecasters._jepa",
     "probe_windows": "chaosfm.forecasters._jepa",

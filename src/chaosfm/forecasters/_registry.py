@@ -1,40 +1,74 @@
 """The registry of named forecasters: what a config or ``--models`` may name.
 
-Built here, in one place, from the classes themselves (no module adds itself on import).
+Built here, in one place, from the classes themselves (no module adds itself on import). The
+model-backed ones bring the model and training code (seconds of imports), so they are listed by
+import path and loaded on first use: ``import chaosfm.evaluate`` stays light.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from chaosfm.forecasters._base import AbstractForecaster
 from chaosfm.forecasters._baselines import AutoRegressive, Garch, LastValue, RandomWalk, SeasonalNaive
+from chaosfm.forecasters._mlp_flow import MLPFlow
 from chaosfm.forecasters._parroting import ContextParroting
+from chaosfm.forecasters._reservoir import EchoStateNetwork, NextGenerationReservoir
 
-BASELINES: dict[str, type[AbstractForecaster]] = {
-    cls.name: cls for cls in (LastValue, RandomWalk, SeasonalNaive, AutoRegressive, Garch, ContextParroting)
+_LOADED: dict[str, type[AbstractForecaster]] = {
+    cls.name: cls
+    for cls in (
+        LastValue, RandomWalk, SeasonalNaive, AutoRegressive, Garch, ContextParroting,
+        EchoStateNetwork, NextGenerationReservoir, MLPFlow,
+    )
 }
-"""Baseline name -> class, for configs and the CLI."""
+_MODEL_BACKED = {"flow_mamba": ("chaosfm.forecasters._flow", "FlowMambaForecaster")}
 
 
-def make_baseline(name: str, **options: Any) -> AbstractForecaster:
-    """Build the baseline registered as ``name`` with constructor ``options``.
+class _Registry(Mapping[str, type[AbstractForecaster]]):
+    """Name -> forecaster class; a model-backed class is imported when first looked up."""
+
+    def __getitem__(self, name: str) -> type[AbstractForecaster]:
+        if name in _LOADED:
+            return _LOADED[name]
+        module, attribute = _MODEL_BACKED[name]
+        cls = getattr(importlib.import_module(module), attribute)
+        _LOADED[name] = cls
+        return cls
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*dict.fromkeys([*_LOADED, *_MODEL_BACKED])])
+
+    def __len__(self) -> int:
+        return len(set(_LOADED) | set(_MODEL_BACKED))
+
+
+FORECASTERS: Mapping[str, type[AbstractForecaster]] = _Registry()
+"""Forecaster name -> class, for configs and the CLI: the statistical baselines, context
+parroting, the reservoirs and ``mlp_flow``, and ``flow_mamba``."""
+
+
+def make_forecaster(name: str, **options: Any) -> AbstractForecaster:
+    """Build the forecaster registered as ``name`` with constructor ``options``.
 
     Raises:
         ValueError: an unknown name (the message lists the known ones) or an option the
-            baseline does not take (the message lists the ones it does).
+            forecaster does not take (the message lists the ones it does).
     """
-    if name not in BASELINES:
-        known = ", ".join(sorted(BASELINES))
-        raise ValueError(f"unknown baseline {name!r}; known baselines: {known}")
-    cls = BASELINES[name]
+    if name not in FORECASTERS:
+        known = ", ".join(sorted(FORECASTERS))
+        raise ValueError(f"unknown forecaster {name!r}; known forecasters: {known}")
+    cls = FORECASTERS[name]
     signature = inspect.signature(cls)
-    try:
-        signature.bind(**options)
-    except TypeError:
-        accepted = ", ".join(signature.parameters) or "none"
-        raise ValueError(
-            f"baseline {name!r} does not take option(s) {sorted(options)}; it takes: {accepted}"
-        ) from None
+    if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        try:
+            signature.bind(**options)
+        except TypeError:
+            accepted = ", ".join(signature.parameters) or "none"
+            raise ValueError(
+                f"forecaster {name!r} does not take option(s) {sorted(options)}; it takes: {accepted}"
+            ) from None
     return cls(**options)

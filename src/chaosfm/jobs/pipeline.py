@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from chaosfm._artifacts import atomic_write_text, nan_to_none, verify_run, write_json
 from chaosfm._config import ConfigError, parse_config, read_config
 from chaosfm.evaluate import Protocol, bootstrap_interval, evaluate, fit_through
-from chaosfm.forecasters import TokenForecaster, make_baseline
+from chaosfm.forecasters import TokenForecaster, make_forecaster
 from chaosfm.jobs import stage as stage_job
 from chaosfm.jobs._common import finish_run, load_data, write_config
 from chaosfm.train import STAGES, exo_series, next_token_metrics
@@ -187,7 +187,7 @@ def compare_stages(
     seen = list(forecasters.values())[-1].trained_through
     assets = [str(a) for a in frame["asset"].unique()]
     cutoff = {a: seen.get(a, frame.loc[frame["asset"] == a, "timestamp"].iloc[0]) for a in assets}
-    baselines = {name: make_baseline(name) for name in settings.baselines}
+    baselines = {name: make_forecaster(name) for name in settings.baselines}
     if baselines:
         fit_through(baselines, frame, cutoff, protocol.embargo)
     results = evaluate({**forecasters, **baselines}, frame, protocol)
