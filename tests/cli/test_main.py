@@ -290,7 +290,7 @@ def test_pretrain_then_mvx(tmp_path, capsys):
 CONFIGS = Path(__file__).parents[2] / "configs"
 
 COMMANDS = {"datasets", "data", "evaluate", "tokenize", "train", "stage", "pipeline", "generate", "forecast",
-            "stream", "tune", "multitask", "pretrain", "mvx", "leakage", "demo"}
+            "stream", "tune", "multitask", "pretrain", "mvx", "leakage", "demo", "bench"}
 
 
 def _subcommands(parser):
@@ -356,8 +356,9 @@ def test_the_common_flags_have_one_spelling_and_meaning_everywhere():
         if "--config" in options:
             assert "--set" in options, name
     # Every command that writes something says where with --out; every command with a config takes --set.
-    assert seen["out"] >= COMMANDS - {"datasets", "data", "generate"}
-    assert seen["assignments"] == COMMANDS - {"datasets", "data", "data check"}
+    # (`bench` and `data` are groups: their subcommands take the flags.)
+    assert seen["out"] >= (COMMANDS - {"datasets", "data", "generate", "bench"}) | {"bench chaos"}
+    assert seen["assignments"] == (COMMANDS - {"datasets", "data", "data check", "bench"}) | {"bench chaos"}
     assert seen["seed"] >= {"evaluate", "tokenize", "train", "stage", "pipeline", "generate", "forecast", "stream",
                             "tune", "multitask", "pretrain", "mvx", "leakage"}
 

@@ -112,3 +112,26 @@ def reward_curve(entries: Sequence[dict[str, Any]]) -> bytes:
     figure.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.04), ncol=3)
     axis.set_title("RL stage: reward per step")
     return to_png(figure)
+
+
+def vpt_by_system(summary: pd.DataFrame) -> bytes:
+    """Mean VPT per system (groups) and model (bars), with each bar's bootstrap interval.
+
+    ``summary`` has columns ``system, model, vpt_mean, vpt_mean_low, vpt_mean_high``.
+    """
+    systems = list(dict.fromkeys(summary["system"]))
+    models = list(dict.fromkeys(summary["model"]))
+    width = 0.8 / len(models)
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(systems) * max(1, len(models)) / 3), 3.6))
+    for k, model in enumerate(models):
+        rows = summary[summary["model"] == model].set_index("system").reindex(systems)
+        positions = np.arange(len(systems)) + (k - (len(models) - 1) / 2) * width
+        mean = rows["vpt_mean"].to_numpy(dtype=float)
+        low = np.nan_to_num(mean - rows["vpt_mean_low"].to_numpy(dtype=float), nan=0.0)
+        high = np.nan_to_num(rows["vpt_mean_high"].to_numpy(dtype=float) - mean, nan=0.0)
+        axis.bar(positions, mean, width, label=model, yerr=np.clip([low, high], 0, None), capsize=2)
+    axis.set_xticks(np.arange(len(systems)), systems, rotation=45 if len(systems) > 6 else 0, ha="right")
+    axis.set_ylabel("mean VPT (Lyapunov times)")
+    axis.legend(fontsize=7, ncol=min(4, len(models)))
+    axis.grid(axis="y", alpha=0.3)
+    return to_png(figure)
