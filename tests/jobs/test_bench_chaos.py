@@ -96,3 +96,26 @@ def test_fast_flag_reaches_the_config():
     result = subprocess.run([sys.executable, "-m", "chaosfm.cli", "bench", "chaos", "--help"], capture_output=True,
                             text=True)
     assert result.returncode == 0 and "--fast" in result.stdout
+
+
+def test_zero_shot_model_is_scored_only_on_systems_it_never_saw(tmp_path):
+    tiny_flow = TINY["model_options"]["flow_mamba"]
+    config = bench_chaos.read(None, {
+        **TINY, "systems": ["henon", "lozi"], "models": ["last_value", "context_parroting"], "model_options": {},
+        "reference": "context_parroting", "test_trajectories": 2,
+        "zero_shot": {"options": {**tiny_flow, "normalisation": "context", "readout": "context"}, "systems": ["lozi"]},
+        "out": str(tmp_path / "zero"),
+    })
+    metrics = bench_chaos.run(config)
+    windows = pd.read_csv(tmp_path / "zero" / "windows.csv")
+    zero = windows[windows.model == "zero_shot"]
+    assert set(zero["system"]) == {"henon"} and set(zero["window_class"]) == {"fresh"}
+    assert metrics["zero_shot"]["pretrained_on"] == ["lozi"] and metrics["zero_shot"]["scored_on"] == ["henon"]
+    against = {row["against"]: row for row in metrics["zero_shot"]["against"]}
+    henon = windows[windows.system == "henon"].groupby("model")["valid_prediction_time"].mean()
+    assert against["context_parroting"]["median_difference"] == pytest.approx(
+        henon["zero_shot"] - henon["context_parroting"])
+    assert "Zero-shot: pretrained on lozi" in (tmp_path / "zero" / "table.md").read_text()
+    with pytest.raises(ConfigError, match="one dimension"):
+        bench_chaos.run(bench_chaos.read(None, {**TINY, "zero_shot": {"systems": ["lozi", "lorenz63"]},
+                                                "out": str(tmp_path / "bad")}))

@@ -226,12 +226,14 @@ def summarise(windows: pd.DataFrame, config: BenchChaosConfig) -> pd.DataFrame:
         ours = trajectories["valid_prediction_time"].reindex(reference.index).to_numpy()
         theirs = reference.to_numpy()
         row["vpt_ratio"] = float(ours.mean() / theirs.mean()) if theirs.mean() > 0 else float("nan")
-        # Paired: one resample of trajectory indices serves both models.
-        ratio = bootstrap_interval(
-            [np.arange(len(ours))],
-            lambda index, axis=-1: np.mean(ours[index], axis=axis) / np.mean(theirs[index], axis=axis),
-            n_resamples=config.n_bootstrap, seed=seed,
-        )
+        ratio = {"ci_low": None, "ci_high": None}
+        if np.all(theirs > 0):  # a ratio to a reference that held no step is undefined
+            # Paired: one resample of trajectory indices serves both models.
+            ratio = bootstrap_interval(
+                [np.arange(len(ours))],
+                lambda index, axis=-1: np.mean(ours[index], axis=axis) / np.mean(theirs[index], axis=axis),
+                n_resamples=config.n_bootstrap, seed=seed,
+            )
         row["vpt_ratio_low"], row["vpt_ratio_high"] = ratio["ci_low"], ratio["ci_high"]
         rows.append(row)
     return pd.DataFrame(rows)
@@ -297,7 +299,7 @@ def zero_shot_summary(summary: pd.DataFrame, config: BenchChaosConfig) -> pd.Dat
         interval = bootstrap_interval([difference], np.median, n_resamples=config.n_bootstrap,
                                       seed=[config.seed, 10_000 + index])
         rows.append({"against": model, "systems": len(unseen), "zero_shot_median_vpt": float(np.median(table.loc[unseen, ZERO_SHOT])),
-                     "their_median_vpt": float(np.median(theirs)), "median_difference": interval["value"],
+                     "their_median_vpt": float(np.median(theirs)), "median_difference": float(np.median(difference)),
                      "difference_low": interval["ci_low"], "difference_high": interval["ci_high"],
                      "zero_shot_better_on": int(np.sum(difference > 0))})
     return pd.DataFrame(rows)

@@ -183,14 +183,19 @@ class FlowMamba(eqx.Module):
         start: Float[Array, " channels"],
         steps: int,
         scale: Float[Array, " channels"],
+        bounds: tuple[Float[Array, " channels"], Float[Array, " channels"]] | None = None,
     ) -> Float[Array, "steps channels"]:
         """``steps`` states after ``start``, each from the model's own previous prediction, from
-        the stack's ``state`` before ``start`` was read (the literal recurrence, one row at a time)."""
+        the stack's ``state`` before ``start`` was read (the literal recurrence, one row at a time).
+
+        ``bounds`` (low, high) clip every state: a run that leaves the attractor stays finite."""
 
         def advance(carried, _):
             current, state = carried
             increment, state = self(current[None, :], state, reference=True)
             following = current + scale * increment[0]
+            if bounds is not None:
+                following = jnp.clip(following, bounds[0], bounds[1])
             return (following, state), following
 
         _, path = jax.lax.scan(advance, (start, state), None, length=steps)
