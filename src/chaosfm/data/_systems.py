@@ -262,7 +262,7 @@ _TABLE: tuple[ChaoticSystem, ...] = (
         "Sprott (1997) jerk: x' = y, y' = z, z' = -a z + y^2 - x",
         "Sprott, J. C. (1997). Simplest dissipative chaotic flow. Phys. Lett. A 228, 271-274",
         dimension=3, parameters=_read_only(a=2.017),
-        dt=0.2, burn_in=100.0, period=12.0, near_attractor=_point(4.3, 1.1, -0.9), spread=0.05,
+        dt=0.2, burn_in=100.0, period=12.0, near_attractor=_point(4.3, 1.1, -0.9), spread=0.02,
         lyapunov_steps=25_000, lyapunov_renorm_every=5,
         lyapunov_reference=0.0550,
         lyapunov_citation="Sprott, J. C. (1997). Simplest dissipative chaotic flow. Phys. Lett. "
