@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/chaosfm demo --fast
 
 test: install-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # Regenerate the lock files from pyproject.toml (then run `make test`).
 lock: $(BIN)/python
