@@ -337,8 +337,8 @@ def run(config: BenchChaosConfig) -> dict[str, Any]:
     overall = across_systems(summary)
     zero_table = zero_shot_summary(summary, config) if zero_info else None
     elapsed = time.perf_counter() - started
-    windows.to_csv(out / "windows.csv", index=False)
-    summary.to_csv(out / "summary.csv", index=False)
+    atomic_write_text(out / "windows.csv", windows.to_csv(index=False))
+    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     table = markdown_table(summary, info, config.reference)
     if zero_table is not None:
         table += "\n" + zero_shot_markdown(zero_table, zero_info)
