@@ -13,9 +13,9 @@ the residual form of a forward-Euler ResNet step (He et al. 2016; Chen et al. 20
 The learning rate, when not given, is chosen by the validation search of ``_closed_loop.py``
 from ``SEARCH["learning_rate"]``, each candidate trained for ``search_steps`` steps on the
 search's fit rows; the winner is then trained for ``steps`` steps on all training rows. Short
-runs favour large rates: in a development run on Lorenz-63 (20 windows after the cutoff of
-``bench/chaos_baselines.py``, so not a choice made on fresh windows by ``fit``, but one made by
-looking at them), 2,000 steps at 1e-2 held 4.4 Lyapunov times against 3.8 at 3e-3, and 20,000
+runs favour large rates: in a development run on Lorenz-63 (20 windows after the cutoff of the
+seed-0 trajectory, so not a choice made on fresh windows by ``fit``, but one made by looking at
+them; ``chaosfm bench chaos`` scores trajectories from seed 1001 on, which that run never touched), 2,000 steps at 1e-2 held 4.4 Lyapunov times against 3.8 at 3e-3, and 20,000
 steps at 3e-3 held 6.9 against 5.9 at 1e-2. So the candidates stop at 3e-3, the usual upper end
 for Adam, where the short-run and long-run rankings of 3e-4 < 1e-3 < 3e-3 agreed. Forecasts
 and samples: see :class:`~chaosfm.forecasters._closed_loop.AbstractClosedLoopForecaster`.

@@ -24,7 +24,8 @@ and NG-RC's teacher-forced features (see :func:`ngrc_design`).
 Hyperparameters left as None are chosen by the validation search of ``_closed_loop.py`` on
 training rows only; see ``chosen_`` and ``search_scores_`` after ``fit``. The levels searched
 (``SEARCH``) were set in development runs on Lorenz-63 that looked at windows after the cutoff
-of ``bench/chaos_baselines.py``; its independent trajectories (seeds 1-10) are the cleaner test.
+of the seed-0 trajectory and of seeds 1-10; ``chaosfm bench chaos`` scores trajectories from seed
+1001 on, which those runs never touched.
 Forecasts and samples: see :class:`~chaosfm.forecasters._closed_loop.AbstractClosedLoopForecaster`.
 
 Dimension letters: B runs, T rows, C channels, H horizon steps, N reservoir units, F readout
