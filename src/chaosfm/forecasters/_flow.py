@@ -126,7 +126,8 @@ class FlowMambaForecaster(AbstractForecaster):
 
     # ---- normalisation ------------------------------------------------------------------------
 
-    def _statistics(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    @staticmethod
+    def _statistics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean, spread and one-step increment spread ``(C,)`` each, from ``values`` ``(T, C)``."""
         mean, spread = values.mean(axis=0), values.std(axis=0)
         spread = np.where(spread > 0, spread, 1.0)

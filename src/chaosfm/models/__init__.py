@@ -6,7 +6,7 @@ Every model reads one stream of codes and returns next-code logits (batch with `
 
 from chaosfm.models._base import AbstractCodeModel, count_params, rms_norm
 from chaosfm.models._cfm import VelocityField, cfm_loss, ot_coupling, ot_plan, sample_flow
-from chaosfm.models._flow import FlowConfig, FlowMamba, StepHead, flow_config_from_json, flow_loss
+from chaosfm.models._flow import FlowConfig, FlowMamba, StepHead, flow_loss
 from chaosfm.models._generate import generate, sample_logits
 from chaosfm.models._gpt import GPT, GPT_SIZES, Attention, GPTConfig, KVMemory, rope
 from chaosfm.models._jepa import (
@@ -52,7 +52,6 @@ __all__ = [
     "FlowConfig",
     "FlowMamba",
     "StepHead",
-    "flow_config_from_json",
     "flow_loss",
     "QUANTILE_LEVELS",
     "FeatureMamba",

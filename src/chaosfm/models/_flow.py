@@ -20,7 +20,6 @@ Dimension letters: T time (rows), C channels (state dimension), D model width, K
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from chaosfm.models._base import init_rng, normal_init, rms_norm
 from chaosfm.models._mamba import Mamba2Mixer, MambaConfig, MixerState
 
-__all__ = ["FlowConfig", "FlowMamba", "StepHead", "flow_config_from_json", "flow_loss"]
+__all__ = ["FlowConfig", "FlowMamba", "StepHead", "flow_loss"]
 
 _F32 = jnp.float32
 
@@ -256,8 +255,3 @@ def flow_loss(
         metrics["rollout"] = rolled
         loss = loss + rollout_weight * rolled
     return loss, metrics
-
-
-def flow_config_from_json(data: dict[str, Any]) -> FlowConfig:
-    fields = {f.name for f in dataclasses.fields(FlowConfig)}
-    return FlowConfig(**{k: v for k, v in data.items() if k in fields})
