@@ -5,7 +5,7 @@ import pytest
 
 from chaosfm.data import candle_features
 from chaosfm.tokenizers._base import asset_slices
-from chaosfm.tokenizers._candle import feature_arrays
+from chaosfm.tokenizers._candle_features import feature_arrays
 
 from ._data import market_frame
 

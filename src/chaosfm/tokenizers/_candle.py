@@ -46,9 +46,7 @@ from chaosfm.data import (
     MARKET_COLUMNS,
     DataError,
     TimeFence,
-    candle_features,
     frame_kind,
-    symlog,
     trained_through,
 )
 from chaosfm.tokenizers._base import (
@@ -65,6 +63,7 @@ from chaosfm.tokenizers._base import (
     read_leaves,
     write_tokenizer,
 )
+from chaosfm.tokenizers._candle_features import _warmup_length, feature_arrays
 from chaosfm.tokenizers._cnn import Decoder, Encoder, receptive_field
 
 # Encode pads each series on the right to a multiple of this many codes, so a handful of
@@ -524,60 +523,6 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         return out
 
 
-_SHAPE_FEATURES = ("log_return", "symlog_return", "body", "upper_wick", "lower_wick", "range")
-
-
-def feature_arrays(
-    frame: pd.DataFrame, names: Sequence[str], slices: Sequence[tuple[str, np.ndarray]]
-) -> list[np.ndarray]:
-    """``candle_features(frame)[names]`` as one ``(T, F)`` array per asset of ``slices``.
-
-    Features that need no rolling window are computed here with numpy, several times faster than
-    the pandas path (the test checks they agree with :func:`chaosfm.data.candle_features`); any
-    other feature falls back to ``candle_features``.
-    """
-    if not set(names) <= set(_SHAPE_FEATURES):
-        light = frame[["asset", "timestamp", *MARKET_COLUMNS]].reset_index(drop=True)
-        light.attrs = {}  # candle_features copies attrs at every step; a combined frame's are big
-        features = candle_features(light)[list(names)].to_numpy(dtype=np.float64)
-        return [features[rows] for _, rows in slices]
-    o, h, lo, c = (frame[k].to_numpy(dtype=np.float64) for k in ("open", "high", "low", "close"))
-    out = []
-    for _, rows in slices:
-        close = c[rows]
-        previous = np.empty_like(close)
-        previous[0] = np.nan
-        previous[1:] = close[:-1]
-        log_return = np.log(close / previous)
-        top = np.maximum(o[rows], close)
-        bottom = np.minimum(o[rows], close)
-        columns = {
-            "log_return": log_return,
-            "symlog_return": symlog(100.0 * log_return),
-            "body": (close - o[rows]) / previous,
-            "upper_wick": (h[rows] - top) / previous,
-            "lower_wick": (bottom - lo[rows]) / previous,
-            "range": (h[rows] - lo[rows]) / previous,
-        }
-        out.append(np.stack([columns[name] for name in names], axis=1))
-    return out
-
-
-def _warmup_length(values: np.ndarray, what: str, asset: str) -> int:
-    """Leading rows with an undefined feature; NaN anywhere after them is an error."""
-    bad = ~np.isfinite(values).all(axis=1)
-    if not bad.any():
-        return 0
-    warm = int(np.argmin(bad)) if not bad.all() else len(bad)
-    if bad[warm:].any():
-        row = warm + int(np.flatnonzero(bad[warm:])[0])
-        raise DataError(
-            f"{what}: asset {asset!r} has an undefined feature at its row {row}, after warm-up",
-            row=row, rule="finite features",
-        )
-    return warm
-
-
 @eqx.filter_jit
 def _encode_jit(encoder: Encoder, quantizer: Any, x: Float[Array, "T F"]) -> Int[Array, " N"]:
     return quantizer.encode(encoder(x))
@@ -609,7 +554,7 @@ def _train_step(config: CandleConfig):
     Cached per config, and the step count is an argument, not a constant: fitting the same
     tokenizer again compiles nothing.
     """
-    window, batch_size = config.window, config.batch_size
+    window = config.window
     # optax.adamw without its learning rate, which the step applies from learning_rate().
     optimiser = optax.chain(
         optax.clip_by_global_norm(config.clip_norm),
