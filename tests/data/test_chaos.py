@@ -26,6 +26,8 @@ from chaosfm.data import (
     validate,
 )
 
+from ._helpers import rk4
+
 # One length for every frame below, so each system compiles its integrator once.
 LENGTH = 600
 REQUIRED_ATTRS = (
@@ -147,14 +149,7 @@ def _lorenz63_rk4(start, t_end, step, sigma=10.0, rho=28.0, beta=8.0 / 3.0):
         x, y, z = s
         return np.array([sigma * (y - x), x * (rho - z) - y, x * y - beta * z])
 
-    state = np.array(start, dtype=np.float64)
-    for _ in range(round(t_end / step)):
-        k1 = field(state)
-        k2 = field(state + 0.5 * step * k1)
-        k3 = field(state + 0.5 * step * k2)
-        k4 = field(state + step * k3)
-        state = state + step / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-    return state
+    return rk4(field, start, t_end, step)
 
 
 def test_lorenz63_matches_slow_rk4_within_one_lyapunov_time(frames):

@@ -14,6 +14,8 @@ import pytest
 
 from chaosfm.data import SYSTEMS, chaotic_system, dominant_period, largest_lyapunov_exponent, state_columns
 
+from ._helpers import rk4
+
 LENGTH = 600  # as in test_chaos.py, so that the compiled integrators are shared
 WITH_REFERENCE = [name for name, system in SYSTEMS.items() if system.lyapunov_reference is not None]
 
@@ -82,17 +84,6 @@ def test_registered_period_is_re_measured_within_ten_percent(name):
 # ---- the equations against plain numpy, written from the papers --------------------------------
 
 
-def _rk4(field, start, t_end, step):
-    state = np.array(start, dtype=np.float64)
-    for _ in range(round(t_end / step)):
-        k1 = field(state)
-        k2 = field(state + 0.5 * step * k1)
-        k3 = field(state + 0.5 * step * k2)
-        k4 = field(state + step * k3)
-        state = state + step / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-    return state
-
-
 def _chen(s, a=35.0, b=3.0, c=28.0):
     return np.array([a * (s[1] - s[0]), (c - a) * s[0] - s[0] * s[2] + c * s[1], s[0] * s[1] - b * s[2]])
 
@@ -118,7 +109,7 @@ def test_flows_match_slow_rk4_within_a_lyapunov_time(name, field, rows):
     for row in rows:
         time = row * system.dt
         assert time * system.lyapunov_reference < 1.0  # differences grow by less than e
-        expected = _rk4(field, start, time, step=system.dt / 50)
+        expected = rk4(field, start, time, step=system.dt / 50)
         np.testing.assert_allclose(states[row], expected, atol=1e-6 * (1 + np.abs(expected).max()))
 
 
