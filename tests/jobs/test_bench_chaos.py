@@ -45,7 +45,10 @@ def test_run_folder_holds_what_a_reader_needs(bench):
     assert (out / "vpt.png").read_bytes().startswith(b"\x89PNG")
     assert "Chaotic systems: valid prediction time" in (out / "report.html").read_text()
     table = (out / "table.md").read_text()
-    assert table.count("| henon") == 4 and "VPT / ngrc" in table
+    assert table.count("| henon (cap") == 4 and "VPT / ngrc" in table  # one row per model
+    wide = [line for line in table.splitlines() if line.startswith("| henon (")][0]  # one row per system
+    means = pd.read_csv(out / "summary.csv").set_index("model")["vpt_mean"]
+    assert wide.split(" | ")[1:] == [f"{means[m]:.2f}" for m in TINY["models"][:-1]] + [f"{means[TINY['models'][-1]]:.2f} |"]
     assert json.loads((out / "metrics.json").read_text())["windows"] == metrics["windows"] == 4 * 3 * 2
 
 
@@ -119,3 +122,15 @@ def test_zero_shot_model_is_scored_only_on_systems_it_never_saw(tmp_path):
     with pytest.raises(ConfigError, match="one dimension"):
         bench_chaos.run(bench_chaos.read(None, {**TINY, "zero_shot": {"systems": ["lozi", "lorenz63"]},
                                                 "out": str(tmp_path / "bad")}))
+
+
+def test_systems_scored_in_worker_processes_give_the_serial_result(tmp_path):
+    settings = {**TINY, "systems": ["henon", "lozi"], "models": ["last_value", "context_parroting", "ngrc"],
+                "model_options": {"ngrc": TINY["model_options"]["ngrc"]}, "test_trajectories": 2}
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"workers-{workers}"
+        bench_chaos.run(bench_chaos.read(None, {**settings, "workers": workers, "out": str(out)}))
+        runs[workers] = pd.read_csv(out / "windows.csv")
+    pd.testing.assert_frame_equal(runs[1], runs[2])
+    assert set(runs[2]["system"]) == {"henon", "lozi"}

@@ -15,7 +15,7 @@ def cmd_bench_chaos(args: argparse.Namespace) -> None:
 
     from chaosfm.jobs import bench_chaos
 
-    values = overrides(args, bench_chaos.FLAGS, ("test_trajectories", "windows", "length", "seed", "out"))
+    values = overrides(args, bench_chaos.FLAGS, ("test_trajectories", "windows", "length", "workers", "seed", "out"))
     for name in ("systems", "models"):
         if getattr(args, name):
             values[name] = split(getattr(args, name))
@@ -41,4 +41,5 @@ def add(commands: Any) -> None:
     p.add_argument("--test-trajectories", type=int, help="independent test trajectories per system")
     p.add_argument("--windows", type=int, help="forecast origins per test trajectory")
     p.add_argument("--length", type=int, help="rows per trajectory")
+    p.add_argument("--workers", type=int, help="systems fitted and scored at once, one process each (default: the CPU count)")
     p.set_defaults(run=cmd_bench_chaos)

@@ -11,6 +11,9 @@
   closed loop, their hyperparameters chosen on the held-out end of the training rows;
 - the learned forecaster of chaotic flows, :class:`FlowMambaForecaster` (``flow_mamba``: a Mamba-2
   over continuous states, its step head's readout refitted by ridge);
+- token models trained in ``fit``, in the same registry: :class:`TokenMambaForecaster`
+  (``token_mamba``) and :class:`TokenGPTForecaster` (``token_gpt``), quantile bins and a small
+  Mamba-2 or GPT over their codes (:class:`CodeModelSettings`);
 - model-backed forecasters: :class:`TokenForecaster` (a trained GPT or Mamba over a tokenizer's
   codes) and :class:`JEPAForecaster` (a frozen pretrained JEPA with ridge readouts), with
   :func:`probe_windows` for probes of the same encoder; :func:`load_forecaster` reads either back
@@ -48,6 +51,9 @@ __all__ = [
     "JEPAForecaster",
     "RUN_FORECASTERS",
     "TokenForecaster",
+    "CodeModelSettings",
+    "TokenGPTForecaster",
+    "TokenMambaForecaster",
     "load_forecaster",
     "probe_windows",
 ]
@@ -56,6 +62,9 @@ _MODEL_BACKED = {
     "FlowMambaForecaster": "chaosfm.forecasters._flow",
     "FlowSettings": "chaosfm.forecasters._flow",
     "TokenForecaster": "chaosfm.forecasters._token",
+    "CodeModelSettings": "chaosfm.forecasters._token_fit",
+    "TokenGPTForecaster": "chaosfm.forecasters._token_fit",
+    "TokenMambaForecaster": "chaosfm.forecasters._token_fit",
     "JEPAForecaster": "chaosfm.forecasters._jepa",
     "probe_windows": "chaosfm.forecasters._jepa",
     "RUN_FORECASTERS": "chaosfm.forecasters._from_run",

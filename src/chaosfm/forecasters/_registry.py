@@ -25,7 +25,11 @@ _LOADED: dict[str, type[AbstractForecaster]] = {
         EchoStateNetwork, NextGenerationReservoir, MLPFlow,
     )
 }
-_MODEL_BACKED = {"flow_mamba": ("chaosfm.forecasters._flow", "FlowMambaForecaster")}
+_MODEL_BACKED = {
+    "flow_mamba": ("chaosfm.forecasters._flow", "FlowMambaForecaster"),
+    "token_mamba": ("chaosfm.forecasters._token_fit", "TokenMambaForecaster"),
+    "token_gpt": ("chaosfm.forecasters._token_fit", "TokenGPTForecaster"),
+}
 
 
 class _Registry(Mapping[str, type[AbstractForecaster]]):
@@ -48,7 +52,8 @@ class _Registry(Mapping[str, type[AbstractForecaster]]):
 
 FORECASTERS: Mapping[str, type[AbstractForecaster]] = _Registry()
 """Forecaster name -> class, for configs and the CLI: the statistical baselines, context
-parroting, the reservoirs and ``mlp_flow``, and ``flow_mamba``."""
+parroting, the reservoirs and ``mlp_flow``, ``flow_mamba``, and the token models trained in
+``fit`` (``token_mamba``, ``token_gpt``: quantile bins and a Mamba-2 or a GPT over their codes)."""
 
 
 def make_forecaster(name: str, **options: Any) -> AbstractForecaster:

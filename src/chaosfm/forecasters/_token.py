@@ -7,7 +7,8 @@ context's last codes and the state decoding needs), samples ``S`` code paths wit
 :func:`chaosfm.models.generate` (vmapped over keys), and hands them back to the tokenizer
 (:meth:`forecast_output`), which decodes them into the original units: closes rebuilt from
 decoded returns for candle tokenizers, channel values at the context's own scale for bins. The
-forecaster never asks which kind of tokenizer it holds.
+forecaster never asks which kind of tokenizer it holds. :func:`sample_forecast` is that decode
+path, shared with the forecasters that train their code model in ``fit``.
 
 The forecaster does not fit: ``fit`` keeps the run's ``trained_through``, and
 :meth:`upstream_trained_through` gives the tokenizer's, so the protocol tells in-sample,
@@ -27,10 +28,11 @@ import pandas as pd
 from chaosfm._config import ConfigError
 from chaosfm.data import DataError, TrainedThrough
 from chaosfm.forecasters._base import AbstractForecaster, Forecast, require_key
-from chaosfm.models import generate
+from chaosfm.models import AbstractCodeModel, generate
+from chaosfm.tokenizers import AbstractTokenizer
 from chaosfm.train import exo_series, load_code_run
 
-__all__ = ["TokenForecaster"]
+__all__ = ["TokenForecaster", "sample_forecast"]
 
 
 class TokenForecaster(AbstractForecaster):
@@ -87,23 +89,66 @@ class TokenForecaster(AbstractForecaster):
     def forecast(
         self, context: pd.DataFrame, horizon: int, num_samples: int, *, key: Any = None
     ) -> Forecast:
-        if self.temperature > 0:
-            require_key(key, f"{self.name}.forecast")
-        elif key is None:
-            key = jax.random.key(0)
-        if horizon < 1 or num_samples < 1:
-            raise ValueError(f"horizon and num_samples must be >= 1, got {horizon}, {num_samples}")
-        missing = [c for c in self.columns if c not in context.columns]
-        if missing:
-            raise DataError(f"{self.name}: the context lacks column(s) {missing}", rule="columns")
-        asset = str(context["asset"].iloc[0]) if "asset" in context.columns else None
-        prompt = self.tokenizer.context_input(context, self.context_codes)
-        exo = None
-        if self.model.uses_exo:
-            exo = jnp.asarray(exo_series(prompt.rows, prompt.ends, self.columns, self.layout["exo"]), jnp.float32)
-        drawn = generate(
-            self.model, jnp.asarray(prompt.codes, jnp.int32), self.tokenizer.horizon_codes(horizon),
-            self.temperature, self.top_k, key=key, exo=exo, num_samples=num_samples,
+        return sample_forecast(
+            self.model, self.tokenizer, context, horizon, num_samples, temperature=self.temperature,
+            top_k=self.top_k, context_codes=self.context_codes, key=key, exo_statistics=self.layout["exo"],
+            who=f"{self.name}.forecast",
         )
-        samples = self.tokenizer.forecast_output(np.asarray(drawn), prompt.state, horizon)
-        return Forecast(samples, self.columns, asset=asset)
+
+
+def sample_forecast(
+    model: AbstractCodeModel,
+    tokenizer: AbstractTokenizer,
+    context: pd.DataFrame,
+    horizon: int,
+    num_samples: int,
+    *,
+    temperature: float,
+    top_k: int | None,
+    context_codes: int,
+    key: Any,
+    exo_statistics: dict[str, float] | None = None,
+    who: str = "forecast",
+) -> Forecast:
+    """``S`` code paths sampled after the context's prompt, decoded into ``(S, H, C)`` sample paths.
+
+    The one decode path of every code-model forecaster: the tokenizer's prompt of the context
+    (:meth:`~chaosfm.tokenizers.AbstractTokenizer.context_input`, at most ``context_codes``
+    codes), :func:`chaosfm.models.generate` vmapped over keys, the tokenizer's decoding
+    (:meth:`~chaosfm.tokenizers.AbstractTokenizer.forecast_output`).
+
+    Args:
+        model: the trained code model.
+        tokenizer: the fitted tokenizer its codes come from.
+        context: one asset's rows up to the origin.
+        horizon: rows to forecast (H).
+        num_samples: paths to draw (S).
+        temperature: sampling temperature; 0 is greedy (every path the same, ``key`` optional).
+        top_k: sample among the ``top_k`` most likely codes only (None: all).
+        context_codes: codes of the prompt.
+        key: a JAX key; required when ``temperature > 0``.
+        exo_statistics: the training rows' realized-volatility statistics (``codes.json``'s
+            ``exo``), for a model with ``exo_clock``.
+        who: names the caller in errors.
+    """
+    if temperature > 0:
+        require_key(key, who)
+    elif key is None:
+        key = jax.random.key(0)
+    if horizon < 1 or num_samples < 1:
+        raise ValueError(f"horizon and num_samples must be >= 1, got {horizon}, {num_samples}")
+    columns = list(tokenizer.target_columns)
+    missing = [c for c in columns if c not in context.columns]
+    if missing:
+        raise DataError(f"{who}: the context lacks column(s) {missing}", rule="columns")
+    asset = str(context["asset"].iloc[0]) if "asset" in context.columns else None
+    prompt = tokenizer.context_input(context, context_codes)
+    exo = None
+    if model.uses_exo:
+        exo = jnp.asarray(exo_series(prompt.rows, prompt.ends, columns, exo_statistics), jnp.float32)
+    drawn = generate(
+        model, jnp.asarray(prompt.codes, jnp.int32), tokenizer.horizon_codes(horizon),
+        temperature, top_k, key=key, exo=exo, num_samples=num_samples,
+    )
+    samples = tokenizer.forecast_output(np.asarray(drawn), prompt.state, horizon)
+    return Forecast(samples, columns, asset=asset)

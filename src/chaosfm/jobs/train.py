@@ -48,7 +48,7 @@ from chaosfm.jobs._common import (
     resolve_fence,
     write_config,
 )
-from chaosfm.models import build_model, config_to_json, count_params
+from chaosfm.models import config_to_json, count_params
 from chaosfm.tokenizers import AbstractTokenizer, load_tokenizer, make_tokenizer
 from chaosfm.train import (
     CODES_FILE,
@@ -60,17 +60,15 @@ from chaosfm.train import (
     CodeData,
     TrainResult,
     TrainRunConfig,
-    WindowSampler,
     check_against_data,
-    code_loss,
     data_mesh,
     evaluate_codes,
     exo_series,
     exo_statistics,
+    fit_code_model,
     parse_train_run_config,
     serialise,
     stream_lengths,
-    train,
 )
 
 __all__ = ["FLAGS", "DataSection", "TokenizerSection", "TrainRunFile", "read", "run", "train_code_model"]
@@ -366,27 +364,9 @@ def train_code_model(
     write_config(out, resolved)
     write_json(out / MODEL_CONFIG_FILE, config_to_json(model_config))
 
-    model = build_model(model_config, key=run_keys(train_config.seed).init)
-    segments = train_config.tbptt_segments
-    window = model_config.context_length * segments + 1
-    uses_exo = bool(getattr(model_config, "exo_clock", False))
-    streams = {
-        asset: {"codes": np.asarray(codes, np.int32)}
-        | ({"exo": np.asarray(data.exo_train[asset], np.float32)} if uses_exo else {})
-        for asset, codes in data.train.items()
-    }
-    sampler = WindowSampler(streams, window, train_config.batch_size, train_config.seed,
-                            what="model.context_length: a training window")
-
-    def loss_fn(model, batch, key):
-        return code_loss(model, batch, key, segments=segments)
-
-    result = train(
-        model, loss_fn, sampler, train_config, out, resume=resume, mesh=mesh,
-        tokens_per_step=train_config.batch_size * (window - 1), on_step=on_step,
-        description=f"train {config.model.kind}",
-    )
+    result = fit_code_model(config, data, out, resume=resume, mesh=mesh, on_step=on_step)
     atomic_write_bytes(out / MODEL_FILE, serialise(result.model))
+    uses_exo = result.model.uses_exo
     metrics: dict[str, Any] = {
         "model": config.model.kind,
         "params": count_params(result.model),

@@ -12,7 +12,7 @@ from chaosfm.train._checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from chaosfm.train._codes import CodeData, code_loss, exo_series, exo_statistics, row_volatility
+from chaosfm.train._codes import CodeData, code_loss, exo_series, exo_statistics, fit_code_model, row_volatility
 from chaosfm.train._config import (
     GPTSection,
     MambaSection,
@@ -105,6 +105,7 @@ __all__ = [
     "evaluate_codes",
     "exo_series",
     "exo_statistics",
+    "fit_code_model",
     "next_token_metrics",
     "parse_train_run_config",
     "row_volatility",

@@ -10,11 +10,16 @@ The exogenous input of ``exo_clock`` models (:func:`exo_series`) is, per code, t
 log realized volatility of the rows up to that code's last row (log close returns for candles,
 first differences for trajectories, over ``window`` rows), standardised with training-row
 statistics only.
+
+:func:`fit_code_model` initialises the configured model from the run's seed and trains it on
+windows of the training streams with the one loop: what ``chaosfm train`` runs inside its run
+folder and what a forecaster that trains its own code model runs inside a scratch folder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +28,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd
+from jax.sharding import Mesh
 
-from chaosfm.models import AbstractCodeModel
+from chaosfm._random import run_keys
+from chaosfm.models import AbstractCodeModel, build_model
+from chaosfm.train._config import TrainRunConfig
+from chaosfm.train._loop import TrainResult, train
+from chaosfm.train._windows import WindowSampler
 
-__all__ = ["CodeData", "code_loss", "exo_series", "exo_statistics", "row_volatility"]
+__all__ = ["CodeData", "code_loss", "exo_series", "exo_statistics", "fit_code_model", "row_volatility"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,55 @@ def code_loss(
         loss_sum, hits = jnp.sum(losses), jnp.sum(hit_counts)
     count = size * total
     return loss_sum / count, {"accuracy": hits / count}
+
+
+def fit_code_model(
+    config: TrainRunConfig,
+    data: CodeData,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    mesh: Mesh | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train the configured code model on windows of ``data.train`` with :func:`~chaosfm.train.train`.
+
+    The initial weights come from ``config.train.seed`` (:func:`chaosfm._random.run_keys`); windows
+    are ``context_length * tbptt_segments + 1`` codes drawn by :class:`WindowSampler`, with the
+    exogenous series when the model has ``exo_clock``. Checkpoints and ``log.jsonl`` go into
+    ``run_dir``; nothing else is written. Check the config against the data first
+    (:func:`~chaosfm.train.check_against_data`): this function assumes it fits.
+
+    Args:
+        config: the model and loop sections.
+        data: the training code streams (and their exogenous series).
+        run_dir: the folder of the loop's checkpoints and log.
+        resume: continue from the newest checkpoint in ``run_dir``.
+        mesh: a Mesh with a ``data`` axis for data parallelism; None for one device.
+        on_step: called as ``on_step(step, metrics)`` after each update.
+    """
+    train_config = config.train
+    model_config = config.model.to_model_config()
+    model = build_model(model_config, key=run_keys(train_config.seed).init)
+    segments = train_config.tbptt_segments
+    window = model_config.context_length * segments + 1
+    uses_exo = model.uses_exo
+    streams = {
+        asset: {"codes": np.asarray(codes, np.int32)}
+        | ({"exo": np.asarray(data.exo_train[asset], np.float32)} if uses_exo else {})
+        for asset, codes in data.train.items()
+    }
+    sampler = WindowSampler(streams, window, train_config.batch_size, train_config.seed,
+                            what="model.context_length: a training window")
+
+    def loss_fn(model, batch, key):
+        return code_loss(model, batch, key, segments=segments)
+
+    return train(
+        model, loss_fn, sampler, train_config, run_dir, resume=resume, mesh=mesh,
+        tokens_per_step=train_config.batch_size * (window - 1), on_step=on_step,
+        description=f"train {config.model.kind}",
+    )
 
 
 def row_volatility(part: pd.DataFrame, columns: list[str], window: int) -> np.ndarray:
