@@ -124,3 +124,37 @@ def test_multi_asset_windows_use_each_assets_own_record():
     results = evaluate([model], frame, Protocol(horizon=5, num_samples=8, min_context=50, embargo=0))
     b = results.scores[results.scores["asset"] == "b"]
     assert set(b["window_class"]) == {"fresh"}
+
+
+def test_forecasts_are_kept_only_when_asked_and_match_the_scores():
+    frame = series(n=200)
+    model = Noisy()
+    fit_through({"noisy": model}, frame, cutoff=120.0)
+    protocol = Protocol(horizon=4, num_samples=16, min_context=50, embargo=0, metrics=("mae",))
+    assert evaluate([model], frame, protocol).forecasts is None
+    results = evaluate([model], frame, protocol, keep_forecasts=True)
+    kept = results.forecasts
+    assert len(kept) == len(results.scores) * 4 and list(kept["step"].iloc[:4]) == [1, 2, 3, 4]
+    values = frame.set_index("timestamp")["x0"]
+    np.testing.assert_allclose(kept["observed"], values.loc[kept["timestamp"]].to_numpy(), rtol=1e-6)
+    mae = (kept["median"] - kept["observed"]).abs().groupby(kept["origin"]).mean()
+    np.testing.assert_allclose(mae.to_numpy(), results.scores.set_index("origin")["mae"].loc[mae.index], rtol=1e-4)
+
+
+def test_models_are_compared_on_the_windows_they_all_scored():
+    frame = series(n=300)
+    early, late = Noisy(), LastValue()
+    fit_through({"early": early}, frame, cutoff=100.0)
+    fit_through({"late": late}, frame, cutoff=200.0)
+    protocol = Protocol(horizon=5, num_samples=8, min_context=50, embargo=0, metrics=("mae",))
+    results = evaluate({"early": early, "late": late}, frame, protocol)
+    fresh = results.compared("fresh")
+    scores = results.scores[results.scores["window_class"] == "fresh"]
+    late_origins = set(scores.loc[scores["model"] == "late", "origin"])
+    assert fresh["windows"]["early"] > fresh["windows"]["late"] == fresh["n_windows"] == len(late_origins) > 0
+    shared = scores[scores["origin"].isin(late_origins)]
+    for name in ("early", "late"):
+        expected = shared.loc[shared["model"] == name, "mae"].mean()
+        assert fresh["models"][name]["mae"] == pytest.approx(expected)
+    assert results.summary()["early"]["fresh"]["mae"] != pytest.approx(fresh["models"]["early"]["mae"])
+    assert results.to_dict()["compared"]["fresh"] == fresh

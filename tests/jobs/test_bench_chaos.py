@@ -134,3 +134,12 @@ def test_systems_scored_in_worker_processes_give_the_serial_result(tmp_path):
         runs[workers] = pd.read_csv(out / "windows.csv")
     pd.testing.assert_frame_equal(runs[1], runs[2])
     assert set(runs[2]["system"]) == {"henon", "lozi"}
+
+
+def test_shipped_lorenz63_config_runs_every_model_at_its_defaults():
+    from pathlib import Path
+
+    config = bench_chaos.read(Path(__file__).parents[2] / "configs" / "bench-lorenz63.yaml")
+    assert config.systems == ["lorenz63"] and config.model_options == {} and config.windows == 10
+    default = bench_chaos.read(None, {})  # the full run: the bench's smaller fits
+    assert default.model_options == {n: o for n, o in bench_chaos.BENCH_OPTIONS.items() if n in default.models}

@@ -108,7 +108,7 @@ def window_scores(tmp_path, out):
 
 def test_vpt_of_a_user_csv_with_the_flags_equals_vpt_with_the_frames_attrs(tmp_path):
     from chaosfm.data import load
-    from chaosfm.evaluate import Protocol, fit_through
+    from chaosfm.evaluate import fit_through
     from chaosfm.evaluate import evaluate as score
     from chaosfm.forecasters import make_forecaster
 
@@ -223,3 +223,68 @@ def test_bad_or_unknowable_exponent_and_dt_fail_before_the_run_folder(tmp_path):
     # with --dt given, uneven or dated rows are scored as DT apart
     metrics = evaluate.run(on_trajectory(tmp_path, dated, **{"protocol.lyapunov_exponent": LYAPUNOV, "protocol.dt": DT}))
     assert next(iter(metrics["datasets"].values()))["dt"] == DT
+
+
+# ---- forecasts.parquet: every scored forecast, read back against the data and the scores ----------
+def test_forecasts_parquet_holds_every_scored_forecast_and_agrees_with_the_scores(tmp_path):
+    from chaosfm.data import load
+
+    config = small(tmp_path, models=["random_walk", "last_value", "context_parroting"],
+                   **{"protocol.min_context": 45, "protocol.context_length": 60})
+    evaluate.run(config)
+    out = tmp_path / "eval"
+    forecasts = pd.read_parquet(out / "forecasts.parquet")
+    scores = pd.read_parquet(out / "scores.parquet")
+    levels = [str(q) for q in config.protocol.quantile_levels]
+    assert levels == ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"]
+    assert {"dataset", "asset", "origin", "step", "timestamp", "column", "model", "window_class", "observed",
+            "point", "mean", "median", *levels} <= set(forecasts.columns)
+    assert forecasts["timestamp"].dtype.kind == "M" and forecasts["origin"].dtype.kind == "M"
+    # horizon x columns rows for every window scored, and no others
+    windows = forecasts.groupby(["model", "asset", "origin"])
+    assert (windows.size() == 3).all() and len(windows) == len(scores)
+    assert windows["step"].agg(lambda steps: sorted(steps) == [1, 2, 3]).all()
+    assert set(forecasts["column"]) == {"close"}
+    assert (windows["timestamp"].min().to_numpy() == windows.size().index.get_level_values("origin")).all()
+    # observed is the data at the target timestamp
+    frame = load(tmp_path / "market.csv").set_index("timestamp")
+    np.testing.assert_allclose(forecasts["observed"], frame.loc[forecasts["timestamp"], "close"], rtol=1e-6)
+    # quantiles are ordered, the 0.5 quantile is the median
+    assert (np.diff(forecasts[levels].to_numpy(), axis=1) >= 0).all()
+    assert (forecasts["0.5"] == forecasts["median"]).all()
+    # MAE recomputed from the saved point forecast equals the saved score, window by window
+    forecasts["error"] = (forecasts["point"] - forecasts["observed"]).abs()
+    recomputed = forecasts.groupby(["model", "origin"])["error"].mean().rename("recomputed").reset_index()
+    scores["origin"] = pd.to_datetime(scores["origin"])
+    both = scores.merge(recomputed, on=["model", "origin"], validate="one_to_one")
+    assert len(both) == len(scores)
+    float32 = 2 * np.finfo(np.float32).eps * forecasts["observed"].abs().max()  # seven digits of the price
+    np.testing.assert_allclose(both["recomputed"], both["mae"], rtol=0, atol=float32)
+    # where a model gives no point of its own the point is the median; context parroting gives its own
+    own = forecasts["model"] == "context_parroting"
+    assert (forecasts.loc[~own, "point"] == forecasts.loc[~own, "median"]).all()
+    assert (forecasts.loc[own, "point"] != forecasts.loc[own, "median"]).any()
+    # the report's tables say which windows they compare the models on
+    n_fresh = int((scores.loc[scores["model"] == "last_value", "window_class"] == "fresh").sum())
+    assert f"Scores: fresh, on the {n_fresh} windows every model scored" in (out / "report.html").read_text()
+
+
+def test_a_trajectorys_forecasts_have_numeric_time_and_one_row_per_channel(tmp_path):
+    path = tmp_path / "lorenz.csv"
+    frame = write_trajectory(path)
+    evaluate.run(on_trajectory(tmp_path, path, models=["last_value"]))
+    forecasts = pd.read_parquet(tmp_path / "eval" / "forecasts.parquet")
+    assert forecasts["timestamp"].dtype == np.float64 and forecasts["origin"].dtype == np.float64
+    assert (forecasts.groupby("origin").size() == 25 * 3).all()
+    observed = forecasts.pivot(index="timestamp", columns="column", values="observed")
+    np.testing.assert_allclose(observed, frame.set_index("timestamp").loc[observed.index, observed.columns], rtol=1e-6)
+
+
+def test_a_run_mixing_dates_and_numeric_time_writes_one_forecast_file_per_dataset(tmp_path):
+    dated = pd.DataFrame({"asset": "a", "timestamp": pd.to_datetime(["2024-01-01"]), "observed": [1.0]})
+    numeric = pd.DataFrame({"asset": "b", "timestamp": [0.5], "observed": [2.0]})
+    paths = evaluate.write_forecasts(tmp_path, {"sp500": dated, "lorenz63": numeric})
+    assert [p.name for p in paths] == ["forecasts-sp500.parquet", "forecasts-lorenz63.parquet"]
+    assert pd.read_parquet(paths[0])["timestamp"].dtype.kind == "M"
+    (path,) = evaluate.write_forecasts(tmp_path, {"one": dated, "two": dated})
+    assert path.name == "forecasts.parquet" and list(pd.read_parquet(path)["dataset"]) == ["one", "two"]

@@ -5,7 +5,6 @@ from test_stream's) is shared by every test here.
 """
 
 import jax
-import numpy as np
 import pandas as pd
 import pytest
 

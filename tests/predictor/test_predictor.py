@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chaosfm.predictor import PredictorConfig, StreamConfig, init_predictor, run_stream, warm_start
+from chaosfm.predictor import PredictorConfig, init_predictor, run_stream, warm_start
 from chaosfm.predictor._packed_step import packed_step
 from chaosfm.predictor._predictor import SLOW_PARTS
 

@@ -13,26 +13,33 @@ from chaosfm.cli._parser import UsageError, common, overrides, split
 
 
 def summary_table(metrics: dict[str, Any]) -> None:
-    """Per dataset, the fresh-window scores of every model."""
+    """Per dataset, the scores of every model on the fresh windows they all scored."""
     import pandas as pd
+
+    from chaosfm.report import compared_heading, windows_differ
 
     shown = ("crps", "mase", "coverage_80", "valid_prediction_time", "smape", "directional_accuracy")
     for name, entry in metrics["datasets"].items():
+        fresh = entry["compared"]["fresh"]
         rows = []
-        for model, summary in entry["models"].items():
-            row = {"model": model, "fresh windows": summary["fresh"]["n_windows"]}
-            row.update({k: v for k, v in summary["fresh"].items() if k in shown})
+        for model, means in fresh["models"].items():
+            row = {"model": model, "fresh windows": fresh["windows"][model]}
+            row.update({k: v for k, v in means.items() if k in shown})
             rows.append(row)
         cutoff = entry["cutoff"]
         if isinstance(cutoff, dict):
             cutoff = ", ".join(f"{a} {c}" for a, c in cutoff.items()) if len(set(cutoff.values())) > 1 else next(
                 iter(cutoff.values()))
-        show(f"{name}: scores on fresh windows (cutoff {cutoff})", pd.DataFrame(rows))
-        channels = {k: {m: s["fresh"].get(k) for m, s in entry["models"].items()}
-                    for k in next(iter(entry["models"].values()))["fresh"] if k.startswith("vpt_")}
+        heading = compared_heading(fresh)
+        show(f"{name}: scores on fresh windows, {heading} (cutoff {cutoff})", pd.DataFrame(rows))
+        differ = windows_differ(fresh)
+        if differ:
+            say(differ)
+        channels = {k: {m: means.get(k) for m, means in fresh["models"].items()}
+                    for k in next(iter(fresh["models"].values())) if k.startswith("vpt_")}
         if any(v is not None for per_model in channels.values() for v in per_model.values()):
             table = pd.DataFrame([{"channel": k.removeprefix("vpt_"), **v} for k, v in channels.items()])
-            show(f"{name}: VPT of each channel alone, fresh windows", table)
+            show(f"{name}: VPT of each channel alone, fresh windows, {heading}", table)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

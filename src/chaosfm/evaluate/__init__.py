@@ -6,6 +6,7 @@ re-exported here for code written against earlier versions.
 """
 
 from chaosfm.evaluate._bootstrap import bootstrap_interval, mean_difference, no_interval
+from chaosfm.evaluate._forecasts import ForecastTable, quantile_names
 from chaosfm.evaluate._metrics import (
     coverage,
     crps,
@@ -80,6 +81,7 @@ __all__ = [
     "CLASSES",
     "DEFAULT_SCORES",
     "Example",
+    "ForecastTable",
     "HIGHER_IS_BETTER",
     "Protocol",
     "Results",
@@ -91,6 +93,7 @@ __all__ = [
     "fit_through",
     "is_vpt",
     "nan_to_none",
+    "quantile_names",
     "resolve_scores",
     "vpt_clock",
     # one bootstrap

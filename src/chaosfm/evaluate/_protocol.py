@@ -10,7 +10,9 @@ each forecaster from ``trained_through`` records, never by hand:
 - otherwise the window sits in the embargo and is not scored (counted as ``n_embargoed``).
 
 Scores are averaged per class, and the leakage gap ``fresh - within_pretrain`` is reported per
-score with a bootstrap confidence interval (windows resampled within each class).
+score with a bootstrap confidence interval (windows resampled within each class). Models are
+compared (:meth:`Results.compared`) only on the windows of a class that every one of them scored.
+With ``keep_forecasts=True`` the forecasts behind the scores are kept too (:class:`ForecastTable`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from chaosfm._artifacts import nan_to_none  # noqa: F401 - re-exported
 from chaosfm._progress import progress
 from chaosfm.data import TimeFence, frame_kind, latest_seen, split_assets, target_columns, time_step
 from chaosfm.evaluate._bootstrap import bootstrap_interval, mean_difference, no_interval
+from chaosfm.evaluate._forecasts import ForecastTable
 from chaosfm.evaluate._scoring import Window, higher_is_better, is_vpt, resolve_scores
 from chaosfm.evaluate._splits import walk_forward
 from chaosfm.forecasters import AbstractForecaster, Forecast
@@ -94,6 +97,9 @@ class Results:
     cutoff: Any = None
     n_embargoed: dict[str, int] = field(default_factory=dict)
     examples: list[Example] = field(default_factory=list)
+    forecasts: pd.DataFrame | None = None
+    """With ``evaluate(..., keep_forecasts=True)``: one row per (model, asset, origin, step,
+    column), see :class:`ForecastTable`; else None."""
 
     def summary(self) -> dict[str, Any]:
         """``{MODEL: {class: {METRIC: mean, "n_windows": n}, "leakage_gap": {...}}}``."""
@@ -117,6 +123,31 @@ class Results:
         out["n_embargoed"] = int(self.n_embargoed.get(model, 0))
         return out
 
+    def compared(self, window_class: str = "fresh") -> dict[str, Any]:
+        """Each score's mean per model over the windows of ``window_class`` every model scored.
+
+        Models without a window of the class take no part (their means are None). A score's mean
+        is over the shared windows where every model's value of it is finite, so the means are
+        paired, window for window.
+
+        Returns:
+            ``{"n_windows": shared windows, "windows": {MODEL: its own windows of the class},
+            "models": {MODEL: {METRIC: mean}}}``; ``windows`` differing from ``n_windows`` says
+            which models scored windows the others did not.
+        """
+        part = self.scores[self.scores["window_class"] == window_class]
+        own = {model: int((part["model"] == model).sum()) for model in self.models}
+        present = [model for model in self.models if own[model]]
+        shared = part.groupby(["asset", "origin"]).size() == len(present)  # a model scores a window once
+        means: dict[str, dict[str, float | None]] = {model: {} for model in self.models}
+        for metric in self.metric_names:
+            # (window, model); a window some model did not score, or scored NaN, is dropped whole
+            table = part.pivot(index=["asset", "origin"], columns="model", values=metric).reindex(columns=present)
+            table = table.astype(np.float64).replace([np.inf, -np.inf], np.nan).dropna()
+            for model in self.models:
+                means[model][metric] = float(table[model].mean()) if model in present and len(table) else None
+        return {"n_windows": int(shared.sum()), "windows": own, "models": means}
+
     def _gap(self, rows: pd.DataFrame, metric: str, index: int) -> dict[str, float | None]:
         fresh = rows.loc[rows["window_class"] == "fresh", metric].to_numpy(dtype=np.float64)
         within = rows.loc[rows["window_class"] == "within_pretrain", metric].to_numpy(
@@ -139,6 +170,7 @@ class Results:
             "num_samples": self.protocol.num_samples,
             "higher_is_better": sorted(m for m in self.metric_names if higher_is_better(m)),
             "models": self.summary(),
+            "compared": {window_class: self.compared(window_class) for window_class in CLASSES},
         }
 
 
@@ -194,6 +226,7 @@ def evaluate(
     protocol: Protocol | None = None,
     *,
     cutoff: Any = None,
+    keep_forecasts: bool = False,
 ) -> Results:
     """Score fitted forecasters on every walk-forward window of ``frame``.
 
@@ -203,6 +236,9 @@ def evaluate(
         protocol: windows and scores (defaults: ``Protocol()``).
         cutoff: the fitting cutoff, recorded in the results for the reader; classification uses
             the forecasters' ``trained_through`` only.
+        keep_forecasts: also keep every scored forecast in ``Results.forecasts`` (quantiles at
+            ``protocol.quantile_levels``); off by default, so callers that only need scores pay
+            nothing for it.
 
     Returns:
         Results with one row per (model, window) in ``scores``.
@@ -224,6 +260,7 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     embargoed = {name: 0 for name in named}
     examples: dict[str, Example] = {}
+    kept = ForecastTable(protocol.quantile_levels) if keep_forecasts else None
     plan = list(_windows(frame, protocol))
     for asset_index, asset, part, origin in progress(plan, "evaluating windows"):
         values = part[columns].to_numpy(dtype=np.float64)
@@ -266,6 +303,11 @@ def evaluate(
             }
             row.update({metric: fn(window) for metric, fn in scores.items()})
             rows.append(row)
+            if kept is not None:
+                kept.add(
+                    model=name, asset=asset, window_class=window_class, forecast=forecast,
+                    observed=observed, timestamps=part["timestamp"].iloc[origin : origin + protocol.horizon],
+                )
             if window_class == "fresh" and name not in examples:
                 examples[name] = Example(
                     model=name, asset=asset, window_class=window_class,
@@ -288,6 +330,7 @@ def evaluate(
         cutoff=cutoff,
         n_embargoed=embargoed,
         examples=list(examples.values()),
+        forecasts=None if kept is None else kept.frame(),
     )
 
 

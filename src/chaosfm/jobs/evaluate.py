@@ -4,8 +4,9 @@ leakage protocol.
 Baselines are named (``--models``); trained models come as run folders (``--run``: a run of
 ``chaosfm train``, ``stage`` or ``pretrain``, loaded by :func:`chaosfm.forecasters.load_forecaster`).
 Each dataset is fenced by the one cutoff rule (one timestamp, one per asset, or each asset's row at
-``cutoff_fraction``). :func:`run` writes ``metrics.json``, ``scores.parquet``, ``report.html``,
-``config.yaml`` and ``meta.json``.
+``cutoff_fraction``). :func:`run` writes ``metrics.json``, ``scores.parquet``, ``forecasts.parquet``
+(every scored forecast: the observed value, point, mean, median and quantiles per step and column),
+``report.html``, ``config.yaml`` and ``meta.json``.
 
 Valid prediction time needs the largest Lyapunov exponent and the time per row, ``dt``: the
 config's (``--lyapunov``, ``--dt``) over the data's (a built-in system's, a file's ``NAME.json``
@@ -31,7 +32,7 @@ from chaosfm.forecasters import FORECASTERS, load_forecaster, make_forecaster
 from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, finish_run, load_data, resolve_fence, write_config
 from chaosfm.report import dataset_section, write_report
 
-__all__ = ["DEFAULT_MODELS", "FLAGS", "DatasetSpec", "EvaluateConfig", "read", "run"]
+__all__ = ["DEFAULT_MODELS", "FLAGS", "DatasetSpec", "EvaluateConfig", "read", "run", "write_forecasts"]
 
 FLAGS = {
     **{name: f"protocol.{name}" for name in
@@ -204,7 +205,7 @@ def evaluate_dataset(
     protocol = spec.protocol or config.protocol
     started = time.perf_counter()
     fit_through(forecasters, frame, cutoff, protocol.embargo)
-    results = evaluate(forecasters, frame, protocol, cutoff=cutoff)
+    results = evaluate(forecasters, frame, protocol, cutoff=cutoff, keep_forecasts=True)
     seen = merge_trained_through(*(f.trained_through for f in forecasters.values()))
     info = {"seconds": time.perf_counter() - started, "trained_through": trained_through_to_json(seen), **clock}
     return frame, results, info
@@ -215,6 +216,7 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {"datasets": {}}
     sections: list[str] = []
     tables: list[pd.DataFrame] = []
+    forecasts: dict[str, pd.DataFrame] = {}
     trained: dict[str, Any] = {}
     prepared = [prepare_dataset(spec, config) for spec in config.datasets]
     out = Path(config.out)  # created only once every dataset, cutoff and model is known good
@@ -232,9 +234,29 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
         table.insert(0, "dataset", name)
         table["origin"] = table["origin"].astype(str)
         tables.append(table)
+        forecasts[name] = results.forecasts
     metrics = nan_to_none(metrics)
     write_json(out / "metrics.json", metrics)
     atomic_write_bytes(out / "scores.parquet", pd.concat(tables, ignore_index=True).to_parquet(index=False))
+    write_forecasts(out, forecasts)
     write_report(out / "report.html", config.title, sections)
     finish_run(out, seed=config.protocol.seed, trained_through=trained)
     return metrics
+
+
+def write_forecasts(out: Path, forecasts: dict[str, pd.DataFrame]) -> list[Path]:
+    """Write every dataset's forecasts, a ``dataset`` column first, and return the files written.
+
+    One ``forecasts.parquet`` holds them all when their timestamps are of one type (dates, or
+    numbers); a run that mixes market data and trajectories (the demo) writes one
+    ``forecasts-NAME.parquet`` per dataset instead, as one column cannot hold both types.
+    """
+    tables = [table.assign(dataset=name)[["dataset", *table.columns]] for name, table in forecasts.items()]
+    dated = {pd.api.types.is_datetime64_any_dtype(table["timestamp"]) for table in tables if len(table)}
+    if len(dated) <= 1:
+        named = {out / "forecasts.parquet": pd.concat([t for t in tables if len(t)] or tables, ignore_index=True)}
+    else:
+        named = {out / f"forecasts-{name}.parquet": table for name, table in zip(forecasts, tables)}
+    for path, table in named.items():
+        atomic_write_bytes(path, table.to_parquet(index=False))
+    return list(named)

@@ -22,10 +22,8 @@ atomically every ``snapshot_every`` steps and at the end, and ``config.restore``
 from __future__ import annotations
 
 import csv
-import io
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax

@@ -1,6 +1,9 @@
 """Self-contained HTML reports with embedded plots, and the figures jobs write beside their runs."""
 
-from chaosfm.report._html import chaos_bench_section, dataset_section, write_report
+from chaosfm.report._html import chaos_bench_section, compared_heading, dataset_section, windows_differ, write_report
 from chaosfm.report._plots import reward_curve, to_png, vpt_by_system
 
-__all__ = ["chaos_bench_section", "dataset_section", "reward_curve", "to_png", "vpt_by_system", "write_report"]
+__all__ = [
+    "chaos_bench_section", "compared_heading", "dataset_section", "reward_curve", "to_png", "vpt_by_system",
+    "windows_differ", "write_report",
+]

@@ -38,12 +38,14 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _class_table(models: Mapping[str, Any], window_class: str, metrics: Sequence[str],
-                 higher: set[str]) -> str:
+def _class_table(compared: Mapping[str, Any], metrics: Sequence[str], higher: set[str]) -> str:
+    """Models side by side on the windows of one class they all scored (``Results.compared``);
+    ``windows`` is each model's own count of the class."""
+    models = compared["models"]
     head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
     best: dict[str, float] = {}
     for metric in metrics:
-        values = [m[window_class].get(metric) for m in models.values()]
+        values = [m.get(metric) for m in models.values()]
         values = [v for v in values if v is not None]
         if values:
             if metric == "coverage_80":
@@ -51,14 +53,14 @@ def _class_table(models: Mapping[str, Any], window_class: str, metrics: Sequence
             else:
                 best[metric] = max(values) if metric in higher else min(values)
     body = []
-    for name, summary in models.items():
-        entry = summary[window_class]
+    for name, entry in models.items():
         cells = []
         for metric in metrics:
             value = entry.get(metric)
             mark = ' class="best"' if value is not None and value == best.get(metric) else ""
             cells.append(f"<td{mark}>{_fmt(value)}</td>")
-        body.append(f'<tr><td class="name">{html.escape(name)}</td><td>{entry["n_windows"]}</td>{"".join(cells)}</tr>')
+        own = compared["windows"][name]
+        body.append(f'<tr><td class="name">{html.escape(name)}</td><td>{own}</td>{"".join(cells)}</tr>')
     return f"<table><tr><th>model</th><th>windows</th>{head}</tr>{''.join(body)}</table>"
 
 
@@ -75,6 +77,23 @@ def _gap_table(models: Mapping[str, Any], metrics: Sequence[str]) -> str:
                 cells.append(f"<td>{gap['value']:.4g} [{gap['ci_low']:.4g}, {gap['ci_high']:.4g}]</td>")
         body.append(f'<tr><td class="name">{html.escape(name)}</td>{"".join(cells)}</tr>')
     return f"<table><tr><th>model</th>{head}</tr>{''.join(body)}</table>"
+
+
+def compared_heading(compared: Mapping[str, Any]) -> str:
+    """What a comparison table is over: ``on the 12 windows every model scored``."""
+    n = compared["n_windows"]
+    return f"on the {n} window{'s' if n != 1 else ''} every model scored" if n else "no window"
+
+
+def windows_differ(compared: Mapping[str, Any]) -> str:
+    """A sentence naming each model's own windows when they are not all the shared ones, else ``""``."""
+    own = compared["windows"]
+    if all(n == compared["n_windows"] for n in own.values()):
+        return ""
+    counts = ", ".join(f"{model} {n}" for model, n in own.items())
+    return (f"The models' windows differ ({counts}): the means are over the {compared['n_windows']} they "
+            "all scored; a model without a window of this class takes no part. Each model's means over "
+            "its own windows are in metrics.json (models).")
 
 
 def dataset_section(name: str, frame: pd.DataFrame, results: Any, columns: Sequence[str]) -> str:
@@ -103,8 +122,12 @@ def dataset_section(name: str, frame: pd.DataFrame, results: Any, columns: Seque
         parts.append("<h3>Forecasts on a fresh window</h3>")
         parts.append(_img(_plots.fan_chart(results.examples), "fan chart"))
     for window_class in ("fresh", "within_pretrain", "in_sample"):
-        parts.append(f"<h3>Scores: {window_class}</h3>")
-        parts.append(_class_table(models, window_class, metrics, higher))
+        compared = entry["compared"][window_class]
+        parts.append(f"<h3>Scores: {window_class}, {compared_heading(compared)}</h3>")
+        differ = windows_differ(compared)
+        if differ:
+            parts.append(f'<p class="note">{html.escape(differ)}</p>')
+        parts.append(_class_table(compared, metrics, higher))
     parts.append(
         "<h3>Leakage gap (fresh − within_pretrain), 95% bootstrap interval</h3>"
         '<p class="note">A dash means one of the two classes has fewer than two windows: the gap is '
