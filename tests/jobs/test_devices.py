@@ -2,12 +2,14 @@
 to the training loop (whose mesh gives the one-device result: tests/train/test_mesh.py), and it
 refuses a device count that does not fit before anything trains."""
 
+import inspect
+
 import pytest
 
 from chaosfm._config import ConfigError
 from chaosfm.data import load
 from chaosfm.jobs import multitask, pretrain, stage, train
-from chaosfm.train import data_mesh
+from chaosfm.train import data_mesh, fit_code_model
 
 
 def test_the_mesh_builder_refuses_what_does_not_fit():
@@ -44,7 +46,8 @@ def _jobs(data, loop):
 
 
 RUNS = {"train": train.run, "stage": stage.run, "pretrain": pretrain.run, "multitask": multitask.run}
-LOOPS = {"train": train, "stage": train, "pretrain": pretrain, "multitask": multitask}
+_CODE_LOOP = inspect.getmodule(fit_code_model)  # the train job trains a code model through fit_code_model
+LOOPS = {"train": _CODE_LOOP, "stage": _CODE_LOOP, "pretrain": pretrain, "multitask": multitask}
 """Job -> the module whose ``train`` (the loop) it calls: a stage from nothing is the train job's run."""
 
 
