@@ -247,8 +247,9 @@ def _score(config: BenchChaosConfig, system: str, fitted: dict[str, Any], fence:
     return pd.concat(parts, ignore_index=True), seconds
 
 
-def _score_system(config: BenchChaosConfig, system: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Fit every model on the training rows of ``system`` and score it: every scored window, and
+def _score_system(config: BenchChaosConfig, system: str, zero_shot: Any = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Fit every model on the training rows of ``system`` and score it (with ``zero_shot``, a model
+    fitted on other systems, when given, on the same test trajectories): every scored window, and
     what the system's run used and how long each model took."""
     train, fence, protocol, info = _plan(config, system)
     fitted, fit_seconds = {}, {}
@@ -256,15 +257,10 @@ def _score_system(config: BenchChaosConfig, system: str) -> tuple[pd.DataFrame, 
         started = time.perf_counter()
         fitted[name] = _build(config, name).fit(train)
         fit_seconds[name] = time.perf_counter() - started
+    if zero_shot is not None:
+        fitted[ZERO_SHOT] = zero_shot
     scores, forecast_seconds = _score(config, system, fitted, fence, protocol)
     return scores, {**info, "fit_seconds": fit_seconds, "forecast_seconds": forecast_seconds}
-
-
-def _score_zero_shot(config: BenchChaosConfig, system: str, model: Any) -> tuple[pd.DataFrame, float]:
-    """The zero-shot model's windows on ``system`` (the same windows and keys as the others')."""
-    _, fence, protocol, _ = _plan(config, system)
-    scores, seconds = _score(config, system, {ZERO_SHOT: model}, fence, protocol)
-    return scores, seconds[ZERO_SHOT]
 
 
 def _quiet_worker() -> None:
@@ -272,19 +268,21 @@ def _quiet_worker() -> None:
     os.environ["CHAOSFM_PROGRESS"] = "0"
 
 
-def _score_systems(config: BenchChaosConfig, systems: list[str]) -> Iterator[tuple[str, pd.DataFrame, dict[str, Any]]]:
+def _score_systems(config: BenchChaosConfig, systems: list[str], zero_shot: dict[str, Any]
+                   ) -> Iterator[tuple[str, pd.DataFrame, dict[str, Any]]]:
     """``(system, scores, info)`` of every system as each finishes: in ``workers`` processes at
     once, each fitting and scoring whole systems (a system's models fit one after another on one
-    core: the small models here do not keep two cores busy, the systems do)."""
+    core: the small models here do not keep two cores busy, the systems do). ``zero_shot`` maps
+    a system to the pretrained model scored beside the others on it (sent to its process)."""
     workers = min(config.workers or os.cpu_count() or 1, len(systems))
     if workers <= 1:
         for system in systems:
-            yield (system, *_score_system(config, system))
+            yield (system, *_score_system(config, system, zero_shot.get(system)))
         return
     # spawn, not fork: a forked child of a process that has started JAX's threads can deadlock.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_quiet_worker) as pool:
-        pending = {pool.submit(_score_system, config, system): system for system in systems}
+        pending = {pool.submit(_score_system, config, system, zero_shot.get(system)): system for system in systems}
         for future in as_completed(pending):
             yield (pending[future], *future.result())
 
@@ -421,10 +419,9 @@ def run(config: BenchChaosConfig) -> dict[str, Any]:
         say(f"zero_shot: pretrained on {len(config.zero_shot.systems)} systems in {seconds:.0f} s; scored on the "
             f"{len(unseen)} unseen {dimension}-dimensional ones")
     parts, info = {}, {}
-    for system, scores, info[system] in progress(_score_systems(config, systems), "bench chaos: systems", total=len(systems)):
-        if zero_info and system in zero_info["scored_on"]:
-            extra, info[system]["forecast_seconds"][ZERO_SHOT] = _score_zero_shot(config, system, zero)
-            scores = pd.concat([scores, extra], ignore_index=True)
+    unseen = dict.fromkeys(zero_info["scored_on"], zero) if zero_info else {}
+    for system, scores, info[system] in progress(_score_systems(config, systems, unseen), "bench chaos: systems",
+                                                 total=len(systems)):
         parts[system] = scores
         say(f"{system}: " + ", ".join(
             f"{m} {scores.loc[scores.model == m, 'valid_prediction_time'].mean():.2f}" for m in scores.model.unique()
