@@ -290,7 +290,7 @@ def test_pretrain_then_mvx(tmp_path, capsys):
 CONFIGS = Path(__file__).parents[2] / "configs"
 
 COMMANDS = {"datasets", "data", "evaluate", "tokenize", "train", "stage", "pipeline", "generate", "forecast",
-            "stream", "tune", "multitask", "pretrain", "mvx", "leakage", "demo", "bench"}
+            "stream", "tune", "multitask", "pretrain", "mvx", "leakage", "demo", "bench", "backtest"}
 
 
 def _subcommands(parser):

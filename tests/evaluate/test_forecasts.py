@@ -37,3 +37,20 @@ def test_numeric_time_is_float_and_no_window_gives_the_columns():
               observed=np.ones((2, 1)), timestamps=pd.Series([3, 4]))
     assert table.frame()["timestamp"].dtype == np.float64 and table.frame()["point"].tolist() == [1.0, 1.0]
     assert "0.9" in ForecastTable(LEVELS).frame().columns
+
+
+def test_reliability_counts_observations_at_or_below_each_quantile():
+    from chaosfm.evaluate import reliability
+
+    table = pd.DataFrame({
+        "model": ["m", "m", "m", "m", "n"],
+        "window_class": ["fresh", "fresh", "fresh", "in_sample", "fresh"],
+        "observed": [1.0, 2.0, 3.0, 100.0, 0.0],
+        "0.1": [0.0, 2.0, 4.0, 0.0, 1.0],
+        "0.9": [2.0, 3.0, 5.0, 0.0, 1.0],
+    })
+    out = reliability(table)
+    assert list(out.index) == ["m", "n"]
+    np.testing.assert_allclose(out.loc["m", [0.1, 0.9]].to_numpy(dtype=float), [2 / 3, 1.0])
+    assert out.loc["m", "n"] == 3 and out.loc["n", 0.1] == 1.0
+    assert reliability(table, "within_pretrain").empty

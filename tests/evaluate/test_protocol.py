@@ -158,3 +158,51 @@ def test_models_are_compared_on_the_windows_they_all_scored():
         assert fresh["models"][name]["mae"] == pytest.approx(expected)
     assert results.summary()["early"]["fresh"]["mae"] != pytest.approx(fresh["models"]["early"]["mae"])
     assert results.to_dict()["compared"]["fresh"] == fresh
+
+
+def test_skipping_in_sample_windows_leaves_every_other_score_unchanged():
+    frame = series(n=260)
+    model = Noisy()
+    fit_through({"noisy": model}, frame, cutoff=150.0)
+    every = evaluate([model], frame, Protocol(horizon=4, num_samples=8, min_context=50, embargo=2, metrics=("mae",)))
+    fresh_only = evaluate(
+        [model], frame, Protocol(horizon=4, num_samples=8, min_context=50, embargo=2, metrics=("mae",),
+                                 score_in_sample=False),
+    )
+    assert (every.scores["window_class"] == "in_sample").sum() > 0
+    assert set(fresh_only.scores["window_class"]) == {"fresh"}
+    pd.testing.assert_frame_equal(
+        every.scores[every.scores["window_class"] != "in_sample"].reset_index(drop=True), fresh_only.scores
+    )
+
+
+def test_paired_compares_each_model_with_the_reference():
+    frame = series(n=300)
+    noisy, last = Noisy(), LastValue()
+    fit_through({"noisy": noisy, "last": last}, frame, cutoff=150.0)
+    results = evaluate({"noisy": noisy, "last": last}, frame,
+                       Protocol(horizon=5, step=1, num_samples=8, min_context=50, embargo=0, metrics=("mae",)))
+    assert results.paired()["models"] == {}  # no reference set
+    results.reference = "last"
+    paired = results.paired()
+    fresh = results.scores[results.scores["window_class"] == "fresh"].pivot(index="origin", columns="model", values="mae")
+    assert paired["block"] == 5 and set(paired["models"]) == {"noisy"}
+    entry = paired["models"]["noisy"]["mae"]
+    assert entry["value"] == pytest.approx((fresh["noisy"] - fresh["last"]).mean())
+    assert entry["ci_low"] < entry["value"] < entry["ci_high"]
+    assert results.to_dict()["paired"]["fresh"] == paired
+
+
+def test_each_asset_of_a_multi_asset_frame_is_compared_on_its_own():
+    frame = series(n=200, assets=("a", "b"))
+    model = Noisy()
+    fit_through({"noisy": model}, frame, cutoff=120.0)
+    results = evaluate([model], frame, Protocol(horizon=4, num_samples=8, min_context=50, embargo=0, metrics=("mae",)))
+    assets = results.to_dict()["assets"]
+    fresh = results.scores[results.scores["window_class"] == "fresh"]
+    for asset in ("a", "b"):
+        mine = assets[asset]["compared"]["fresh"]
+        assert mine["n_windows"] == (fresh["asset"] == asset).sum()
+        assert mine["models"]["noisy"]["mae"] == pytest.approx(fresh.loc[fresh["asset"] == asset, "mae"].mean())
+    assert "assets" not in evaluate([model], series(n=200), Protocol(horizon=4, num_samples=8, min_context=50,
+                                                                      embargo=0, metrics=("mae",))).to_dict()

@@ -54,7 +54,7 @@ STOCHASTIC = [RandomWalk, SeasonalNaive, AutoRegressive, Garch]
 def test_registry_names_and_make_forecaster():
     assert set(FORECASTERS) == {
         "last_value", "random_walk", "seasonal_naive", "ar", "garch", "context_parroting",
-        "esn", "ngrc", "mlp_flow", "flow_mamba", "token_mamba", "token_gpt",
+        "esn", "ngrc", "mlp_flow", "flow_mamba", "token_mamba", "token_gpt", "har_rv", "market_model", "online_predictor",
     }
     for name, cls in FORECASTERS.items():
         assert cls.name == name

@@ -288,3 +288,39 @@ def test_a_run_mixing_dates_and_numeric_time_writes_one_forecast_file_per_datase
     assert pd.read_parquet(paths[0])["timestamp"].dtype.kind == "M"
     (path,) = evaluate.write_forecasts(tmp_path, {"one": dated, "two": dated})
     assert path.name == "forecasts.parquet" and list(pd.read_parquet(path)["dataset"]) == ["one", "two"]
+
+
+def test_calibrate_adds_a_calibrated_copy_of_every_model(tmp_path):
+    config = small(tmp_path, calibrate=["split", "aci"], calibration={"calibration_fraction": 0.5})
+    metrics = evaluate.run(config)
+    (entry,) = metrics["datasets"].values()
+    names = {"random_walk", "last_value", "random_walk+split", "last_value+split", "random_walk+aci", "last_value+aci"}
+    assert set(entry["models"]) == names
+    fresh = entry["compared"]["fresh"]
+    assert len(set(fresh["windows"].values())) == 1 and fresh["n_windows"] > 0
+    # last_value's raw interval is a point; calibrated, it is an interval that covers something
+    assert fresh["models"]["last_value"]["coverage_80"] == 0.0
+    assert fresh["models"]["last_value+split"]["coverage_80"] > 0.3
+    forecasts = pd.read_parquet(tmp_path / "eval" / "forecasts.parquet")
+    assert set(forecasts["model"]) == names
+    calibrated = forecasts[forecasts["model"] == "last_value+split"]
+    assert (calibrated["0.9"] > calibrated["0.1"]).all()
+
+
+def test_bad_calibration_options_fail_before_the_run_folder(tmp_path):
+    with pytest.raises(ConfigError, match="calibration"):
+        evaluate.run(small(tmp_path, calibrate=["split"], calibration={"calibration_fraction": 2.0}))
+    with pytest.raises(ConfigError, match="calibrate"):
+        small(tmp_path, calibrate=["cqr"])
+    assert not (tmp_path / "eval").exists()
+
+
+def test_models_are_paired_with_the_reference_and_a_bad_reference_fails_first(tmp_path):
+    metrics = evaluate.run(small(tmp_path, reference="last_value"))
+    (entry,) = metrics["datasets"].values()
+    paired = entry["paired"]["fresh"]
+    assert paired["reference"] == "last_value" and set(paired["models"]) == {"random_walk"}
+    assert paired["models"]["random_walk"]["crps"]["n_windows"] == entry["compared"]["fresh"]["n_windows"]
+    with pytest.raises(ConfigError, match="reference: 'garch' is not scored"):
+        evaluate.run(small(tmp_path, reference="garch", out=str(tmp_path / "other")))
+    assert not (tmp_path / "other").exists()

@@ -77,3 +77,15 @@ def test_restore_continues_a_live_feed(tmp_path):
     tail, _, _ = _run(DETERMINISTIC.model_copy(update={"restore": snapshot}), tmp_path / "tail", lines=values[37:])
     drop_line = [{k: v for k, v in row.items() if k != "line"} for row in whole]
     assert [{k: v for k, v in row.items() if k != "line"} for row in head + tail] == drop_line
+
+
+@pytest.mark.slow  # one more restore through this module's compiled step
+def test_restore_keeps_the_adaptive_conformal_levels(tmp_path):
+    calibrated = DETERMINISTIC.model_copy(update={"calibration_gamma": 0.05})
+    series = _walk(LENGTH, seed=13)
+    whole, _, _ = _run(calibrated, tmp_path / "whole", series=series)
+    snapshot = tmp_path / "s.msgpack"
+    head, _, _ = _run(calibrated.model_copy(update={"snapshot": snapshot}), tmp_path / "head", series=series[:50])
+    tail, _, _ = _run(calibrated.model_copy(update={"restore": snapshot}), tmp_path / "tail", series=series)
+    assert head + tail == whole
+    assert whole[-1]["level_q90"] != 0.9  # the levels did move

@@ -116,3 +116,23 @@ def test_tabulated_drift_matches_the_network_gradient(key):
         exact = float(jnp.clip(optimal_drift(state.params, problem, z), -5, 5) * std)
         got = float(predict_dgm(state, moved, weights, config))
         assert abs(got - exact) < 1e-3 * float(std) + 1e-5, (last, got, exact)
+
+
+def test_predictive_std_is_the_spread_of_the_increments(key):
+    # Standardised increments of unit variance: the kernel's one-step spread must be ~1 in the
+    # path's units. The OU sigma alone is in units of z (the path over its own standard
+    # deviation): ~0.2 here, which is what the draws used to be spread by.
+    from chaosfm.predictor._kernel_dgm import fit_problem, predictive_std
+
+    rng = np.random.default_rng(0)
+    spreads, sigmas = [], []
+    for _ in range(20):
+        increments = rng.standard_normal(128)
+        path = jnp.asarray(increments.cumsum(), jnp.float32)
+        weights = jnp.ones(128)
+        problem, _, _ = fit_problem(path, weights)
+        state = init_dgm(key, problem, DGMConfig())
+        spreads.append(float(predictive_std(state, path, weights)) / increments.std())
+        sigmas.append(float(problem.sigma))
+    assert abs(np.mean(spreads) - 1.0) < 0.05, np.mean(spreads)
+    assert np.mean(sigmas) < 0.5  # the unit mismatch this guards against is real

@@ -125,3 +125,24 @@ def test_fit_separates_jumps():
     assert abs(float(params.sigma) - 0.8) < 0.1
     out = predict_imex(jnp.asarray(x, jnp.float32), jnp.ones(500), CONFIG)
     assert np.isfinite(float(out.prediction))
+
+
+@pytest.mark.parametrize(
+    "fitted, variance",
+    [
+        ((0.1, 1.0, 0.0, 0.0, 1.0), 1.0),
+        ((0.0, 0.7, 0.0, 0.0, 1.0), 0.49),
+        # Jumps N(4, 1) at rate 0.03 on top: their variance lambda (mu^2 + s^2) adds ~0.5.
+        ((0.0, 0.8, 0.03, 4.0, 1.0), 0.64 + 0.03 * 17.0),
+    ],
+)
+def test_one_step_density_has_the_fitted_spread(fitted, variance):
+    # The fitted mean and sigma describe one step's increment; the density the kernel samples
+    # from must have them, whatever the mean reversion inside the step. Straight from the fit
+    # (kappa = 5) it had a standard deviation of 0.32 sigma.
+    from chaosfm.predictor._kernel_imex import sde_parameters
+
+    params = _params(*fitted)
+    out = jax.jit(lambda p: imex_density(sde_parameters(p, CONFIG), CONFIG))(params)
+    assert abs(float(out.std) / np.sqrt(variance) - 1.0) < 0.06, float(out.std)
+    assert abs(float(out.prediction) - fitted[0]) < 0.02

@@ -97,6 +97,25 @@ def test_forecaster_wrapper(key):
         forecaster.forecast(frame, horizon=5, num_samples=50)
 
 
+def test_the_forecaster_follows_each_asset_with_its_own_predictor(key):
+    from chaosfm.forecasters import make_forecaster
+
+    stamps = pd.date_range("2020-01-01", periods=110, freq="D")
+    frames = {name: pd.DataFrame({"asset": name, "timestamp": stamps, "x0": _walk(110, seed=seed)})
+              for name, seed in (("a", 4), ("b", 5))}
+    both = OnlinePredictorForecaster(PREDICTOR).fit(pd.concat([f.iloc[:90] for f in frames.values()]))
+    assert set(both.states) == {"a", "b"}
+    for name, frame in frames.items():
+        alone = OnlinePredictorForecaster(PREDICTOR).fit(frame.iloc[:90])
+        np.testing.assert_array_equal(both.forecast(frame, 3, 20, key=key).samples,
+                                      alone.forecast(frame, 3, 20, key=key).samples)
+    unseen = frames["a"].assign(asset="c")  # an asset fit did not see: a predictor over its context
+    assert np.all(np.isfinite(both.forecast(unseen, 3, 20, key=key).samples))
+    with pytest.raises(AttributeError, match="several assets"):
+        both.state
+    assert isinstance(make_forecaster("online_predictor"), OnlinePredictorForecaster)
+
+
 def test_metrics_report_startup_and_first_step():
     ready = []
     result = run_stream(STREAM, series=_walk(20), on_ready=ready.append)
@@ -113,3 +132,22 @@ def test_stream_config_rules():
         StreamConfig(snapshot_every=5)
     with pytest.raises(ValueError, match="metrics_port"):
         StreamConfig(metrics_port=70000)
+
+
+def test_adaptive_conformal_levels_move_by_gamma_after_each_observation():
+    gamma = 0.05
+    series = _walk(200, seed=3)
+    result = run_stream(STREAM.model_copy(update={"calibration_gamma": gamma}), series=series)
+    rows = pd.DataFrame(result.predictions)
+    warm = rows[rows["warm"]]
+    assert {"level_q10", "level_q90"} <= set(rows.columns)
+    steps = np.diff(warm["level_q90"].to_numpy())
+    # Gibbs & Candes: +gamma * 0.9 after a miss above the 0.9 quantile, -gamma * 0.1 otherwise.
+    np.testing.assert_allclose(np.minimum(np.abs(steps - 0.9 * gamma), np.abs(steps + 0.1 * gamma)), 0.0, atol=1e-12)
+    assert (np.abs(steps - 0.9 * gamma) < 1e-12).any() and (np.abs(steps + 0.1 * gamma) < 1e-12).any()
+    low = np.diff(warm["level_q10"].to_numpy())
+    np.testing.assert_allclose(np.minimum(np.abs(low - 0.1 * gamma), np.abs(low + 0.9 * gamma)), 0.0, atol=1e-12)
+    # The stream's 10-90% interval is read at the adapted levels: it is no longer the raw one.
+    raw = pd.DataFrame(run_stream(STREAM, series=series).predictions)
+    assert not np.allclose(raw.loc[warm.index, "q90_next"], warm["q90_next"])
+    assert "level_q90" not in raw.columns

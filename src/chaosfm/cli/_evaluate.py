@@ -18,13 +18,22 @@ def summary_table(metrics: dict[str, Any]) -> None:
 
     from chaosfm.report import compared_heading, windows_differ
 
-    shown = ("crps", "mase", "coverage_80", "valid_prediction_time", "smape", "directional_accuracy")
+    shown = ("crps", "mase", "coverage_80", "coverage_50", "valid_prediction_time", "smape", "directional_accuracy")
     for name, entry in metrics["datasets"].items():
         fresh = entry["compared"]["fresh"]
         rows = []
+        paired = entry.get("paired", {}).get("fresh", {})
+        headline = next((k for k in shown if k in next(iter(fresh["models"].values()), {})), None)
         for model, means in fresh["models"].items():
             row = {"model": model, "fresh windows": fresh["windows"][model]}
             row.update({k: v for k, v in means.items() if k in shown})
+            if paired.get("models") and headline is not None:
+                difference = paired["models"].get(model, {}).get(headline)
+                row[f"{headline} - {paired['reference']}"] = (
+                    "reference" if model == paired["reference"] else
+                    f"{cell(difference['value'])} [{cell(difference['ci_low'])}, {cell(difference['ci_high'])}]"
+                    if difference and difference["value"] is not None else "-"
+                )
             rows.append(row)
         cutoff = entry["cutoff"]
         if isinstance(cutoff, dict):
@@ -56,6 +65,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         values["models"] = split(args.models)
     if args.run_dirs:
         values["runs"] = [str(run) for run in args.run_dirs]
+    if args.calibrate:
+        values["calibrate"] = split(args.calibrate)
+    if args.reference:
+        values["reference"] = args.reference
+    if args.skip_in_sample:
+        values["protocol.score_in_sample"] = False
     config = evaluate.read(args.config, values)
     metrics = evaluate.run(config)
     summary_table(metrics)
@@ -115,6 +130,14 @@ def add(commands: Any) -> None:
     p.add_argument("--run", dest="run_dirs", type=Path, action="append",
                    help="run folder of `chaosfm train`, `stage` or `pretrain` to evaluate beside the baselines "
                         "(repeatable)")
+    p.add_argument("--calibrate", metavar="METHODS",
+                   help="also score a conformally calibrated copy of every model, named MODEL+METHOD: split, aci "
+                        "(adaptive conformal inference), agaci (aggregated over step sizes); comma-separated")
+    p.add_argument("--skip-in-sample", action="store_true",
+                   help="do not score the windows a model trained on (config: protocol.score_in_sample: false)")
+    p.add_argument("--reference", metavar="MODEL",
+                   help="compare every model with this one, window for window, with a bootstrap interval "
+                        "(default: garch on market data, context_parroting on trajectories, when scored)")
     p.set_defaults(run=cmd_evaluate)
 
 

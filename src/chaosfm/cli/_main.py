@@ -11,7 +11,7 @@ import sys
 import traceback
 
 from chaosfm import __version__
-from chaosfm.cli import _bench, _data, _evaluate, _multitask, _stream, _tokenize, _train, _world
+from chaosfm.cli import _backtest, _bench, _data, _evaluate, _multitask, _stream, _tokenize, _train, _world
 from chaosfm.cli._parser import Parser, UsageError
 
 
@@ -26,6 +26,7 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     _data.add(commands)
     _evaluate.add(commands)
+    _backtest.add(commands)
     _tokenize.add(commands)
     _train.add_train(commands)
     _train.add_stages(commands)

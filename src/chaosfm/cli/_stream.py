@@ -19,7 +19,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from chaosfm.jobs import stream
 
     values = overrides(args, stream.FLAGS, ("data", "out", "asset", "length", "column", "seed", "on_bad_line",
-                                            "snapshot", "snapshot_every", "restore", "metrics_port", "cache_dir"))
+                                            "snapshot", "snapshot_every", "restore", "metrics_port", "cache_dir",
+                                            "calibration_gamma"))
     values.update({"stream.deterministic": True if args.deterministic else None,
                    "stream.compilation_cache": False if args.no_compilation_cache else None,
                    "stream.warm_up": False if args.no_warm_up else None})
@@ -106,6 +107,9 @@ def add(commands: Any) -> None:
     p.add_argument("--no-compilation-cache", action="store_true", help="do not use the persistent compilation cache")
     p.add_argument("--no-warm-up", action="store_true", help="skip the warm-up pass before the first observation")
     p.add_argument("--deterministic", action="store_true", help="bit-reproducible: highest matmul precision, pinned PRNG")
+    p.add_argument("--calibration-gamma", type=float, metavar="GAMMA",
+                   help="adaptive conformal inference on the one-step quantiles: each miss moves the levels by GAMMA "
+                        "(0.005 is Gibbs & Candes'; default 0: off)")
     p.set_defaults(run=cmd_stream)
 
 

@@ -5,6 +5,8 @@ Market data (no network needed):
 - ``ndx``, ``n225``, ``jkse``: daily OHLCV 1990-2001 (JKSE from 1997) from ``nolds.datasets``
   (MIT licence). The source marks market holidays as rows of nulls; those rows are dropped and the
   drop is recorded in ``frame.attrs["repairs"]``.
+- ``indices``: the five markets above in one long frame, ``asset`` the market's name, for models
+  pooled over markets.
 
 Chaotic systems are integrated on demand (see ``chaosfm.data._chaos``).
 """
@@ -66,6 +68,17 @@ def _nolds(attribute: str) -> pd.DataFrame:
     return frame
 
 
+def _indices() -> pd.DataFrame:
+    """The five single-market datasets concatenated, each market's rows under its own name."""
+    parts = [market_frame(name) for name in _INDEX_NAMES]
+    frame = pd.concat(parts, ignore_index=True)
+    # Each part says what was dropped from it; the combined list says from which market.
+    frame.attrs["repairs"] = [
+        f"{part.attrs['name']}: {repair}" for part in parts for repair in part.attrs["repairs"]
+    ]
+    return frame
+
+
 _ARCH = "arch.data (Kevin Sheppard's arch package)"
 _NOLDS = "nolds.datasets (Yahoo Finance via the nolds package)"
 
@@ -91,6 +104,14 @@ MARKET: dict[str, tuple[DatasetInfo, Callable[[], pd.DataFrame]]] = {
         lambda: _nolds("jkse"),
     ),
 }
+_INDEX_NAMES = tuple(MARKET)
+MARKET["indices"] = (
+    DatasetInfo(
+        "indices", "market", "daily", f"{_ARCH}; {_NOLDS}", "NCSA; MIT",
+        "the five indices above, one asset each (sp500, nasdaq, ndx, n225, jkse), 1990-2018",
+    ),
+    _indices,
+)
 
 
 def market_frame(name: str) -> pd.DataFrame:

@@ -5,8 +5,17 @@ is scored through ``fit``/``forecast``, whatever it is. The protocol and the bas
 re-exported here for code written against earlier versions.
 """
 
+from chaosfm.evaluate._backtest import PNL_COLUMNS, PORTFOLIO, backtest, instrument_labels, strategy_name
+from chaosfm.evaluate._backtest_rules import RULES, BacktestSettings, forecast_volatility, get_rule
+from chaosfm.evaluate._backtest_stats import (
+    backtest_statistics,
+    drawdown,
+    equity_curve,
+    strategy_returns,
+    summarise_returns,
+)
 from chaosfm.evaluate._bootstrap import bootstrap_interval, mean_difference, no_interval
-from chaosfm.evaluate._forecasts import ForecastTable, quantile_names
+from chaosfm.evaluate._forecasts import ForecastTable, quantile_names, reliability
 from chaosfm.evaluate._metrics import (
     coverage,
     crps,
@@ -20,6 +29,7 @@ from chaosfm.evaluate._metrics import (
     valid_prediction_time,
     wql,
 )
+from chaosfm.evaluate._paired import block_means, overlap_block, paired_differences
 from chaosfm.evaluate._multitask import multitask_table, score_multitask
 from chaosfm.evaluate._probes import probe_scores
 from chaosfm.evaluate._protocol import (
@@ -35,6 +45,7 @@ from chaosfm.evaluate._protocol import (
     vpt_clock,
 )
 from chaosfm.evaluate._scoring import (
+    COVERAGE_TARGETS,
     DEFAULT_SCORES,
     HIGHER_IS_BETTER,
     SCORES,
@@ -80,6 +91,7 @@ __all__ = [
     # the protocol
     "CLASSES",
     "DEFAULT_SCORES",
+    "COVERAGE_TARGETS",
     "Example",
     "ForecastTable",
     "HIGHER_IS_BETTER",
@@ -94,6 +106,10 @@ __all__ = [
     "is_vpt",
     "nan_to_none",
     "quantile_names",
+    "reliability",
+    "paired_differences",
+    "block_means",
+    "overlap_block",
     "resolve_scores",
     "vpt_clock",
     # one bootstrap
@@ -122,6 +138,21 @@ __all__ = [
     "sharpe_confidence_interval",
     "sharpe_ratio",
     "sharpe_standard_error",
+    # the backtest
+    "BacktestSettings",
+    "PNL_COLUMNS",
+    "PORTFOLIO",
+    "RULES",
+    "backtest",
+    "backtest_statistics",
+    "drawdown",
+    "equity_curve",
+    "forecast_volatility",
+    "get_rule",
+    "instrument_labels",
+    "strategy_name",
+    "strategy_returns",
+    "summarise_returns",
     "CombinatorialPurgedCV",
     "combinatorial_purged_cv",
     "fresh_split",

@@ -83,3 +83,36 @@ class ForecastTable:
         values = np.concatenate(self._values, axis=1)
         out.update({name: values[i] for i, name in enumerate(names)})
         return pd.DataFrame(out)
+
+
+def reliability(forecasts: pd.DataFrame, window_class: str = "fresh") -> pd.DataFrame:
+    """How often the observation fell at or below each forecast quantile, per model.
+
+    A calibrated forecast's frequency at level ``tau`` is ``tau`` (the reliability diagram); the
+    differences of consecutive frequencies are the forecast's PIT histogram at the resolution of
+    the quantile levels (Gneiting, Balabdaoui & Raftery 2007, section 3.1).
+
+    Args:
+        forecasts: a :class:`ForecastTable` frame (``forecasts.parquet``).
+        window_class: the windows counted.
+
+    Returns:
+        One row per model, one column per quantile level (as a float), plus ``n``: the number of
+        (window, step, column) values counted. Empty when no window of the class was scored.
+    """
+    part = forecasts[forecasts["window_class"] == window_class]
+    levels = [c for c in forecasts.columns if _is_level(c)]
+    rows = {}
+    for model, rows_of_model in part.groupby("model", sort=False):
+        observed = rows_of_model["observed"].to_numpy(np.float64)[:, None]
+        quantiles = rows_of_model[levels].to_numpy(np.float64)
+        frequency = (observed <= quantiles).mean(axis=0)
+        rows[model] = {**{float(level): float(f) for level, f in zip(levels, frequency)}, "n": len(observed)}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _is_level(name: Any) -> bool:
+    try:
+        return 0.0 < float(name) < 1.0
+    except (TypeError, ValueError):
+        return False

@@ -31,6 +31,7 @@ from chaosfm._progress import progress
 from chaosfm.data import TimeFence, frame_kind, latest_seen, split_assets, target_columns, time_step
 from chaosfm.evaluate._bootstrap import bootstrap_interval, mean_difference, no_interval
 from chaosfm.evaluate._forecasts import ForecastTable
+from chaosfm.evaluate._paired import overlap_block, paired_differences
 from chaosfm.evaluate._scoring import Window, higher_is_better, is_vpt, resolve_scores
 from chaosfm.evaluate._splits import walk_forward
 from chaosfm.forecasters import AbstractForecaster, Forecast
@@ -67,6 +68,10 @@ class Protocol(BaseModel):
     max_windows: int | None = Field(
         None, ge=1, description="score at most this many origins per asset, evenly spaced"
     )
+    score_in_sample: bool = Field(
+        True, description="score the windows a forecaster trained on; false skips them (faster when only "
+        "fresh and within-pretrain scores matter)",
+    )
     n_bootstrap: int = Field(1000, ge=100)
     confidence: float = Field(0.95, gt=0, lt=1)
     seed: int = 0
@@ -97,6 +102,9 @@ class Results:
     cutoff: Any = None
     n_embargoed: dict[str, int] = field(default_factory=dict)
     examples: list[Example] = field(default_factory=list)
+    reference: str | None = None
+    """The model every other is compared with, window for window, in :meth:`paired` and
+    ``to_dict()["paired"]``; None compares nothing."""
     forecasts: pd.DataFrame | None = None
     """With ``evaluate(..., keep_forecasts=True)``: one row per (model, asset, origin, step,
     column), see :class:`ForecastTable`; else None."""
@@ -123,19 +131,20 @@ class Results:
         out["n_embargoed"] = int(self.n_embargoed.get(model, 0))
         return out
 
-    def compared(self, window_class: str = "fresh") -> dict[str, Any]:
+    def compared(self, window_class: str = "fresh", asset: str | None = None) -> dict[str, Any]:
         """Each score's mean per model over the windows of ``window_class`` every model scored.
 
         Models without a window of the class take no part (their means are None). A score's mean
         is over the shared windows where every model's value of it is finite, so the means are
-        paired, window for window.
+        paired, window for window. ``asset`` keeps that asset's windows only (None: every asset's).
 
         Returns:
             ``{"n_windows": shared windows, "windows": {MODEL: its own windows of the class},
             "models": {MODEL: {METRIC: mean}}}``; ``windows`` differing from ``n_windows`` says
             which models scored windows the others did not.
         """
-        part = self.scores[self.scores["window_class"] == window_class]
+        part = self._rows(asset)
+        part = part[part["window_class"] == window_class]
         own = {model: int((part["model"] == model).sum()) for model in self.models}
         present = [model for model in self.models if own[model]]
         shared = part.groupby(["asset", "origin"]).size() == len(present)  # a model scores a window once
@@ -147,6 +156,26 @@ class Results:
             for model in self.models:
                 means[model][metric] = float(table[model].mean()) if model in present and len(table) else None
         return {"n_windows": int(shared.sum()), "windows": own, "models": means}
+
+    def _rows(self, asset: str | None) -> pd.DataFrame:
+        return self.scores if asset is None else self.scores[self.scores["asset"] == asset]
+
+    def paired(self, window_class: str = "fresh", asset: str | None = None) -> dict[str, Any]:
+        """Every model minus :attr:`reference`, per score, on the windows of ``window_class`` both
+        scored, with a block-bootstrap interval (:func:`paired_differences`); ``asset`` keeps that
+        asset's windows only.
+
+        Returns:
+            ``{"reference", "block", "models": {MODEL: {METRIC: {"value", "ci_low", "ci_high",
+            "n_windows"}}}}``; ``models`` is empty without a reference or when it scored no window.
+        """
+        block = overlap_block(self.protocol.horizon, self.protocol.step or self.protocol.horizon)
+        models = {} if self.reference is None else paired_differences(
+            self._rows(asset), self.models, self.reference, self.metric_names, window_class=window_class,
+            block=block, n_resamples=self.protocol.n_bootstrap, confidence=self.protocol.confidence,
+            seed=self.protocol.seed,
+        )
+        return {"reference": self.reference, "block": block, "models": models}
 
     def _gap(self, rows: pd.DataFrame, metric: str, index: int) -> dict[str, float | None]:
         fresh = rows.loc[rows["window_class"] == "fresh", metric].to_numpy(dtype=np.float64)
@@ -171,6 +200,11 @@ class Results:
             "higher_is_better": sorted(m for m in self.metric_names if higher_is_better(m)),
             "models": self.summary(),
             "compared": {window_class: self.compared(window_class) for window_class in CLASSES},
+            "paired": {"fresh": self.paired("fresh")},
+            **({"assets": {
+                str(asset): {"compared": {"fresh": self.compared("fresh", asset)}, "paired": {"fresh": self.paired("fresh", asset)}}
+                for asset in pd.unique(self.scores["asset"])
+            }} if self.scores["asset"].nunique() > 1 else {}),
         }
 
 
@@ -280,6 +314,8 @@ def evaluate(
             )
             if window_class == "embargoed":
                 embargoed[name] += 1
+                continue
+            if window_class == "in_sample" and not protocol.score_in_sample:
                 continue
             forecast = forecaster.forecast(
                 context, protocol.horizon, protocol.num_samples, key=key

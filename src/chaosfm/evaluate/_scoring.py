@@ -56,6 +56,10 @@ def _coverage_80(w: Window) -> float:
     return float(m.coverage(w.forecast.samples, w.observed, level=0.8))
 
 
+def _coverage_50(w: Window) -> float:
+    return float(m.coverage(w.forecast.samples, w.observed, level=0.5))
+
+
 def _smape(w: Window) -> float:
     return float(m.smape(w.forecast.point_forecast(), w.observed))
 
@@ -118,6 +122,7 @@ SCORES: dict[str, Score] = {
     "wql": _wql,
     "mase": _mase,
     "coverage_80": _coverage_80,
+    "coverage_50": _coverage_50,
     "smape": _smape,
     "rmse": _rmse,
     "mae": _mae,
@@ -128,8 +133,12 @@ SCORES: dict[str, Score] = {
 }
 
 HIGHER_IS_BETTER = {"directional_accuracy", "valid_prediction_time", "long_short_return"}
-"""Every other score is a loss, except ``coverage_80`` whose target is 0.8 (and ``vpt_<column>``,
+"""Every other score is a loss, except ``coverage_80`` and ``coverage_50`` whose targets are 0.8 and 0.5 (and ``vpt_<column>``,
 see :func:`higher_is_better`)."""
+
+
+COVERAGE_TARGETS = {"coverage_80": 0.8, "coverage_50": 0.5}
+"""Coverage scores and their nominal level: the best value is the closest to it."""
 
 
 def higher_is_better(name: str) -> bool:
@@ -143,7 +152,7 @@ def is_vpt(name: str) -> bool:
 
 
 DEFAULT_SCORES = {
-    "market": ("crps", "mase", "coverage_80", "wql", "smape", "rmse", "mae", "directional_accuracy"),
+    "market": ("crps", "mase", "coverage_80", "coverage_50", "wql", "smape", "rmse", "mae", "directional_accuracy"),
     "trajectory": ("valid_prediction_time", "smape", "crps", "mase", "coverage_80", "rmse", "mae"),
 }
 

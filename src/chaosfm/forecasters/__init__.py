@@ -4,7 +4,7 @@
 - the protocol: :class:`Forecast` (sample paths ``(S, H, C)``, quantiles, means, a long frame) and
   :class:`AbstractForecaster`;
 - one registry of named forecasters (:data:`FORECASTERS`, :func:`make_forecaster`): the
-  statistical baselines (random walk, GARCH, AR, seasonal naive, last value), context parroting,
+  statistical baselines (random walk, GARCH, HAR-RV, AR, seasonal naive, last value), context parroting,
   and the forecasters below that a config names;
 - learned baselines of chaotic flows, in the same registry: :class:`EchoStateNetwork`,
   :class:`NextGenerationReservoir` (NG-RC) and :class:`MLPFlow`, one-step maps iterated in
@@ -14,6 +14,9 @@
 - token models trained in ``fit``, in the same registry: :class:`TokenMambaForecaster`
   (``token_mamba``) and :class:`TokenGPTForecaster` (``token_gpt``), quantile bins and a small
   Mamba-2 or GPT over their codes (:class:`CodeModelSettings`);
+- calibration of any of them: :class:`ConformalForecaster` (split conformal on the rows before
+  the cutoff, adaptive conformal inference online: ``aci``, ``agaci``), with ACI as
+  ``aci_init``/``aci_update`` pure functions;
 - model-backed forecasters: :class:`TokenForecaster` (a trained GPT or Mamba over a tokenizer's
   codes) and :class:`JEPAForecaster` (a frozen pretrained JEPA with ridge readouts), with
   :func:`probe_windows` for probes of the same encoder; :func:`load_forecaster` reads either back
@@ -24,7 +27,17 @@ sits above this package, so its adapter lives with it.
 """
 
 from chaosfm.forecasters._base import AbstractForecaster, Forecast, require_key
+from chaosfm.forecasters._calibrate import (
+    ACI_LEVELS,
+    ACIState,
+    ConformalForecaster,
+    aci_init,
+    aci_samples,
+    aci_update,
+    aci_weights,
+)
 from chaosfm.forecasters._baselines import AutoRegressive, Garch, LastValue, RandomWalk, SeasonalNaive
+from chaosfm.forecasters._har import HarRV
 from chaosfm.forecasters._mlp_flow import MLPFlow
 from chaosfm.forecasters._parroting import ContextParroting, parrot
 from chaosfm.forecasters._reservoir import EchoStateNetwork, NextGenerationReservoir
@@ -35,10 +48,18 @@ __all__ = [
     "Forecast",
     "require_key",
     "AutoRegressive",
+    "ACIState",
+    "ConformalForecaster",
+    "aci_init",
+    "aci_samples",
+    "ACI_LEVELS",
+    "aci_update",
+    "aci_weights",
     "FORECASTERS",
     "ContextParroting",
     "EchoStateNetwork",
     "Garch",
+    "HarRV",
     "LastValue",
     "MLPFlow",
     "NextGenerationReservoir",
@@ -54,6 +75,8 @@ __all__ = [
     "CodeModelSettings",
     "TokenGPTForecaster",
     "TokenMambaForecaster",
+    "CrossAssetForecaster",
+    "MarketModelConfig",
     "load_forecaster",
     "probe_windows",
 ]
@@ -65,6 +88,8 @@ _MODEL_BACKED = {
     "CodeModelSettings": "chaosfm.forecasters._token_fit",
     "TokenGPTForecaster": "chaosfm.forecasters._token_fit",
     "TokenMambaForecaster": "chaosfm.forecasters._token_fit",
+    "CrossAssetForecaster": "chaosfm.forecasters._market",
+    "MarketModelConfig": "chaosfm.forecasters._market",
     "JEPAForecaster": "chaosfm.forecasters._jepa",
     "probe_windows": "chaosfm.forecasters._jepa",
     "RUN_FORECASTERS": "chaosfm.forecasters._from_run",

@@ -14,6 +14,7 @@ from typing import Any
 
 from chaosfm.forecasters._base import AbstractForecaster
 from chaosfm.forecasters._baselines import AutoRegressive, Garch, LastValue, RandomWalk, SeasonalNaive
+from chaosfm.forecasters._har import HarRV
 from chaosfm.forecasters._mlp_flow import MLPFlow
 from chaosfm.forecasters._parroting import ContextParroting
 from chaosfm.forecasters._reservoir import EchoStateNetwork, NextGenerationReservoir
@@ -21,7 +22,7 @@ from chaosfm.forecasters._reservoir import EchoStateNetwork, NextGenerationReser
 _LOADED: dict[str, type[AbstractForecaster]] = {
     cls.name: cls
     for cls in (
-        LastValue, RandomWalk, SeasonalNaive, AutoRegressive, Garch, ContextParroting,
+        LastValue, RandomWalk, SeasonalNaive, AutoRegressive, Garch, HarRV, ContextParroting,
         EchoStateNetwork, NextGenerationReservoir, MLPFlow,
     )
 }
@@ -29,6 +30,10 @@ _MODEL_BACKED = {
     "flow_mamba": ("chaosfm.forecasters._flow", "FlowMambaForecaster"),
     "token_mamba": ("chaosfm.forecasters._token_fit", "TokenMambaForecaster"),
     "token_gpt": ("chaosfm.forecasters._token_fit", "TokenGPTForecaster"),
+    "market_model": ("chaosfm.forecasters._market", "CrossAssetForecaster"),
+    # The online predictor's adapter: its forecaster is of this layer (DESIGN.md), its engine
+    # stands beside it in chaosfm.predictor, imported only when the name is looked up.
+    "online_predictor": ("chaosfm.predictor._forecaster", "OnlinePredictorForecaster"),
 }
 
 

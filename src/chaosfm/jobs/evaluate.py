@@ -6,7 +6,7 @@ Baselines are named (``--models``); trained models come as run folders (``--run`
 Each dataset is fenced by the one cutoff rule (one timestamp, one per asset, or each asset's row at
 ``cutoff_fraction``). :func:`run` writes ``metrics.json``, ``scores.parquet``, ``forecasts.parquet``
 (every scored forecast: the observed value, point, mean, median and quantiles per step and column),
-``report.html``, ``config.yaml`` and ``meta.json``.
+``report.html``, ``table.md`` (the fresh comparison as markdown), ``config.yaml`` and ``meta.json``.
 
 Valid prediction time needs the largest Lyapunov exponent and the time per row, ``dt``: the
 config's (``--lyapunov``, ``--dt``) over the data's (a built-in system's, a file's ``NAME.json``
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,9 +28,9 @@ from chaosfm._config import ConfigError, read_config
 from chaosfm._progress import say
 from chaosfm.data import DataError, frame_kind, merge_trained_through, target_columns, trained_through_to_json
 from chaosfm.evaluate import Protocol, Results, evaluate, fit_through, is_vpt, resolve_scores, vpt_clock
-from chaosfm.forecasters import FORECASTERS, load_forecaster, make_forecaster
+from chaosfm.forecasters import FORECASTERS, ConformalForecaster, load_forecaster, make_forecaster
 from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, finish_run, load_data, resolve_fence, write_config
-from chaosfm.report import dataset_section, write_report
+from chaosfm.report import dataset_section, evaluation_markdown, write_report
 
 __all__ = ["DEFAULT_MODELS", "FLAGS", "DatasetSpec", "EvaluateConfig", "read", "run", "write_forecasts"]
 
@@ -77,12 +77,24 @@ class EvaluateConfig(BaseModel):
     runs: list[str] = Field(
         default_factory=list, description="run folders of `chaosfm train`; each adds its forecaster"
     )
+    reference: str | None = Field(
+        None, description="model every other is compared with, window for window, with a bootstrap interval "
+        "(default: garch on market data when it is scored, context_parroting on trajectories)",
+    )
+    calibrate: list[Literal["split", "aci", "agaci"]] = Field(
+        default_factory=list,
+        description="add a conformally calibrated copy of every model and run, named MODEL+METHOD: split "
+        "conformal, adaptive conformal inference (aci) or its aggregation over step sizes (agaci)",
+    )
+    calibration: dict[str, Any] = Field(
+        default_factory=dict, description="options of the calibrated copies (chaosfm.forecasters.ConformalForecaster)"
+    )
     out: Path = Path("runs/evaluate")
     title: str = "chaosfm evaluation"
 
 
 DEFAULT_MODELS = {
-    "market": ["random_walk", "garch", "ar", "seasonal_naive", "context_parroting", "last_value"],
+    "market": ["random_walk", "garch", "har_rv", "ar", "seasonal_naive", "context_parroting", "last_value"],
     # A seasonal lag means nothing for a chaotic flow; GARCH needs prices.
     "trajectory": ["context_parroting", "ar", "random_walk", "last_value"],
 }
@@ -162,14 +174,18 @@ def prepare_dataset(
         raise ConfigError(f"model(s) {unsupported} do not support {kind} data ({spec.name})")
     for name in names:
         _make(name, config)  # a bad option fails here, before any slow work
-    for forecaster in _runs(config, spec):
+    protocol = spec.protocol or config.protocol
+    _calibrated([make_forecaster("last_value")], config, protocol)  # a bad calibration option fails here
+    runs = _runs(config, spec)
+    scored = [*names, *(f.name for f in runs)]
+    _reference(config, kind, [*scored, *(f"{n}+{m}" for n in scored for m in config.calibrate)])
+    for forecaster in runs:
         columns = target_columns(frame)
         if forecaster.columns != columns:
             raise ConfigError(
                 f"runs: {forecaster.run_dir} forecasts {forecaster.columns}, but {spec.name} is scored "
                 f"on {columns}; evaluate it on data of the kind it was trained on"
             )
-    protocol = spec.protocol or config.protocol
     clock = _clock(frame, spec, protocol)
     for warning in clock["warnings"]:
         say(f"warning: {warning}")
@@ -187,6 +203,42 @@ def _runs(config: EvaluateConfig, spec: DatasetSpec) -> list[Any]:
     ]
 
 
+DEFAULT_REFERENCE = {"market": "garch", "trajectory": "context_parroting"}
+"""The model others are compared with when ``reference`` is not given and it is scored: the
+baseline of the field (GARCH for markets; context parroting, the cheapest strong baseline of
+chaotic systems)."""
+
+
+def _reference(config: EvaluateConfig, kind: str, names: list[str]) -> str | None:
+    if config.reference is not None:
+        if config.reference not in names:
+            raise ConfigError(f"reference: {config.reference!r} is not scored; scored models: {', '.join(names)}")
+        return config.reference
+    chosen = DEFAULT_REFERENCE[kind]
+    return chosen if chosen in names else None
+
+
+def _calibrated(bases: list[Any], config: EvaluateConfig, protocol: Protocol) -> dict[str, Any]:
+    """``MODEL+METHOD`` -> a calibrated copy of each of ``bases`` (unfitted), for every method of
+    ``calibrate``; the calibration windows are cut as the protocol cuts windows.
+
+    Raises:
+        ConfigError: an option ``calibration`` does not take, or a bad value.
+    """
+    options = {"seed": protocol.seed, "min_context": protocol.min_context, **config.calibration}
+    if protocol.context_length is not None:
+        options.setdefault("context_length", protocol.context_length)
+    out = {}
+    for method in config.calibrate:
+        for base in bases:
+            try:
+                wrapped = ConformalForecaster(base, method=method, **options)
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"calibration: {error}") from None
+            out[wrapped.name] = wrapped
+    return out
+
+
 def _make(name: str, config: EvaluateConfig) -> Any:
     try:
         return make_forecaster(name, **config.model_options.get(name, {}))
@@ -200,12 +252,14 @@ def evaluate_dataset(
 ) -> tuple[pd.DataFrame, Results, dict]:
     """Fit through the cutoff and score one dataset."""
     frame, cutoff, names, clock = prepared or prepare_dataset(spec, config)
+    protocol = spec.protocol or config.protocol
     forecasters = {name: _make(name, config) for name in names}
     forecasters.update({f.name: f for f in _runs(config, spec)})
-    protocol = spec.protocol or config.protocol
+    forecasters.update(_calibrated([*(_make(name, config) for name in names), *_runs(config, spec)], config, protocol))
     started = time.perf_counter()
     fit_through(forecasters, frame, cutoff, protocol.embargo)
     results = evaluate(forecasters, frame, protocol, cutoff=cutoff, keep_forecasts=True)
+    results.reference = _reference(config, frame_kind(frame), list(forecasters))
     seen = merge_trained_through(*(f.trained_through for f in forecasters.values()))
     info = {"seconds": time.perf_counter() - started, "trained_through": trained_through_to_json(seen), **clock}
     return frame, results, info
@@ -240,6 +294,7 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
     atomic_write_bytes(out / "scores.parquet", pd.concat(tables, ignore_index=True).to_parquet(index=False))
     write_forecasts(out, forecasts)
     write_report(out / "report.html", config.title, sections)
+    atomic_write_bytes(out / "table.md", evaluation_markdown(metrics).encode())
     finish_run(out, seed=config.protocol.seed, trained_through=trained)
     return metrics
 

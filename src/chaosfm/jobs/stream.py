@@ -27,7 +27,7 @@ __all__ = ["FLAGS", "StreamJob", "read", "run"]
 
 FLAGS = {name: f"stream.{name}" for name in
          ("column", "seed", "on_bad_line", "snapshot", "snapshot_every", "restore", "metrics_port", "cache_dir",
-          "deterministic", "compilation_cache", "warm_up")}
+          "deterministic", "compilation_cache", "warm_up", "calibration_gamma")}
 """CLI flag -> config key."""
 
 STDIN = "-"

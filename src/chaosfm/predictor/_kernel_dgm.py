@@ -280,6 +280,22 @@ def predict_dgm(state: DGMState, path: jax.Array, weights: jax.Array, config: DG
     return jnp.clip(drift, -5.0, 5.0) * std
 
 
+def predictive_std(state: DGMState, path: jax.Array, weights: jax.Array) -> jax.Array:
+    """Standard deviation of the next increment around :func:`predict_dgm`, in the path's units.
+
+    The control moves the drift only; the noise over one step is the OU transition's,
+    ``sigma sqrt((1 - exp(-2 theta)) / (2 theta))`` in units of ``z``, times the path's standard
+    deviation to come back to the path's units (the drift is scaled the same way). The OU
+    ``sigma`` alone is in units of ``z``: on sp500 the path's standard deviation is ~3.7, and
+    sampling with ``sigma`` alone gave a spread 0.29 times the realised one (its 80% interval
+    covered 20% of the next increments).
+    """
+    _, std = path_moments(path, weights)
+    theta = state.problem.theta
+    transition = jnp.sqrt(-jnp.expm1(-2.0 * theta) / (2.0 * theta))
+    return state.problem.sigma * transition * std
+
+
 def update_dgm(
     state: DGMState, path: jax.Array, weights: jax.Array, config: DGMConfig, *, key: jax.Array
 ) -> tuple[DGMOutput, DGMState]:

@@ -16,6 +16,14 @@ diffusion) and ``I - dt L`` an M-matrix, so the Jacobi map is a contraction; it 
 by Anderson mixing (Walker & Ni 2011). optimistix offers fixed-point solvers without Anderson
 acceleration, so the acceleration is a few lines here. Parameters are fitted to the recent
 standardised increments: ``|x| > jump_threshold`` are jumps, the rest give ``m`` and ``sigma``.
+
+The fitted ``m`` and ``sigma`` are the mean and standard deviation of one step's increment, not
+the coefficients of the SDE: mean reversion inside the step shrinks whatever the diffusion and the
+jumps put in. :func:`sde_parameters` matches the moments of the scheme's one-step density to the
+fitted ones (the mean-reversion target, the diffusion coefficient and the jump sizes are scaled
+up), so the predicted spread is the fitted spread. Used directly, the fitted ``sigma`` with
+``kappa = 5`` gave a density 0.37 as wide as the realised increments on sp500 1999-2014 (its 80%
+interval covered 42% of the next increments).
 Dimension letter: G grid points.
 """
 
@@ -29,7 +37,12 @@ import jax.numpy as jnp
 from chaosfm.predictor._config import IMEXConfig
 from chaosfm.predictor._linalg import solve_spd
 
-MEAN_REVERSION = 5.0  # kappa per observation step: fast, hence the stiff, implicit drift
+# kappa per observation step. The moment matching of sde_parameters scales the diffusion and the
+# jumps by c = (dt sum_k r^k)^-1/2, r = 1 / (1 + 2 kappa dt): 1.30 at 0.5 with four substeps,
+# 3.2 at 5, where every jump (at least jump_threshold = 3 sigmas) would be pushed off the +-8
+# sigma grid. What stays stiff, and implicit, is the diffusion on the grid: explicit Euler would
+# need dt <= dx^2 / sigma^2 (~16 substeps at dx = 0.25).
+MEAN_REVERSION = 0.5
 
 
 class JumpDiffusionParams(NamedTuple):
@@ -65,6 +78,35 @@ def fit_jump_diffusion(increments: jax.Array, weights: jax.Array, config: IMEXCo
         jump_rate=n_jump / total,
         jump_mean=jump_mean,
         jump_std=jnp.sqrt(jump_var + 0.25),
+    )
+
+
+def sde_parameters(fitted: JumpDiffusionParams, config: IMEXConfig) -> JumpDiffusionParams:
+    """SDE coefficients whose one-step IMEX density has the fitted mean and variance.
+
+    Moments of implicit Euler on the forward equation, ``N`` substeps of ``dt = 1 / N`` from the
+    narrow start ``p_0`` (variance ``v_0``): the mean follows ``mu <- q (mu + kappa m' dt)`` with
+    ``q = 1 / (1 + kappa dt)``, so ``mu_N = m' (1 - q^N)``; the centred variance follows
+    ``v <- r (v + s^2 dt)`` with ``r = 1 / (1 + 2 kappa dt)``, so ``v_N = r^N v_0 + s^2 dt sum_k r^k``
+    (``k = 1..N``). Jumps enter the explicit half of a substep and are then shrunk like the
+    diffusion, so their sizes are scaled by the same ``c = (dt sum_k r^k)^-1/2``. The upwind drift
+    adds a little numerical diffusion on top (a few percent of the variance at ``kappa = 0.5``).
+    """
+    substeps = config.substeps
+    dt = 1.0 / substeps
+    q = 1.0 / (1.0 + MEAN_REVERSION * dt)
+    r = 1.0 / (1.0 + 2.0 * MEAN_REVERSION * dt)
+    kept = dt * sum(r**k for k in range(1, substeps + 1))  # variance kept per unit s^2
+    dx = 2.0 * config.grid_width / (config.grid_size - 1)
+    start_variance = (2.0 * dx) ** 2 * r**substeps  # what is left of initial_masses' spread
+    diffusion = jnp.sqrt(jnp.maximum(fitted.sigma**2 - start_variance, 0.01 * fitted.sigma**2) / kept)
+    c = kept**-0.5
+    return JumpDiffusionParams(
+        mean=fitted.mean / (1.0 - q**substeps),
+        sigma=diffusion,
+        jump_rate=fitted.jump_rate,
+        jump_mean=c * fitted.jump_mean,
+        jump_std=c * fitted.jump_std,
     )
 
 
@@ -203,7 +245,7 @@ def imex_density(params: JumpDiffusionParams, config: IMEXConfig) -> IMEXOutput:
 
 def predict_imex(increments: jax.Array, weights: jax.Array, config: IMEXConfig) -> IMEXOutput:
     """Fit the jump-diffusion to ``(T,)`` standardised increments and predict the next one."""
-    return imex_density(fit_jump_diffusion(increments, weights, config), config)
+    return imex_density(sde_parameters(fit_jump_diffusion(increments, weights, config), config), config)
 
 
 def sample_density(key: jax.Array, output: IMEXOutput, shape: tuple[int, ...]) -> jax.Array:

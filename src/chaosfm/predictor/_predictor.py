@@ -33,6 +33,7 @@ K = 4 kernels, S samples, M stable draws, G IMEX grid.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -48,6 +49,7 @@ from chaosfm.predictor._kernel_dgm import (
     fit_problem,
     init_dgm,
     predict_dgm,
+    predictive_std,
     refresh_dgm,
     train,
 )
@@ -61,6 +63,7 @@ from chaosfm.predictor._kernel_imex import (
     initial_masses,
     predict_imex,
     sample_density,
+    sde_parameters,
 )
 from chaosfm.predictor._kernel_signature import (
     SignatureState,
@@ -69,7 +72,7 @@ from chaosfm.predictor._kernel_signature import (
     signature_features,
     update_signature,
 )
-from chaosfm.predictor._kernel_stable import StableOutput, StableParams, predict_stable
+from chaosfm.predictor._kernel_stable import StableOutput, StableParams, predict_stable, sample_stable
 from chaosfm.predictor._orchestrator import (
     OrchestratorState,
     init_orchestrator,
@@ -123,6 +126,11 @@ class PredictorOutput(NamedTuple):
     prediction: jax.Array  # of the next observation
     kernel_predictions: jax.Array  # (K,) of the next observation, in its units
     samples: jax.Array  # (S,) mixture draws of the next observation
+    # Spreads of the next increment (x_{t+1} - x_t, or the log return with increments="log"),
+    # in its units: what each kernel's draws are spread by, and the mixture's. The 80% interval
+    # is calibrated only if these track the realised increments (see docs/predictor.md#on-markets).
+    kernel_stds: jax.Array  # (K,); the stable kernel's is sqrt(2) gamma, its std at alpha = 2
+    mixture_std: jax.Array  # standard deviation of the mixture draws
     weights: jax.Array  # (K,) used for the prediction
     hoelder: jax.Array
     cusum_statistic: jax.Array
@@ -236,7 +244,7 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
     dtype = x.dtype
     size = config.buffer_size
     warm_before = state.count >= config.warmup
-    key, key_stable, key_dgm, key_pick, key_imex, key_gauss = jax.random.split(state.key, 6)
+    key, key_stable, key_dgm, key_draws = jax.random.split(state.key, 4)
 
     # 1. Score the previous prediction.
     error = x - state.prediction
@@ -321,7 +329,7 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
     if pipelined:
         progress = cache.imex_progress
         start = progress.done == 0
-        fitted = fit_jump_diffusion(increments, valid, config.imex)
+        fitted = sde_parameters(fit_jump_diffusion(increments, valid, config.imex), config.imex)
         params = jax.tree_util.tree_map(lambda new, old: jnp.where(start, new, old), fitted, progress.params)
         masses = jnp.where(start, initial_masses(imex_grid(config.imex, dtype)), progress.masses)
         masses, residual = imex_substep(masses, params, config.imex)
@@ -340,7 +348,7 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
     # 5. Kernels, in standardised increments of the next step.
     dgm_prediction = predict_dgm(dgm_state, path, valid, config.dgm)
     features = signature_features(increments[-config.signature.window :], config.signature)
-    ridge_mean, ridge_std = predict_signature(signature_state, features, config.signature)
+    ridge_mean, _ = predict_signature(signature_state, features, config.signature)
     kernel_predictions = jnp.stack(
         [cache.stable.prediction, dgm_prediction, cache.imex.prediction, ridge_mean]
     )
@@ -349,24 +357,6 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
     weights = jnp.where(warm, weights, jnp.full_like(weights, 1.0 / len(KERNELS)))
     mixed = jnp.where(warm, jnp.dot(weights, kernel_predictions), 0.0)
     prediction = _level(config, x, mixed * scale)
-
-    # Mixture draws: a kernel per draw by weight, then that kernel's predictive distribution.
-    draws = config.num_samples
-    # Inverse CDF of the weights (categorical's Gumbel argmax is a variadic reduce, slow on CPU).
-    uniform = jax.random.uniform(key_pick, (draws,), dtype) * jnp.sum(weights)
-    pick = jnp.minimum(jnp.sum(uniform[:, None] >= jnp.cumsum(weights)[None, :], axis=1), len(KERNELS) - 1)
-    gauss = jax.random.normal(key_gauss, (draws,), dtype)
-    per_kernel = jnp.stack(
-        [
-            jnp.resize(cache.stable.draws, (draws,)),
-            dgm_prediction + gauss * dgm_state.problem.sigma,
-            sample_density(key_imex, cache.imex, (draws,)),
-            ridge_mean + gauss * ridge_std,
-        ]
-    )  # (K, S)
-    mixed_draws = jnp.take_along_axis(per_kernel, pick[None, :], axis=0)[0]
-    mixed_draws = jnp.where(warm, jnp.clip(jnp.nan_to_num(mixed_draws), -50.0, 50.0), gauss)
-    samples = _level(config, x, mixed_draws * scale)
 
     collapsed_steps = jnp.where(cache.dgm.collapsed & warm, state.collapsed_steps + 1, 0)
     new_state = PredictorState(
@@ -387,10 +377,17 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
         cache=cache,
         key=key,
     )
+    # The mixture draws come from the new state alone, so a forecaster can draw more of them,
+    # or paths of them, from the state the step leaves (mixture_draws).
+    kernel_stds, _ = _kernel_spreads(new_state, config)
+    mixed_draws = _standardised_draws(new_state, config, (config.num_samples,), key_draws)
+    samples = _level(config, x, mixed_draws * scale)
     out = PredictorOutput(
         prediction=prediction,
         kernel_predictions=_level(config, x, kernel_predictions * scale),
         samples=samples,
+        kernel_stds=scale * kernel_stds,
+        mixture_std=scale * jnp.std(mixed_draws),
         weights=weights,
         hoelder=hoelder,
         cusum_statistic=cusum_out.statistic,
@@ -411,6 +408,82 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
         refreshed=refreshed,
     )
     return out, new_state
+
+
+def resume_after_gap(state: PredictorState, value: float) -> PredictorState:
+    """``state`` with ``value`` as its last observation, no increment taken.
+
+    For a stream that resumes after rows it never saw: the next observation's increment is then
+    measured from ``value``, not across the gap. The level buffer keeps its older levels until
+    ``buffer_size`` new ones have pushed them out.
+    """
+    value = jnp.asarray(value, state.last.dtype)
+    return state._replace(last=value, prediction=value)
+
+
+def _kernel_spreads(state: PredictorState, config: PredictorConfig) -> tuple[jax.Array, jax.Array]:
+    """Each kernel's spread of the next standardised increment ``(K,)``, and whether warm.
+
+    The stable kernel's is ``sqrt(2) gamma`` (its standard deviation at alpha = 2; heavier tails
+    have none); the others are standard deviations of what :func:`_standardised_draws` samples.
+    """
+    size = config.buffer_size
+    valid = (jnp.arange(size) >= size - (state.count - 1)).astype(state.last.dtype)
+    dgm_std = predictive_std(state.dgm, jnp.cumsum(state.increments), valid)
+    spreads = jnp.stack(
+        [
+            jnp.sqrt(2.0) * state.cache.stable.params.gamma,
+            dgm_std,
+            state.cache.imex.std,
+            jnp.sqrt(state.signature.residual_variance),
+        ]
+    )
+    return spreads, state.count >= config.warmup
+
+
+def _standardised_draws(
+    state: PredictorState, config: PredictorConfig, shape: tuple[int, ...], key: jax.Array
+) -> jax.Array:
+    """I.i.d. draws ``shape`` of the next standardised increment from the state's mixture.
+
+    A kernel per draw by weight, then a draw from that kernel's predictive distribution: the
+    stable law of the last fit (fresh draws, so there are as many distinct values as draws), the
+    DGM drift and the signature ridge with Gaussian noise of their spreads, the IMEX density by
+    inverse CDF. Before warm-up: standard normal.
+    """
+    dtype = state.last.dtype
+    count = math.prod(shape)
+    key_pick, key_stable, key_imex, key_gauss = jax.random.split(key, 4)
+    spreads, warm = _kernel_spreads(state, config)
+    means = state.kernel_predictions
+    weights = mixing_weights(state.orchestrator, state.emergency, SIGNATURE_KERNEL)
+    # Inverse CDF of the weights (categorical's Gumbel argmax is a variadic reduce, slow on CPU).
+    uniform = jax.random.uniform(key_pick, (count,), dtype) * jnp.sum(weights)
+    pick = jnp.minimum(jnp.sum(uniform[:, None] >= jnp.cumsum(weights)[None, :], axis=1), len(KERNELS) - 1)
+    gauss = jax.random.normal(key_gauss, (count,), dtype)
+    per_kernel = jnp.stack(
+        [
+            sample_stable(key_stable, state.cache.stable.params, (count,)),
+            means[1] + gauss * spreads[1],
+            sample_density(key_imex, state.cache.imex, (count,)),
+            means[3] + gauss * spreads[3],
+        ]
+    )  # (K, S)
+    mixed = jnp.take_along_axis(per_kernel, pick[None, :], axis=0)[0]
+    mixed = jnp.where(warm, jnp.clip(jnp.nan_to_num(mixed), -50.0, 50.0), gauss)
+    return mixed.reshape(shape)
+
+
+def mixture_draws(
+    state: PredictorState, config: PredictorConfig, shape: tuple[int, ...], *, key: jax.Array
+) -> jax.Array:
+    """I.i.d. draws ``shape`` of the next increment (``x_{t+1} - x_t``, or the log return with
+    ``increments="log"``) from the kernel mixture of ``state``, in the increment's units.
+
+    The step's ``samples`` are ``num_samples`` of these, turned into levels. A forecaster draws
+    ``(paths, horizon)`` of them at once: fresh draws rather than a resampling of the step's few.
+    """
+    return _standardised_draws(state, config, shape, key) * state.scale
 
 
 @functools.lru_cache(maxsize=8)

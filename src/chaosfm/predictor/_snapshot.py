@@ -60,6 +60,8 @@ class StreamProgress(NamedTuple):
     previous_value: float  # the last observation
     previous_samples: np.ndarray | None  # (S,) samples of the last prediction, scored next
     last_prediction: dict[str, Any] | None  # the last prediction row, scored against the next value
+    calibration_levels: np.ndarray | None = None  # (L,) adaptive conformal levels (calibration_gamma > 0)
+    previous_quantiles: np.ndarray | None = None  # (L,) the last prediction's quantiles at those levels
 
 
 class Snapshot(NamedTuple):
@@ -218,6 +220,8 @@ def _encode_stream(stream: StreamProgress) -> dict[str, Any]:
         "key_impl": str(jax.random.key_impl(stream.key)),
         "previous_value": float(stream.previous_value),
         "previous_samples": None if stream.previous_samples is None else _encode_array(stream.previous_samples),
+        **{name: None if getattr(stream, name) is None else _encode_array(np.asarray(getattr(stream, name)))
+           for name in ("calibration_levels", "previous_quantiles")},
         "last_prediction": None if stream.last_prediction is None else {
             k: v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
             for k, v in stream.last_prediction.items()
@@ -236,6 +240,8 @@ def _decode_stream(path: Path, entry: dict[str, Any]) -> StreamProgress:
         previous_value=float(entry["previous_value"]),
         previous_samples=None if samples is None else _decode_array(samples, f"{path}: stream samples"),
         last_prediction=entry["last_prediction"],
+        **{name: None if entry.get(name) is None else _decode_array(entry[name], f"{path}: stream {name}")
+           for name in ("calibration_levels", "previous_quantiles")},
     )
 
 

@@ -33,7 +33,7 @@ import pandas as pd
 from chaosfm._artifacts import nan_to_none
 from chaosfm.data import DataError, NonFiniteError, NonNumericError, NonPositivePriceError
 from chaosfm.evaluate import crps, directional_accuracy, mae
-from chaosfm.forecasters import RandomWalk
+from chaosfm.forecasters import ACI_LEVELS, RandomWalk, aci_init, aci_samples, aci_update
 from chaosfm.predictor._config import StreamConfig
 from chaosfm.predictor._metrics_server import MetricsServer
 from chaosfm.predictor._packed_step import packed_step
@@ -175,6 +175,9 @@ def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready
 
     state = None
     started, count, previous_value, previous_samples = False, 0, None, None
+    gamma = config.calibration_gamma
+    aci = aci_init((gamma,), 1, 1) if gamma else None
+    previous_quantiles = None
     carried: list[dict[str, Any]] = []  # the restored last prediction: scored, not rewritten
     last_line, last_stamp = 0, None
     if restored is not None:
@@ -184,12 +187,17 @@ def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready
         previous_value, previous_samples = progress.previous_value, progress.previous_samples
         carried = [progress.last_prediction] if progress.last_prediction is not None else []
         last_line, last_stamp = progress.line, progress.timestamp
+        if aci is not None and progress.calibration_levels is not None:
+            aci = aci._replace(levels=np.asarray(progress.calibration_levels, np.float64).reshape(aci.levels.shape))
+            previous_quantiles = progress.previous_quantiles
 
     def save() -> None:
         progress = StreamProgress(
             line=last_line, timestamp=last_stamp, steps=count, started=started, key=key_warm,
             previous_value=previous_value, previous_samples=previous_samples,
             last_prediction=(carried + prediction_rows)[-1] if carried or prediction_rows else None,
+            calibration_levels=None if aci is None else aci.levels.reshape(-1),
+            previous_quantiles=previous_quantiles,
         )
         save_snapshot(step.unpack(state), config.snapshot, config=predictor_config, stream=progress)
 
@@ -242,20 +250,29 @@ def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready
             telemetry_rows.append(row)
             if server is not None:
                 server.observe(row)
+            samples = np.asarray(out.samples, np.float64)
+            if aci is not None and out.warm:
+                if previous_quantiles is not None:  # the last prediction's misses move the levels
+                    aci = aci_update(aci, 0, np.array([value]), previous_quantiles[None, None], np.ones(1), (gamma,))
+                samples, previous_quantiles = aci_samples(samples, aci.levels[0, 0, 0])
             prediction = {
                 "line": line,
                 "timestamp": stamp,
                 "observed": value,
                 "previous": previous_value,
                 "prediction_next": float(out.prediction),
-                "q10_next": float(np.quantile(out.samples, 0.1)),
-                "q90_next": float(np.quantile(out.samples, 0.9)),
+                "q10_next": float(np.quantile(samples, 0.1)),
+                "q90_next": float(np.quantile(samples, 0.9)),
                 "warm": bool(out.warm),
             }
+            if aci is not None:  # the levels q10_next and q90_next were read at
+                grid = list(ACI_LEVELS)
+                prediction["level_q10"] = float(aci.levels[0, 0, 0, grid.index(0.1)])
+                prediction["level_q90"] = float(aci.levels[0, 0, 0, grid.index(0.9)])
             prediction_rows.append(prediction)
             if previous_samples is not None:
                 sample_rows.append(previous_samples)
-            previous_samples = np.asarray(out.samples, np.float64)
+            previous_samples = samples
             previous_value = value
             if on_prediction is not None:
                 on_prediction(prediction)

@@ -22,6 +22,11 @@ def telemetry_record(step: int, out: PredictorOutput, observed: float, wall_time
         row[f"prediction_{name}"] = float(value)
     for name, value in zip(KERNELS, np.asarray(out.weights)):
         row[f"weight_{name}"] = float(value)
+    # Each kernel's predictive spread beside the mixture's: a kernel far narrower than the
+    # realised |error| under-covers whatever weight it gets.
+    for name, value in zip(KERNELS, np.asarray(out.kernel_stds)):
+        row[f"std_{name}"] = float(value)
+    row["std_mixture"] = float(out.mixture_std)
     for field in (
         "hoelder",
         "cusum_statistic",

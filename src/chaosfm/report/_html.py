@@ -14,6 +14,7 @@ import pandas as pd
 
 from chaosfm import __version__
 from chaosfm._artifacts import atomic_write_text, machine
+from chaosfm.evaluate import COVERAGE_TARGETS, reliability
 from chaosfm.report import _plots
 
 _STYLE = """
@@ -48,8 +49,8 @@ def _class_table(compared: Mapping[str, Any], metrics: Sequence[str], higher: se
         values = [m.get(metric) for m in models.values()]
         values = [v for v in values if v is not None]
         if values:
-            if metric == "coverage_80":
-                best[metric] = min(values, key=lambda v: abs(v - 0.8))
+            if metric in COVERAGE_TARGETS:
+                best[metric] = min(values, key=lambda v, t=COVERAGE_TARGETS[metric]: abs(v - t))
             else:
                 best[metric] = max(values) if metric in higher else min(values)
     body = []
@@ -135,11 +136,59 @@ def dataset_section(name: str, frame: pd.DataFrame, results: Any, columns: Seque
         "they did not fit on is fresh or embargoed.</p>"
     )
     parts.append(_gap_table(models, metrics))
+    parts.extend(_paired_part(entry.get("paired", {}).get("fresh", {}), metrics))
+    parts.extend(_reliability_part(results))
     headline = metrics[0]
     if len(results.scores):
         parts.append(f"<h3>{html.escape(headline)} per window over time</h3>")
         parts.append(_img(_plots.scores_over_time(results.scores, headline), "scores over time"))
     return "\n".join(parts)
+
+
+def _paired_part(paired: Mapping[str, Any], metrics: Sequence[str]) -> list[str]:
+    """Every model minus the reference on the fresh windows both scored, with its interval."""
+    if not paired.get("models"):
+        return []
+    reference = html.escape(str(paired["reference"]))
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    body = []
+    for model, entries in paired["models"].items():
+        cells = "".join(
+            f"<td>{_fmt(entries[m]['value'])} [{_fmt(entries[m]['ci_low'])}, {_fmt(entries[m]['ci_high'])}]</td>"
+            for m in metrics
+        )
+        n = max((e["n_windows"] for e in entries.values()), default=0)
+        body.append(f'<tr><td class="name">{html.escape(model)}</td><td>{n}</td>{cells}</tr>')
+    return [
+        f"<h3>Fresh windows: each model minus {reference}, paired</h3>",
+        f'<p class="note">Mean over the windows both scored, with a 95% bootstrap interval that resamples '
+        f'blocks of {paired["block"]} consecutive windows (overlapping windows are correlated).</p>',
+        f"<table><tr><th>model</th><th>windows</th>{head}</tr>{''.join(body)}</table>",
+    ]
+
+
+def _reliability_part(results: Any) -> list[str]:
+    """Reliability diagram, PIT histogram and the frequencies per level of every model, on the
+    fresh windows (nothing when the forecasts were not kept or no window is fresh)."""
+    if results.forecasts is None or not len(results.forecasts):
+        return []
+    table = reliability(results.forecasts, "fresh")
+    if table.empty:
+        return []
+    levels = [c for c in table.columns if c != "n"]
+    head = "".join(f"<th>{level:g}</th>" for level in levels)
+    body = "".join(
+        f'<tr><td class="name">{html.escape(str(model))}</td><td>{int(row["n"])}</td>'
+        + "".join(f"<td>{row[level]:.3f}</td>" for level in levels) + "</tr>"
+        for model, row in table.iterrows()
+    )
+    return [
+        "<h3>Calibration on fresh windows</h3>",
+        '<p class="note">Share of observed values at or below each forecast quantile, every step and '
+        "column of every fresh window (n values): a calibrated model's share at level τ is τ.</p>",
+        f"<table><tr><th>model</th><th>n</th>{head}</tr>{body}</table>",
+        _img(_plots.reliability_plot(table, "reliability and PIT histogram, fresh windows"), "reliability"),
+    ]
 
 
 def write_report(path: str | os.PathLike[str], title: str, sections: Sequence[str],

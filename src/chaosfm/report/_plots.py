@@ -135,3 +135,30 @@ def vpt_by_system(summary: pd.DataFrame) -> bytes:
     axis.legend(fontsize=7, ncol=min(4, len(models)))
     axis.grid(axis="y", alpha=0.3)
     return to_png(figure)
+
+
+def reliability_plot(table: pd.DataFrame, title: str) -> bytes:
+    """Reliability diagram and PIT histogram of every model (one row of ``table`` each).
+
+    ``table`` is :func:`chaosfm.evaluate.reliability`: per model, the frequency of observations at
+    or below the forecast quantile at each level. Left: frequency against level, the diagonal is
+    calibration. Right: the PIT histogram at the levels' resolution (the share of observations
+    between consecutive quantiles), where a calibrated forecast is flat; a U shape is an interval
+    too narrow, a hump an interval too wide.
+    """
+    levels = np.array([c for c in table.columns if c != "n"], dtype=np.float64)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    edges = np.concatenate([[0.0], levels, [1.0]])
+    for model, row in table.iterrows():
+        frequency = row[[c for c in table.columns if c != "n"]].to_numpy(np.float64)
+        (line,) = left.plot(levels, frequency, marker="o", markersize=3, linewidth=1, label=str(model))
+        shares = np.diff(np.concatenate([[0.0], frequency, [1.0]])) / np.diff(edges)
+        right.step(edges, np.append(shares, shares[-1]), where="post", color=line.get_color(), linewidth=1)
+    left.plot([0, 1], [0, 1], color="black", linewidth=0.8, linestyle=":")
+    left.set(xlabel="quantile level", ylabel="observed frequency at or below", xlim=(0, 1), ylim=(0, 1))
+    left.legend(fontsize=7, loc="upper left")
+    right.axhline(1.0, color="black", linewidth=0.8, linestyle=":")
+    right.set(xlabel="PIT", ylabel="density", xlim=(0, 1))
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return to_png(figure)
