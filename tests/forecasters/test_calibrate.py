@@ -8,16 +8,7 @@ from scipy import stats
 
 from chaosfm._random import numpy_rng
 from chaosfm.data import validate
-from chaosfm.forecasters import (
-    AbstractForecaster,
-    ConformalForecaster,
-    Forecast,
-    aci_init,
-    aci_update,
-    aci_weights,
-    make_forecaster,
-)
-from chaosfm.forecasters._calibrate import ACI_LEVELS
+from chaosfm.forecasters import ACI_LEVELS, AbstractForecaster, ConformalForecaster, Forecast, make_forecaster
 
 
 def walk_frame(increments: np.ndarray, asset: str = "walk") -> pd.DataFrame:
@@ -123,31 +114,6 @@ def test_calibrated_paths_keep_the_models_ordering(key):
     calibrated = model.forecast(frame.iloc[-64:], 4, 200, key=key).samples
     assert not np.allclose(raw, calibrated)
     np.testing.assert_array_equal(np.argsort(raw, axis=0), np.argsort(calibrated, axis=0))
-
-
-def test_aci_update_moves_each_level_as_gibbs_and_candes():
-    gammas = (0.01, 0.1)
-    state = aci_init(gammas, horizon=2, channels=1)
-    quantiles = np.broadcast_to(np.linspace(-1.0, 1.0, len(ACI_LEVELS)), (2, 1, len(ACI_LEVELS)))
-    new = aci_update(state, 1, np.array([0.5]), quantiles, np.array([2.0]), gammas)
-    tau = np.asarray(ACI_LEVELS)
-    exceed = (0.5 > quantiles[0, 0]).astype(float)
-    for g, gamma in enumerate(gammas):
-        np.testing.assert_allclose(new.levels[g, 1, 0], tau + gamma * (exceed - (1 - tau)))
-        np.testing.assert_allclose(new.levels[g, 0, 0], tau)  # step 0 saw nothing
-    residual = (0.5 - quantiles[0, 0]) / 2.0
-    np.testing.assert_allclose(new.loss[0, 1, 0], np.maximum(tau * residual, (tau - 1) * residual))
-    assert list(new.updates) == [0, 1]
-    np.testing.assert_allclose(state.levels[0, 1, 0], tau)  # the input state is not modified
-
-
-def test_aci_weights_favour_the_expert_with_less_loss():
-    state = aci_init((0.01, 0.1), horizon=1, channels=1)
-    state = state._replace(loss=state.loss + np.array([0.0, 5.0])[:, None, None, None], updates=np.array([10]))
-    weights = aci_weights(state)
-    np.testing.assert_allclose(weights.sum(axis=0), 1.0)
-    rate = np.sqrt(8 * np.log(2) / 10)
-    np.testing.assert_allclose(weights[0, 0, 0, 0], 1 / (1 + np.exp(-rate * 5.0)))
 
 
 @pytest.mark.parametrize("method", ["aci", "agaci"])

@@ -27,15 +27,8 @@ sits above this package, so its adapter lives with it.
 """
 
 from chaosfm.forecasters._base import AbstractForecaster, Forecast, require_key
-from chaosfm.forecasters._calibrate import (
-    ACI_LEVELS,
-    ACIState,
-    ConformalForecaster,
-    aci_init,
-    aci_samples,
-    aci_update,
-    aci_weights,
-)
+from chaosfm.forecasters._aci import ACI_LEVELS, ACIState, aci_init, aci_samples, aci_update, aci_weights
+from chaosfm.forecasters._calibrate import ConformalForecaster
 from chaosfm.forecasters._baselines import AutoRegressive, Garch, LastValue, RandomWalk, SeasonalNaive
 from chaosfm.forecasters._har import HarRV
 from chaosfm.forecasters._mlp_flow import MLPFlow
