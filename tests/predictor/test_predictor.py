@@ -145,3 +145,25 @@ def test_telemetry_reports_spreads_that_match_the_realised_increments(tmp_path):
     for column in ("std_stable", "std_dgm", "std_imex", "std_signature", "std_mixture"):
         ratio = warm[column].median() / realised
         assert 0.8 < ratio < 1.25, (column, ratio)
+
+
+def test_drift_zero_centres_the_mixture_on_the_last_value():
+    from chaosfm.predictor._predictor import mixture_draws
+
+    # A trending series: the kernels predict a positive mean increment.
+    rng = np.random.default_rng(5)
+    levels = 100.0 + np.cumsum(0.8 + rng.standard_normal(300))
+    step = packed_step(PREDICTOR)
+    packed = step.pack(init_predictor(PREDICTOR, float(levels[0]), key=jax.random.key(0)))
+    for value in levels[1:]:
+        _, packed = step(packed, np.float32(value))
+    state = step.unpack(packed)
+    key = jax.random.key(1)
+    kept = np.asarray(mixture_draws(state, PREDICTOR.model_copy(update={"drift": 1.0}), (40000,), key=key), np.float64)
+    centred = np.asarray(mixture_draws(state, PREDICTOR, (40000,), key=key), np.float64)  # drift 0, the default
+    spread = kept.std()
+    assert abs(kept.mean()) > 0.1 * spread  # the drift is there ...
+    # ... and drift=0 removes the kernels' stated means: what is left is the few percent by which
+    # the stable and IMEX kernels' sampled means differ from their predictions.
+    assert abs(centred.mean()) < 0.05 * spread and abs(centred.mean()) < 0.35 * abs(kept.mean())
+    np.testing.assert_allclose(kept - centred, kept.mean() - centred.mean(), atol=1e-4 * spread)  # a shift only

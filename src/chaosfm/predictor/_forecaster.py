@@ -46,8 +46,9 @@ class OnlinePredictorForecaster(AbstractForecaster):
     name = "online_predictor"
     kinds = ("market", "trajectory")
 
-    def __init__(self, config: PredictorConfig | None = None, *, seed: int = 0):
-        self.config = config or PredictorConfig()
+    def __init__(self, config: PredictorConfig | dict | None = None, *, seed: int = 0):
+        # A mapping is a config's `model_options.online_predictor.config` read from YAML.
+        self.config = PredictorConfig.model_validate(config) if isinstance(config, dict) else config or PredictorConfig()
         self.seed = seed
         self.states: dict[str, Any] = {}
         self.last_outputs: dict[str, PredictorOutput | None] = {}

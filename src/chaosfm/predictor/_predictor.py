@@ -355,7 +355,7 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
     kernel_predictions = jnp.clip(jnp.nan_to_num(kernel_predictions), -20.0, 20.0)
     weights = mixing_weights(orch_state, emergency, SIGNATURE_KERNEL)
     weights = jnp.where(warm, weights, jnp.full_like(weights, 1.0 / len(KERNELS)))
-    mixed = jnp.where(warm, jnp.dot(weights, kernel_predictions), 0.0)
+    mixed = jnp.where(warm, config.drift * jnp.dot(weights, kernel_predictions), 0.0)
     prediction = _level(config, x, mixed * scale)
 
     collapsed_steps = jnp.where(cache.dgm.collapsed & warm, state.collapsed_steps + 1, 0)
@@ -470,6 +470,9 @@ def _standardised_draws(
         ]
     )  # (K, S)
     mixed = jnp.take_along_axis(per_kernel, pick[None, :], axis=0)[0]
+    # drift < 1 moves the mixture's mean (the weighted kernel means) towards zero, shape kept.
+    mean = jnp.dot(weights, jnp.clip(jnp.nan_to_num(means), -20.0, 20.0)) / jnp.sum(weights)
+    mixed = mixed - (1.0 - config.drift) * mean
     mixed = jnp.where(warm, jnp.clip(jnp.nan_to_num(mixed), -50.0, 50.0), gauss)
     return mixed.reshape(shape)
 
