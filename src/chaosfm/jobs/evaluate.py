@@ -255,7 +255,8 @@ def evaluate_dataset(
     protocol = spec.protocol or config.protocol
     forecasters = {name: _make(name, config) for name in names}
     forecasters.update({f.name: f for f in _runs(config, spec)})
-    forecasters.update(_calibrated([*(_make(name, config) for name in names), *_runs(config, spec)], config, protocol))
+    if config.calibrate:  # fresh, unfitted copies: the wrapper fits its own (runs load again)
+        forecasters.update(_calibrated([*(_make(name, config) for name in names), *_runs(config, spec)], config, protocol))
     started = time.perf_counter()
     fit_through(forecasters, frame, cutoff, protocol.embargo)
     results = evaluate(forecasters, frame, protocol, cutoff=cutoff, keep_forecasts=True)
