@@ -182,3 +182,20 @@ def test_auto_scale_prefers_the_volatility_when_the_models_spread_ignores_cluste
 
 def key_of(i):
     return jax.random.key(i)
+
+
+def test_a_base_already_fitted_on_the_rows_is_not_fitted_again():
+    class Counting(ScaledWalk):
+        fits = 0
+
+        def fit(self, frame):
+            type(self).fits += 1
+            return super().fit(frame)
+
+    frame = walk_frame(np.random.default_rng(8).standard_normal(400))
+    raw = Counting(1.0).fit(frame)
+    model = ConformalForecaster(raw, calibration_fraction=0.3).fit(frame)
+    assert Counting.fits == 2  # the raw fit and the calibration copy's, not a third
+    assert model.base is raw and model.trained_through == raw.trained_through
+    ConformalForecaster(Counting(1.0), calibration_fraction=0.3).fit(frame)
+    assert Counting.fits == 4  # an unfitted base is fitted on every row

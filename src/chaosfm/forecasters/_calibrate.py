@@ -40,7 +40,7 @@ import pandas as pd
 
 from chaosfm._config import require_int
 from chaosfm._progress import progress
-from chaosfm.data import split_assets
+from chaosfm.data import split_assets, trained_through
 from chaosfm.forecasters._aci import ACI_LEVELS, AGACI_GAMMAS, ACIState, aci_init, aci_update, aci_weights
 from chaosfm.forecasters._base import AbstractForecaster, Forecast, require_key
 
@@ -99,7 +99,9 @@ class ConformalForecaster(AbstractForecaster):
     """Any forecaster with conformally calibrated quantiles (split, ACI or AgACI).
 
     Args:
-        base: the forecaster to calibrate, not yet fitted (a run's trained forecaster is used as
+        base: the forecaster to calibrate: not yet fitted, or fitted on the rows ``fit`` is given
+            (then it is not fitted again, and may be scored raw beside the copy); a run's trained
+            forecaster is used as
             it is: its calibration windows may then be ones it trained on, and its intervals
             come out too narrow rather than too wide).
         method: ``"split"``, ``"aci"`` or ``"agaci"``.
@@ -184,10 +186,12 @@ class ConformalForecaster(AbstractForecaster):
         inner_frame = pd.concat(inner, ignore_index=True)
         inner_frame.attrs = dict(frame.attrs)
         self._inner = copy.deepcopy(self.base).fit(inner_frame)
-        if self.refit:
-            self.base.fit(frame)
-        else:
+        if not self.refit:
             self.base = self._inner
+        elif self.base.trained_through != trained_through(frame):
+            # A base already fitted on these very rows (the raw model of the same evaluation) is
+            # not fitted a second time.
+            self.base.fit(frame)
         self.trained_through = self.base.trained_through
         self._train = frame
         self._calibrations = {}

@@ -219,7 +219,7 @@ def _reference(config: EvaluateConfig, kind: str, names: list[str]) -> str | Non
 
 
 def _calibrated(bases: list[Any], config: EvaluateConfig, protocol: Protocol) -> dict[str, Any]:
-    """``MODEL+METHOD`` -> a calibrated copy of each of ``bases`` (unfitted), for every method of
+    """``MODEL+METHOD`` -> a calibrated copy of each of ``bases``, for every method of
     ``calibrate``; the calibration windows are cut as the protocol cuts windows.
 
     Raises:
@@ -255,8 +255,9 @@ def evaluate_dataset(
     protocol = spec.protocol or config.protocol
     forecasters = {name: _make(name, config) for name in names}
     forecasters.update({f.name: f for f in _runs(config, spec)})
-    if config.calibrate:  # fresh, unfitted copies: the wrapper fits its own (runs load again)
-        forecasters.update(_calibrated([*(_make(name, config) for name in names), *_runs(config, spec)], config, protocol))
+    # The calibrated copies wrap the raw models themselves: fitted first (dict order), each is
+    # fitted once, and the copy fits only its calibration model.
+    forecasters.update(_calibrated(list(forecasters.values()), config, protocol))
     started = time.perf_counter()
     fit_through(forecasters, frame, cutoff, protocol.embargo)
     results = evaluate(forecasters, frame, protocol, cutoff=cutoff, keep_forecasts=True)
