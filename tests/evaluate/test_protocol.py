@@ -206,3 +206,25 @@ def test_each_asset_of_a_multi_asset_frame_is_compared_on_its_own():
         assert mine["models"]["noisy"]["mae"] == pytest.approx(fresh.loc[fresh["asset"] == asset, "mae"].mean())
     assert "assets" not in evaluate([model], series(n=200), Protocol(horizon=4, num_samples=8, min_context=50,
                                                                       embargo=0, metrics=("mae",))).to_dict()
+
+
+def test_a_forecaster_that_reads_all_history_gets_it_and_the_others_the_context_length():
+    class Recording(Noisy):
+        def __init__(self, reads_all):
+            super().__init__()
+            self.reads_all_history = reads_all
+            self.contexts = []
+
+        def forecast(self, context, horizon, num_samples, *, key=None):
+            self.contexts.append((float(context["timestamp"].iloc[0]), float(context["timestamp"].iloc[-1])))
+            return super().forecast(context, horizon, num_samples, key=key)
+
+    frame = series(n=300)
+    streaming, windowed = Recording(True), Recording(False)
+    streaming.name, windowed.name = "streaming", "windowed"
+    fit_through({"streaming": streaming, "windowed": windowed}, frame, cutoff=199.0)
+    evaluate([streaming, windowed], frame, Protocol(horizon=5, num_samples=4, min_context=50, context_length=80))
+    assert streaming.contexts and len(streaming.contexts) == len(windowed.contexts)
+    for (first_all, last_all), (first, last) in zip(streaming.contexts, windowed.contexts):
+        assert first_all == 0.0 and last_all == last  # the whole history up to the same origin
+        assert first == max(0.0, last + 1 - 80)

@@ -54,7 +54,7 @@ STOCHASTIC = [RandomWalk, SeasonalNaive, AutoRegressive, Garch]
 def test_registry_names_and_make_forecaster():
     assert set(FORECASTERS) == {
         "last_value", "random_walk", "seasonal_naive", "ar", "garch", "context_parroting",
-        "esn", "ngrc", "mlp_flow", "flow_mamba", "token_mamba", "token_gpt", "har_rv", "market_model", "online_predictor",
+        "esn", "ngrc", "mlp_flow", "flow_mamba", "token_mamba", "token_gpt", "har_rv", "market_model", "online_predictor", "ensemble",
     }
     for name, cls in FORECASTERS.items():
         assert cls.name == name
@@ -62,7 +62,7 @@ def test_registry_names_and_make_forecaster():
     assert FORECASTERS["garch"].kinds == ("market",)
     assert make_forecaster("ar", order=3).order == 3
     assert make_forecaster("context_parroting", motif_length=7).motif_length == 7
-    with pytest.raises(ValueError, match="known forecasters: ar, context_parroting, esn, flow_mamba, garch"):
+    with pytest.raises(ValueError, match="known forecasters: ar, context_parroting, ensemble, esn, flow_mamba, garch"):
         make_forecaster("prophet")
     with pytest.raises(ValueError, match="takes: order"):
         make_forecaster("ar", lags=3)

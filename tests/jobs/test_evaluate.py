@@ -324,3 +324,24 @@ def test_models_are_paired_with_the_reference_and_a_bad_reference_fails_first(tm
     with pytest.raises(ConfigError, match="reference: 'garch' is not scored"):
         evaluate.run(small(tmp_path, reference="garch", out=str(tmp_path / "other")))
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("name", ["bench-markets", "bench-markets-runs", "bench-calibration", "evaluate-example"])
+def test_evaluate_presets_parse_and_name_registered_models(name):
+    from pathlib import Path
+
+    from chaosfm.forecasters import FORECASTERS
+
+    config = evaluate.read(Path(__file__).parents[2] / "configs" / f"{name}.yaml")
+    assert config.datasets and set(config.models or []) <= set(FORECASTERS)
+
+
+def test_what_a_model_fitted_is_written_to_metrics(tmp_path):
+    config = small(tmp_path, models=["random_walk", "ensemble"],
+                   model_options={"ensemble": {"members": ["random_walk", "last_value"], "validation_samples": 20}})
+    metrics = evaluate.run(config)
+    (entry,) = metrics["datasets"].values()
+    weights = entry["fitted"]["ensemble"]["weights"]["3"]
+    assert set(weights) == {"random_walk", "last_value"} and sum(weights.values()) == pytest.approx(1.0)
+    assert weights["random_walk"] > weights["last_value"]  # a spread beats none on a random walk
+    assert set(entry["fitted"]) == {"ensemble"}  # models that chose nothing are not listed

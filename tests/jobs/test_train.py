@@ -101,7 +101,7 @@ def test_resume_refuses_changed_data(trained):
         train_job.run(parse_train_run_file({**changed, "out": str(out), "resume": True}))
 
 
-@pytest.mark.parametrize("name", ["gpt-tiny", "mamba-tiny", "lorenz-gpt", "lorenz-mamba"])
+@pytest.mark.parametrize("name", ["gpt-tiny", "mamba-tiny", "lorenz-gpt", "lorenz-mamba", "gpt-indices"])
 def test_presets_parse(name):
     config = train_job.read(CONFIGS / f"{name}.yaml")
     assert config.out is None and not config.resume

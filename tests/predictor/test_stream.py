@@ -97,6 +97,54 @@ def test_forecaster_wrapper(key):
         forecaster.forecast(frame, horizon=5, num_samples=50)
 
 
+def test_successive_forecasts_continue_from_the_last_one_with_the_same_result(key):
+    stamps = pd.date_range("2020-01-01", periods=130, freq="D")
+    frame = pd.DataFrame({"asset": "x", "timestamp": stamps, "x0": _walk(130, seed=6)})
+    walking = OnlinePredictorForecaster(PREDICTOR).fit(frame.iloc[:90])
+    assert walking.reads_all_history
+    for end in (95, 110, 111, 130):  # each context extends the last: only its new rows are fed
+        cold = OnlinePredictorForecaster(PREDICTOR).fit(frame.iloc[:90])
+        np.testing.assert_array_equal(walking.forecast(frame.iloc[:end], 2, 10, key=key).samples,
+                                      cold.forecast(frame.iloc[:end], 2, 10, key=key).samples)
+    # A context that does not extend the fed rows (an earlier origin, or other values) is fed from
+    # the fitted state again, not from the cursor.
+    changed = frame.iloc[:120].copy()
+    changed.loc[100, "x0"] += 5.0
+    for context in (frame.iloc[:100], changed):
+        cold = OnlinePredictorForecaster(PREDICTOR).fit(frame.iloc[:90])
+        np.testing.assert_array_equal(walking.forecast(context, 2, 10, key=key).samples,
+                                      cold.forecast(context, 2, 10, key=key).samples)
+
+
+def test_online_calibration_reshapes_a_near_gaussian_mixture_to_peaked_returns(key):
+    # i.i.d. Laplace returns (kurtosis 6): a Gaussian of the same variance puts 0.614 of them in
+    # its 50% interval (1 - exp(-0.6745 sqrt 2)). After the levels adapt on 800 rows the one-step
+    # 50% interval must cover ~0.50 (standard error 0.02 over 500 origins), the raw mixture more.
+    rng = np.random.default_rng(17)
+    length, fitted = 1300, 800
+    levels = 1000.0 + np.cumsum(rng.laplace(scale=1.0 / np.sqrt(2.0), size=length))
+    frame = pd.DataFrame({"asset": "x", "timestamp": np.arange(length, dtype=float), "x0": levels})
+    cover = {}
+    for gammas in ((), (0.005,)):
+        forecaster = OnlinePredictorForecaster(PREDICTOR, calibration_gammas=gammas).fit(frame.iloc[:fitted])
+        hits = []
+        for origin in range(fitted, length):
+            samples = forecaster.forecast(frame.iloc[:origin], 1, 200, key=jax.random.fold_in(key, origin)).samples
+            low, high = np.quantile(samples[:, 0, 0], [0.25, 0.75])
+            hits.append(low <= levels[origin] <= high)
+        cover[gammas] = np.mean(hits)
+    assert abs(cover[(0.005,)] - 0.50) < 0.05, cover
+    assert cover[()] > cover[(0.005,)] + 0.04, cover
+
+
+def test_reshaping_at_the_nominal_levels_changes_no_draw():
+    from chaosfm.forecasters import aci_init
+    from chaosfm.predictor._forecaster import _reshaped
+
+    draws = np.random.default_rng(2).standard_normal((300, 4))
+    np.testing.assert_allclose(_reshaped(draws, aci_init((0.005, 0.05), 1, 1)), draws, atol=1e-12)
+
+
 def test_the_forecaster_follows_each_asset_with_its_own_predictor(key):
     from chaosfm.forecasters import make_forecaster
 

@@ -318,7 +318,8 @@ def evaluate(
             if window_class == "in_sample" and not protocol.score_in_sample:
                 continue
             forecast = forecaster.forecast(
-                context, protocol.horizon, protocol.num_samples, key=key
+                part.iloc[:origin] if forecaster.reads_all_history else context,
+                protocol.horizon, protocol.num_samples, key=key,
             )
             _check_forecast(forecast, name, protocol, len(columns))
             window = Window(

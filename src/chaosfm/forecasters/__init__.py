@@ -14,6 +14,8 @@
 - token models trained in ``fit``, in the same registry: :class:`TokenMambaForecaster`
   (``token_mamba``) and :class:`TokenGPTForecaster` (``token_gpt``), quantile bins and a small
   Mamba-2 or GPT over their codes (:class:`CodeModelSettings`);
+- forecast combination: :class:`Ensemble` (``ensemble``), a linear pool of registered
+  forecasters with weights fitted by the pool's CRPS on the rows before the cutoff;
 - calibration of any of them: :class:`ConformalForecaster` (split conformal on the rows before
   the cutoff, adaptive conformal inference online: ``aci``, ``agaci``), with ACI as
   ``aci_init``/``aci_update`` pure functions;
@@ -27,7 +29,7 @@ sits above this package, so its adapter lives with it.
 """
 
 from chaosfm.forecasters._base import AbstractForecaster, Forecast, require_key
-from chaosfm.forecasters._aci import ACI_LEVELS, ACIState, aci_init, aci_samples, aci_update, aci_weights
+from chaosfm.forecasters._aci import ACI_LEVELS, AGACI_GAMMAS, ACIState, aci_init, aci_samples, aci_update, aci_weights
 from chaosfm.forecasters._calibrate import ConformalForecaster
 from chaosfm.forecasters._baselines import AutoRegressive, Garch, LastValue, RandomWalk, SeasonalNaive
 from chaosfm.forecasters._har import HarRV
@@ -46,6 +48,7 @@ __all__ = [
     "aci_init",
     "aci_samples",
     "ACI_LEVELS",
+    "AGACI_GAMMAS",
     "aci_update",
     "aci_weights",
     "FORECASTERS",
@@ -70,6 +73,7 @@ __all__ = [
     "TokenMambaForecaster",
     "CrossAssetForecaster",
     "MarketModelConfig",
+    "Ensemble",
     "load_forecaster",
     "probe_windows",
 ]
@@ -83,6 +87,7 @@ _MODEL_BACKED = {
     "TokenMambaForecaster": "chaosfm.forecasters._token_fit",
     "CrossAssetForecaster": "chaosfm.forecasters._market",
     "MarketModelConfig": "chaosfm.forecasters._market",
+    "Ensemble": "chaosfm.forecasters._ensemble",
     "JEPAForecaster": "chaosfm.forecasters._jepa",
     "probe_windows": "chaosfm.forecasters._jepa",
     "RUN_FORECASTERS": "chaosfm.forecasters._from_run",

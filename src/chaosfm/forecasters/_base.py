@@ -123,6 +123,11 @@ class AbstractForecaster(abc.ABC):
 
     name: str = "forecaster"
     trained_through: TrainedThrough | None = None
+    reads_all_history: bool = False
+    """A stateful forecaster that continues from its fitted state through every row after its
+    ``trained_through`` (the online predictor) sets this: the evaluator then hands it each
+    origin's whole history instead of the last ``context_length`` rows, so its forecast does not
+    depend on where a context happens to start."""
 
     @abc.abstractmethod
     def fit(self, frame: pd.DataFrame) -> "AbstractForecaster":
@@ -144,6 +149,12 @@ class AbstractForecaster(abc.ABC):
     def upstream_trained_through(self) -> list[TrainedThrough]:
         """``trained_through`` of every artifact this forecaster depends on but did not fit."""
         return []
+
+    def fitted_summary(self) -> dict[str, Any]:
+        """What ``fit`` chose that a reader of the results should see (JSON-ready; empty by
+        default): an ensemble's weights, for instance. The evaluate job writes it to
+        ``metrics.json`` under ``datasets.NAME.fitted.MODEL``."""
+        return {}
 
     def target_columns(self, frame: pd.DataFrame) -> list[str]:
         """The columns this forecaster predicts in ``frame``."""

@@ -40,9 +40,10 @@ import pandas as pd
 
 from chaosfm._config import require_int
 from chaosfm._progress import progress
-from chaosfm.data import split_assets, trained_through
+from chaosfm.data import trained_through
 from chaosfm.forecasters._aci import ACI_LEVELS, AGACI_GAMMAS, ACIState, aci_init, aci_update, aci_weights
 from chaosfm.forecasters._base import AbstractForecaster, Forecast, require_key
+from chaosfm.forecasters._holdout import holdout_windows, rows_before_holdout
 
 METHODS = ("split", "aci", "agaci")
 SCALES = ("spread", "volatility")
@@ -153,6 +154,7 @@ class ConformalForecaster(AbstractForecaster):
         self.method = method
         self.name = f"{base.name}+{method}"
         self.kinds = getattr(base, "kinds", ("market", "trajectory"))
+        self.reads_all_history = base.reads_all_history
         self.calibration_fraction = float(calibration_fraction)
         self.max_calibration_windows = require_int(max_calibration_windows, "max_calibration_windows", 1)
         self.calibration_samples = require_int(calibration_samples, "calibration_samples", 10)
@@ -172,19 +174,7 @@ class ConformalForecaster(AbstractForecaster):
 
         Calibration itself waits for the first ``forecast`` (it needs the horizon).
         """
-        parts = split_assets(frame)
-        inner = []
-        for asset, part in parts.items():
-            keep = len(part) - int(round(self.calibration_fraction * len(part)))
-            if keep < self.min_context:
-                raise ValueError(
-                    f"{self.name}.fit: asset {asset!r} has {len(part)} rows; keeping "
-                    f"{self.calibration_fraction:g} of them to calibrate leaves {keep}, fewer than "
-                    f"min_context={self.min_context}"
-                )
-            inner.append(part.iloc[:keep])
-        inner_frame = pd.concat(inner, ignore_index=True)
-        inner_frame.attrs = dict(frame.attrs)
+        inner_frame = rows_before_holdout(frame, self.calibration_fraction, self.min_context, self.name, "to calibrate")
         self._inner = copy.deepcopy(self.base).fit(inner_frame)
         if not self.refit:
             self.base = self._inner
@@ -212,17 +202,10 @@ class ConformalForecaster(AbstractForecaster):
         return self._calibrations[horizon]
 
     def _calibration_windows(self, horizon: int) -> list[tuple[pd.DataFrame, np.ndarray]]:
-        windows = []
-        columns = self.base.target_columns(self._train)
-        for part in split_assets(self._train).values():
-            first = max(len(part) - int(round(self.calibration_fraction * len(part))), self.min_context)
-            origins = np.arange(first, len(part) - horizon + 1)
-            if len(origins) > self.max_calibration_windows:
-                origins = np.unique(np.linspace(first, len(part) - horizon, self.max_calibration_windows).round().astype(int))
-            for origin in origins:
-                context = part.iloc[max(0, origin - self.context_length) : origin]
-                windows.append((context, part[columns].to_numpy(np.float64)[origin : origin + horizon]))
-        return windows
+        return holdout_windows(
+            self._train, self.base.target_columns(self._train), self.calibration_fraction, self.min_context,
+            horizon, self.max_calibration_windows, None if self.base.reads_all_history else self.context_length,
+        )
 
     def _calibrate(self, horizon: int) -> _Calibration:
         from crepes import ConformalPredictiveSystem

@@ -31,6 +31,7 @@ _MODEL_BACKED = {
     "token_mamba": ("chaosfm.forecasters._token_fit", "TokenMambaForecaster"),
     "token_gpt": ("chaosfm.forecasters._token_fit", "TokenGPTForecaster"),
     "market_model": ("chaosfm.forecasters._market", "CrossAssetForecaster"),
+    "ensemble": ("chaosfm.forecasters._ensemble", "Ensemble"),
     # The online predictor's adapter: its forecaster is of this layer (DESIGN.md), its engine
     # stands beside it in chaosfm.predictor, imported only when the name is looked up.
     "online_predictor": ("chaosfm.predictor._forecaster", "OnlinePredictorForecaster"),
@@ -58,7 +59,8 @@ class _Registry(Mapping[str, type[AbstractForecaster]]):
 FORECASTERS: Mapping[str, type[AbstractForecaster]] = _Registry()
 """Forecaster name -> class, for configs and the CLI: the statistical baselines, context
 parroting, the reservoirs and ``mlp_flow``, ``flow_mamba``, and the token models trained in
-``fit`` (``token_mamba``, ``token_gpt``: quantile bins and a Mamba-2 or a GPT over their codes)."""
+``fit`` (``token_mamba``, ``token_gpt``: quantile bins and a Mamba-2 or a GPT over their codes),
+and ``ensemble``: a linear pool of other registered forecasters, its weights fitted by CRPS."""
 
 
 def make_forecaster(name: str, **options: Any) -> AbstractForecaster:

@@ -263,7 +263,8 @@ def evaluate_dataset(
     results = evaluate(forecasters, frame, protocol, cutoff=cutoff, keep_forecasts=True)
     results.reference = _reference(config, frame_kind(frame), list(forecasters))
     seen = merge_trained_through(*(f.trained_through for f in forecasters.values()))
-    info = {"seconds": time.perf_counter() - started, "trained_through": trained_through_to_json(seen), **clock}
+    info = {"seconds": time.perf_counter() - started, "trained_through": trained_through_to_json(seen), **clock,
+            "fitted": {name: summary for name, f in forecasters.items() if (summary := f.fitted_summary())}}
     return frame, results, info
 
 
@@ -282,6 +283,8 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
         name = results.dataset
         metrics["datasets"][name] = results.to_dict()
         metrics["datasets"][name]["seconds"] = round(info["seconds"], 2)
+        if info["fitted"]:
+            metrics["datasets"][name]["fitted"] = info["fitted"]
         if frame_kind(frame) == "trajectory":  # what VPT used, or why it is NaN
             metrics["datasets"][name].update({k: info[k] for k in ("lyapunov_exponent", "dt", "warnings")})
         trained[name] = info["trained_through"]
