@@ -151,6 +151,49 @@ def test_train_bad_config_exit_2(tmp_path, capsys):
     assert "data.embargoo" in capsys.readouterr().err
 
 
+def write_closes(path, assets=("A", "B"), rows=300):
+    """A close-only CSV (Date, Ticker, Close): random walks, one block per asset."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    pd.concat([
+        pd.DataFrame({"Date": pd.bdate_range("2010-01-04", periods=rows).strftime("%Y-%m-%d"), "Ticker": asset,
+                      "Close": 50.0 * np.exp(np.cumsum(0.01 * rng.standard_normal(rows)))})
+        for asset in assets
+    ]).to_csv(path, index=False)
+
+
+def test_close_only_data_checks_evaluates_the_close_models_and_refuses_har_rv(tmp_path, capsys):
+    assert main(["data", "check", "sp500_stocks"]) == 0
+    out = capsys.readouterr().out
+    assert "sp500_stocks: market data, 166,260 rows, 20 asset(s)" in out and "XOM: 8,313 rows" in out
+    closes = tmp_path / "closes.csv"
+    write_closes(closes)
+    assert main(["evaluate", "--data", str(closes), "--models", "random_walk,garch,ar", "--horizon", "5",
+                 "--step", "50", "--num-samples", "50", "--skip-in-sample", "--out", str(tmp_path / "ev")]) == 0
+    scored = json.loads((tmp_path / "ev" / "metrics.json").read_text())["datasets"]["closes"]["models"]
+    assert set(scored) == {"random_walk", "garch", "ar"}
+    assert all(scored[name]["fresh"]["n_windows"] > 0 and scored[name]["fresh"]["crps"] > 0 for name in scored)
+    capsys.readouterr()
+    assert main(["evaluate", "--data", "sp500_stocks", "--models", "har_rv", "--out", str(tmp_path / "har")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "har_rv" in err[0]
+    assert "needs open, high and low columns; this frame has close only" in err[0]
+
+
+@pytest.mark.slow  # one predictor compile, as the test below
+def test_stream_reads_a_close_only_csv_of_one_asset(tmp_path):
+    closes = tmp_path / "ko.csv"
+    write_closes(closes, assets=("KO",), rows=80)
+    pd.read_csv(closes).drop(columns=["Ticker"]).to_csv(closes, index=False)
+    config = tmp_path / "stream.yaml"
+    config.write_text("plot: false\npredictor:\n  dgm:\n    fit_steps: 0\n")
+    assert main(["stream", "--data", str(closes), "--config", str(config), "--no-compilation-cache",
+                 "--out", str(tmp_path / "run")]) == 0
+    predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    assert len(predictions) > 0 and predictions.select_dtypes("number").notna().any().all()
+
+
 @pytest.mark.slow  # ~20-30 s alone (one predictor compile); shares tests/predictor's compile in the suite
 def test_stream_snapshot_restore_equals_one_run(tmp_path, capsys):
     import numpy as np

@@ -78,3 +78,18 @@ def test_changing_rows_after_t_never_changes_features_at_t(args):
     np.testing.assert_array_equal(
         original[columns].to_numpy()[: t + 1], changed[columns].to_numpy()[: t + 1]
     )
+
+
+def test_a_close_only_frame_gets_its_returns_and_nan_candle_shapes():
+    rng = np.random.default_rng(3)
+    n = 40
+    full = frame_from(100 * np.exp(np.cumsum(0.01 * rng.standard_normal(n))), np.full(n, 0.01),
+                      0.005 * rng.standard_normal(n), rng.uniform(1, 2, n))
+    close_only = validate(full[["asset", "timestamp", "close"]])
+    both, alone = candle_features(full), candle_features(close_only)
+    assert list(alone.columns) == list(both.columns)
+    for name in ("log_return", "symlog_return", "realized_vol"):
+        np.testing.assert_array_equal(alone[name].to_numpy(), both[name].to_numpy())
+    assert alone[["body", "upper_wick", "lower_wick", "range", "volume_z"]].isna().all().all()
+    with_volume = candle_features(validate(full[["asset", "timestamp", "close", "volume"]]))
+    np.testing.assert_array_equal(with_volume["volume_z"].to_numpy(), both["volume_z"].to_numpy())

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from chaosfm.data import (
     DataError,
     LeakageError,
+    MissingColumnError,
     assign_splits,
     boundary_rows,
     check_causal,
@@ -212,6 +213,14 @@ def test_trajectories_are_refused_by_name():
         label_frame(trajectory)
     with pytest.raises(DataError, match="market data"):
         multitask_features(trajectory)
+
+
+def test_close_only_frames_get_labels_but_not_the_candle_features():
+    close_only = validate(candles(CLOSE)[["asset", "timestamp", "close"]])
+    labels = label_frame(close_only, horizon=2, vol_horizon=2)
+    pd.testing.assert_frame_equal(labels, label_frame(candles(CLOSE), horizon=2, vol_horizon=2))
+    with pytest.raises(MissingColumnError, match="multitask features needs open, high and low columns"):
+        multitask_features(close_only)
 
 
 def test_boundary_rows_and_bad_boundaries():

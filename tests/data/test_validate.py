@@ -17,6 +17,8 @@ from chaosfm.data import (
     NonNumericError,
     NonPositivePriceError,
     TimestampOrderError,
+    has_ohlc,
+    require_ohlc,
     validate,
 )
 
@@ -174,3 +176,66 @@ def test_malformed_series_frames_raise_only_data_error(frame):
     except DataError:
         return
     assert np.isfinite(out["x0"].to_numpy()).all()
+
+
+# ---- close-only frames -------------------------------------------------------------------------
+
+
+def closes(n=6, asset="a"):
+    return candles(n, asset)[["asset", "timestamp", "close"]]
+
+
+def test_a_close_only_frame_validates_with_or_without_volume():
+    frame = validate(closes())
+    assert list(frame.columns) == ["asset", "timestamp", "close"] and frame.attrs["kind"] == "market"
+    assert not has_ohlc(frame) and has_ohlc(validate(candles()))
+    with_volume = validate(candles()[["asset", "timestamp", "close", "volume"]])
+    assert list(with_volume.columns) == ["asset", "timestamp", "close", "volume"]
+    yahoo = validate(closes().drop(columns=["asset"]).rename(columns={"timestamp": "Date", "close": "Close"}),
+                     default_asset="ko")
+    assert yahoo["close"].tolist() == closes()["close"].tolist() and set(yahoo["asset"]) == {"ko"}
+
+
+def test_some_but_not_all_of_open_high_low_is_an_error_naming_the_missing_columns():
+    with pytest.raises(MissingColumnError, match="missing high, low"):
+        validate(candles().drop(columns=["high", "low"]))
+    with pytest.raises(MissingColumnError, match=r"missing open \["):
+        validate(candles().drop(columns=["open"]))
+    with pytest.raises(MissingColumnError, match="missing close"):
+        validate(candles()[["asset", "timestamp", "volume"]])
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "column"),
+    [(np.nan, NonFiniteError, "close"), (-1.0, NonPositivePriceError, "close"), (0.0, NonPositivePriceError, "close"),
+     ("x", NonNumericError, "close")],
+)
+def test_bad_closes_of_a_close_only_frame_name_their_row(value, error, column):
+    frame = closes().astype({"close": object})
+    frame.loc[3, "close"] = value
+    with pytest.raises(error) as raised:
+        validate(frame, "closes.csv", line_offset=2)
+    assert raised.value.row == 3 and raised.value.column == column and "line 5" in str(raised.value)
+
+
+def test_close_only_order_and_volume_rules_still_hold():
+    frame = closes()
+    frame.loc[3, "timestamp"] = frame.loc[2, "timestamp"]
+    with pytest.raises(TimestampOrderError, match="duplicate timestamp") as raised:
+        validate(frame)
+    assert raised.value.row == 3
+    frame = candles()[["asset", "timestamp", "close", "volume"]].copy()
+    frame.loc[4, "volume"] = -1.0
+    with pytest.raises(NegativeVolumeError):
+        validate(frame)
+    repaired = validate(closes().assign(close=[1.0, -1.0, 2.0, 3.0, np.nan, 4.0]), repair=True)
+    assert repaired["close"].tolist() == [1.0, 2.0, 3.0, 4.0] and len(repaired.attrs["repairs"]) == 2
+
+
+def test_require_ohlc_names_who_needs_the_candles_and_what_is_missing():
+    require_ohlc(validate(candles()), "har_rv")
+    with pytest.raises(MissingColumnError, match=r"har_rv needs open, high and low columns; this frame has close "
+                                                 r"only \(a close-only frame: use random_walk, garch, ar"):
+        require_ohlc(validate(closes()), "har_rv")
+    with pytest.raises(MissingColumnError, match="har_rv needs open, high and low columns; this frame lacks high, low"):
+        require_ohlc(candles().drop(columns=["high", "low"]), "har_rv")

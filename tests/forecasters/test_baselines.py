@@ -356,3 +356,14 @@ def test_garch_unseen_and_short_assets_use_the_pooled_fit():
     np.testing.assert_array_equal(forecast.samples, as_a.samples)
     with pytest.raises(ValueError, match="min_fit_returns=250"):
         Garch().fit(market_frame({"A": long_a[:100]}))
+
+
+@pytest.mark.parametrize("name", ["random_walk", "garch", "ar", "last_value", "seasonal_naive", "context_parroting"])
+def test_close_only_baselines_forecast_a_close_only_frame(name):
+    prices = {"A": random_prices(400, 11), "B": random_prices(400, 12, sigma=0.02)}
+    close_only = validate(market_frame(prices)[["asset", "timestamp", "close"]])
+    model = make_forecaster(name).fit(close_only)
+    context = close_only[close_only["asset"] == "B"].reset_index(drop=True)
+    forecast = model.forecast(context, 5, 16, key=jax.random.key(1))
+    assert forecast.samples.shape == (16, 5, 1) and np.isfinite(forecast.samples).all()
+    assert forecast.asset == "B" and list(forecast.columns) == ["close"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from chaosfm.data import load, validate
+from chaosfm.data import MissingColumnError, load, validate
 from chaosfm.forecasters import FORECASTERS, HarRV, make_forecaster
 from chaosfm.forecasters._har import (
     garman_klass_variance,
@@ -231,14 +231,14 @@ def test_registered_as_har_rv():
 
 def test_errors_name_the_missing_columns_and_the_row_counts(sp500_train):
     close_only = sp500_train[["asset", "timestamp", "close"]]
-    with pytest.raises(ValueError, match=r"lacks the column\(s\) open, high, low"):
+    with pytest.raises(MissingColumnError, match="har_rv .*needs open, high and low columns; this frame has close only"):
         HarRV().fit(close_only)
     with pytest.raises(ValueError, match="min_fit_days=250 days .* has 99"):
         HarRV().fit(sp500_train.iloc[:100])
     with pytest.raises(ValueError, match="min_fit_days must be"):
         HarRV(max_horizon=22, min_fit_days=40)
     model = HarRV(max_horizon=5).fit(sp500_train)
-    with pytest.raises(ValueError, match=r"lacks the column\(s\) high, low"):
+    with pytest.raises(MissingColumnError, match="har_rv .*needs open, high and low columns; this frame lacks high, low"):
         model.forecast(sp500_train.iloc[-60:].drop(columns=["high", "low"]), 5, 10, key=jax.random.key(0))
     with pytest.raises(ValueError, match="context has 22 rows; HarRV needs at least 23"):
         model.forecast(sp500_train.iloc[-22:], 5, 10, key=jax.random.key(0))

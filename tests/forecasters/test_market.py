@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.special import ndtri
 
-from chaosfm.data import validate
+from chaosfm.data import MissingColumnError, validate
 from chaosfm.evaluate import coverage, crps
 from chaosfm.forecasters import FORECASTERS, CrossAssetForecaster, make_forecaster
 from chaosfm.forecasters._market import (
@@ -224,6 +224,9 @@ def test_registry_and_clear_errors(simulated, key):
         CrossAssetForecaster(**SMALL).fit(trajectory)
     with pytest.raises(ValueError, match="no asset has"):
         CrossAssetForecaster(**SMALL).fit(frame_a.iloc[:20])
+    close_only = validate(frame_a[["asset", "timestamp", "close"]])
+    with pytest.raises(MissingColumnError, match="market_model .*needs open, high and low columns; this frame has close only"):
+        CrossAssetForecaster(**SMALL).fit(close_only)
 
 
 @pytest.mark.slow  # fits the network (~15 s alone, more on a loaded machine)

@@ -1,9 +1,11 @@
 """The shared candle machinery: the numpy feature path agrees with chaosfm.data.candle_features."""
 
+import jax
 import numpy as np
 import pytest
 
-from chaosfm.data import candle_features
+from chaosfm.data import MissingColumnError, candle_features, validate
+from chaosfm.tokenizers import FSQTokenizer, VQVAETokenizer
 from chaosfm.tokenizers._base import asset_slices
 from chaosfm.tokenizers._candle_features import feature_arrays
 
@@ -22,3 +24,14 @@ def test_fast_features_match_candle_features(names):
     reference = candle_features(frame)[list(names)].to_numpy()
     for (_, rows), fast in zip(slices, feature_arrays(frame, names, slices)):
         np.testing.assert_allclose(fast, reference[rows], rtol=1e-12, atol=1e-15, equal_nan=True)
+
+
+@pytest.mark.parametrize("tokenizer", [FSQTokenizer, VQVAETokenizer])
+def test_candle_tokenizers_refuse_a_close_only_frame_by_name(tokenizer):
+    close_only = validate(market_frame(rows=60)[["asset", "timestamp", "close"]])
+    name = tokenizer.name
+    with pytest.raises(MissingColumnError, match=f"the {name} tokenizer .*needs open, high and low columns; "
+                                                 "this frame has close only"):
+        tokenizer().fit(close_only, key=jax.random.key(0), steps=1)
+    with pytest.raises(MissingColumnError, match=f"the {name} tokenizer"):
+        tokenizer().check_encodable(close_only, "data.names: sp500_stocks")

@@ -106,3 +106,11 @@ def test_feature_inputs_keep_the_scaler_only(frame):
     stream = inputs.streams(frame)["sp500"]
     np.testing.assert_allclose(stream.inputs.mean(axis=0), 0.0, atol=1e-5)
     np.testing.assert_allclose(stream.inputs.std(axis=0), 1.0, atol=1e-4)
+
+
+def test_a_close_only_frame_is_refused_by_name_not_emptied(frame):
+    from chaosfm.data import DataError
+
+    closes = frame[["asset", "timestamp", "close"]]
+    with pytest.raises(DataError, match="JEPA encoder .*needs open, high and low"):
+        feature_streams(closes)

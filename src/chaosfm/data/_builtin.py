@@ -7,6 +7,10 @@ Market data (no network needed):
   drop is recorded in ``frame.attrs["repairs"]``.
 - ``indices``: the five markets above in one long frame, ``asset`` the market's name, for models
   pooled over markets.
+- ``sp500_stocks``: daily closes of 20 large US stocks (AAPL ... XOM), 1990-2022, from
+  ``skfolio.datasets.load_sp500_dataset`` (BSD-3-Clause licence): a close-only frame
+  ``asset, timestamp, close``, one asset per ticker. Rows the source leaves empty for a ticker
+  would be dropped and recorded as the nolds holidays are (the shipped file has none).
 
 Chaotic systems are integrated on demand (see ``chaosfm.data._chaos``).
 """
@@ -17,6 +21,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 
@@ -59,13 +64,32 @@ def _nolds(attribute: str) -> pd.DataFrame:
     # Yahoo marks closed days with "null" in every field; nolds pads the open from the previous
     # close, which leaves rows with an open and nothing else. They are not candles: drop them.
     holiday = frame[["high", "low", "close", "volume"]].isna().all(axis=1).to_numpy()
-    frame = frame.loc[~holiday].reset_index(drop=True)
-    frame.attrs["repairs"] = (
-        [f"dropped {int(holiday.sum())} market-holiday rows the source marks null"]
-        if holiday.any()
-        else []
-    )
-    return frame
+    return _drop_empty(frame, holiday, "market-holiday rows the source marks null")
+
+
+def _drop_empty(frame: pd.DataFrame, empty: np.ndarray, what: str) -> pd.DataFrame:
+    """``frame`` without the rows the source leaves empty, the drop recorded in ``attrs["repairs"]``."""
+    kept = frame.loc[~empty].reset_index(drop=True)
+    kept.attrs["repairs"] = [f"dropped {int(empty.sum())} {what}"] if empty.any() else []
+    return kept
+
+
+def _skfolio_stocks() -> pd.DataFrame:
+    """skfolio's wide table of closes (one column per ticker) as a long close-only frame."""
+    from skfolio.datasets import load_sp500_dataset
+
+    wide = load_sp500_dataset()
+    frame = wide.rename_axis(index="timestamp").reset_index().melt(
+        id_vars="timestamp", var_name="asset", value_name="close"
+    )  # ticker by ticker, each in date order
+    frame = frame[["asset", "timestamp", "close"]]
+    frame["asset"] = frame["asset"].astype(str)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"]).astype("datetime64[ns]")
+    # A ticker listed after 1990 (or delisted) would have no close on some dates: not prices.
+    empty = frame["close"].isna().to_numpy()
+    counts = frame.loc[empty, "asset"].value_counts(sort=False)
+    where = ", ".join(f"{asset}: {count}" for asset, count in counts.items())
+    return _drop_empty(frame, empty, f"row(s) with no close ({where})")
 
 
 def _indices() -> pd.DataFrame:
@@ -111,6 +135,14 @@ MARKET["indices"] = (
         "the five indices above, one asset each (sp500, nasdaq, ndx, n225, jkse), 1990-2018",
     ),
     _indices,
+)
+MARKET["sp500_stocks"] = (
+    DatasetInfo(
+        "sp500_stocks", "market", "daily",
+        "skfolio.datasets (load_sp500_dataset, the skfolio package)", "BSD-3-Clause",
+        "daily closes (close only) of 20 large US stocks, AAPL to XOM, 1990-2022",
+    ),
+    _skfolio_stocks,
 )
 
 

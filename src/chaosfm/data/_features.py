@@ -14,6 +14,12 @@ Columns (per asset, row t, prices in units of the previous close ``c[t-1]``):
 
 The first row of each asset has no previous close, so its features are NaN; rolling features are
 NaN until their window is full. ``warmup_rows`` says how many leading rows are incomplete.
+
+A close-only frame (no open, high, low; see :func:`chaosfm.data.has_ohlc`) gets the same columns:
+the returns and ``realized_vol`` as above, and ``body``, the wicks and ``range`` NaN on every row
+(unavailable, not warm-up); ``volume_z`` is NaN on every row of a frame without ``volume``. The
+columns never change with the frame, so a caller that reads only returns needs no branch, and a
+caller that reads the candle shapes calls :func:`chaosfm.data.require_ohlc` first.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from chaosfm.data._errors import DataError
-from chaosfm.data._frame import frame_kind
+from chaosfm.data._frame import frame_kind, has_ohlc
 
 FEATURE_COLUMNS = (
     "log_return",
@@ -57,11 +63,12 @@ def candle_features(
         volume_window: rows in the volume z-score window.
 
     Returns:
-        ``asset, timestamp`` and the feature columns, one row per input row, same order.
+        ``asset, timestamp`` and the feature columns, one row per input row, same order; on a
+        close-only frame the candle-shape columns are NaN throughout (see the module docstring).
     """
     if frame_kind(frame) != "market":
         raise DataError(
-            "candle features need market data (open, high, low, close, volume)",
+            "candle features need market data (close, and for the candle shapes open, high, low)",
             source=str(frame.attrs.get("name", "<frame>")), rule="market frame",
         )
     for name, window in (("vol_window", vol_window), ("volume_window", volume_window)):
@@ -76,7 +83,11 @@ def candle_features(
 
 
 def _one_asset(part: pd.DataFrame, vol_window: int, volume_window: int) -> pd.DataFrame:
-    o, h, lo, c = (part[k].to_numpy(dtype=np.float64) for k in ("open", "high", "low", "close"))
+    c = part["close"].to_numpy(dtype=np.float64)
+    if has_ohlc(part):
+        o, h, lo = (part[k].to_numpy(dtype=np.float64) for k in ("open", "high", "low"))
+    else:  # close-only: every candle-shape feature is unavailable
+        o = h = lo = np.full_like(c, np.nan)
     previous = np.r_[np.nan, c[:-1]]
     log_return = np.log(c / previous)
     out = pd.DataFrame(
@@ -94,6 +105,9 @@ def _one_asset(part: pd.DataFrame, vol_window: int, volume_window: int) -> pd.Da
     )
     squared = pd.Series(log_return**2, index=part.index)
     out["realized_vol"] = np.sqrt(squared.rolling(vol_window, min_periods=vol_window).mean())
+    if "volume" not in part.columns:
+        out["volume_z"] = np.nan
+        return out
     log_volume = pd.Series(np.log1p(part["volume"].to_numpy(dtype=np.float64)), index=part.index)
     rolling = log_volume.rolling(volume_window, min_periods=volume_window)
     mean, std = rolling.mean(), rolling.std(ddof=1)

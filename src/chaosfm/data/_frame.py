@@ -1,7 +1,9 @@
 """Canonical frames: column names, kinds and validation.
 
-A market frame is long format ``asset, timestamp, open, high, low, close, volume``; a trajectory
-frame is ``asset, timestamp, x0..xk``. Extra columns are kept. :func:`validate` rejects a frame
+A market frame is long format ``asset, timestamp, open, high, low, close, volume``, or a
+close-only frame ``asset, timestamp, close`` (``volume`` optional) for data that has no candles;
+a trajectory frame is ``asset, timestamp, x0..xk``. Extra columns are kept. Whatever needs the
+candle's open, high and low asks :func:`require_ohlc`, which names what is missing. :func:`validate` rejects a frame
 that breaks a rule with a :class:`DataError` subclass naming the source, the row and the rule;
 ``repair=True`` fixes what it can instead and says what it did.
 """
@@ -29,6 +31,9 @@ from chaosfm.data._errors import (
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 MARKET_COLUMNS = (*PRICE_COLUMNS, "volume")
+OHLC_COLUMNS = ("open", "high", "low")
+"""The candle columns a close-only frame lacks."""
+_CLOSE_ONLY_MODELS = "random_walk, garch, ar, last_value, seasonal_naive or context_parroting"
 _STATE_COLUMN = re.compile(r"^x(\d+)$")
 
 # Usual layouts, matched case-insensitively. Yahoo's "Adj Close" becomes the extra column
@@ -85,8 +90,41 @@ def canonical_columns(frame: pd.DataFrame, source: str = "<frame>") -> pd.DataFr
 
 
 def frame_kind(frame: pd.DataFrame) -> str:
-    """``"market"`` when the frame has any OHLCV column, else ``"trajectory"``."""
+    """``"market"`` when the frame has any OHLCV column (a close-only frame too), else
+    ``"trajectory"``."""
     return "market" if any(c in frame.columns for c in MARKET_COLUMNS) else "trajectory"
+
+
+def has_ohlc(frame: pd.DataFrame) -> bool:
+    """True when the frame has open, high and low beside its close (whole candles); False for a
+    close-only frame or a trajectory."""
+    return all(c in frame.columns for c in PRICE_COLUMNS)
+
+
+def require_ohlc(frame: pd.DataFrame, who: str) -> None:
+    """Raise unless ``frame`` has whole candles: the one check of everything that reads open,
+    high and low (range-based variance, candle shapes, candle tokenizers).
+
+    Args:
+        frame: a market frame.
+        who: what needs the candles, named first in the message (``"har_rv"``).
+
+    Raises:
+        MissingColumnError: naming ``who`` and the missing columns; for a close-only frame it
+            also names the models that read the close alone.
+    """
+    if has_ohlc(frame):
+        return
+    missing = [c for c in PRICE_COLUMNS if c not in frame.columns]
+    if "close" in frame.columns and len(missing) == len(OHLC_COLUMNS):
+        what = f"this frame has close only (a close-only frame: use {_CLOSE_ONLY_MODELS})"
+    else:
+        what = f"this frame lacks {', '.join(missing)}"
+    raise MissingColumnError(
+        f"{who} needs open, high and low columns; {what}",
+        source=str(frame.attrs.get("name", "<frame>")),
+        rule="open, high and low columns",
+    )
 
 
 def state_columns(frame: pd.DataFrame) -> list[str]:
@@ -184,6 +222,8 @@ def validate(
 
     Canonical form: canonical column names, ``asset`` as str, numeric columns as float64, rows
     sorted by asset then timestamp (a stable sort: the order within an asset is what was checked).
+    A market frame with none of open, high and low is close-only: it needs ``close`` (``volume``
+    optional) and keeps every other rule; one with some of them needs all of OHLCV.
 
     Args:
         frame: the data, in any of the layouts :func:`canonical_columns` knows.
@@ -210,14 +250,19 @@ def validate(
             f"columns are {list(map(str, frame.columns))}",
             source=source,
         )
+    candles = any(c in frame.columns for c in OHLC_COLUMNS)
     if kind == "market":
-        missing = [c for c in MARKET_COLUMNS if c not in frame.columns]
+        # Any of open/high/low makes it a candle frame, which needs every OHLCV column; without
+        # them it is a close-only frame, which needs close and may have volume.
+        required = MARKET_COLUMNS if candles else ("close",)
+        missing = [c for c in required if c not in frame.columns]
         if missing:
             raise MissingColumnError(
-                f"market data needs {', '.join(MARKET_COLUMNS)}; missing {', '.join(missing)}",
+                f"market data needs {', '.join(MARKET_COLUMNS)} (or close alone, volume optional); "
+                f"missing {', '.join(missing)}",
                 source=source,
             )
-        numeric = list(MARKET_COLUMNS)
+        numeric = [c for c in MARKET_COLUMNS if c in frame.columns]
     else:
         numeric = state_columns(frame)
         if not numeric:
@@ -261,10 +306,12 @@ def validate(
         values = frame[column].to_numpy()
         drop(~np.isfinite(values), NonFiniteError, "value is NaN or infinite", column)
     if kind == "market":
-        for column in PRICE_COLUMNS:
+        for column in PRICE_COLUMNS if candles else ("close",):
             values = frame[column].to_numpy()
             drop(values <= 0, NonPositivePriceError, f"{column} must be > 0", column)
-        drop(frame["volume"].to_numpy() < 0, NegativeVolumeError, "volume is negative", "volume")
+        if "volume" in frame.columns:
+            drop(frame["volume"].to_numpy() < 0, NegativeVolumeError, "volume is negative", "volume")
+    if kind == "market" and candles:
         o, h, lo, c = (frame[k].to_numpy() for k in PRICE_COLUMNS)
         bad_high = h < np.maximum.reduce([o, c, lo])
         bad_low = lo > np.minimum(o, c)

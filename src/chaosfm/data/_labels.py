@@ -29,7 +29,7 @@ import pandas as pd
 from chaosfm.data._errors import DataError, LeakageError
 from chaosfm.data._features import candle_features, warmup_rows
 from chaosfm.data._fence import as_timestamp_like
-from chaosfm.data._frame import frame_kind
+from chaosfm.data._frame import frame_kind, require_ohlc
 
 __all__ = [
     "DIRECTION_NAMES",
@@ -135,8 +135,12 @@ def multitask_features(
 
     Returns:
         ``asset, timestamp`` and the feature columns, same rows and order as ``frame``.
+
+    Raises:
+        MissingColumnError: a close-only frame (the candle features need open, high and low).
     """
     _require_market(frame)
+    require_ohlc(frame, "multitask features")  # the candle shapes are among them
     base = candle_features(frame)
     parts = []
     for _, part in frame.groupby("asset", sort=False):
@@ -248,7 +252,7 @@ def check_causal(
 def _require_market(frame: pd.DataFrame) -> None:
     if frame_kind(frame) != "market":
         raise DataError(
-            "labels and long-horizon features need market data (open, high, low, close, volume)",
+            "labels and long-horizon features need market data (a close column)",
             source=str(frame.attrs.get("name", "<frame>")), rule="market frame",
         )
 

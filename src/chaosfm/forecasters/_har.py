@@ -22,6 +22,7 @@ import pandas as pd
 
 from chaosfm._config import require_int
 from chaosfm._random import numpy_rng
+from chaosfm.data import require_ohlc
 from chaosfm.forecasters._base import AbstractForecaster, Forecast, require_key
 from chaosfm.forecasters._baselines import _begin_fit, _read_context, _series_by_asset
 
@@ -302,7 +303,7 @@ class HarRV(AbstractForecaster):
     def fit(self, frame: pd.DataFrame) -> "HarRV":
         """Estimate per-asset and pooled regressions on the frame's daily candles."""
         self._kind, self._columns = _begin_fit(self, frame)
-        _require_candles(frame, "HarRV.fit: frame")
+        require_ohlc(frame, "har_rv (Garman-Klass variance)")
         pieces: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         days: dict[str, int] = {}
         for asset, candles in _series_by_asset(frame, list(CANDLE_COLUMNS)).items():
@@ -339,7 +340,8 @@ class HarRV(AbstractForecaster):
         estimate used (the context asset's own, else the pooled one).
 
         Raises:
-            ValueError: the context lacks a candle column or has fewer than 23 rows, or
+            MissingColumnError: the context lacks open, high or low (a close-only frame).
+            ValueError: the context has fewer than 23 rows, or
                 ``horizon`` exceeds ``max_horizon``.
         """
         candles, asset = self._read_candles(context, horizon, num_samples=1)
@@ -358,7 +360,7 @@ class HarRV(AbstractForecaster):
                 f"HarRV was fitted for horizons up to max_horizon={self.max_horizon}; asked for "
                 f"{horizon} steps (construct it with max_horizon >= {horizon})"
             )
-        _require_candles(context, "HarRV.forecast: context")
+        require_ohlc(context, "har_rv (Garman-Klass variance)")
         candles = context[list(CANDLE_COLUMNS)].to_numpy(dtype=np.float64)
         if not np.all(np.isfinite(candles)) or np.any(candles <= 0):
             raise ValueError(
@@ -396,11 +398,4 @@ class HarRV(AbstractForecaster):
         return Forecast(paths[:, :, None], self._columns, asset=asset)
 
 
-def _require_candles(frame: pd.DataFrame, what: str) -> None:
-    missing = [c for c in CANDLE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{what} lacks the column(s) {', '.join(missing)}: HAR-RV measures each day's variance "
-            f"from its open, high, low and close"
-        )
 

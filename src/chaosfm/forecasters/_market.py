@@ -67,7 +67,7 @@ from scipy.special import ndtri
 
 from chaosfm._config import require_int
 from chaosfm._random import numpy_rng
-from chaosfm.data import candle_features, split_assets
+from chaosfm.data import candle_features, require_ohlc, split_assets
 from chaosfm.forecasters._base import AbstractForecaster, Forecast, require_key
 from chaosfm.forecasters._baselines import _begin_fit, _read_context
 
@@ -86,6 +86,7 @@ _CONTEXT_ROWS = max(_WINDOWS) + 1
 """Rows the inputs at one origin need: 22 log returns need 23 closes."""
 _READ_ROWS = max(_LONG_WINDOWS) + 1
 """Rows the inputs at one origin read when the context has them."""
+_NEEDS_CANDLES = "market_model (Garman-Klass variance and candle features)"
 FEATURE_NAMES = (
     "log_gk_1", "log_gk_5", "log_gk_22", "log_gk_66", "log_gk_250", "log_rv_5", "log_rv_22",
     *(f"return_lag_{k}" for k in range(_RETURN_LAGS)),
@@ -445,6 +446,7 @@ class CrossAssetForecaster(AbstractForecaster):
         """Search on the fit rows' validation tail, then train the winner on every fit row."""
         config = self.config
         _, self._columns = _begin_fit(self, frame)
+        require_ohlc(frame, _NEEDS_CANDLES)
         parts = split_assets(frame)
         self.assets_ = {asset: index for index, asset in enumerate(parts, start=1)}
         examples = _examples(parts, self.assets_, config.horizon)
@@ -539,9 +541,9 @@ class CrossAssetForecaster(AbstractForecaster):
         values, asset = _read_context(
             self, context, horizon, 1, _CONTEXT_ROWS, f"22-day averages need {_CONTEXT_ROWS} rows"
         )
-        missing = [c for c in ("open", "high", "low", "volume") if c not in context.columns]
-        if missing:
-            raise ValueError(f"context lacks {', '.join(missing)}: market_model reads whole candles")
+        require_ohlc(context, _NEEDS_CANDLES)
+        if "volume" not in context.columns:
+            raise ValueError("context lacks volume: market_model reads whole candles")
         features, scale = market_inputs(context.iloc[-_READ_ROWS:].reset_index(drop=True))
         last = features[-1]
         if not np.all(np.isfinite(last)):

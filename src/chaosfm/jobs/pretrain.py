@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from chaosfm._artifacts import atomic_write_bytes, write_json
 from chaosfm._config import ConfigError, read_config
 from chaosfm._random import run_keys
-from chaosfm.data import TimeFence, trained_through, trained_through_to_json
+from chaosfm.data import TimeFence, require_ohlc, trained_through, trained_through_to_json
 from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, DatasetNames, finish_run, load_data, resolve_fence, write_config
 from chaosfm.jobs.train import TokenizerSection
 from chaosfm.models import JEPA, JEPAConfig, count_params, ema_post_update, jepa_loss
@@ -151,6 +151,7 @@ def run(config: PretrainConfig, *, frame: pd.DataFrame | None = None) -> dict[st
     config.check("config")
     if frame is None:
         frame = load_data(config.data.names)
+    require_ohlc(frame, "JEPA pretraining (the encoder reads candle features)")
     fence = config.data.fence(frame)
     train_rows = fence.train(frame)
     fence.check(train_rows, "JEPA pretraining")

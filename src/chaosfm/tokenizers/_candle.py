@@ -47,6 +47,7 @@ from chaosfm.data import (
     DataError,
     TimeFence,
     frame_kind,
+    require_ohlc,
     trained_through,
 )
 from chaosfm.tokenizers._base import (
@@ -70,6 +71,7 @@ from chaosfm.tokenizers._cnn import Decoder, Encoder, receptive_field
 # compiled shapes serve every length (padding on the right cannot change causal outputs).
 _BUCKET = 512
 _DATA_BUCKET = 8192
+_NEEDS_CANDLES = "the {} tokenizer (candle features; the bins tokenizer reads close only)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +223,7 @@ class AbstractCandleTokenizer(AbstractTokenizer):
 
     def series(self, frame: pd.DataFrame, what: str = "series") -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(asset, row positions, features (T, F))`` per asset; NaN only in warm-up rows."""
+        require_ohlc(frame, _NEEDS_CANDLES.format(self.name))
         check_frame(frame, MARKET_COLUMNS, what)
         slices = asset_slices(frame)
         out = []
@@ -354,6 +357,7 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         kind = frame_kind(frame)
         if kind != "market":
             raise ConfigError(f"{source}: is {kind} data, but a {self.name} tokenizer encodes market candles")
+        require_ohlc(frame, _NEEDS_CANDLES.format(self.name))
 
     def stream_length(self, rows: int, frame: pd.DataFrame) -> int:
         return rows // self.config.patch

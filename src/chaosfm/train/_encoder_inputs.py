@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from chaosfm._config import ConfigError
-from chaosfm.data import DataError, TrainedThrough, candle_features, frame_kind
+from chaosfm.data import DataError, TrainedThrough, candle_features, frame_kind, require_ohlc
 
 __all__ = ["FEATURES", "EncoderInputs", "EncoderStream", "FeatureScaler", "check_candle_tokenizer", "feature_streams"]
 
@@ -62,6 +62,7 @@ def _feature_rows(frame: pd.DataFrame, vol_window: int) -> dict[str, tuple[np.nd
     positions among the asset's rows."""
     if frame_kind(frame) != "market":
         raise DataError("a JEPA encoder needs market data (open, high, low, close, volume)", rule="market frame")
+    require_ohlc(frame, "a JEPA encoder (candle features)")
     features = candle_features(frame, vol_window=vol_window, volume_window=vol_window)
     out = {}
     for asset, part in features.groupby("asset", sort=False):
