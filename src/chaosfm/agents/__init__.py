@@ -1,5 +1,8 @@
-"""Strate III/IV agents: Multiverse Crossing, a confidence filter built on the JEPA's flow head."""
+"""Strate III/IV agents: Multiverse Crossing, a confidence filter built on the JEPA's flow head, and
+the core of a distributional agent: QR-DQN with a CVaR critic, a replay buffer and a soft
+cross-sectional allocation."""
 
+from chaosfm.agents._allocation import soft_allocation
 from chaosfm.agents._multiverse import (
     CrossingScores,
     confidence_filter,
@@ -8,12 +11,47 @@ from chaosfm.agents._multiverse import (
     multiverse,
     tangent_perturb,
 )
+from chaosfm.agents._qrdqn import (
+    AgentState,
+    QRDQNConfig,
+    QuantileNetwork,
+    qrdqn_act,
+    qrdqn_init,
+    qrdqn_loss,
+    qrdqn_train_step,
+)
+from chaosfm.agents._quantile import cvar_from_quantiles, quantile_huber_loss, quantile_midpoints
+from chaosfm.agents._replay import (
+    ReplayState,
+    Transition,
+    replay_add,
+    replay_add_batch,
+    replay_init,
+    replay_sample,
+)
 
 __all__ = [
+    "AgentState",
     "CrossingScores",
+    "QRDQNConfig",
+    "QuantileNetwork",
+    "ReplayState",
+    "Transition",
     "confidence_filter",
     "crossing_scores",
+    "cvar_from_quantiles",
     "filter",
     "multiverse",
+    "qrdqn_act",
+    "qrdqn_init",
+    "qrdqn_loss",
+    "qrdqn_train_step",
+    "quantile_huber_loss",
+    "quantile_midpoints",
+    "replay_add",
+    "replay_add_batch",
+    "replay_init",
+    "replay_sample",
+    "soft_allocation",
     "tangent_perturb",
 ]
