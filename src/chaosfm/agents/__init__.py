@@ -1,8 +1,19 @@
 """Strate III/IV agents: Multiverse Crossing, a confidence filter built on the JEPA's flow head, and
-the core of a distributional agent: QR-DQN with a CVaR critic, a replay buffer and a soft
-cross-sectional allocation."""
+the core of a distributional agent: QR-DQN with a CVaR critic, a replay buffer, a soft
+cross-sectional allocation and a cross-sectional trading environment."""
 
 from chaosfm.agents._allocation import soft_allocation
+from chaosfm.agents._env import (
+    EnvConfig,
+    EnvState,
+    MarketPanel,
+    StepOutput,
+    eligible_starts,
+    env_observe,
+    env_reset,
+    env_step,
+    market_panel,
+)
 from chaosfm.agents._multiverse import (
     CrossingScores,
     confidence_filter,
@@ -33,14 +44,23 @@ from chaosfm.agents._replay import (
 __all__ = [
     "AgentState",
     "CrossingScores",
+    "EnvConfig",
+    "EnvState",
+    "MarketPanel",
     "QRDQNConfig",
     "QuantileNetwork",
     "ReplayState",
+    "StepOutput",
     "Transition",
     "confidence_filter",
     "crossing_scores",
     "cvar_from_quantiles",
+    "eligible_starts",
+    "env_observe",
+    "env_reset",
+    "env_step",
     "filter",
+    "market_panel",
     "multiverse",
     "qrdqn_act",
     "qrdqn_init",
