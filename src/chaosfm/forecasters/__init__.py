@@ -29,7 +29,16 @@ sits above this package, so its adapter lives with it.
 """
 
 from chaosfm.forecasters._base import AbstractForecaster, Forecast, require_key
-from chaosfm.forecasters._aci import ACI_LEVELS, AGACI_GAMMAS, ACIState, aci_init, aci_samples, aci_update, aci_weights
+from chaosfm.forecasters._aci import (
+    ACI_LEVELS,
+    AGACI_GAMMAS,
+    ACIState,
+    aci_init,
+    aci_samples,
+    aci_update,
+    aci_weights,
+    usable_levels,
+)
 from chaosfm.forecasters._calibrate import ConformalForecaster
 from chaosfm.forecasters._baselines import AutoRegressive, Garch, LastValue, RandomWalk, SeasonalNaive
 from chaosfm.forecasters._har import HarRV
@@ -51,6 +60,7 @@ __all__ = [
     "AGACI_GAMMAS",
     "aci_update",
     "aci_weights",
+    "usable_levels",
     "FORECASTERS",
     "ContextParroting",
     "EchoStateNetwork",

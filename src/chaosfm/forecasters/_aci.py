@@ -105,6 +105,12 @@ def aci_update(
     return ACIState(new_levels, new_loss, updates)
 
 
+def usable_levels(levels: np.ndarray) -> np.ndarray:
+    """Adapted levels ``(..., L)`` as quantile levels: clipped to [0, 1] and made non-decreasing
+    along the last axis (ACI's levels may leave [0, 1] or cross; a quantile function may not)."""
+    return np.maximum.accumulate(np.clip(np.asarray(levels, np.float64), 0.0, 1.0), axis=-1)
+
+
 def aci_samples(samples: np.ndarray, levels: np.ndarray, nominal: tuple[float, ...] = ACI_LEVELS
                 ) -> tuple[np.ndarray, np.ndarray]:
     """A model's own samples moved to adaptive levels: for a model without a calibration set.
@@ -123,7 +129,7 @@ def aci_samples(samples: np.ndarray, levels: np.ndarray, nominal: tuple[float, .
         ``(S,)`` the samples at their adapted levels (in the input's order) and ``(L,)`` the
         quantiles at the adapted levels, the ones the next observation's miss is judged by.
     """
-    adapted = np.maximum.accumulate(np.clip(np.asarray(levels, np.float64), 0.0, 1.0))
+    adapted = usable_levels(levels)
     ranks = np.argsort(np.argsort(samples, kind="stable"), kind="stable")
     u = (ranks + 0.5) / len(samples)
     at = np.interp(u, np.concatenate([[0.0], nominal, [1.0]]), np.concatenate([[0.0], adapted, [1.0]]))

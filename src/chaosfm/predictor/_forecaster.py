@@ -20,6 +20,7 @@ from chaosfm.forecasters import (
     aci_update,
     aci_weights,
     require_key,
+    usable_levels,
 )
 from chaosfm.predictor._config import PredictorConfig
 from chaosfm.predictor._packed_step import packed_step
@@ -165,7 +166,7 @@ class OnlinePredictorForecaster(AbstractForecaster):
     def _calibrate(self, calibration: ACIState, samples: np.ndarray, value: float) -> ACIState:
         """Every expert's levels after the increment ``value``, judged by its quantiles of the
         next increment's ``samples``."""
-        levels = np.maximum.accumulate(np.clip(calibration.levels[:, 0, 0], 0.0, 1.0), axis=-1)  # (G, L)
+        levels = usable_levels(calibration.levels[:, 0, 0])  # (G, L)
         quantiles = np.quantile(samples, levels.reshape(-1)).reshape(levels.shape)
         spread = np.array([max(float(np.std(samples)), 1e-12 * max(1.0, abs(value)))])
         return aci_update(calibration, 0, np.array([value]), quantiles[:, None, :], spread, self.calibration_gammas)
@@ -230,7 +231,7 @@ def _reshaped(draws: np.ndarray, calibration: ACIState) -> np.ndarray:
     results are handed back in the draws' rank order."""
     flat = draws.reshape(-1)
     grid = np.asarray(ACI_LEVELS)
-    levels = np.maximum.accumulate(np.clip(calibration.levels[:, 0, 0], 0.0, 1.0), axis=-1)  # (G, L)
+    levels = usable_levels(calibration.levels[:, 0, 0])  # (G, L)
     experts = np.quantile(flat, levels.reshape(-1)).reshape(levels.shape)
     combined = (aci_weights(calibration)[:, 0, 0] * experts).sum(axis=0)  # (L,)
     ranks = np.argsort(np.argsort(flat, kind="stable"), kind="stable")
