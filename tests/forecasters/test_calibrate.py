@@ -140,6 +140,9 @@ def test_bad_arguments_are_named(key):
         ConformalForecaster(ScaledWalk(1.0), scale="range")
     with pytest.raises(ValueError, match="calibration_fraction"):
         ConformalForecaster(ScaledWalk(1.0), calibration_fraction=1.5)
+    with pytest.raises(ValueError, match=r"agaci_gammas must be step sizes in \(0, 1\), got \[0.0, 1.0\]"):
+        ConformalForecaster(ScaledWalk(1.0), method="agaci", agaci_gammas=[0, 1])
+    assert ConformalForecaster(ScaledWalk(1.0), method="agaci", agaci_gammas=[0.01, 0.09]).gammas == (0.01, 0.09)
     short = walk_frame(np.random.default_rng(4).standard_normal(90))
     with pytest.raises(ValueError, match="min_context=64"):
         ConformalForecaster(ScaledWalk(1.0), calibration_fraction=0.5).fit(short)

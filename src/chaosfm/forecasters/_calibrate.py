@@ -113,6 +113,7 @@ class ConformalForecaster(AbstractForecaster):
         context_length: rows of history handed to the copy per calibration window.
         min_context: rows of history a calibration window needs.
         gamma: ACI's step size (``method="aci"``; Gibbs & Candès use 0.005).
+        agaci_gammas: AgACI's experts' step sizes (``method="agaci"``).
         scale: the difficulty the residuals are scaled by: ``"spread"`` (the forecast's own
             10-90% spread), ``"volatility"`` (the context's recent volatility times ``sqrt(h)``),
             or ``"auto"``: per step and column, the one whose calibrated quantiles score the lower
@@ -135,6 +136,7 @@ class ConformalForecaster(AbstractForecaster):
         context_length: int = 512,
         min_context: int = 64,
         gamma: float = 0.005,
+        agaci_gammas: tuple[float, ...] | list[float] = AGACI_GAMMAS,
         scale: str = "auto",
         volatility_window: int = 20,
         seed: int = 0,
@@ -148,6 +150,9 @@ class ConformalForecaster(AbstractForecaster):
             raise ValueError(f"calibration_fraction must lie in (0, 1), got {calibration_fraction}")
         if not 0 < gamma < 1:
             raise ValueError(f"gamma must lie in (0, 1), got {gamma}")
+        agaci_gammas = tuple(float(g) for g in agaci_gammas)
+        if not agaci_gammas or not all(0 < g < 1 for g in agaci_gammas):
+            raise ValueError(f"agaci_gammas must be step sizes in (0, 1), got {list(agaci_gammas)}")
         if scale not in ("auto", *SCALES):
             raise ValueError(f"scale must be one of auto, {', '.join(SCALES)}, got {scale!r}")
         self.base = base
@@ -160,7 +165,7 @@ class ConformalForecaster(AbstractForecaster):
         self.calibration_samples = require_int(calibration_samples, "calibration_samples", 10)
         self.context_length = require_int(context_length, "context_length", 1)
         self.min_context = require_int(min_context, "min_context", 2)
-        self.gammas = {"split": (), "aci": (float(gamma),), "agaci": AGACI_GAMMAS}[method]
+        self.gammas = {"split": (), "aci": (float(gamma),), "agaci": agaci_gammas}[method]
         self.scale = scale
         self.volatility_window = require_int(volatility_window, "volatility_window", 2)
         self.seed = int(seed)
