@@ -1,6 +1,7 @@
 """Strate III/IV agents: Multiverse Crossing, a confidence filter built on the JEPA's flow head, and
 the core of a distributional agent: QR-DQN with a CVaR critic, a replay buffer, a soft
-cross-sectional allocation and a cross-sectional trading environment."""
+cross-sectional allocation, a cross-sectional trading environment, and the loop that trains the
+agent on it and evaluates it beside baselines on the same episodes."""
 
 from chaosfm.agents._allocation import soft_allocation
 from chaosfm.agents._env import (
@@ -40,9 +41,11 @@ from chaosfm.agents._replay import (
     replay_init,
     replay_sample,
 )
+from chaosfm.agents._trainer import AgentTrainConfig, evaluate_agent, train_agent
 
 __all__ = [
     "AgentState",
+    "AgentTrainConfig",
     "CrossingScores",
     "EnvConfig",
     "EnvState",
@@ -56,6 +59,7 @@ __all__ = [
     "crossing_scores",
     "cvar_from_quantiles",
     "eligible_starts",
+    "evaluate_agent",
     "env_observe",
     "env_reset",
     "env_step",
@@ -74,4 +78,5 @@ __all__ = [
     "replay_sample",
     "soft_allocation",
     "tangent_perturb",
+    "train_agent",
 ]

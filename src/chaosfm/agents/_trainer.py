@@ -1,0 +1,350 @@
+"""Training and honest evaluation of a cross-sectional QR-DQN agent on the trading environment.
+
+**Decisions.** One shared :class:`~chaosfm.agents.QuantileNetwork` decides for each of the ``K``
+assets of a portfolio on its own. An asset's observation at a rebalance is its ``F`` features at
+the rebalance row (:func:`~chaosfm.agents.env_observe`) and its current position level; the
+``A`` actions are position levels evenly spaced in ``[-1, 1]`` (``A = 3``: short, flat, long;
+``A = 5`` adds half positions). The level is in the observation because the cost of the next
+trade depends on it: without it the per-asset problem is not Markov.
+
+**Rewards.** Prices are exogenous in the environment (trades move no price), so the reward of any
+action is known once the hold is over, whatever the book did: the action's level ``l'`` times the
+asset's compounded return ``R`` over the hold (:attr:`StepOutput.asset_returns`), minus the cost
+of moving from the previous level ``l`` to ``l'``. The cost is the environment's formula
+(``cost_bps / 1e4 * |d| + impact * d**2`` for a trade ``d``, Almgren & Chriss 2000) applied to the
+trade ``d = u (l' - l)`` of a unit position ``u = gross_leverage / K`` and divided by ``u``, so
+the reward is per unit of capital committed (the drift of the position over the hold is ignored):
+
+    r = reward_scale * (l' R - cost_bps / 1e4 * |l' - l| - impact * u * (l' - l)**2).
+
+Rewards are scaled to percent so that the atoms are of order one, as the network starts, and
+QR-DQN's Huber threshold ``kappa = 1`` is one percent. The next observation is the asset's
+features at the next rebalance row with ``l'``; the last rebalance of an episode is terminal.
+
+**The book.** The environment's target weights are :func:`~chaosfm.agents.soft_allocation` of
+the per-asset scores ``CVaR_alpha Z(s, long) - CVaR_alpha Z(s, short)`` of the online network
+(Rockafellar & Uryasev 2000; Dabney et al. 2018 for the quantile critic), with the configured
+temperature, net exposure and gross leverage. Exploration (epsilon-greedy per asset) changes only
+the recorded actions, never the book: as the rewards above do not depend on the book, the book can
+stay greedy, and the training returns in the history are those of the greedy allocation. The
+greedy action and the allocation can disagree (a risk-averse critic often prefers flat, ``CVaR``
+of a risky position's lower tail being negative, while the allocation always trades every asset
+it ranks): the actions are how the critic learns, the scores how it trades.
+
+**Evaluation.** :func:`evaluate_agent` draws episodes from keys, so the agent, an equal-weight
+long book and a 20-row momentum book (soft allocation on the standardised 20-row log return)
+trade the same assets over the same rows. The Sharpe ratio of the pooled per-rebalance net
+returns is annualised by ``rows_per_year / holding`` periods per year; its standard error
+(Mertens 2002), interval and PSR (Bailey & López de Prado 2012) come from
+:func:`chaosfm.evaluate.summarise_returns`. They treat the pooled returns as independent: episodes
+that overlap in time share market moves, so the standard error is a lower bound.
+
+Dimension letters: T rows of the panel, F features per asset, K assets per portfolio, A actions,
+N quantiles, B portfolios per iteration, P portfolios of an evaluation, S rebalances per episode,
+I iterations, O = F + 1 observation width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from chaosfm._progress import progress
+from chaosfm.agents._allocation import soft_allocation
+from chaosfm.agents._env import EnvConfig, EnvState, MarketPanel, eligible_starts, env_observe, env_reset, env_step
+from chaosfm.agents._qrdqn import AgentState, QRDQNConfig, QuantileNetwork, qrdqn_init, qrdqn_train_step
+from chaosfm.agents._quantile import cvar_from_quantiles
+from chaosfm.agents._replay import ReplayState, Transition, replay_add_batch, replay_init, replay_sample
+from chaosfm.evaluate import summarise_returns
+
+__all__ = ["AgentTrainConfig", "evaluate_agent", "train_agent"]
+
+STRATEGIES = ("agent", "equal_weight", "momentum")
+
+
+def _default_qrdqn() -> QRDQNConfig:
+    return QRDQNConfig(
+        obs_dim=5, n_actions=3, n_quantiles=32, hidden=64, layers=2, gamma=0.5, learning_rate=1e-3,
+        target_update_every=100, batch_size=256, buffer_size=50_000, epsilon_start=1.0, epsilon_end=0.05,
+        epsilon_steps=800,
+    )
+
+
+@dataclass(frozen=True)
+class AgentTrainConfig:
+    """How the cross-sectional agent is trained and evaluated; hashable, so it can be a static argument.
+
+    The critic's ``obs_dim`` must be the panel's ``F + 1`` (the default 5 suits :func:`market_panel`'s
+    four features); its ``n_actions`` sets the position levels; its ``gamma`` defaults to 0.5: an
+    action reaches the future only through the cost of the next trade (prices are exogenous), so a
+    short horizon suffices and bootstraps less of the next hold's noise into the target.
+    """
+
+    env: EnvConfig = field(default_factory=EnvConfig)  # the episodes: K, holding, rebalances, costs, exposure
+    qrdqn: QRDQNConfig = field(default_factory=_default_qrdqn)  # the critic, its alpha, replay and epsilon
+    portfolios: int = 32  # B episodes collected per iteration (vmapped): more is more decorrelated data
+    iterations: int = 200  # collect-then-update rounds
+    updates_per_iteration: int = 8  # gradient steps per round; the replay ratio with B * S * K new transitions
+    temperature: float = 1.0  # soft allocation temperature in score units (percent, see reward_scale)
+    reward_scale: float = 100.0  # rewards in percent: atoms of order one, kappa = 1 is one percent
+    momentum_feature: int = 2  # the momentum baseline's feature: market_panel's standardised 20-row log return
+    momentum_temperature: float = 1.0  # its soft allocation temperature, in standard deviations of the feature
+    rows_per_year: float = 252.0  # panel rows per year (trading days) to annualise per-rebalance Sharpe ratios
+    confidence: float = 0.95  # two-sided level of the Sharpe interval
+
+    def __post_init__(self) -> None:
+        problems = [f"{name}: must be >= 1, got {getattr(self, name)}"
+                    for name in ("portfolios", "iterations", "updates_per_iteration") if getattr(self, name) < 1]
+        problems += [f"{name}: must be > 0, got {getattr(self, name)}"
+                     for name in ("temperature", "reward_scale", "momentum_temperature", "rows_per_year")
+                     if not getattr(self, name) > 0]
+        if self.qrdqn.n_actions < 2:
+            problems.append(f"qrdqn.n_actions: must be >= 2 position levels, got {self.qrdqn.n_actions}")
+        if not 0 < self.confidence < 1:
+            problems.append(f"confidence: must lie in (0, 1), got {self.confidence}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def levels(self) -> Float[Array, " A"]:
+        """The position level of each action, evenly spaced in ``[-1, 1]`` (short first, long last)."""
+        return jnp.linspace(-1.0, 1.0, self.qrdqn.n_actions, dtype=jnp.float32)
+
+    @property
+    def periods_per_year(self) -> float:
+        """Rebalances per year: ``rows_per_year / holding``."""
+        return self.rows_per_year / self.env.holding
+
+    def replace(self, **changes: Any) -> "AgentTrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _check(panel: MarketPanel, config: AgentTrainConfig, obs_dim: int, first: int, last: int) -> None:
+    features = panel.features.shape[-1]
+    if obs_dim != features + 1:
+        raise ValueError(f"qrdqn.obs_dim must be the panel's features + 1 (the position) = {features + 1}, got "
+                         f"{obs_dim}")
+    if not bool(jnp.any(eligible_starts(panel, config.env, first=first, last=last))):
+        raise ValueError(f"no episode of {config.env.episode_rows + 1} rows with {config.env.n_assets} valid assets "
+                         f"fits in rows [{first}, {last}] of a panel of {panel.valid.shape[0]} rows")
+
+
+def _observe(panel: MarketPanel, state: EnvState, level: Float[Array, " K"]) -> Float[Array, "K O"]:
+    return jnp.concatenate([env_observe(panel, state), level[:, None]], axis=-1)
+
+
+def _scores(params: QuantileNetwork, obs: Float[Array, "K O"], alpha: float) -> Float[Array, "K A"]:
+    return cvar_from_quantiles(jax.vmap(params)(obs), alpha)  # (K, A)
+
+
+def _reward(config: AgentTrainConfig, new: Float[Array, " K"], old: Float[Array, " K"],
+            asset_returns: Float[Array, " K"]) -> Float[Array, " K"]:
+    unit = config.env.gross_leverage / config.env.n_assets
+    change = new - old
+    cost = config.env.cost_bps * 1e-4 * jnp.abs(change) + config.env.impact * unit * change**2
+    return config.reward_scale * (new * asset_returns - cost)
+
+
+def _episode(params: QuantileNetwork, panel: MarketPanel, config: AgentTrainConfig, key: PRNGKeyArray,
+             first: Int[Array, ""], last: Int[Array, ""], epsilon: Float[Array, ""]) -> tuple[Transition, dict]:
+    """One episode of the agent: its per-asset transitions ``(S, K, ...)`` and per-rebalance outputs."""
+    reset_key, explore_key = jax.random.split(key)
+    levels, alpha = config.levels, config.qrdqn.alpha
+    start = env_reset(panel, config.env, key=reset_key, first=first, last=last)
+
+    def rebalance(carry, step_key):
+        state, level = carry
+        obs = _observe(panel, state, level)
+        cvar = _scores(params, obs, alpha)  # (K, A)
+        greedy = jnp.argmax(cvar, axis=-1).astype(jnp.int32)
+        coin_key, pick_key = jax.random.split(step_key)
+        uniform = jax.random.randint(pick_key, greedy.shape, 0, levels.shape[0], dtype=jnp.int32)
+        action = jnp.where(jax.random.uniform(coin_key, greedy.shape) < epsilon, uniform, greedy)
+        weights = soft_allocation(cvar[:, -1] - cvar[:, 0], temperature=config.temperature,
+                                  net_exposure=config.env.net_exposure, gross_leverage=config.env.gross_leverage)
+        state, out = env_step(panel, config.env, state, weights)
+        new_level = levels[action]
+        reward = _reward(config, new_level, level, out.asset_returns)
+        done = jnp.broadcast_to(out.done.astype(jnp.float32), reward.shape)
+        transition = Transition(obs, action, reward, _observe(panel, state, new_level), done)
+        record = {"return": out.portfolio_return, "turnover": out.turnover, "costs": out.costs,
+                  "non_flat": jnp.mean((levels[greedy] != 0).astype(jnp.float32))}
+        return (state, new_level), (transition, record)
+
+    steps = jax.random.split(explore_key, config.env.episode_rebalances)
+    _, (transitions, record) = jax.lax.scan(rebalance, (start, jnp.zeros_like(start.weights)), steps)
+    return transitions, {**record, "start": start.t}
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _iteration(agent: AgentState, buffer: ReplayState, panel: MarketPanel, key: PRNGKeyArray,
+               first: Int[Array, ""], last: Int[Array, ""], *, config: AgentTrainConfig):
+    """Collect ``B`` episodes, add their transitions to the buffer, take the gradient steps."""
+    collect_key, update_key = jax.random.split(key)
+    epsilon = config.qrdqn.epsilon(agent.step)
+    episodes = jax.vmap(_episode, in_axes=(None, None, None, 0, None, None, None))
+    transitions, record = episodes(agent.params, panel, config, jax.random.split(collect_key, config.portfolios),
+                                   first, last, epsilon)
+    flat = jax.tree_util.tree_map(lambda leaf: leaf.reshape(-1, *leaf.shape[3:]), transitions)  # (B * S * K, ...)
+    buffer = replay_add_batch(buffer, flat)
+
+    def update(agent, sample_key):
+        batch = replay_sample(buffer, config.qrdqn.batch_size, key=sample_key)
+        return qrdqn_train_step(agent, batch, config=config.qrdqn)
+
+    agent, metrics = jax.lax.scan(update, agent, jax.random.split(update_key, config.updates_per_iteration))
+    summary = {"loss": jnp.mean(metrics["loss"]), "return": jnp.mean(record["return"]), "epsilon": epsilon,
+               "first_row": jnp.min(record["start"]),
+               "last_row": jnp.max(record["start"]) + config.env.episode_rows}
+    return agent, buffer, summary
+
+
+def train_agent(
+    panel: MarketPanel,
+    config: AgentTrainConfig,
+    *,
+    first: int,
+    last: int,
+    key: PRNGKeyArray,
+    on_iteration: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[AgentState, dict[str, np.ndarray]]:
+    """Train a fresh QR-DQN critic on episodes inside rows ``[first, last]``.
+
+    Each iteration collects ``config.portfolios`` episodes (vmapped; epsilon-greedy per asset on the
+    critic's CVaR, the book allocated greedily), writes their ``B * S * K`` per-asset transitions to
+    the replay buffer and takes ``updates_per_iteration`` QR-DQN steps; the whole iteration is one
+    compiled function. Episodes touch only rows in ``[first, last]`` (:func:`env_reset`).
+
+    Args:
+        panel: the market panel (see :func:`market_panel`).
+        config: the training configuration.
+        first: the first row an episode may touch.
+        last: the last row an episode may touch: the training fence's row.
+        key: the randomness of the initialisation, the episodes, exploration and replay.
+        on_iteration: called after each iteration with its index and its entry of the history
+            (e.g. a job's log); a progress bar is shown to a person watching either way.
+
+    Returns:
+        The trained agent and the history, ``(I,)`` arrays per iteration: ``loss`` (mean over its
+        gradient steps), ``return`` (the greedy book's mean net return per rebalance on the
+        iteration's training episodes), ``epsilon``, ``first_row`` and ``last_row`` (the earliest
+        and latest rows its episodes touched).
+
+    Raises:
+        ValueError: the critic's ``obs_dim`` is not the panel's features + 1, or no episode fits.
+    """
+    _check(panel, config, config.qrdqn.obs_dim, first, last)
+    init_key, loop_key = jax.random.split(key)
+    agent = qrdqn_init(config.qrdqn, key=init_key)
+    width = config.qrdqn.obs_dim
+    example = Transition(jnp.zeros((width,), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32),
+                         jnp.zeros((width,), jnp.float32), jnp.zeros((), jnp.float32))
+    buffer = replay_init(config.qrdqn.buffer_size, example)
+    bounds = jnp.asarray(first, jnp.int32), jnp.asarray(last, jnp.int32)
+    keys = jax.random.split(loop_key, config.iterations)
+    summaries = []
+    for index, iteration_key in enumerate(progress(keys, "training the agent", total=config.iterations)):
+        agent, buffer, summary = _iteration(agent, buffer, panel, iteration_key, *bounds, config=config)
+        summaries.append(summary)
+        if on_iteration is not None:
+            on_iteration(index, {name: float(value) for name, value in summary.items()})
+    history = {name: np.stack([np.asarray(s[name]) for s in summaries]) for name in summaries[0]}
+    return agent, history
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _rollouts(params: QuantileNetwork, panel: MarketPanel, keys: PRNGKeyArray, first: Int[Array, ""],
+              last: Int[Array, ""], *, config: AgentTrainConfig) -> dict[str, dict[str, Array]]:
+    """The greedy agent and the two baselines on the episodes of ``keys``: ``(P, S)`` per record."""
+    env = config.env
+
+    def agent(key):
+        _, record = _episode(params, panel, config, key, first, last, jnp.zeros((), jnp.float32))
+        return record
+
+    def baseline(key, weights_of):
+        start = env_reset(panel, env, key=jax.random.split(key)[0], first=first, last=last)  # as _episode draws
+
+        def rebalance(state, _):
+            state, out = env_step(panel, env, state, weights_of(env_observe(panel, state)))
+            return state, {"return": out.portfolio_return, "turnover": out.turnover, "costs": out.costs}
+
+        return {**jax.lax.scan(rebalance, start, length=env.episode_rebalances)[1], "start": start.t}
+
+    def equal_weight(features):
+        return jnp.full((env.n_assets,), 1.0 / env.n_assets, jnp.float32)
+
+    def momentum(features):
+        return soft_allocation(features[:, config.momentum_feature], temperature=config.momentum_temperature,
+                               net_exposure=env.net_exposure, gross_leverage=env.gross_leverage)
+
+    return {"agent": jax.vmap(agent)(keys),
+            "equal_weight": jax.vmap(lambda k: baseline(k, equal_weight))(keys),
+            "momentum": jax.vmap(lambda k: baseline(k, momentum))(keys)}
+
+
+def _summary(record: dict[str, Array], config: AgentTrainConfig) -> dict[str, Any]:
+    returns = np.asarray(record["return"], np.float64)  # (P, S)
+    turnover = np.asarray(record["turnover"], np.float64)
+    costs = np.asarray(record["costs"], np.float64)
+    rows = pd.DataFrame({"net": returns.ravel(), "turnover": turnover.ravel(), "cost": costs.ravel()})
+    stats = summarise_returns(rows, config.periods_per_year, config.confidence)
+    out = {"returns": returns, "mean_return": float(returns.mean()),
+           **{name: stats[name] for name in ("sharpe", "sharpe_se", "sharpe_ci", "psr")},
+           "hit_rate": float(np.mean(returns > 0)), "mean_turnover": float(turnover.mean()),
+           "mean_costs": float(costs.mean())}
+    if "non_flat" in record:
+        out["non_flat_fraction"] = float(np.mean(np.asarray(record["non_flat"])))
+    return out
+
+
+def evaluate_agent(
+    panel: MarketPanel,
+    params: QuantileNetwork,
+    config: AgentTrainConfig,
+    *,
+    first: int,
+    last: int,
+    key: PRNGKeyArray,
+    n_portfolios: int,
+) -> dict[str, Any]:
+    """The greedy agent (epsilon 0) beside an equal-weight long book and a momentum book, all on the
+    same ``n_portfolios`` episodes drawn inside rows ``[first, last]`` (the fresh period: ``first``
+    = the fence row + the embargo).
+
+    Args:
+        panel: the market panel.
+        params: the trained online network (``AgentState.params``).
+        config: the configuration it was trained with.
+        first: the first row an episode may touch.
+        last: the last row an episode may touch.
+        key: the draw of the episodes; the same key gives the same episodes and results.
+        n_portfolios: ``P``, episodes to evaluate.
+
+    Returns:
+        ``{"agent", "equal_weight", "momentum"}``, each ``{"returns": (P, S) net returns per
+        rebalance, "mean_return", "sharpe" (annualised by ``periods_per_year``), "sharpe_se",
+        "sharpe_ci", "psr", "hit_rate" (share of positive rebalances), "mean_turnover" (per
+        rebalance), "mean_costs" (per rebalance)}``, the agent's also ``"non_flat_fraction"`` (share
+        of its greedy per-asset actions that are not flat); and ``"starts"`` ``(P,)``, the episodes' first rows, and
+        ``"periods_per_year"``. A Sharpe statistic that cannot be computed is None.
+    """
+    if n_portfolios < 1:
+        raise ValueError(f"n_portfolios must be >= 1, got {n_portfolios}")
+    _check(panel, config, params.config.obs_dim, first, last)
+    records = _rollouts(params, panel, jax.random.split(key, n_portfolios), jnp.asarray(first, jnp.int32),
+                        jnp.asarray(last, jnp.int32), config=config)
+    starts = np.asarray(records["agent"]["start"])
+    for name in STRATEGIES[1:]:  # one draw per key: every strategy trades the same episodes
+        assert np.array_equal(starts, np.asarray(records[name]["start"]))
+    result: dict[str, Any] = {name: _summary(records[name], config) for name in STRATEGIES}
+    return {**result, "starts": starts, "periods_per_year": config.periods_per_year}
