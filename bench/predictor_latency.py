@@ -49,7 +49,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from chaosfm.predictor import PredictorConfig, hoelder_wtmm, init_predictor  # noqa: E402
-from chaosfm.predictor._cusum import init_cusum, update_cusum  # noqa: E402
+from chaosfm.predictor._cusum import update_cusum  # noqa: E402
 from chaosfm.predictor._kernel_dgm import predict_dgm, refresh_dgm  # noqa: E402
 from chaosfm.predictor._kernel_imex import predict_imex  # noqa: E402
 from chaosfm.predictor._kernel_signature import (  # noqa: E402

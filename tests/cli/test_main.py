@@ -332,7 +332,7 @@ def test_pretrain_then_mvx(tmp_path, capsys):
 # ---- every command: --help, --set, the common flags ----------------------------------------------
 CONFIGS = Path(__file__).parents[2] / "configs"
 
-COMMANDS = {"datasets", "data", "evaluate", "tokenize", "train", "stage", "pipeline", "generate", "forecast",
+COMMANDS = {"agent", "datasets", "data", "evaluate", "tokenize", "train", "stage", "pipeline", "generate", "forecast",
             "stream", "tune", "multitask", "pretrain", "mvx", "leakage", "demo", "bench", "backtest"}
 
 
@@ -399,9 +399,11 @@ def test_the_common_flags_have_one_spelling_and_meaning_everywhere():
         if "--config" in options:
             assert "--set" in options, name
     # Every command that writes something says where with --out; every command with a config takes --set.
-    # (`bench` and `data` are groups: their subcommands take the flags.)
-    assert seen["out"] >= (COMMANDS - {"datasets", "data", "generate", "bench"}) | {"bench chaos"}
-    assert seen["assignments"] == (COMMANDS - {"datasets", "data", "data check", "bench"}) | {"bench chaos"}
+    # (`bench`, `data` and `agent` are groups: their subcommands take the flags.)
+    assert seen["out"] >= (COMMANDS - {"datasets", "data", "generate", "bench", "agent"}) | {"bench chaos", "agent train",
+                                                                                            "agent eval"}
+    assert seen["assignments"] == (COMMANDS - {"datasets", "data", "data check", "bench", "agent"}) | {"bench chaos",
+                                                                                                   "agent train"}
     assert seen["seed"] >= {"evaluate", "tokenize", "train", "stage", "pipeline", "generate", "forecast", "stream",
                             "tune", "multitask", "pretrain", "mvx", "leakage"}
 

@@ -11,7 +11,7 @@ import sys
 import traceback
 
 from chaosfm import __version__
-from chaosfm.cli import _backtest, _bench, _data, _evaluate, _multitask, _stream, _tokenize, _train, _world
+from chaosfm.cli import _agent, _backtest, _bench, _data, _evaluate, _multitask, _stream, _tokenize, _train, _world
 from chaosfm.cli._parser import Parser, UsageError
 
 
@@ -35,6 +35,7 @@ def build_parser() -> Parser:
     _stream.add_tune(commands)
     _multitask.add(commands)
     _world.add(commands)
+    _agent.add(commands)
     _evaluate.add_demo(commands)
     _bench.add(commands)
     return parser

@@ -20,6 +20,7 @@ loading, picking an asset, the run folder's ``config.yaml`` and ``meta.json``) i
 | ``multitask`` | ``multitask`` |
 | ``pretrain`` | ``pretrain`` |
 | ``mvx`` | ``mvx`` |
+| ``agent train``, ``agent eval`` | ``agent`` |
 | ``leakage`` | ``leakage`` |
 | ``stream`` | ``stream`` |
 | ``tune`` | ``tune`` |
