@@ -45,6 +45,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from chaosfm.data import as_timestamp_like, candle_features
 from chaosfm.data import assets as asset_names
+from chaosfm.evaluate import trade_cost
 
 __all__ = [
     "EnvConfig",
@@ -310,7 +311,7 @@ def env_step(
     asset_returns = growth - 1.0
     trade = target - state.weights
     turnover = jnp.sum(jnp.abs(trade))
-    costs = jnp.sum(config.cost_bps * 1e-4 * jnp.abs(trade) + config.impact * trade**2)
+    costs = jnp.sum(trade_cost(trade, config.cost_bps, config.impact))
     portfolio_return = jnp.dot(target, asset_returns) - costs
     # A book that lost all its capital has no weights to drift; keep the division finite.
     drifted = target * growth / jnp.maximum(1.0 + portfolio_return, 1e-6)

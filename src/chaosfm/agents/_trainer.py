@@ -64,7 +64,7 @@ from chaosfm.agents._env import EnvConfig, EnvState, MarketPanel, eligible_start
 from chaosfm.agents._qrdqn import AgentState, QRDQNConfig, QuantileNetwork, qrdqn_init, qrdqn_train_step
 from chaosfm.agents._quantile import cvar_from_quantiles
 from chaosfm.agents._replay import ReplayState, Transition, replay_add_batch, replay_init, replay_sample
-from chaosfm.evaluate import summarise_returns
+from chaosfm.evaluate import summarise_returns, trade_cost
 
 __all__ = ["AgentTrainConfig", "evaluate_agent", "train_agent"]
 
@@ -150,7 +150,7 @@ def _reward(config: AgentTrainConfig, new: Float[Array, " K"], old: Float[Array,
             asset_returns: Float[Array, " K"]) -> Float[Array, " K"]:
     unit = config.env.gross_leverage / config.env.n_assets
     change = new - old
-    cost = config.env.cost_bps * 1e-4 * jnp.abs(change) + config.env.impact * unit * change**2
+    cost = trade_cost(unit * change, config.env.cost_bps, config.env.impact) / unit  # per unit of capital
     return config.reward_scale * (new * asset_returns - cost)
 
 

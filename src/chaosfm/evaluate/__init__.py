@@ -6,7 +6,7 @@ re-exported here for code written against earlier versions.
 """
 
 from chaosfm.evaluate._backtest import PNL_COLUMNS, PORTFOLIO, backtest, instrument_labels, strategy_name
-from chaosfm.evaluate._backtest_rules import RULES, BacktestSettings, forecast_volatility, get_rule
+from chaosfm.evaluate._backtest_rules import RULES, BacktestSettings, forecast_volatility, get_rule, trade_cost
 from chaosfm.evaluate._backtest_stats import (
     backtest_statistics,
     drawdown,
@@ -140,6 +140,7 @@ __all__ = [
     "sharpe_standard_error",
     # the backtest
     "BacktestSettings",
+    "trade_cost",
     "PNL_COLUMNS",
     "PORTFOLIO",
     "RULES",

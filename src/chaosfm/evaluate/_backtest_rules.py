@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,8 +68,15 @@ class BacktestSettings:
 
     def cost(self, trade: np.ndarray) -> np.ndarray:
         """Cost of trades ``(...)`` (signed fractions of capital), as a fraction of capital."""
-        size = np.abs(trade)
-        return self.cost_bps * 1e-4 * size + self.impact * size**2
+        return trade_cost(trade, self.cost_bps, self.impact)
+
+
+def trade_cost(trade: Any, cost_bps: float, impact: float) -> Any:
+    """``cost_bps / 1e4 * |trade| + impact * trade**2`` elementwise, as a fraction of capital, for
+    trades that are signed fractions of capital: the one cost formula of the backtest and the
+    agents' environment. Written with Python's ``abs`` so it takes NumPy and (traced) JAX arrays."""
+    size = abs(trade)
+    return cost_bps * 1e-4 * size + impact * size**2
 
 
 # ---------------------------------------------------------------------------------------------------

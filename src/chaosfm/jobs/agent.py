@@ -30,7 +30,6 @@ from chaosfm._config import ConfigError, read_config, read_yaml
 from chaosfm.agents import (
     AgentTrainConfig,
     EnvConfig,
-    QRDQNConfig,
     evaluate_agent,
     market_panel,
     qrdqn_init,
@@ -70,9 +69,9 @@ class AgentConfig(BaseModel):
         """The library's config for a panel of ``features`` per asset (bad fields name the key)."""
         try:
             env = EnvConfig(**self.env)
-            critic = {"obs_dim": features + 1, "n_actions": 3, "gamma": 0.5, "learning_rate": 1e-3,
-                      "batch_size": 256, "buffer_size": 50_000, "epsilon_steps": 800, **self.critic}
-            return AgentTrainConfig(env=env, qrdqn=QRDQNConfig(**critic), portfolios=self.portfolios,
+            # The trainer's default critic, fitted to the panel's width, with the config's fields on top.
+            critic = AgentTrainConfig().qrdqn.replace(obs_dim=features + 1, **self.critic)
+            return AgentTrainConfig(env=env, qrdqn=critic, portfolios=self.portfolios,
                                     iterations=self.iterations, updates_per_iteration=self.updates_per_iteration,
                                     temperature=self.temperature)
         except (TypeError, ValueError) as error:
