@@ -167,3 +167,29 @@ def test_drift_zero_centres_the_mixture_on_the_last_value():
     # the stable and IMEX kernels' sampled means differ from their predictions.
     assert abs(centred.mean()) < 0.05 * spread and abs(centred.mean()) < 0.35 * abs(kept.mean())
     np.testing.assert_allclose(kept - centred, kept.mean() - centred.mean(), atol=1e-4 * spread)  # a shift only
+
+
+def test_unit_spread_leaves_the_width_to_the_scale_and_the_shape_to_the_kernels():
+    from chaosfm.predictor._orchestrator import mixing_weights
+    from chaosfm.predictor._predictor import SIGNATURE_KERNEL, _kernel_spreads, mixture_draws
+
+    levels = _gbm(300, 8)
+    step = packed_step(PREDICTOR)
+    packed = step.pack(init_predictor(PREDICTOR, float(levels[0]), key=jax.random.key(0)))
+    for value in levels[1:]:
+        _, packed = step(packed, np.float32(value))
+    state = step.unpack(packed)
+    key = jax.random.key(3)
+    assert PREDICTOR.unit_spread  # the default
+    raw = np.asarray(mixture_draws(state, PREDICTOR.model_copy(update={"unit_spread": False}), (20000,), key=key))
+    unit = np.asarray(mixture_draws(state, PREDICTOR, (20000,), key=key))
+    # The mixture variance worked out from the state, by hand: each kernel's spread squared plus
+    # its mean's distance from the weighted mean, averaged with the mixing weights.
+    spreads, _ = _kernel_spreads(state, PREDICTOR)
+    weights = np.asarray(mixing_weights(state.orchestrator, state.emergency, SIGNATURE_KERNEL), np.float64)
+    means = np.clip(np.asarray(state.kernel_predictions, np.float64), -20, 20)
+    centre = weights @ means / weights.sum()
+    variance = weights @ (np.asarray(spreads, np.float64) ** 2 + (means - centre) ** 2) / weights.sum()
+    assert abs(np.sqrt(variance) - 1.0) > 0.01  # the kernels' own spread is not already 1
+    # With drift 0 both are centred on the last value: the unit draws are the raw ones rescaled.
+    np.testing.assert_allclose(unit, raw / np.sqrt(variance), rtol=2e-4, atol=1e-6 * float(state.scale))

@@ -174,6 +174,10 @@ class PredictorConfig(_Strict):
         description="EMA weight for increment scale; 0.06 (an effective window of ~32 steps) scored a "
         "lower one-step CRPS than 0.03 on four of five markets' rows before their cutoffs (docs/predictor.md)",
     )
+    unit_spread: bool = Field(
+        True, description="rescale the kernel mixture to unit spread, so the EMA scale alone sets the width and"
+        " the kernels the shape; see docs/predictor.md for the rows before the cutoff it was chosen on",
+    )
     level_decay: float = Field(0.05, gt=0.0, lt=1.0, description="EMA weight of the level for z")
     hoelder_threshold: float = Field(
         0.2, description="Hölder below this trips the circuit breaker (kernel D, Huber)"

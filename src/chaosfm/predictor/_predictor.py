@@ -471,7 +471,14 @@ def _standardised_draws(
     )  # (K, S)
     mixed = jnp.take_along_axis(per_kernel, pick[None, :], axis=0)[0]
     # drift < 1 moves the mixture's mean (the weighted kernel means) towards zero, shape kept.
-    mean = jnp.dot(weights, jnp.clip(jnp.nan_to_num(means), -20.0, 20.0)) / jnp.sum(weights)
+    clipped = jnp.clip(jnp.nan_to_num(means), -20.0, 20.0)
+    mean = jnp.dot(weights, clipped) / jnp.sum(weights)
+    if config.unit_spread:
+        # The mixture's spread of the standardised increment: within-kernel spreads plus the
+        # spread of the kernel means around the mixture mean (the stable kernel counts sqrt(2)
+        # gamma, as _kernel_spreads). Dividing by it leaves the width to the EMA scale alone.
+        variance = jnp.dot(weights, jnp.nan_to_num(spreads) ** 2 + (clipped - mean) ** 2) / jnp.sum(weights)
+        mixed = (mixed - mean) / jnp.sqrt(jnp.maximum(variance, 1e-6)) + mean
     mixed = mixed - (1.0 - config.drift) * mean
     mixed = jnp.where(warm, jnp.clip(jnp.nan_to_num(mixed), -50.0, 50.0), gauss)
     return mixed.reshape(shape)
