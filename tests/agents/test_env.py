@@ -13,6 +13,7 @@ from chaosfm.agents import (
     eligible_starts,
     env_observe,
     env_reset,
+    env_reset_at,
     env_step,
     market_panel,
     soft_allocation,
@@ -85,6 +86,34 @@ def test_hand_computed_episode(key):
     np.testing.assert_allclose(out.costs, BacktestSettings(cost_bps=10.0, impact=0.1).cost(trade).sum(), atol=1e-6)
 
 
+def test_a_markets_holidays_carry_its_close_and_a_suspension_does_not():
+    # Two markets with different holidays on one union calendar: B is closed on rows 100-101 (a
+    # holiday), C on rows 100-109 (a suspension, longer than holiday_rows).
+    rng = np.random.default_rng(4)
+    dates = pd.bdate_range("2000-01-03", periods=200)
+    closes = {name: 50.0 * np.exp(np.cumsum(0.01 * rng.standard_normal(200))) for name in "ABC"}
+    absent = {"A": [], "B": [100, 101], "C": list(range(100, 110))}
+    parts = [pd.DataFrame({"asset": n, "timestamp": dates.delete(absent[n]), "close": np.delete(closes[n], absent[n])})
+             for n in "ABC"]
+    frame = validate(pd.concat(parts, ignore_index=True))
+    panel, stamps, names = market_panel(frame, fit_end=str(dates[150].date()), holiday_rows=5)
+    returns, valid, features = (np.asarray(x, np.float64) for x in (panel.returns, panel.valid, panel.features))
+    assert len(stamps) == 200 and valid[95:110, 0].all()
+    # B: valid through its holiday, flat on it, and the whole three-day move on the next close.
+    assert valid[95:110, 1].all() and returns[100, 1] == 0 and returns[101, 1] == 0
+    np.testing.assert_allclose(returns[102, 1], closes["B"][102] / closes["B"][99] - 1, rtol=1e-5)
+    # Its features there are what a trader knows at the close of row 100: the 1-row log return of the
+    # carried close is 0 (standardised: the 1-row feature of a flat row), the realized volatility its last.
+    assert features[100, 1, 0] == features[101, 1, 0] != features[99, 1, 0]
+    assert features[100, 1, 3] == features[99, 1, 3]
+    # C: invalid over the suspension, and holding_rows=0 restores the old rule for B too.
+    assert not valid[100:110, 2].any()
+    strict, _, _ = market_panel(frame, fit_end=str(dates[150].date()), holiday_rows=0)
+    assert not np.asarray(strict.valid)[100:102, 1].any()
+    with pytest.raises(ValueError, match="holiday_rows"):
+        market_panel(frame, fit_end=str(dates[150].date()), holiday_rows=-1)
+
+
 def test_gross_leverage_caps_the_target(key):
     panel = _tiny_panel()
     state = reset(panel, HAND, key=key, first=0, last=4)
@@ -122,6 +151,29 @@ def test_episodes_stay_inside_their_bounds(key):
     assert not bool(jnp.any(eligible_starts(panel, config, first=0, last=20 + span - 1)))
     with pytest.raises(ValueError, match="no episode"):
         env_reset(panel, config, key=key, first=0, last=20 + span - 1)
+
+
+def test_a_reset_at_a_row_draws_assets_valid_on_its_rows(key):
+    panel, _, _ = market_panel(_frame(), fit_end="2000-06-30")
+    valid = np.asarray(panel.valid)
+    config = EnvConfig(n_assets=3, holding=4, episode_rebalances=5)
+    draw = jax.jit(jax.vmap(lambda k, t, n: env_reset_at(panel, config, t, key=k, rebalances=n),
+                            in_axes=(0, None, None)))
+    for t, rebalances in ((30, 5), (196, 1), (150, 3)):
+        states = draw(jax.random.split(key, 200), t, rebalances)
+        assert np.all(np.asarray(states.t) == t) and np.all(np.asarray(states.step) == 0)
+        assert np.all(np.asarray(states.weights) == 0)
+        usable = set(np.flatnonzero(valid[t:t + rebalances * 4 + 1].all(axis=0)).tolist())
+        drawn = set(np.asarray(states.assets).ravel().tolist())
+        assert drawn == usable  # every usable asset is drawn by some key, no other
+        assert all(len(set(row.tolist())) == 3 for row in np.asarray(states.assets))
+    # Deterministic in the key, eager or traced; the default episode is episode_rebalances long.
+    eager = env_reset_at(panel, config, 30, key=key)
+    np.testing.assert_array_equal(eager.assets, draw(key[None], 30, 5).assets[0])
+    with pytest.raises(ValueError, match=r"rows \[5, 25\].*0 assets valid"):
+        env_reset_at(panel, config, 5, key=key)  # the features' warm-up: no asset is valid
+    with pytest.raises(ValueError, match="300 rows"):
+        env_reset_at(panel, config, 290, key=key, rebalances=3)
 
 
 def test_features_are_causal():

@@ -52,6 +52,29 @@ def test_csv_and_parquet_round_trip(tmp_path):
     assert load(parquet)["asset"].nunique() == 2
 
 
+def test_a_folder_is_a_universe_one_asset_per_file(tmp_path):
+    stocks = load("sp500_stocks")
+    folder = tmp_path / "universe"
+    folder.mkdir()
+    for ticker in ("AAPL", "KO"):
+        part = stocks[stocks["asset"] == ticker][["timestamp", "close"]].rename(columns={"timestamp": "Date"})
+        part.to_csv(folder / f"{ticker}.csv", index=False)
+    load("jkse").to_parquet(folder / "more.parquet")  # a file with its own asset column keeps it
+    (folder / "notes.md").write_text("not data")  # other files are not read
+    (folder / "nested").mkdir()
+    frame = load(folder)
+    assert list(frame["asset"].unique()) == ["AAPL", "KO", "jkse"]
+    np.testing.assert_array_equal(frame.loc[frame["asset"] == "KO", "close"],
+                                  stocks.loc[stocks["asset"] == "KO", "close"])
+    (folder / "KO2.parquet").write_bytes((folder / "more.parquet").read_bytes())  # jkse a second time
+    with pytest.raises(DataError, match=r"\['jkse'\] appear in more than one"):
+        load(folder)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileFormatError, match="empty.*no CSV or Parquet file"):
+        load(empty)
+
+
 def test_bad_files(tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")

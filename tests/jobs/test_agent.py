@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from chaosfm._artifacts import ArtifactError
 from chaosfm._config import ConfigError
@@ -43,9 +44,76 @@ def test_train_then_eval_write_their_folders_and_never_train_past_the_fence(univ
     metrics = agent.evaluate(agent.AgentEvalConfig(run=run, portfolios=8))
     assert pd.Timestamp(metrics["fresh_from"]) > fence
     assert set(metrics["books"]) == {"agent", "equal_weight", "momentum"}
+    for entry in metrics["books"].values():
+        assert {"sharpe", "sharpe_se", "sharpe_ci", "psr", "hit_rate", "turnover", "costs",
+                "max_drawdown"} <= set(entry)
+    # The fresh calendar, by the evaluator's rule: the fence row is 319, rows 320-323 are the 5-row
+    # embargo (a hold's first target must have 5 unseen rows before it), rebalances from row 324 to
+    # 398 every 2 rows, one dated return per book.
+    rebalances = (399 - 324) // 2
+    assert metrics["rebalances"] == rebalances and "mvx" not in metrics and "within_pretrain" not in metrics
     returns = pd.read_parquet(run / "eval" / "returns.parquet")
-    assert len(returns) == 3 * 8 * 4 and np.isfinite(returns["return"]).all()
+    assert list(returns.columns) == ["book", "timestamp", "window_class", "net", "turnover", "cost"]
+    assert pd.api.types.is_datetime64_any_dtype(returns["timestamp"]) and set(returns["window_class"]) == {"fresh"}
+    assert len(returns) == 3 * rebalances and np.isfinite(returns["net"]).all()
+    dates = pd.bdate_range("2015-01-01", periods=400)
+    for _, book in returns.groupby("book"):  # each hold ends 2 rows after its rebalance
+        assert list(book["timestamp"]) == list(dates[324 + 2:400:2][:rebalances])
     assert json.loads((run / "eval" / "metrics.json").read_text()) == metrics
+    report = (run / "eval" / "report.html").read_text()
+    assert "<h2>Backtest</h2>" in report and "<h3>agent</h3>" in report and "<h3>momentum</h3>" not in report
+    assert "momentum" in report and "3 strategies tried (the agent and two reference books)" in report
+
+
+def test_an_encoder_run_adds_features_labels_what_it_saw_and_gates_by_its_convergence(universe, tmp_path,
+                                                                                        monkeypatch):
+    from types import SimpleNamespace
+
+    from chaosfm.agents import EncoderFeatures
+    from chaosfm.jobs import _agent_panel
+
+    dates = pd.bdate_range("2015-01-01", periods=400)
+    calls = {}
+
+    def load_pretrained(run):  # a pretrained JEPA with a flow head that saw 20 rows past the agent's fence
+        calls["run"] = str(run)
+        return SimpleNamespace(flow=object()), None, {"trained_through": {f"S{i}": dates[339] for i in range(6)}}
+
+    def encoder_features(model, inputs, frame, stamps, names, *, convergence, key):
+        calls.update(rows=len(stamps), names=list(names), convergence=convergence)
+        rng = np.random.default_rng(0)
+        embeddings = rng.standard_normal((len(stamps), len(names), 2))
+        embeddings[:10] = np.nan  # warm-up: no full context yet
+        values = rng.uniform(size=(len(stamps), len(names)))
+        values[:, 0] = np.nan
+        return EncoderFeatures(embeddings, values if convergence else None)
+
+    monkeypatch.setattr(_agent_panel, "load_pretrained", load_pretrained)
+    monkeypatch.setattr(_agent_panel, "encoder_features", encoder_features)
+    summary = agent.train(_config(universe, tmp_path / "run", encoder="runs/jepa"))
+    assert calls == {"run": "runs/jepa", "rows": 400, "names": [f"S{i}" for i in range(6)], "convergence": False}
+    assert summary["encoder"]["trained_through"]["S0"].startswith(str(dates[339].date()))
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["upstream_trained_through"]["S3"].startswith(str(dates[339].date()))
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["encoder"] == "runs/jepa"
+
+    metrics = agent.evaluate(agent.AgentEvalConfig(run=tmp_path / "run", portfolios=4, mvx_thresholds="0.0,0.5,2"))
+    assert calls["convergence"] is True
+    # Holds from rows 319..338 (the fence row's close on) have first targets the encoder saw:
+    # within-pretrain (no embargo: the agent's own rows end at 319), scored apart; fresh starts 5
+    # unseen rows after the encoder's last row 339, at row 344.
+    assert metrics["within_pretrain"]["from"].startswith(str(dates[319].date()))
+    assert metrics["fresh_from"].startswith(str(dates[344].date()))
+    returns = pd.read_parquet(tmp_path / "run" / "eval" / "returns.parquet")
+    classes = returns[returns["book"] == "agent"].set_index("timestamp")["window_class"]
+    assert classes[classes == "within_pretrain"].index.max() < classes[classes == "fresh"].index.min()
+    gate = metrics["mvx"]
+    entries = gate["thresholds"]
+    assert [e["threshold"] for e in entries] == [0.0, 0.5, 2.0] and sum(e["chosen"] for e in entries) == 1
+    assert entries[2]["traded_fraction"] == 0 and entries[2]["train_sharpe"] is None and not entries[2]["chosen"]
+    assert gate["chosen_threshold"] in (0.0, 0.5)
+    assert 0 < entries[1]["traded_fraction"] < entries[0]["traded_fraction"] < 1  # asset S0 is never known
+    assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text()) == metrics
 
 
 def test_bad_settings_and_damaged_runs_are_named(universe, tmp_path):
@@ -70,3 +138,7 @@ def test_the_cli_runs_both_and_exits_2_on_bad_input(universe, tmp_path, capsys):
     assert "momentum" in capsys.readouterr().out
     assert main(["agent", "train", "--data", str(universe), "--set", "env.holding=0", "--out", str(tmp_path / "y")]) == 2
     assert "holding" in capsys.readouterr().err
+    assert main(["agent", "eval", "--run", str(out), "--portfolios", "4", "--mvx-thresholds", "0.2,0.4"]) == 2
+    assert "MVX thresholds need an agent trained with an `encoder` run" in capsys.readouterr().err
+    assert main(["agent", "eval", "--run", str(out), "--mvx-thresholds", "0.2,high"]) == 2
+    assert "mvx_thresholds" in capsys.readouterr().err

@@ -114,3 +114,57 @@ def test_leakage_study_on_codes_fits_one_fenced_tokenizer_per_protocol(tmp_path)
     assert entry_fenced["input"] == "codes"
     assert entry_fenced["crps_pct"]["within_pretrain"]["n_windows"] == 0
     assert metrics["models"]["jepa (leaky)"]["crps_pct"]["within_pretrain"]["n_windows"] > 0
+
+
+@pytest.mark.slow
+def test_the_agent_study_scores_each_encoders_agent_by_class_and_pairs_them_on_the_same_dates(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    dates = pd.bdate_range("2012-01-02", periods=360)
+    frames = [pd.DataFrame({"timestamp": dates.strftime("%Y-%m-%d"), "ticker": f"S{i}",
+                            "close": 50 * np.exp(np.cumsum(0.01 * rng.standard_normal(len(dates))))})
+              for i in range(5)]
+    path = tmp_path / "stocks.csv"
+    pd.concat(frames).to_csv(path, index=False)
+    out = tmp_path / "study"
+    cutoff, fresh = dates[179], dates[269]
+    config = LeakageConfig(
+        data=[str(path)], pretrain_cutoff=str(cutoff.date()), fresh_start=str(fresh.date()), models=["jepa_cfm"],
+        model=TINY_MODEL, train=TINY_TRAIN, agent=True, agent_portfolios=4, n_bootstrap=100, out=out,
+        agent_options={"env": {"n_assets": 3, "holding": 2, "episode_rebalances": 4}, "portfolios": 4,
+                       "iterations": 2, "updates_per_iteration": 1},
+    )
+    metrics = leakage.run(config)
+    agents = metrics["agents"]
+    assert list(agents) == ["features only", "jepa_cfm (leaky)", "jepa_cfm (fenced)"]
+    leaky, fenced, alone = agents["jepa_cfm (leaky)"], agents["jepa_cfm (fenced)"], agents["features only"]
+    # Classes from the run folders: the leaky encoder saw up to the fresh start, so its agent's holds
+    # from the cutoff's close to there are within-pretrain and its fresh period starts 5 rows
+    # (the embargo) after the encoder's last row; the fenced encoder's agent has no within-pretrain rows.
+    assert leaky["within_pretrain"]["from"] == str(dates[181].date())  # the first hold of 2 rows ends at 181
+    assert pd.Timestamp(leaky["fresh"]["from"]) > fresh
+    assert fenced["within_pretrain"] is None and alone["within_pretrain"] is None
+    assert pd.Timestamp(fenced["fresh"]["from"]) < fresh
+    assert pd.Timestamp(leaky["in_sample"]["to"]) <= cutoff + pd.offsets.BDay(2)
+    assert all(pd.Timestamp(t) <= cutoff for t in fenced["encoder_trained_through"].values())
+    gap = leaky["leakage_gap"]
+    assert gap["ci_low"] <= gap["value"] <= gap["ci_high"]
+    assert abs(gap["value"] - (leaky["fresh"]["sharpe"] - leaky["within_pretrain"]["sharpe"])) < 1e-9
+    assert fenced["leakage_gap"]["value"] is None
+    for entry in agents.values():
+        assert 0 <= entry["fresh"]["dsr"] <= 1 and 0 <= entry["fresh"]["psr"] <= 1
+    same = metrics["same_periods_leaky_minus_fenced"]
+    assert set(same) == {"between cutoff and fresh start", "after fresh start"}
+    for period in same.values():
+        pair, sharpe = period["jepa_cfm"], period["features only (reference)"]["sharpe"]
+        # The paired difference is of the two agents' Sharpe ratios on the very same dates.
+        assert abs(pair["value"] - (sharpe["jepa_cfm (leaky)"] - sharpe["jepa_cfm (fenced)"])) < 1e-9
+        assert pair["ci_low"] <= pair["value"] <= pair["ci_high"] and pair["n_dates"] > 3
+    tables = leakage_tables(metrics)
+    main = tables["agent Sharpe (annualised, ± 95% SE; years)"]
+    assert list(main.columns) == ["agent on", "encoder params", "in-domain", "within-pretrain OOS", "fresh OOS",
+                                  "fresh DSR", "leakage gap"]
+    report = (out / "report.md").read_text()
+    assert "# Leakage study: the agent" in report and "jepa_cfm: the leaky agent's Sharpe gap" in report
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))

@@ -1,9 +1,10 @@
 """Strate III/IV agents: Multiverse Crossing, a confidence filter built on the JEPA's flow head, and
 the core of a distributional agent: QR-DQN with a CVaR critic, a replay buffer, a soft
 cross-sectional allocation, a cross-sectional trading environment, and the loop that trains the
-agent on it and evaluates it beside baselines on the same episodes."""
+agent on it and evaluates it beside baselines on one shared calendar."""
 
 from chaosfm.agents._allocation import soft_allocation
+from chaosfm.agents._encoder import EncoderFeatures, encoder_features
 from chaosfm.agents._env import (
     EnvConfig,
     EnvState,
@@ -12,6 +13,7 @@ from chaosfm.agents._env import (
     eligible_starts,
     env_observe,
     env_reset,
+    env_reset_at,
     env_step,
     market_panel,
 )
@@ -41,12 +43,14 @@ from chaosfm.agents._replay import (
     replay_init,
     replay_sample,
 )
-from chaosfm.agents._trainer import AgentTrainConfig, evaluate_agent, train_agent
+from chaosfm.agents._evaluation import evaluate_agent, evaluate_gate
+from chaosfm.agents._trainer import AgentTrainConfig, train_agent
 
 __all__ = [
     "AgentState",
     "AgentTrainConfig",
     "CrossingScores",
+    "EncoderFeatures",
     "EnvConfig",
     "EnvState",
     "MarketPanel",
@@ -59,9 +63,12 @@ __all__ = [
     "crossing_scores",
     "cvar_from_quantiles",
     "eligible_starts",
+    "encoder_features",
     "evaluate_agent",
+    "evaluate_gate",
     "env_observe",
     "env_reset",
+    "env_reset_at",
     "env_step",
     "filter",
     "market_panel",

@@ -13,6 +13,7 @@ An episode (:func:`env_reset`) starts at a row ``s`` and rebalances at the close
 at row ``s + n h``. It touches exactly the rows ``s .. s + n h``, all inside ``[first, last]``, and
 draws only assets valid on every one of them. A training run passes ``last`` = the fence row; an
 evaluation passes ``first`` = the fence row + the embargo: no episode crosses the fence.
+:func:`env_reset_at` starts an episode at a given row instead (a calendar evaluation's).
 
 At each rebalance (:func:`env_step`) the book trades from its current weights to the target
 weights at the close of row ``t`` and then buys and holds through rows ``t+1 .. t+h``: the weights
@@ -55,6 +56,7 @@ __all__ = [
     "eligible_starts",
     "env_observe",
     "env_reset",
+    "env_reset_at",
     "env_step",
     "market_panel",
 ]
@@ -83,6 +85,7 @@ def market_panel(
     extra: Float[np.ndarray, "T A E"] | None = None,
     return_windows: tuple[int, ...] = (1, 5, 20),
     vol_window: int = 20,
+    holiday_rows: int = 5,
 ) -> tuple[MarketPanel, np.ndarray, list[str]]:
     """A :class:`MarketPanel` of a validated market frame (close-only is enough).
 
@@ -96,11 +99,16 @@ def market_panel(
         frame: a validated market frame, one or several assets.
         fit_end: the last timestamp the standardisation may see (a training fence's cutoff).
         extra: ``(T, A, E)`` more per-asset features on the panel's rows and assets (e.g. a frozen
-            encoder's embeddings), appended unscaled. They must be causal (row ``t`` computed from
-            rows ``<= t``) and fitted at or before ``fit_end``; a non-finite value makes the asset
+            encoder's embeddings), appended unscaled and carried over holiday rows as the closes.
+            They must be causal (row ``t`` computed from rows ``<= t``) and fitted at or before ``fit_end``; a non-finite value makes the asset
             invalid at that row.
         return_windows: rows of each log-return feature.
         vol_window: rows of the realized-volatility window.
+        holiday_rows: an asset's run of at most this many missing rows between two of its closes
+            (its market's holidays on the union calendar of markets with other holidays) carries
+            its last close and features forward: a return of 0 on those rows and the whole move
+            on the next close, and the asset stays valid; a longer run (a suspension, missing
+            data) makes it invalid there, as before its first row and after its last.
 
     Returns:
         The panel, its ``(T,)`` timestamps (the sorted union of the assets' dates) and its ``A``
@@ -110,6 +118,8 @@ def market_panel(
         ValueError: no row at or before ``fit_end`` has every feature defined, ``extra`` has the
             wrong shape, or a window is too short.
     """
+    if holiday_rows < 0:
+        raise ValueError(f"holiday_rows must be >= 0, got {holiday_rows}")
     if not return_windows or min(*return_windows, vol_window - 1) < 1:
         raise ValueError(f"return_windows must be >= 1 row each and vol_window >= 2, got {return_windows}, "
                          f"{vol_window}")
@@ -121,8 +131,11 @@ def market_panel(
     candles = candle_features(frame, vol_window=vol_window)
     vol = candles.pivot(index="timestamp", columns="asset", values="realized_vol")
     vol = vol.reindex(index=stamps, columns=names).to_numpy(np.float64)
+    close = close.to_numpy(np.float64)
+    holiday = _holidays(np.isfinite(close), holiday_rows)  # (T, A)
+    close, vol = _carried(close, holiday), _carried(vol, holiday)
 
-    log_close = np.log(close.to_numpy(np.float64))
+    log_close = np.log(close)
     raw = []
     for window in return_windows:
         moved = np.full_like(log_close, np.nan)
@@ -145,6 +158,7 @@ def market_panel(
         extra = np.asarray(extra, np.float64)
         if extra.ndim != 3 or extra.shape[:2] != log_close.shape:
             raise ValueError(f"extra must have shape (T, A, E) = ({len(stamps)}, {len(names)}, E), got {extra.shape}")
+        extra = _carried(extra, holiday)
         features = np.concatenate([features, extra], axis=-1)
     valid = np.all(np.isfinite(features), axis=-1) & np.isfinite(simple)
     panel = MarketPanel(
@@ -153,6 +167,25 @@ def market_panel(
         features=jnp.asarray(np.where(valid[..., None], features, 0.0), jnp.float32),
     )
     return panel, stamps.to_numpy(), names
+
+
+def _holidays(present: np.ndarray, most: int) -> np.ndarray:
+    """``(T, A)``: the missing rows that lie in a run of at most ``most`` between two present rows."""
+    out = np.zeros_like(present)
+    for column in range(present.shape[1]):
+        rows = np.flatnonzero(present[:, column])
+        for before, after in zip(rows[:-1], rows[1:]):
+            if 1 < after - before <= most + 1:
+                out[before + 1:after, column] = True
+    return out
+
+
+def _carried(values: np.ndarray, holiday: np.ndarray) -> np.ndarray:
+    """``values`` with each holiday row holding the row before it (runs carried in order)."""
+    out = values.copy()
+    for row, column in zip(*np.nonzero(holiday)):  # row-major: a run's earlier rows are filled first
+        out[row, column] = out[row - 1, column]
+    return out
 
 
 @dataclass(frozen=True)
@@ -282,6 +315,48 @@ def env_reset(
     chosen = jax.random.choice(asset_key, usable.shape[0], (config.n_assets,), replace=False,
                                p=usable / jnp.sum(usable))
     return EnvState(t, chosen.astype(jnp.int32), jnp.zeros((config.n_assets,), jnp.float32),
+                    jnp.zeros((), jnp.int32))
+
+
+def env_reset_at(
+    panel: MarketPanel,
+    config: EnvConfig,
+    t: int | Int[Array, ""],
+    *,
+    key: PRNGKeyArray,
+    rebalances: int | Int[Array, ""] | None = None,
+) -> EnvState:
+    """A new episode at a given row: its first rebalance at the close of row ``t``, ``K`` distinct
+    assets drawn uniformly from those valid on every row ``t .. t + rebalances * holding``; flat
+    weights. The same ``t`` and ``key`` give the same assets (a calendar evaluation trades every
+    book from one shared draw).
+
+    Args:
+        panel: the market panel.
+        config: the episode's shape.
+        t: the row of the first rebalance.
+        key: the draw of the assets.
+        rebalances: rebalances the episode will make, which sets the rows its assets must be valid
+            on (a calendar's last episode may be cut short); default ``episode_rebalances``. The
+            state's ``done`` still comes from ``episode_rebalances``.
+
+    Raises:
+        ValueError: the rows run past the panel or fewer than ``K`` assets are valid on all of them
+            (checked outside ``jit`` and ``vmap``; a traced draw returns an arbitrary state).
+    """
+    rebalances = config.episode_rebalances if rebalances is None else rebalances
+    rows = panel.valid.shape[0]
+    end = t + rebalances * config.holding  # the last row the episode touches
+    invalid_before = jnp.concatenate([jnp.zeros((1, panel.valid.shape[1]), jnp.int32),
+                                      jnp.cumsum(~panel.valid, axis=0, dtype=jnp.int32)])  # (T+1, A)
+    usable = invalid_before[jnp.minimum(end + 1, rows)] == invalid_before[t]  # (A,) valid on t .. end
+    if _concrete(usable) and _concrete(end):
+        if int(end) >= rows or int(t) < 0 or int(jnp.sum(usable)) < config.n_assets:
+            raise ValueError(f"no episode of rows [{int(t)}, {int(end)}] with {config.n_assets} valid assets in a "
+                             f"panel of {rows} rows ({int(jnp.sum(usable))} assets valid on all of them)")
+    usable = usable.astype(jnp.float32)
+    chosen = jax.random.choice(key, usable.shape[0], (config.n_assets,), replace=False, p=usable / jnp.sum(usable))
+    return EnvState(jnp.asarray(t, jnp.int32), chosen.astype(jnp.int32), jnp.zeros((config.n_assets,), jnp.float32),
                     jnp.zeros((), jnp.int32))
 
 

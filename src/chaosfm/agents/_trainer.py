@@ -1,4 +1,4 @@
-"""Training and honest evaluation of a cross-sectional QR-DQN agent on the trading environment.
+"""Training of a cross-sectional QR-DQN agent on the trading environment.
 
 **Decisions.** One shared :class:`~chaosfm.agents.QuantileNetwork` decides for each of the ``K``
 assets of a portfolio on its own. An asset's observation at a rebalance is its ``F`` features at
@@ -31,16 +31,11 @@ greedy action and the allocation can disagree (a risk-averse critic often prefer
 of a risky position's lower tail being negative, while the allocation always trades every asset
 it ranks): the actions are how the critic learns, the scores how it trades.
 
-**Evaluation.** :func:`evaluate_agent` draws episodes from keys, so the agent, an equal-weight
-long book and a 20-row momentum book (soft allocation on the standardised 20-row log return)
-trade the same assets over the same rows. The Sharpe ratio of the pooled per-rebalance net
-returns is annualised by ``rows_per_year / holding`` periods per year; its standard error
-(Mertens 2002), interval and PSR (Bailey & López de Prado 2012) come from
-:func:`chaosfm.evaluate.summarise_returns`. They treat the pooled returns as independent: episodes
-that overlap in time share market moves, so the standard error is a lower bound.
+**Evaluation** is :mod:`chaosfm.agents._evaluation`'s (:func:`~chaosfm.agents.evaluate_agent`):
+the greedy book on one shared rebalance calendar after the fence, beside two reference books.
 
 Dimension letters: T rows of the panel, F features per asset, K assets per portfolio, A actions,
-N quantiles, B portfolios per iteration, P portfolios of an evaluation, S rebalances per episode,
+N quantiles, B portfolios per iteration, S rebalances per episode,
 I iterations, O = F + 1 observation width.
 """
 
@@ -55,7 +50,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from chaosfm._progress import progress
@@ -64,11 +58,9 @@ from chaosfm.agents._env import EnvConfig, EnvState, MarketPanel, eligible_start
 from chaosfm.agents._qrdqn import AgentState, QRDQNConfig, QuantileNetwork, qrdqn_init, qrdqn_train_step
 from chaosfm.agents._quantile import cvar_from_quantiles
 from chaosfm.agents._replay import ReplayState, Transition, replay_add_batch, replay_init, replay_sample
-from chaosfm.evaluate import summarise_returns, trade_cost
+from chaosfm.evaluate import trade_cost
 
-__all__ = ["AgentTrainConfig", "evaluate_agent", "train_agent"]
-
-STRATEGIES = ("agent", "equal_weight", "momentum")
+__all__ = ["AgentTrainConfig", "train_agent"]
 
 
 def _default_qrdqn() -> QRDQNConfig:
@@ -128,11 +120,15 @@ class AgentTrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _check(panel: MarketPanel, config: AgentTrainConfig, obs_dim: int, first: int, last: int) -> None:
+def _check_width(panel: MarketPanel, obs_dim: int) -> None:
     features = panel.features.shape[-1]
     if obs_dim != features + 1:
         raise ValueError(f"qrdqn.obs_dim must be the panel's features + 1 (the position) = {features + 1}, got "
                          f"{obs_dim}")
+
+
+def _check(panel: MarketPanel, config: AgentTrainConfig, obs_dim: int, first: int, last: int) -> None:
+    _check_width(panel, obs_dim)
     if not bool(jnp.any(eligible_starts(panel, config.env, first=first, last=last))):
         raise ValueError(f"no episode of {config.env.episode_rows + 1} rows with {config.env.n_assets} valid assets "
                          f"fits in rows [{first}, {last}] of a panel of {panel.valid.shape[0]} rows")
@@ -144,6 +140,11 @@ def _observe(panel: MarketPanel, state: EnvState, level: Float[Array, " K"]) -> 
 
 def _scores(params: QuantileNetwork, obs: Float[Array, "K O"], alpha: float) -> Float[Array, "K A"]:
     return cvar_from_quantiles(jax.vmap(params)(obs), alpha)  # (K, A)
+
+
+def _book_score(cvar: Float[Array, "K A"]) -> Float[Array, " K"]:
+    """What the book allocates on: ``CVaR_alpha Z(s, long) - CVaR_alpha Z(s, short)`` per asset."""
+    return cvar[:, -1] - cvar[:, 0]
 
 
 def _reward(config: AgentTrainConfig, new: Float[Array, " K"], old: Float[Array, " K"],
@@ -169,7 +170,7 @@ def _episode(params: QuantileNetwork, panel: MarketPanel, config: AgentTrainConf
         coin_key, pick_key = jax.random.split(step_key)
         uniform = jax.random.randint(pick_key, greedy.shape, 0, levels.shape[0], dtype=jnp.int32)
         action = jnp.where(jax.random.uniform(coin_key, greedy.shape) < epsilon, uniform, greedy)
-        weights = soft_allocation(cvar[:, -1] - cvar[:, 0], temperature=config.temperature,
+        weights = soft_allocation(_book_score(cvar), temperature=config.temperature,
                                   net_exposure=config.env.net_exposure, gross_leverage=config.env.gross_leverage)
         state, out = env_step(panel, config.env, state, weights)
         new_level = levels[action]
@@ -259,92 +260,3 @@ def train_agent(
             on_iteration(index, {name: float(value) for name, value in summary.items()})
     history = {name: np.stack([np.asarray(s[name]) for s in summaries]) for name in summaries[0]}
     return agent, history
-
-
-@functools.partial(jax.jit, static_argnames=("config",))
-def _rollouts(params: QuantileNetwork, panel: MarketPanel, keys: PRNGKeyArray, first: Int[Array, ""],
-              last: Int[Array, ""], *, config: AgentTrainConfig) -> dict[str, dict[str, Array]]:
-    """The greedy agent and the two baselines on the episodes of ``keys``: ``(P, S)`` per record."""
-    env = config.env
-
-    def agent(key):
-        _, record = _episode(params, panel, config, key, first, last, jnp.zeros((), jnp.float32))
-        return record
-
-    def baseline(key, weights_of):
-        start = env_reset(panel, env, key=jax.random.split(key)[0], first=first, last=last)  # as _episode draws
-
-        def rebalance(state, _):
-            state, out = env_step(panel, env, state, weights_of(env_observe(panel, state)))
-            return state, {"return": out.portfolio_return, "turnover": out.turnover, "costs": out.costs}
-
-        return {**jax.lax.scan(rebalance, start, length=env.episode_rebalances)[1], "start": start.t}
-
-    def equal_weight(features):
-        return jnp.full((env.n_assets,), 1.0 / env.n_assets, jnp.float32)
-
-    def momentum(features):
-        return soft_allocation(features[:, config.momentum_feature], temperature=config.momentum_temperature,
-                               net_exposure=env.net_exposure, gross_leverage=env.gross_leverage)
-
-    return {"agent": jax.vmap(agent)(keys),
-            "equal_weight": jax.vmap(lambda k: baseline(k, equal_weight))(keys),
-            "momentum": jax.vmap(lambda k: baseline(k, momentum))(keys)}
-
-
-def _summary(record: dict[str, Array], config: AgentTrainConfig) -> dict[str, Any]:
-    returns = np.asarray(record["return"], np.float64)  # (P, S)
-    turnover = np.asarray(record["turnover"], np.float64)
-    costs = np.asarray(record["costs"], np.float64)
-    rows = pd.DataFrame({"net": returns.ravel(), "turnover": turnover.ravel(), "cost": costs.ravel()})
-    stats = summarise_returns(rows, config.periods_per_year, config.confidence)
-    out = {"returns": returns, "mean_return": float(returns.mean()),
-           **{name: stats[name] for name in ("sharpe", "sharpe_se", "sharpe_ci", "psr")},
-           "hit_rate": float(np.mean(returns > 0)), "mean_turnover": float(turnover.mean()),
-           "mean_costs": float(costs.mean())}
-    if "non_flat" in record:
-        out["non_flat_fraction"] = float(np.mean(np.asarray(record["non_flat"])))
-    return out
-
-
-def evaluate_agent(
-    panel: MarketPanel,
-    params: QuantileNetwork,
-    config: AgentTrainConfig,
-    *,
-    first: int,
-    last: int,
-    key: PRNGKeyArray,
-    n_portfolios: int,
-) -> dict[str, Any]:
-    """The greedy agent (epsilon 0) beside an equal-weight long book and a momentum book, all on the
-    same ``n_portfolios`` episodes drawn inside rows ``[first, last]`` (the fresh period: ``first``
-    = the fence row + the embargo).
-
-    Args:
-        panel: the market panel.
-        params: the trained online network (``AgentState.params``).
-        config: the configuration it was trained with.
-        first: the first row an episode may touch.
-        last: the last row an episode may touch.
-        key: the draw of the episodes; the same key gives the same episodes and results.
-        n_portfolios: ``P``, episodes to evaluate.
-
-    Returns:
-        ``{"agent", "equal_weight", "momentum"}``, each ``{"returns": (P, S) net returns per
-        rebalance, "mean_return", "sharpe" (annualised by ``periods_per_year``), "sharpe_se",
-        "sharpe_ci", "psr", "hit_rate" (share of positive rebalances), "mean_turnover" (per
-        rebalance), "mean_costs" (per rebalance)}``, the agent's also ``"non_flat_fraction"`` (share
-        of its greedy per-asset actions that are not flat); and ``"starts"`` ``(P,)``, the episodes' first rows, and
-        ``"periods_per_year"``. A Sharpe statistic that cannot be computed is None.
-    """
-    if n_portfolios < 1:
-        raise ValueError(f"n_portfolios must be >= 1, got {n_portfolios}")
-    _check(panel, config, params.config.obs_dim, first, last)
-    records = _rollouts(params, panel, jax.random.split(key, n_portfolios), jnp.asarray(first, jnp.int32),
-                        jnp.asarray(last, jnp.int32), config=config)
-    starts = np.asarray(records["agent"]["start"])
-    for name in STRATEGIES[1:]:  # one draw per key: every strategy trades the same episodes
-        assert np.array_equal(starts, np.asarray(records[name]["start"]))
-    result: dict[str, Any] = {name: _summary(records[name], config) for name in STRATEGIES}
-    return {**result, "starts": starts, "periods_per_year": config.periods_per_year}

@@ -14,6 +14,10 @@ from chaosfm.cli._parser import UsageError, common, overrides, split
 def _reads(metrics: dict[str, Any]) -> str:
     if metrics.get("input") == "codes":
         return f"candle codes ({metrics['vocab_size']:,} in the tokenizer's vocabulary)"
+    from chaosfm.train import CLOSE_FEATURES
+
+    if tuple(metrics.get("features") or ()) == CLOSE_FEATURES:
+        return f"close-only features ({', '.join(CLOSE_FEATURES)})"
     return "candle features"
 
 
@@ -62,7 +66,7 @@ def cmd_leakage(args: argparse.Namespace) -> None:
     if args.config is None and not args.data:
         raise UsageError("chaosfm leakage: --data is required (or --config FILE with a data key)")
     values = overrides(args, leakage.FLAGS, ("cutoff", "fresh_start", "cfm_weight", "max_windows", "seed", "horizon",
-                                             "out", "steps", "tokenizer", "tokenizer_steps"))
+                                             "out", "steps", "tokenizer", "tokenizer_steps", "agent"))
     for name in ("data", "models"):
         if getattr(args, name):
             values[name] = split(getattr(args, name))
@@ -113,4 +117,7 @@ def add(commands: Any) -> None:
     p.add_argument("--tokenizer-steps", type=int, help="optimiser steps of each tokenizer fit (tokenizer.steps)")
     p.add_argument("--horizon", type=int, help="forecast and probe horizon in rows (default 5)")
     p.add_argument("--max-windows", type=int, help="scored origins per dataset (default 150)")
+    p.add_argument("--agent", action="store_true", default=None,
+                   help="score the cross-sectional agent (Sharpe) on each encoder instead of the forecasting heads "
+                        "(agent; its settings: agent_options)")
     p.set_defaults(run=cmd_leakage)

@@ -1,4 +1,4 @@
-"""``load(name_or_path)``: one validated frame from a built-in dataset, a CSV or a Parquet file."""
+"""``load(name_or_path)``: one validated frame from a built-in dataset, a CSV or a Parquet file, or a folder of them."""
 
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ def load(name_or_path: str | os.PathLike[str], *, repair: bool = False, **option
     Args:
         name_or_path: a built-in name (``sp500``, ``nasdaq``, ``ndx``, ``n225``, ``jkse``, or a
             chaotic system of ``chaosfm.data.SYSTEMS`` such as ``lorenz63``; see ``datasets()``),
-            several joined by commas (``"sp500,nasdaq"``: one frame, one asset each), or the path
-            of a CSV or Parquet file (Yahoo, Nixtla ``unique_id, ds, y`` and Chronos ``item_id,
+            several joined by commas (``"sp500,nasdaq"``: one frame, one asset each), the path
+            of a folder (each CSV or Parquet file in it, one asset each named by its stem unless
+            the file has an asset column), or the path of a CSV or Parquet file (Yahoo, Nixtla ``unique_id, ds, y`` and Chronos ``item_id,
             timestamp, target`` layouts load as they are; column names match case-insensitively).
         repair: fix what validation would reject and say what was done (see ``validate``).
         **options: for chaotic systems ``length``, ``dt``, ``points_per_period``, ``seed``,
@@ -58,27 +59,21 @@ def load(name_or_path: str | os.PathLike[str], *, repair: bool = False, **option
     text = os.fspath(name_or_path)
     if "," in text and not Path(text).exists():
         names = [part.strip() for part in text.split(",") if part.strip()]
-        frames = [load(name, repair=repair, **options) for name in names]
-        kinds = {frame_kind(f) for f in frames}
-        if len(kinds) > 1:
-            raise DataError(
-                f"cannot combine market data and trajectories in one frame: {text}",
-                source=text, rule="one kind per frame",
+        return _combine(text, names, [load(name, repair=repair, **options) for name in names])
+    folder = Path(text).expanduser()
+    if folder.is_dir():
+        # A folder of a universe: each CSV or Parquet file in it (not in subfolders), one asset
+        # each named by its stem unless the file has its own asset column.
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(_CSV_SUFFIXES + _PARQUET_SUFFIXES))
+        if not files:
+            raise FileFormatError(
+                f"a folder with no CSV or Parquet file in it ({', '.join(_CSV_SUFFIXES + _PARQUET_SUFFIXES)})",
+                source=str(folder),
             )
-        duplicates = _repeated_assets(frames)
-        if duplicates:
-            raise DataError(
-                f"asset(s) {duplicates} appear in more than one of {names}", source=text,
-                rule="unique asset names",
-            )
-        combined = pd.concat(frames, ignore_index=True)
-        combined.attrs = {
-            "name": text,
-            "kind": frames[0].attrs.get("kind"),
-            "parts": [dict(f.attrs) for f in frames],
-            "repairs": [r for f in frames for r in f.attrs.get("repairs", [])],
-        }
-        return combined
+        if "asset" in options:
+            raise DataError("option 'asset' names one file's asset; a folder's files are named by their stems",
+                            source=str(folder), rule="known options")
+        return _combine(text, [p.name for p in files], [load(p, repair=repair, **options) for p in files])
     key = text.strip().lower()
     if key in MARKET:
         _no_options(key, options, allowed=())
@@ -112,6 +107,30 @@ def load(name_or_path: str | os.PathLike[str], *, repair: bool = False, **option
     if frame_kind(frame) == "trajectory":  # the exponent and dt: the file's metadata, then NAME.json beside it
         frame.attrs.update(time_metadata(frame.attrs, path.with_name(f"{_stem(path)}.json")))
     return frame
+
+
+def _combine(text: str, names: list[str], frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Several loaded frames as one: of one kind, no asset in two of them."""
+    kinds = {frame_kind(f) for f in frames}
+    if len(kinds) > 1:
+        raise DataError(
+            f"cannot combine market data and trajectories in one frame: {text}",
+            source=text, rule="one kind per frame",
+        )
+    duplicates = _repeated_assets(frames)
+    if duplicates:
+        raise DataError(
+            f"asset(s) {duplicates} appear in more than one of {names}", source=text,
+            rule="unique asset names",
+        )
+    combined = pd.concat(frames, ignore_index=True)
+    combined.attrs = {
+        "name": text,
+        "kind": frames[0].attrs.get("kind"),
+        "parts": [dict(f.attrs) for f in frames],
+        "repairs": [r for f in frames for r in f.attrs.get("repairs", [])],
+    }
+    return combined
 
 
 def _stem(path: Path) -> str:

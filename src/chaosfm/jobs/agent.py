@@ -5,11 +5,16 @@ universe of assets, trained before the fence and scored after it.
 panel with its features standardised on the rows up to the fence (:func:`chaosfm.agents.market_panel`),
 trains the agent on episodes that end at the fence row (:func:`chaosfm.agents.train_agent`) and
 writes the run folder: ``config.yaml``, ``model.eqx`` (the critic's leaves), ``history.csv`` and
-``meta.json`` with ``trained_through``. ``eval`` (into ``RUN/eval`` by default) rebuilds the same panel from the run's config,
-reads the critic back and scores it on episodes that start after the fence plus the embargo,
-beside an equal-weight long book and a momentum book on the same episodes
-(:func:`chaosfm.agents.evaluate_agent`): ``metrics.json`` and ``returns.parquet`` (one row per
-book, episode and rebalance).
+``meta.json`` with ``trained_through``. ``eval`` (into ``RUN/eval`` by default) rebuilds the same
+panel from the run's config, reads the critic back and trades it on the rebalance calendar that
+starts after the fence plus the embargo and runs to the last row, beside an equal-weight long book
+and a momentum book on the same assets and dates (:func:`chaosfm.agents.evaluate_agent`): each book
+one dated P&L (a fund of ``portfolios`` portfolios). It writes ``metrics.json`` (per book: Sharpe,
+its standard error and interval, PSR, hit rate, turnover, costs, drawdown), ``returns.parquet``
+(book, timestamp, net, turnover, cost) and ``report.html`` (the backtest's tearsheet of the agent,
+the two reference books beside it). With ``mvx_thresholds`` it also gates the agent by Multiverse
+Crossing convergence (:func:`chaosfm.agents.evaluate_gate`), the threshold chosen on the training
+rows; the convergence comes from the run's encoder (``encoder``: a pretrained JEPA with a flow head).
 """
 
 from __future__ import annotations
@@ -17,35 +22,43 @@ from __future__ import annotations
 import dataclasses
 import io
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import equinox as eqx
 import jax
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from chaosfm._artifacts import atomic_write_bytes, verify_run, write_json
-from chaosfm._config import ConfigError, read_config, read_yaml
+from chaosfm._artifacts import atomic_write_bytes, nan_to_none, verify_run, write_json
+from chaosfm._config import ConfigError, read_config, read_yaml, split_commas
 from chaosfm.agents import (
     AgentTrainConfig,
     EnvConfig,
-    evaluate_agent,
-    market_panel,
+    eligible_starts,
+    evaluate_gate,
     qrdqn_init,
     train_agent,
 )
 from chaosfm.data import trained_through, trained_through_to_json
-from chaosfm.jobs._common import finish_run, load_data, resolve_fence, write_config
+from chaosfm.evaluate import PORTFOLIO, backtest_statistics
+from chaosfm.jobs._agent_panel import AgentPanel, build_panel, score_classes
+from chaosfm.jobs._common import finish_run, write_config
+from chaosfm.report import tearsheet_section, write_report
 
 __all__ = ["AgentConfig", "AgentEvalConfig", "FLAGS", "EVAL_FLAGS", "evaluate", "read", "train"]
 
 FLAGS = {"data": "data", "cutoff": "cutoff", "seed": "seed", "out": "out"}
 """CLI flag -> config key of ``agent train``."""
-EVAL_FLAGS = {"run_dir": "run", "out": "out", "portfolios": "portfolios"}
+EVAL_FLAGS = {"run_dir": "run", "out": "out", "portfolios": "portfolios", "mvx_thresholds": "mvx_thresholds"}
 """CLI flag -> config key of ``agent eval``."""
 WEIGHTS = "model.eqx"
 BOOKS = ("agent", "equal_weight", "momentum")
+BOOK_METRICS = ("days", "sharpe", "sharpe_se", "sharpe_ci", "psr", "hit_rate", "mean_return", "total_return",
+                "annual_return", "max_drawdown", "turnover", "costs", "non_flat_fraction")
+"""What metrics.json keeps of a book's summary (turnover a year, costs in all)."""
+GATE_METRICS = ("sharpe", "sharpe_se", "sharpe_ci", "psr", "hit_rate", "traded_fraction", "active_fraction")
+Thresholds = Annotated[list[float], BeforeValidator(split_commas)]
 
 
 class AgentConfig(BaseModel):
@@ -62,6 +75,8 @@ class AgentConfig(BaseModel):
     iterations: int = Field(200, ge=1, description="collect-then-update rounds")
     updates_per_iteration: int = Field(8, ge=1, description="gradient steps per round")
     temperature: float = Field(1.0, gt=0, description="soft allocation temperature")
+    encoder: str | None = Field(None, description="a `chaosfm pretrain` run (JEPA): its frozen embedding of each "
+                                                  "asset's last context joins the features")
     seed: int = 0
     out: Path = Path("runs/agent")
 
@@ -85,7 +100,10 @@ class AgentEvalConfig(BaseModel):
 
     run: Path = Field(description="a `chaosfm agent train` run folder")
     out: Path | None = Field(None, description="folder to write (default: RUN/eval)")
-    portfolios: int = Field(256, ge=1, description="fresh episodes scored")
+    portfolios: int = Field(256, ge=1, description="portfolios of each book's fund, each redrawing its assets "
+                                                     "every episode")
+    mvx_thresholds: Thresholds | None = Field(None, description="Multiverse Crossing convergence thresholds to gate "
+                                                                "the agent by (needs an encoder run)")
     seed: int = 0
 
 
@@ -94,25 +112,22 @@ def read(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Ag
     return read_config(AgentConfig, path, overrides)
 
 
-def _panel(config: AgentConfig):
-    """The universe, its panel, the fence row and what training may see."""
-    frame = load_data(config.data)
-    fence = resolve_fence(frame, config.cutoff, embargo=config.embargo)
-    seen = frame[fence.before(frame)]
-    # One fence row for the whole calendar: the earliest of the assets' last training rows, so no
-    # asset's rows after its own cutoff reach a training episode.
-    fit_end = seen.groupby("asset")["timestamp"].max().min()
-    panel, stamps, assets = market_panel(frame, fit_end=fit_end)
-    last = int(np.flatnonzero(pd.Index(stamps) <= fit_end)[-1])
-    return frame, seen, panel, stamps, assets, last
+def _universe(config: AgentConfig, convergence: bool = False) -> AgentPanel:
+    return build_panel(config.data, config.cutoff, config.embargo, config.encoder, convergence=convergence,
+                       seed=config.seed)
 
 
 def train(config: AgentConfig) -> dict[str, Any]:
     """Train on episodes ending at the fence row; write the run folder; return its summary."""
-    _, seen, panel, stamps, assets, last = _panel(config)
+    universe = _universe(config)
+    seen, panel, stamps, assets, last = universe.seen, universe.panel, universe.stamps, universe.names, universe.last
     trainer = config.trainer(int(panel.features.shape[-1]))
     train_key = jax.random.split(jax.random.key(config.seed))[0]
-    state, history = train_agent(panel, trainer, first=0, last=last, key=train_key)
+    try:
+        state, history = train_agent(panel, trainer, first=0, last=last, key=train_key)
+    except ValueError as error:  # no episode of K valid assets fits before the fence
+        raise ConfigError(f"{config.data}: {error}; fewer assets per portfolio (env.n_assets) or shorter episodes "
+                          "(env.episode_rebalances, env.holding) may fit") from None
     out = Path(config.out)
     write_config(out, config)
     buffer = io.BytesIO()
@@ -122,50 +137,101 @@ def train(config: AgentConfig) -> dict[str, Any]:
     summary = {"assets": len(assets), "fence": str(stamps[last]), "rows": len(stamps),
                "trained_rows": [int(np.min(history["first_row"])), int(np.max(history["last_row"]))],
                "loss": {"first": float(history["loss"][0]), "last": float(history["loss"][-1])}}
+    if config.encoder is not None:
+        summary["encoder"] = {"run": str(config.encoder), "trained_through": universe.encoder_through}
     write_json(out / "train.json", summary)
-    finish_run(out, seed=config.seed, trained_through=trained_through_to_json(trained_through(seen)))
+    finish_run(out, seed=config.seed, trained_through=trained_through_to_json(trained_through(seen)),
+               upstream_trained_through=universe.encoder_through)
     return summary
 
 
+def _book_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if k == "sharpe_ci" else v) for k, v in summary.items() if k in BOOK_METRICS}
+
+
+def _tearsheet_pnl(result: dict[str, Any], window_class: str) -> pd.DataFrame:
+    """The books' dated P&L as the backtest's table (one portfolio row per book and date, of one class)."""
+    parts = [result[book]["pnl"].assign(strategy=book, model=book, rule="calendar", asset=PORTFOLIO, position=np.nan,
+                                        window_class=window_class) for book in BOOKS]
+    return pd.concat(parts, ignore_index=True).assign(timestamp=lambda f: pd.to_datetime(f["timestamp"]))
+
+
+def _gate_metrics(sweep: dict[str, Any]) -> dict[str, Any]:
+    return {"chosen_threshold": sweep["chosen_threshold"], "chosen_on": "training rows (highest training Sharpe)",
+            "thresholds": [{"threshold": entry["threshold"], "chosen": entry["chosen"],
+                            "train_sharpe": entry["train"]["sharpe"],
+                            **{k: entry["fresh"][k] for k in GATE_METRICS}} for entry in sweep["thresholds"]]}
+
+
 def evaluate(config: AgentEvalConfig) -> dict[str, Any]:
-    """Score the run's critic on fresh episodes beside the two reference books."""
+    """Trade the run's critic on the fresh calendar beside the two reference books; write ``RUN/eval``."""
     run = Path(config.run)
     if not (run / WEIGHTS).is_file():
         raise ConfigError(f"{run}: no {WEIGHTS}; is it a `chaosfm agent train` run?")
     record = verify_run(run)  # names a damaged or missing file
     trained = read_config(AgentConfig, None, read_yaml(run / "config.yaml"))
-    _, _, panel, stamps, _, last = _panel(trained)
+    universe = _universe(trained, convergence=bool(config.mvx_thresholds))
+    panel, stamps, last = universe.panel, universe.stamps, universe.last
     trainer = trained.trainer(int(panel.features.shape[-1]))
     like = qrdqn_init(trainer.qrdqn, key=jax.random.key(0)).params
     with open(run / WEIGHTS, "rb") as stream:
         params = eqx.tree_deserialise_leaves(stream, like)
-    first = last + trained.embargo + 1
-    if first + trainer.env.episode_rows >= len(stamps):
-        raise ConfigError(f"{run}: {len(stamps) - first} rows after the fence and embargo; an episode needs "
-                          f"{trainer.env.episode_rows + 1}")
     eval_key = jax.random.split(jax.random.key(trained.seed))[1]
     if config.seed:
         eval_key = jax.random.fold_in(eval_key, config.seed)
-    result = evaluate_agent(panel, params, trainer, first=first, last=len(stamps) - 1, key=eval_key,
-                            n_portfolios=config.portfolios)
+    try:
+        scored = score_classes(universe, params, trainer, embargo=trained.embargo, key=eval_key,
+                               portfolios=config.portfolios)
+    except ConfigError as error:
+        raise ConfigError(f"{run}: {error}") from None
+    if "fresh" not in scored:
+        raise ConfigError(f"{run}: no fresh rows after the fence, the encoder's trained_through and the "
+                          f"{trained.embargo}-row embargo")
+    result = scored["fresh"]
+    first = int(result["rows"][0])
+    sweep = None
+    if universe.convergence is not None:
+        train_first = int(np.argmax(np.asarray(eligible_starts(panel, trainer.env, first=0, last=last))))
+        try:
+            sweep = evaluate_gate(panel, params, trainer, convergence=universe.convergence,
+                                  thresholds=config.mvx_thresholds, train_first=train_first, train_last=last,
+                                  first=first, last=len(stamps) - 1, key=eval_key, n_portfolios=config.portfolios,
+                                  stamps=stamps)
+        except ValueError as error:
+            raise ConfigError(f"{run}: {error}") from None
     out = Path(config.out or run / "eval")
     write_config(out, config)
-    frames = []
-    for book in BOOKS:
-        returns = np.asarray(result[book]["returns"])
-        episode, rebalance = np.indices(returns.shape)
-        frames.append(pd.DataFrame({"book": book, "episode": episode.ravel(), "rebalance": rebalance.ravel(),
-                                    "return": returns.ravel()}))
-    atomic_write_bytes(out / "returns.parquet", pd.concat(frames, ignore_index=True).to_parquet(index=False))
-    metrics = {
-        "fresh_from": str(stamps[first]), "fresh_to": str(stamps[-1]), "episodes": config.portfolios,
-        "env": dataclasses.asdict(trainer.env), "alpha": trainer.qrdqn.alpha,
-        "periods_per_year": float(result["periods_per_year"]),
-        "books": {book: {k: (np.asarray(v).tolist() if k == "sharpe_ci" else float(v))
-                         for k, v in result[book].items() if k != "returns"} for book in BOOKS},
-        "note": "sharpe_se treats the pooled rebalance returns as independent; episodes overlap in time, "
-                "so it is a lower bound",
-    }
+    pnl = pd.concat([_tearsheet_pnl(part, name) for name, part in scored.items()], ignore_index=True)
+    returns = pnl[["strategy", "timestamp", "window_class", "net", "turnover", "cost"]].rename(
+        columns={"strategy": "book"})
+    atomic_write_bytes(out / "returns.parquet", returns.to_parquet(index=False))
+    periods = float(result["periods_per_year"])
+    metrics = nan_to_none({
+        "fresh_from": str(stamps[first]), "fresh_to": str(stamps[-1]), "rebalances": len(result["rows"]),
+        "portfolios": config.portfolios, "env": dataclasses.asdict(trainer.env), "alpha": trainer.qrdqn.alpha,
+        "periods_per_year": periods,
+        "books": {book: _book_metrics(result[book]) for book in BOOKS},
+        **({"encoder": {"run": trained.encoder, "trained_through": universe.encoder_through}}
+           if trained.encoder is not None else {}),
+        **({"within_pretrain": {"from": str(stamps[int(scored["within_pretrain"]["rows"][0])]),
+                                "rebalances": len(scored["within_pretrain"]["rows"]),
+                                "books": {book: _book_metrics(scored["within_pretrain"][book]) for book in BOOKS}}}
+           if "within_pretrain" in scored else {}),
+        "note": "one net return per rebalance date (the mean of the portfolios); sharpe_se is over those "
+                "non-overlapping holds",
+        **({"mvx": _gate_metrics(sweep)} if sweep is not None else {}),
+    })
     write_json(out / "metrics.json", metrics)
+    statistics = nan_to_none(backtest_statistics(pnl, periods_per_year=periods, confidence=trainer.confidence))
+    env = trainer.env
+    description = (f"The agent of {run} (CVaR {trainer.qrdqn.alpha:g}) and two reference books, each a fund of "
+                   f"{config.portfolios} portfolios of {env.n_assets} assets redrawn every {env.episode_rebalances} "
+                   f"rebalances, rebalanced every {env.holding} rows from {str(stamps[first])[:10]} (after the fence "
+                   f"and a {trained.embargo}-row embargo); costs {env.cost_bps:g} bps of the capital traded plus "
+                   f"{env.impact:g} × trade²; one return per rebalance, {periods:.1f} a year.")
+    section = tearsheet_section(pnl, statistics, description=description, periods_per_year=periods,
+                                rolling_window=max(3, round(periods)), detailed=["agent"],
+                                trials="the agent and two reference books")
+    write_report(out / "report.html", "chaosfm agent eval", [section])
     finish_run(out, seed=trained.seed, trained_through=record.get("trained_through"))
     return metrics

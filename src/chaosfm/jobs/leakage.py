@@ -23,6 +23,11 @@ out, the cutoff is each dataset's row at ``pretrain_fraction`` (the one cutoff r
 command, at the study's own fraction) and the fresh start the row after its row at
 ``fresh_fraction``.
 
+With ``agent`` (``--agent``) the heads are replaced by the cross-sectional trading agent of
+``chaosfm agent train``: the same recipe on each encoder's frozen embeddings (and on the features
+alone), scored in Sharpe ratios per window class, with the gap and the paired leaky - fenced
+difference on the same dates (:mod:`chaosfm.jobs._leakage_agent`).
+
 The study has one seed, ``seed``: it is every encoder's ``train.seed`` (initial weights, batches,
 the loop's keys), every tokenizer's fit key, the readouts' flow draws and the evaluation's keys
 and bootstraps; every ``meta.json`` of the study records it.
@@ -51,6 +56,7 @@ from chaosfm.evaluate import Protocol, bootstrap_interval, evaluate, fit_through
 from chaosfm.forecasters import JEPAForecaster, probe_windows
 from chaosfm.jobs import pretrain as pretrain_job
 from chaosfm.jobs._common import DatasetNames, finish_run, load_data, parse_cutoff, resolve_fence, write_config
+from chaosfm.jobs._leakage_agent import agent_report_lines, agent_study, agent_tables, interval_sign
 from chaosfm.jobs.train import TokenizerSection
 from chaosfm.train import TrainConfig, load_pretrained
 
@@ -97,6 +103,11 @@ class LeakageConfig(BaseModel):
     alpha: float = Field(1.0, gt=0, description="ridge penalty of probes and readouts")
     n_bootstrap: int = Field(1000, ge=100)
     confidence: float = Field(0.95, gt=0, lt=1)
+    agent: bool = Field(False, description="score the cross-sectional agent on each encoder (Sharpe) instead of "
+                                            "the forecasting heads")
+    agent_options: dict[str, Any] = Field(default_factory=dict, description="`chaosfm agent train` keys for the "
+                                          "agent of --agent: env, critic, portfolios, iterations, ...")
+    agent_portfolios: int = Field(256, ge=1, description="portfolios of each scored book (--agent)")
     seed: int = 0
     out: Path = Path("runs/leakage")
 
@@ -276,15 +287,17 @@ def run(config: LeakageConfig) -> dict[str, Any]:
     tokenizers = {protocol: _tokenizer(config, frame, protocol, fences[protocol]) for protocol in PROTOCOLS}
     for kind in config.models:
         for protocol in PROTOCOLS:
-            run = _pretrain(config, frame, kind, protocol, fences[protocol], tokenizers[protocol])
-            name = f"{kind} ({protocol})"
-            forecasters[name] = JEPAForecaster(run, horizon=config.horizon, alpha=config.alpha, name=name,
-                                               seed=config.seed)
-            runs[name] = run
-            if protocol == "fenced":
-                # The fence is checked on what the artifacts say they saw, not on the config.
-                for seen in forecasters[name].upstream_trained_through():
-                    TimeFence(cutoff).check_trained_through(seen, f"{run}")
+            runs[f"{kind} ({protocol})"] = _pretrain(config, frame, kind, protocol, fences[protocol],
+                                                     tokenizers[protocol])
+    if config.agent:
+        return _finish_agent_study(config, frame, dates, runs, started)
+    for name, run in runs.items():
+        forecasters[name] = JEPAForecaster(run, horizon=config.horizon, alpha=config.alpha, name=name,
+                                           seed=config.seed)
+        if name.endswith("(fenced)"):
+            # The fence is checked on what the artifacts say they saw, not on the config.
+            for seen in forecasters[name].upstream_trained_through():
+                TimeFence(cutoff).check_trained_through(seen, f"{run}")
     fit_through(forecasters, frame, cutoff, config.embargo)
     context = max(f.min_context() for f in forecasters.values())
     protocol = Protocol(
@@ -345,6 +358,36 @@ def run(config: LeakageConfig) -> dict[str, Any]:
     return metrics
 
 
+def _finish_agent_study(config: LeakageConfig, frame: pd.DataFrame, dates: dict[str, Any], runs: dict[str, Path],
+                        started: float) -> dict[str, Any]:
+    """``--agent``: the agents on every encoder, scored in Sharpe (:mod:`chaosfm.jobs._leakage_agent`)."""
+    study = agent_study(config, frame, dates, runs)
+    metrics = nan_to_none({
+        "datasets": config.data,
+        "dates": {a: {"pretrain_cutoff": str(c.date()), "fresh_start": str(f.date())} for a, (c, f) in dates.items()},
+        "embargo": config.embargo,
+        "runs": {name: str(run.relative_to(config.out)) for name, run in runs.items()},
+        **study,
+    })
+    seconds = round(time.perf_counter() - started, 1)
+    write_json(config.out / "metrics.json", metrics)
+    first = next(iter(metrics["dates"].values()))
+    agent = metrics["agent"]
+    lines = ["# Leakage study: the agent", "",
+             f"Data {', '.join(config.data)} ({len(dates)} assets; cutoff {first['pretrain_cutoff']}, fresh from "
+             f"{first['fresh_start']}); the agent: QR-DQN, CVaR {agent['alpha']:g}, {agent['n_assets']} assets per "
+             f"portfolio, {agent['holding']}-row holds, {agent['cost_bps']:g} bp costs, {agent['iterations']} "
+             f"iterations; each book a fund of {agent['portfolios']} portfolios on one rebalance calendar; "
+             f"{agent['n_trials']} agents (the DSR's trials).", "",
+             "Leakage gap = fresh - within-pretrain Sharpe with its 95% bootstrap interval. Periods come from the run",
+             "folders' `trained_through`; a fenced encoder's agent has no within-pretrain rows.", ""]
+    lines += agent_report_lines(metrics, list(config.models))
+    lines += ["", f"Wall time {seconds} s."]
+    atomic_write_text(config.out / "report.md", "\n".join(lines) + "\n")
+    finish_run(config.out, seed=config.seed, trained_through=None, kind="leakage_study", wall_time_s=seconds)
+    return metrics
+
+
 def _probes(run: Path, frame: pd.DataFrame, cutoff: dict[str, Any], config: LeakageConfig) -> dict[str, Any]:
     """Ridge probes of one encoder's frozen embeddings, scored per window class."""
     model, inputs, meta = load_pretrained(run)
@@ -366,7 +409,10 @@ def _gap_cell(gap: dict[str, Any], digits: int = 3) -> str:
 
 
 def leakage_tables(metrics: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    """Title -> table with columns model, params, in-domain, within-pretrain OOS, fresh OOS, leakage gap."""
+    """Title -> table with columns model, params, in-domain, within-pretrain OOS, fresh OOS, leakage gap
+    (the agent study's tables for the metrics of ``--agent``)."""
+    if "agents" in metrics:
+        return agent_tables(metrics)
     specs = {
         "probe R² (realized volatility)": lambda m: (m["probe_r2"]["realized_vol"], "r2", 3),
         "probe R² (next-horizon return)": lambda m: (m["probe_r2"]["next_return"], "r2", 3),
@@ -394,14 +440,7 @@ def leakage_tables(metrics: dict[str, Any]) -> dict[str, pd.DataFrame]:
 
 
 def _sign(entry: dict[str, Any] | None) -> str:
-    """'above zero', 'below zero' or 'indistinguishable from zero' by the confidence interval."""
-    if not entry or entry.get("value") is None:
-        return "not measurable (too few windows)"
-    if entry["ci_low"] > 0:
-        return "above zero"
-    if entry["ci_high"] < 0:
-        return "below zero"
-    return "indistinguishable from zero"
+    return interval_sign(entry, missing="not measurable (too few windows)")
 
 
 def _reading(kind: str, metrics: dict[str, Any]) -> str:

@@ -4,9 +4,12 @@
 asset, or a fraction of each asset's rows), ``model`` (fields of :class:`~chaosfm.models.JEPAConfig`)
 and ``train`` (the loop's :class:`~chaosfm.train.TrainConfig`), and an optional fourth,
 ``tokenizer`` (a candle tokenizer to fit, or a saved one): with it the encoder reads one code per
-candle, without it standardised candle features (:class:`~chaosfm.train.EncoderInputs`; scaler
-and tokenizer see the training rows only). A run has one seed, ``train.seed``: the tokenizer's
-fit, the initial weights, the batches and the loop's keys derive from it.
+candle (candles only: a close-only frame is refused), without it standardised features
+(:class:`~chaosfm.train.EncoderInputs`; scaler and tokenizer see the training rows only): the
+candle features on a frame with open, high and low, the close-only features on a close-only frame
+such as ``sp500_stocks`` (:func:`~chaosfm.train.feature_set`; ``scaler.json`` records the set).
+A run has one seed, ``train.seed``: the tokenizer's fit, the initial weights, the batches and the
+loop's keys derive from it.
 
 :func:`run` trains with :func:`chaosfm.train.train` (the EMA target follows through its
 ``post_update`` hook; ``train.devices`` spreads the batch over a device mesh), checks for collapse
@@ -48,6 +51,7 @@ from chaosfm.train import (
     WindowSampler,
     check_candle_tokenizer,
     data_mesh,
+    feature_set,
     feature_streams,
     heldout_spread,
     serialise,
@@ -106,9 +110,9 @@ class PretrainConfig(BaseModel):
             check_candle_tokenizer(make_tokenizer(section.kind, section.options), "tokenizer")
         return section
 
-    def jepa_config(self, vocab_size: int | None = None) -> JEPAConfig:
+    def jepa_config(self, vocab_size: int | None = None, n_features: int = len(FEATURES)) -> JEPAConfig:
         """The model section as a JEPAConfig; ``vocab_size`` is the tokenizer's (a stand-in until
-        it is fitted, 0 without one)."""
+        it is fitted, 0 without one), ``n_features`` the size of the data's feature set."""
         allowed = {f.name for f in dataclasses.fields(JEPAConfig)} - {"n_features", "vocab_size"}
         unknown = sorted(set(self.model) - allowed)
         if unknown:
@@ -116,7 +120,7 @@ class PretrainConfig(BaseModel):
         if vocab_size is None:
             vocab_size = 2 if self.tokenizer is not None else 0
         try:
-            return JEPAConfig(n_features=len(FEATURES), vocab_size=vocab_size, **self.model)
+            return JEPAConfig(n_features=n_features, vocab_size=vocab_size, **self.model)
         except (ValueError, TypeError) as error:
             raise ConfigError("; ".join(f"model.{p}" for p in str(error).split("; "))) from None
 
@@ -151,17 +155,20 @@ def run(config: PretrainConfig, *, frame: pd.DataFrame | None = None) -> dict[st
     config.check("config")
     if frame is None:
         frame = load_data(config.data.names)
-    require_ohlc(frame, "JEPA pretraining (the encoder reads candle features)")
+    if config.tokenizer is not None:
+        require_ohlc(frame, "JEPA pretraining on tokenizer codes (fsq and vqvae encode candles)")
     fence = config.data.fence(frame)
     train_rows = fence.train(frame)
     fence.check(train_rows, "JEPA pretraining")
     out, tc = Path(config.out), config.train
     mesh = data_mesh(tc.devices, tc.batch_size)
     tokenizer = _tokenizer(config.tokenizer, train_rows, fence, out, config.resume, tc.seed)
-    train_features = {a: v for a, (v, _) in feature_streams(train_rows, config.data.vol_window).items()}
-    inputs = EncoderInputs(FeatureScaler.fit(train_features), config.data.vol_window, tokenizer)
+    features = feature_set(frame)
+    train_streams = feature_streams(train_rows, config.data.vol_window, features)
+    train_features = {asset: values for asset, (values, _) in train_streams.items()}
+    inputs = EncoderInputs(FeatureScaler.fit(train_features, features), config.data.vol_window, tokenizer)
     train_inputs = {a: {inputs.kind: stream.inputs} for a, stream in inputs.streams(train_rows).items()}
-    model_config = config.jepa_config(inputs.vocab_size)
+    model_config = config.jepa_config(inputs.vocab_size, len(features))
 
     write_config(out, config.model_dump(mode="json", exclude={"out", "resume"}))
     write_json(out / MODEL_CONFIG_FILE, dataclasses.asdict(model_config))
@@ -187,6 +194,7 @@ def run(config: PretrainConfig, *, frame: pd.DataFrame | None = None) -> dict[st
     metrics: dict[str, Any] = {
         "model": result.model.kind,
         "input": inputs.kind,
+        "features": list(inputs.features),
         "vocab_size": inputs.vocab_size or None,
         "params": count_params(result.model.encoder) + count_params(result.model.predictor)
         + (count_params(result.model.flow) if result.model.flow is not None else 0),

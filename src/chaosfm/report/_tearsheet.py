@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import html
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -221,7 +221,8 @@ def summary_table(statistics: Mapping[str, Any]) -> str:
 
 
 def tearsheet_section(pnl: pd.DataFrame, statistics: Mapping[str, Any], *, description: str = "",
-                      periods_per_year: float = 252.0, rolling_window: int = 63) -> str:
+                      periods_per_year: float = 252.0, rolling_window: int = 63,
+                      detailed: Collection[str] | None = None, trials: str = "rules × models") -> str:
     """The backtest's ``report.html`` section.
 
     Args:
@@ -230,6 +231,9 @@ def tearsheet_section(pnl: pd.DataFrame, statistics: Mapping[str, Any], *, descr
         description: one paragraph (HTML-escaped here) saying what was traded and at what cost.
         periods_per_year: rows per year, to annualise the rolling Sharpe ratio.
         rolling_window: rows of the rolling Sharpe ratio.
+        detailed: the strategies drawn one by one (default every one); the others are in the
+            table and the equity overview only (e.g. an agent's reference books).
+        trials: what the strategies tried are, in the note on DSR.
     """
     pbo = statistics["pbo"]
     pbo_text = (f"PBO {pbo['value']:.3f} (CSCV, {pbo['n_blocks']} blocks, {pbo['n_combinations']} combinations)"
@@ -237,7 +241,7 @@ def tearsheet_section(pnl: pd.DataFrame, statistics: Mapping[str, Any], *, descr
     parts = [
         "<h2>Backtest</h2>",
         f'<p class="note">{html.escape(description)}</p>' if description else "",
-        f'<p class="note">{statistics["n_trials"]} strategies tried (rules × models): DSR deflates each '
+        f'<p class="note">{statistics["n_trials"]} strategies tried ({html.escape(trials)}): DSR deflates each '
         f"Sharpe ratio by the best of them by luck. {html.escape(pbo_text)}: the probability that the "
         "strategy best in sample ranks below the median out of sample. Sharpe ratios are annualised, "
         "net of costs; <i>d</i> counts the days of a class.</p>",
@@ -245,6 +249,8 @@ def tearsheet_section(pnl: pd.DataFrame, statistics: Mapping[str, Any], *, descr
         _img(equity_overview(pnl), "net equity of every strategy"),
     ]
     book = pnl[pnl["asset"] == PORTFOLIO]
+    if detailed is not None:
+        book = book[book["strategy"].isin(list(detailed))]
     for name, rows in progress(list(book.groupby("strategy", sort=False)), "tearsheet: strategies"):
         rows = rows.sort_values("timestamp").reset_index(drop=True)
         parts.append(f"<h3>{html.escape(str(name))}</h3>")

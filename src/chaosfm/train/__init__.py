@@ -24,11 +24,13 @@ from chaosfm.train._config import (
     stream_lengths,
 )
 from chaosfm.train._encoder_inputs import (
+    CLOSE_FEATURES,
     FEATURES,
     EncoderInputs,
     EncoderStream,
     FeatureScaler,
     check_candle_tokenizer,
+    feature_set,
     feature_streams,
 )
 from chaosfm.train._evaluate import evaluate_codes, next_token_metrics, unigram_perplexity
@@ -127,12 +129,14 @@ __all__ = [
     "sequence_log_probs",
     "token_accuracy_reward",
     # JEPA
+    "CLOSE_FEATURES",
     "FEATURES",
     "EncoderInputs",
     "EncoderStream",
     "FeatureScaler",
     "check_candle_tokenizer",
     "embed_windows",
+    "feature_set",
     "feature_streams",
     "heldout_spread",
     # multitask head
