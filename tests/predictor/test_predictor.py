@@ -181,8 +181,9 @@ def test_unit_spread_leaves_the_width_to_the_scale_and_the_shape_to_the_kernels(
     state = step.unpack(packed)
     key = jax.random.key(3)
     assert PREDICTOR.unit_spread  # the default
-    raw = np.asarray(mixture_draws(state, PREDICTOR.model_copy(update={"unit_spread": False}), (20000,), key=key))
-    unit = np.asarray(mixture_draws(state, PREDICTOR, (20000,), key=key))
+    kernels_only = PREDICTOR.model_copy(update={"gaussian_share": 0.0})
+    raw = np.asarray(mixture_draws(state, kernels_only.model_copy(update={"unit_spread": False}), (20000,), key=key))
+    unit = np.asarray(mixture_draws(state, kernels_only, (20000,), key=key))
     # The mixture variance worked out from the state, by hand: each kernel's spread squared plus
     # its mean's distance from the weighted mean, averaged with the mixing weights.
     spreads, _ = _kernel_spreads(state, PREDICTOR)
@@ -193,3 +194,27 @@ def test_unit_spread_leaves_the_width_to_the_scale_and_the_shape_to_the_kernels(
     assert abs(np.sqrt(variance) - 1.0) > 0.01  # the kernels' own spread is not already 1
     # With drift 0 both are centred on the last value: the unit draws are the raw ones rescaled.
     np.testing.assert_allclose(unit, raw / np.sqrt(variance), rtol=2e-4, atol=1e-6 * float(state.scale))
+
+
+def test_gaussian_share_draws_that_share_from_a_unit_normal_and_the_rest_from_the_kernels():
+    from scipy import stats
+
+    from chaosfm.predictor._predictor import mixture_draws
+
+    levels = _gbm(300, 9)
+    step = packed_step(PREDICTOR)
+    packed = step.pack(init_predictor(PREDICTOR, float(levels[0]), key=jax.random.key(0)))
+    for value in levels[1:]:
+        _, packed = step(packed, np.float32(value))
+    state = step.unpack(packed)
+    key, n = jax.random.key(4), 20000
+    draws = {share: np.asarray(mixture_draws(state, PREDICTOR.model_copy(update={"gaussian_share": share}), (n,),
+                                             key=key), np.float64) / float(state.scale) for share in (0.0, 0.5, 1.0)}
+    # All normal: a standard normal around the (removed, drift 0) mixture mean, by Kolmogorov-Smirnov.
+    assert stats.kstest(draws[1.0], "norm").pvalue > 1e-3
+    assert stats.kstest(draws[0.0], "norm").pvalue < 1e-6  # the kernels' own shape is not normal
+    # Half: each draw is the kernels' draw or the normal draw of the same key, about half each.
+    from_normal = np.isclose(draws[0.5], draws[1.0], rtol=1e-6, atol=1e-6)
+    from_kernels = np.isclose(draws[0.5], draws[0.0], rtol=1e-6, atol=1e-6)
+    assert np.all(from_normal | from_kernels)
+    assert abs(from_normal.mean() - 0.5) < 4 * np.sqrt(0.25 / n)

@@ -178,6 +178,11 @@ class PredictorConfig(_Strict):
         True, description="rescale the kernel mixture to unit spread, so the EMA scale alone sets the width and"
         " the kernels the shape; see docs/predictor.md for the rows before the cutoff it was chosen on",
     )
+    gaussian_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of the draws taken from a normal of unit width (with"
+        " unit_spread, the mixture's own) instead of the kernels: shrinks the shape the kernels fit on 128"
+        " increments towards the normal; 0.5 chosen on rows before each cutoff (docs/predictor.md)",
+    )
     level_decay: float = Field(0.05, gt=0.0, lt=1.0, description="EMA weight of the level for z")
     hoelder_threshold: float = Field(
         0.2, description="Hölder below this trips the circuit breaker (kernel D, Huber)"

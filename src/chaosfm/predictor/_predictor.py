@@ -479,6 +479,12 @@ def _standardised_draws(
         # gamma, as _kernel_spreads). Dividing by it leaves the width to the EMA scale alone.
         variance = jnp.dot(weights, jnp.nan_to_num(spreads) ** 2 + (clipped - mean) ** 2) / jnp.sum(weights)
         mixed = (mixed - mean) / jnp.sqrt(jnp.maximum(variance, 1e-6)) + mean
+    if config.gaussian_share > 0:
+        # Shrink the kernels' shape towards the normal: a share of the draws is N(mean, 1).
+        # Keys folded from one already drawn, so the draws without a share stay as they were.
+        normal = mean + jax.random.normal(jax.random.fold_in(key_gauss, 1), (count,), dtype)
+        share = jax.random.uniform(jax.random.fold_in(key_gauss, 2), (count,), dtype)
+        mixed = jnp.where(share < config.gaussian_share, normal, mixed)
     mixed = mixed - (1.0 - config.drift) * mean
     mixed = jnp.where(warm, jnp.clip(jnp.nan_to_num(mixed), -50.0, 50.0), gauss)
     return mixed.reshape(shape)
