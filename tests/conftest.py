@@ -8,6 +8,7 @@ os.environ.setdefault("CHAOSFM_PROGRESS", "0")
 # empty one of its own (also inherited by CLI subprocesses), never the user's: suite times stay
 # those of a fresh machine and tests cannot read executables another run left behind.
 os.environ.setdefault("CHAOSFM_CACHE_DIR", tempfile.mkdtemp(prefix="chaosfm-test-cache-"))
+os.environ.setdefault("CHAOSFM_CONFIG_DIR", tempfile.mkdtemp(prefix="chaosfm-test-config-"))  # the export key
 os.environ.setdefault("CHAOSFM_QUIET", "1")
 
 import jax  # noqa: E402

@@ -1,6 +1,8 @@
 """Run folders: atomic writes and hash checks that name the damaged file."""
 
+import hashlib
 import json
+import re
 
 import pytest
 
@@ -28,3 +30,22 @@ def test_json_refuses_nan_and_failed_write_keeps_old_file(tmp_path):
         write_json(path, {"bad": float("nan")})
     assert json.loads(path.read_text()) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+@pytest.mark.parametrize("entry", ["../secret.txt", "ABSOLUTE", "link.txt", "sub/../../secret.txt"])
+def test_meta_entries_outside_the_run_folder_are_refused(tmp_path, entry):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not the run's")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "sub").mkdir()
+    (run / "link.txt").symlink_to(secret)
+    atomic_write_text(run / "a.txt", "x")
+    write_meta(run, seed=0)
+    entry = str(secret) if entry == "ABSOLUTE" else entry
+    meta = json.loads((run / "meta.json").read_text())
+    # The right hash, so only the confinement rule can refuse it.
+    meta["files"] = {"a.txt": meta["files"]["a.txt"], entry: hashlib.sha256(secret.read_bytes()).hexdigest()}
+    write_json(run / "meta.json", meta)
+    with pytest.raises(ArtifactError, match=rf"files entry '{re.escape(entry)}' points outside the run folder"):
+        verify_run(run)

@@ -70,3 +70,45 @@ def test_require_int_is_the_one_integer_rule():
         with pytest.raises(ConfigError, match=rf"^n must be an integer >= 1, got {bad!r}$".replace("(", r"\(")):
             require_int(bad, "n")
     assert issubclass(ConfigError, ValueError)
+
+
+def _alias_bomb(levels: int) -> str:
+    """``levels`` anchors, each a list of ten aliases of the one before: 10**levels strings."""
+    lines = ["    a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"    a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "datasets:\n- name: sp500\n  options:\n" + "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb(6))  # 10**6 strings once expanded (each level multiplies by ten); 300 bytes on disk
+    with pytest.raises(ConfigError, match=r"bomb.yaml: its aliases expand to more than 100,000 values"):
+        read_config(EvaluateConfig, path)
+    path.write_text("datasets: &d\n- name: sp500\n- *d\n")
+    with pytest.raises(ConfigError, match=r"bomb.yaml: line 1: an alias refers to a value that contains it"):
+        read_config(EvaluateConfig, path)
+    path.write_text(_alias_bomb(3))  # a thousand values: aliases within reason still read
+    config = read_config(EvaluateConfig, path)
+    assert config.datasets[0].options["a2"] == [[["lol"] * 10] * 10] * 10
+
+
+def test_oversized_and_non_utf8_files_are_named_and_quoted_values_are_cut(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("title: '" + "x" * (1 << 20) + "'\n")
+    with pytest.raises(ConfigError, match=r"big.yaml: larger than 1,048,576 bytes"):
+        read_config(EvaluateConfig, path)
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("datasets: [{name: sp500}]\ntitle: 'Gödel'\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(byte 35"):
+        read_config(EvaluateConfig, path)
+    path = tmp_path / "long.yaml"
+    path.write_text("datasets: '" + "y" * 50_000 + "'\n")
+    with pytest.raises(ConfigError) as caught:
+        read_config(EvaluateConfig, path)
+    message = str(caught.value)
+    assert "key 'datasets': Input should be a valid list" in message
+    assert "... (50,002 characters)" in message and len(message) < 500
+    path.write_text("datasets: {" + ", ".join(f"k{i}: v" for i in range(5000)) + "}\n")
+    with pytest.raises(ConfigError) as caught:
+        read_config(EvaluateConfig, path)
+    assert "(got {'k0': 'v', 'k1': 'v'," in str(caught.value) and len(str(caught.value)) < 500

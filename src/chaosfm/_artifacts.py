@@ -151,8 +151,19 @@ def verify_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ArtifactError(f"{meta_path}: damaged ({error})") from None
-    for name, expected in meta.get("files", {}).items():
+    files = meta.get("files", {})
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{meta_path}: damaged ('files' must map file names to sha256 hashes)")
+    inside = root.resolve()
+    for name, expected in files.items():
         path = root / name
+        # An entry must name a file of this folder: "../x", "/etc/x" or a symlink out of it would
+        # make verify_run hash (and tell the hash of) any file the user can read.
+        if not path.resolve().is_relative_to(inside):
+            raise ArtifactError(
+                f"{meta_path}: files entry {str(name)[:200]!r} points outside the run folder {root}; "
+                "every entry must be a file inside it"
+            )
         if not path.is_file():
             raise ArtifactError(f"{path}: listed in meta.json but missing")
         if sha256(path) != expected:

@@ -1,6 +1,9 @@
 """Config files: YAML read with ``safe_load`` into pydantic models with ``extra="forbid"``.
 
-A typo is an error that names the key and the keys allowed there.
+A typo is an error that names the key and the keys allowed there. A config is small: a file over
+:data:`MAX_CONFIG_BYTES`, or one whose aliases expand to more than :data:`MAX_CONFIG_NODES` values
+(a "billion laughs"), is refused before anything walks it, and a value quoted in an error is cut to
+:data:`MAX_QUOTED_CHARS` characters.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import copy
 import numbers
 import os
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -16,6 +20,13 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest config file read (1 MiB): the presets are a few kilobytes."""
+MAX_CONFIG_NODES = 100_000
+"""Most values (mappings, lists and scalars, every alias counted as a copy) a config may expand to."""
+MAX_QUOTED_CHARS = 200
+"""Longest value an error message quotes; the rest is elided."""
 
 
 class ConfigError(ValueError):
@@ -32,6 +43,20 @@ def split_commas(value: Any) -> Any:
 
 CommaList = Annotated[list[str], BeforeValidator(split_commas)]
 """A list of names that also reads from one comma-separated string."""
+
+
+def quote(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters, so an error line stays one readable line."""
+    if isinstance(value, (dict, list, tuple, set)):  # a few items of each, not the whole tree
+        short = reprlib.Repr()
+        short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
+        short.maxdict = short.maxlist = short.maxtuple = short.maxset = 8
+        text = short.repr(value)
+    else:
+        text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _allowed(model: type[BaseModel], location: tuple[Any, ...]) -> list[str]:
@@ -68,9 +93,9 @@ def explain(error: ValidationError, model: type[BaseModel], source: str) -> Conf
         key = ".".join(str(p) for p in location) or "<root>"
         if problem["type"] == "extra_forbidden":
             allowed = _allowed(model, location)
-            lines.append(f"unknown key {key!r}; allowed here: {', '.join(allowed)}")
+            lines.append(f"unknown key {quote(key)}; allowed here: {', '.join(allowed)}")
         else:
-            lines.append(f"key {key!r}: {problem['msg']} (got {problem.get('input')!r})")
+            lines.append(f"key {quote(key)}: {problem['msg']} (got {quote(problem.get('input'))})")
     return ConfigError(f"{source}: " + "; ".join(lines))
 
 
@@ -95,13 +120,67 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"{file}: no such config file")
+    with open(file, "rb") as stream:
+        raw = stream.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{file}: larger than {MAX_CONFIG_BYTES:,} bytes; a config file is a few kilobytes")
     try:
-        data = yaml.safe_load(file.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{file}: not valid YAML: {error}") from None
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{file}: not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8") from None
+    data = _safe_load(text, file) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: expected a mapping of keys to values")
     return data
+
+
+def _safe_load(text: str, file: Path) -> Any:
+    """``yaml.safe_load(text)``, refusing a document whose aliases expand beyond
+    :data:`MAX_CONFIG_NODES` values or refer to themselves.
+
+    The composer shares one node per anchor, so a "billion laughs" is small in memory until
+    something walks it as a tree (pydantic, ``copy.deepcopy``, ``repr``): its expanded size is
+    counted on the node graph, each shared node once, before anything is constructed.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {}, set(), file)
+        if size > MAX_CONFIG_NODES:
+            raise ConfigError(
+                f"{file}: its aliases expand to more than {MAX_CONFIG_NODES:,} values; "
+                "write the values out or use fewer aliases"
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{file}: not valid YAML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{file}: nested too deeply to be a config") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], file: Path) -> int:
+    """The number of values ``node`` becomes once every alias is copied out (memoised by node)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if id(node) in open_nodes:
+        raise ConfigError(f"{file}: line {node.start_mark.line + 1}: an alias refers to a value that contains it")
+    if isinstance(node, yaml.ScalarNode):
+        return 1
+    open_nodes.add(id(node))
+    children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, open_nodes, file)
+        if total > MAX_CONFIG_NODES:  # stop counting: the answer is already "too big"
+            break
+    open_nodes.discard(id(node))
+    sizes[id(node)] = total
+    return total
 
 
 def merge_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -153,7 +232,7 @@ def require_int(value: Any, name: str, minimum: int | None = 1) -> int:
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         bound = "" if minimum is None else f" >= {minimum}"
-        raise ConfigError(f"{name} must be an integer{bound}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer{bound}, got {quote(value)}")
     if minimum is not None and value < minimum:
         rule = "positive (>= 1)" if minimum == 1 else f">= {minimum}"
         raise ConfigError(f"{name} must be {rule}, got {value}")

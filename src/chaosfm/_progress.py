@@ -41,7 +41,7 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # descriptions may hold file and asset names
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -61,8 +61,9 @@ def status(message: str) -> Iterator[None]:
         yield
         return
     from rich.console import Console
+    from rich.text import Text
 
-    with Console(stderr=True).status(message):
+    with Console(stderr=True).status(Text(message)):  # a Text, so a name like a[/b] is not markup
         yield
 
 

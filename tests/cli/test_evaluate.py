@@ -76,3 +76,16 @@ def test_without_an_exponent_evaluate_runs_and_warns_naming_the_flags(tmp_path, 
     (warning,) = [line for line in captured.err.splitlines() if line.startswith("warning:")]
     assert all(word in warning for word in ("valid_prediction_time is NaN", "--lyapunov", "--dt", "traj.json"))
     assert "VPT of each channel alone" not in captured.out  # nothing to show
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--horizon", "100000000"], "no window to score"),
+    (["--num-samples", "100000000000"], "samples fit at this horizon"),
+    (["--cutoff", "1000"], "no fresh window to score"),  # the timestamps end at 14.95
+])
+def test_an_evaluation_that_cannot_run_exits_2_with_one_line_saying_why(tmp_path, capsys, argv, words):
+    data = write_trajectory(tmp_path / "traj.csv")
+    code = main(["evaluate", "--data", str(data), "--models", "last_value", *argv, "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("chaosfm: error: dataset ") and words in err[0]
+    assert not (tmp_path / "eval").exists()

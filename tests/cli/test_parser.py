@@ -40,6 +40,8 @@ def test_assignments_read_values_as_yaml_and_dates_as_text():
 @pytest.mark.parametrize("bad, rule", [
     ("train.seed", "expected KEY=VALUE"), ("=3", "expected KEY=VALUE"), ("train..seed=3", "expected KEY=VALUE"),
     (".seed=3", "expected KEY=VALUE"), ("x=[1, 2", "not valid YAML"), ("train.seed=null", "no value"),
+    # Nested aliases expand to billions of copies when walked: refused before they are built.
+    ("x=[&a [1, 1, 1], &b [*a, *a, *a], [*b, *b, *b]]", "uses a YAML alias"),
 ])
 def test_a_bad_assignment_is_named_with_what_is_wrong(bad, rule):
     with pytest.raises(argparse.ArgumentTypeError, match=rf"'{bad}': .*{rule}" if "[" not in bad else rule):

@@ -239,3 +239,39 @@ def test_require_ohlc_names_who_needs_the_candles_and_what_is_missing():
         require_ohlc(validate(closes()), "har_rv")
     with pytest.raises(MissingColumnError, match="har_rv needs open, high and low columns; this frame lacks high, low"):
         require_ohlc(candles().drop(columns=["high", "low"]), "har_rv")
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the reference: what float32 can hold
+
+
+def test_a_value_float32_cannot_hold_is_named_in_a_file_with_its_line_column_and_rule(tmp_path):
+    from chaosfm.data import load
+
+    frame = candles(8).drop(columns="asset")
+    frame.loc[5, ["high", "close"]] = 1e300  # finite in float64, inf in float32
+    path = tmp_path / "big.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(NonFiniteError, match=r"row 5 \(line 7\), column 'high'.*rule: representable in float32"):
+        load(path)
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.float32(1e300)) and np.isfinite(np.float32(0.99 * FLOAT32_MAX))
+    frame.loc[5, ["high", "close"]] = 0.99 * FLOAT32_MAX  # the largest magnitudes float32 holds pass
+    validate(frame)
+    frame.loc[5, "volume"] = -2.0 * FLOAT32_MAX
+    with pytest.raises(NonFiniteError, match="column 'volume'.*representable in float32"):
+        validate(frame)
+    repaired = validate(frame, repair=True)
+    assert len(repaired) == 7 and repaired["timestamp"].tolist() == frame["timestamp"].drop(5).tolist()
+
+
+def test_a_price_that_rounds_to_zero_in_float32_is_rejected_but_a_tiny_volume_is_not():
+    assert np.float32(1e-50) == 0 and np.float32(1e-40) > 0  # the reference: float32 underflow
+    frame = candles(6)
+    frame.loc[2, ["open", "low"]] = 1e-50
+    with pytest.raises(NonPositivePriceError, match=r"row 2, column 'open'.*representable in float32"):
+        validate(frame)
+    frame.loc[2, ["open", "low"]] = 1e-40  # subnormal in float32, but not 0
+    validate(frame)
+    frame = candles(6)
+    frame.loc[2, "volume"] = 1e-50  # a volume may round to 0: it need not be positive
+    validate(frame)

@@ -345,3 +345,45 @@ def test_what_a_model_fitted_is_written_to_metrics(tmp_path):
     assert set(weights) == {"random_walk", "last_value"} and sum(weights.values()) == pytest.approx(1.0)
     assert weights["random_walk"] > weights["last_value"]  # a spread beats none on a random walk
     assert set(entry["fitted"]) == {"ensemble"}  # models that chose nothing are not listed
+
+
+def test_the_default_models_skip_what_cannot_fit_and_score_the_rest(tmp_path):
+    # 210 rows fenced at 80%: 168 rows, 167 returns; GARCH and HAR-RV need 250.
+    path = write_market(tmp_path / "short.csv", n=210)
+    values = {"datasets": [{"name": str(path)}], "models": None,
+              "protocol": {"horizon": 5, "num_samples": 8, "max_windows": 2}}
+    metrics = evaluate.run(small(tmp_path, **values))
+    entry = metrics["datasets"]["short"]
+    assert set(entry["skipped"]) == {"garch", "har_rv"}
+    assert "min_fit_returns=250" in entry["skipped"]["garch"] and "the frame has 167" in entry["skipped"]["garch"]
+    expected = [m for m in evaluate.DEFAULT_MODELS["market"] if m not in ("garch", "har_rv")]
+    assert list(entry["compared"]["fresh"]["models"]) == expected
+    assert set(pd.read_parquet(tmp_path / "eval" / "scores.parquet")["model"]) == set(expected)
+    # A model the user names must fit: bad input, named.
+    with pytest.raises(ConfigError, match=r"short.csv: model garch cannot fit the rows through the cutoff .*250"):
+        evaluate.run(small(tmp_path, **{**values, "models": ["garch", "ar"], "out": str(tmp_path / "named")}))
+
+
+def test_an_evaluation_that_can_score_no_fresh_window_fails_first_saying_why(tmp_path):
+    with pytest.raises(ConfigError, match=r"no window to score: .*--horizon 100,000,000 .*the longest asset has 120 rows"):
+        evaluate.run(small(tmp_path, protocol={"horizon": 100_000_000}))
+    with pytest.raises(ConfigError, match=r"no fresh window to score: at most 0 rows of an asset come after the "
+                                          r"cutoff 2021-01-01T00:00:00"):
+        evaluate.run(small(tmp_path, cutoff="2021-01-01"))  # the data end on 2020-04-29
+    # 120 rows at 80%: 24 rows after the cutoff; embargo 20 and horizon 5 need 25.
+    with pytest.raises(ConfigError, match=r"no fresh window to score: at most 24 rows"):
+        evaluate.run(small(tmp_path, protocol={"horizon": 5, "embargo": 20, "min_context": 25}))
+    # One window kept of many: the first, long before the cutoff.
+    with pytest.raises(ConfigError, match=r"no fresh window to score: --max-windows 1 keeps that many"):
+        evaluate.run(small(tmp_path, protocol={"horizon": 5, "min_context": 25, "max_windows": 1}))
+    assert not (tmp_path / "eval").exists()
+
+
+def test_a_forecast_larger_than_memory_is_refused_saying_what_fits(tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate, "available_memory", lambda: 2**30)
+    # One (samples, horizon 3, channel 1) float64 forecast and its 12 working copies: 12 * 8 * 3 bytes a sample.
+    fits = 2**30 // (12 * 8 * 3)
+    with pytest.raises(ConfigError, match=rf"--num-samples 100,000,000 with --horizon 3 .* at most {fits:,} samples fit"):
+        evaluate.run(small(tmp_path, protocol={"horizon": 3, "num_samples": 100_000_000}))
+    assert not (tmp_path / "eval").exists()
+    evaluate.run(small(tmp_path, protocol={"horizon": 3, "num_samples": 8, "min_context": 25}))  # what fits runs

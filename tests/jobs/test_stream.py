@@ -52,3 +52,20 @@ def test_a_live_feed_skips_bad_lines_unless_told_otherwise(tmp_path):
     live = stream.read(None, {"data": "-", "out": str(tmp_path)})
     assert live.live and live.stream.on_bad_line == "skip"
     assert stream.read(None, {"data": "prices.csv", "out": str(tmp_path)}).stream.on_bad_line == "raise"
+
+
+def test_an_output_that_cannot_be_written_is_an_error_before_the_first_step(tmp_path):
+    from chaosfm._config import ConfigError
+
+    data = _csv(tmp_path / "walk.csv", _walk(30))
+    missing = tmp_path / "missing" / "s.msgpack"
+    ready = []
+    config = stream.StreamJob(data=data, out=tmp_path / "out", stream=STREAM.model_copy(update={"snapshot": missing}))
+    with pytest.raises(ConfigError, match=f"snapshot.*{missing}.*does not exist"):
+        stream.run(config, column_given=False, on_ready=ready.append)
+    assert ready == [] and not missing.parent.exists()
+    (tmp_path / "taken").write_text("a file, not a folder")
+    config = stream.StreamJob(data=data, out=tmp_path / "taken", stream=STREAM)
+    with pytest.raises(ConfigError, match=f"out.*{tmp_path / 'taken'}"):
+        stream.run(config, column_given=False, on_ready=ready.append)
+    assert ready == []

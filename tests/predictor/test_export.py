@@ -15,16 +15,28 @@ import numpy as np
 import pytest
 
 from chaosfm.predictor import PredictorConfig
+from chaosfm.predictor._cache import CONFIG_DIR_ENV, cache_secret
 from chaosfm.predictor._export import (
+    ALLOWED_CUSTOM_CALLS,
+    FORMAT,
     FORMAT_VERSION,
     ExportCache,
+    custom_call_targets,
     export_key,
     program,
+    refusal,
     trace_context,
 )
 
 CONFIG = PredictorConfig()
 SPECS = (jax.ShapeDtypeStruct((5,), jnp.float32), jax.ShapeDtypeStruct((3,), jnp.int32))
+CALLBACKS = ("xla_ffi_python_cpu_callback", "xla_python_cpu_callback", "xla_ffi_partitioned_python_cpu_callback")
+
+
+@pytest.fixture(autouse=True)
+def private_config(tmp_path_factory, monkeypatch):
+    """The export key lives in a temporary config folder, never the user's."""
+    monkeypatch.setenv(CONFIG_DIR_ENV, str(tmp_path_factory.mktemp("config") / "chaosfm"))
 
 
 def _function(floats, ints):
@@ -185,3 +197,141 @@ def test_jit_options_apply_to_the_loaded_program(tmp_path, donate):
     floats, ints = (jnp.asarray(a) for a in _arguments())
     loaded.function(floats, ints)
     assert floats.is_deleted() == donate
+
+
+def _planted(function, name="tiny"):
+    """A document for ``function`` (same signature as the tiny program) with a valid sha256."""
+    exported = jax.export.export(jax.jit(function))(*SPECS)
+    payload = msgpack.packb({"exported": bytes(exported.serialize()), "aux": {"rows": [1, 2]}}, use_bin_type=True)
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "key": export_key(name, CONFIG),
+            "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
+
+
+def _forty_two(floats, ints):
+    return jnp.full((5,), 42.0, jnp.float32), jnp.full((3,), 42, jnp.int32)
+
+
+@pytest.mark.parametrize("tag", ["none", "another secret", "a sha256", "this secret, other payload"])
+def test_a_planted_export_without_this_users_hmac_is_not_loaded(tmp_path, tag, monkeypatch, capsys):
+    """Another local user can compute any sha256 and any file name but not the HMAC: a planted
+    program that makes every output 42 is ignored, the real one traced and written over it."""
+    monkeypatch.delenv("CHAOSFM_QUIET", raising=False)
+    from chaosfm.predictor._export import _tag
+
+    cache = ExportCache(tmp_path)
+    secret = cache_secret()
+    document = _planted(_forty_two)
+    if tag == "another secret":  # the attacker's own key
+        document["hmac"] = _tag(b"k" * 32, "tiny", document["key"], document["payload"])
+    elif tag == "a sha256":
+        document["hmac"] = document["sha256"]
+    elif tag == "this secret, other payload":  # a genuine tag moved onto another program
+        document["hmac"] = _tag(secret, "tiny", document["key"], _planted(_function)["payload"])
+    # The strongest attacker: one who even knows the file name this user's runs read.
+    path = cache.path("tiny", document["key"], secret)
+    _rewrite(path, document)
+    assert cache.load("tiny", document["key"]) is None
+    made = _program(cache)
+    assert made.status == "exported"  # traced again, not loaded
+    reference = jax.jit(_function)(*_arguments())
+    outputs = made.function(*_arguments())
+    assert _bits(outputs) == _bits(reference)
+    assert not np.any(np.asarray(outputs[0]) == 42.0)
+    assert _program(cache).status == "loaded"  # the rewritten file is this user's and verifies
+    said = capsys.readouterr().err
+    assert "HMAC does not verify" in said and str(path) in said
+
+
+def test_file_names_depend_on_the_secret(tmp_path):
+    key = export_key("tiny", CONFIG)
+    mine, theirs = ExportCache(tmp_path, secret=b"a" * 32), ExportCache(tmp_path, secret=b"b" * 32)
+    assert mine.path("tiny", key, b"a" * 32) != theirs.path("tiny", key, b"b" * 32)
+    assert key[:40] not in mine.path("tiny", key, b"a" * 32).name  # not guessable from the key alone
+
+
+def _python_callback(floats, ints):
+    # What a planted program would call: the host-callback target, with a pointer of its choosing.
+    out = jax.ffi.ffi_call("xla_ffi_python_cpu_callback", jax.ShapeDtypeStruct(floats.shape, floats.dtype))(floats)
+    return out, ints
+
+
+def test_an_export_calling_a_python_callback_is_refused_even_if_signed(tmp_path, monkeypatch, capsys):
+    """The HMAC aside (a leaked key, a copied cache), a program naming a custom call the predictor
+    does not use is never run from a file: it would crash (rc 139) or run code."""
+    monkeypatch.delenv("CHAOSFM_QUIET", raising=False)
+    from chaosfm.predictor._export import _tag
+
+    exported = jax.export.export(
+        jax.jit(_python_callback),
+        disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("xla_ffi_python_cpu_callback")],
+    )(*SPECS)
+    assert "xla_ffi_python_cpu_callback" in custom_call_targets(exported)
+    assert "xla_ffi_python_cpu_callback" in refusal(exported)
+    cache = ExportCache(tmp_path)
+    secret = cache_secret()
+    key = export_key("tiny", CONFIG)
+    assert cache.save("tiny", key, exported, {"rows": [1, 2]}) is None  # not written either
+    assert list(tmp_path.iterdir()) == []
+    payload = msgpack.packb({"exported": bytes(exported.serialize()), "aux": {"rows": [1, 2]}}, use_bin_type=True)
+    path = cache.path("tiny", key, secret)
+    _rewrite(path, {"format": FORMAT, "format_version": FORMAT_VERSION, "name": "tiny", "key": key,
+                    "sha256": hashlib.sha256(payload).hexdigest(), "hmac": _tag(secret, "tiny", key, payload),
+                    "payload": payload})
+    assert cache.load("tiny", key) is None
+    made = _program(cache)
+    assert made.status == "exported"
+    assert _bits(made.function(*_arguments())) == _bits(jax.jit(_function)(*_arguments()))
+    said = capsys.readouterr().err
+    assert "refused" in said and "xla_ffi_python_cpu_callback" in said
+
+
+def test_custom_call_targets_are_read_from_the_module():
+    exported = jax.export.export(jax.jit(lambda m: jnp.linalg.cholesky(m)))(jax.ShapeDtypeStruct((3, 3), jnp.float32))
+    targets = custom_call_targets(exported)
+    assert targets and all(t.startswith("lapack_") for t in targets)  # LAPACK's potrf on CPU
+    assert refusal(exported) is not None  # the predictor does not use it: not loaded
+    assert custom_call_targets(jax.export.export(jax.jit(_function))(*SPECS)) == set()
+    assert not set(CALLBACKS) & ALLOWED_CUSTOM_CALLS
+
+
+def test_an_export_folder_others_can_write_is_not_read(tmp_path):
+    cache = ExportCache(tmp_path / "exports")
+    assert _program(cache).status == "exported"
+    assert os.stat(tmp_path / "exports").st_mode & 0o777 == 0o700
+    assert _program(cache).status == "loaded"
+    os.chmod(tmp_path / "exports", 0o777)  # anyone could have replaced the file since
+    assert _program(cache).status == "exported"  # traced; nothing read (or written) there
+
+
+def test_a_key_that_is_not_private_turns_exports_off(tmp_path):
+    cache_secret()
+    from chaosfm.predictor._cache import key_path
+
+    os.chmod(key_path(), 0o644)
+    cache = ExportCache(tmp_path / "exports")
+    assert _program(cache).status == "exported"
+    assert not (tmp_path / "exports").exists()  # nothing written under a key others can read
+
+
+@pytest.mark.slow  # exports the predictor's real programs: the step and the warm start compile (~40 s on 2 cores)
+def test_the_predictors_own_programs_need_no_custom_call_outside_the_allow_list(tmp_path):
+    """The allow-list, measured: every target the real init, step and warm start name is on it (on
+    CPU there are none), so a genuine file always loads, and no callback target is."""
+    from chaosfm.predictor._packed_step import PackedStep
+
+    step = PackedStep(PredictorConfig(), export_dir=tmp_path / "exports")
+    key = jax.random.key(3)
+    state = step.init(np.float32(100.0), key)
+    step(state, np.float32(101.0))
+    step.compile_warm_start(key)
+    assert step.status == {"init": "exported", "step": "exported", "warm_start": "exported"}
+    cache = ExportCache(tmp_path / "exports")
+    used = set()
+    for path in sorted((tmp_path / "exports").iterdir()):
+        document = msgpack.unpackb(path.read_bytes(), raw=False)
+        stored = cache.load(document["name"], document["key"])
+        assert stored is not None, path  # passed the HMAC and the refusal checks
+        assert refusal(stored.exported) is None
+        used |= custom_call_targets(stored.exported)
+    assert used <= ALLOWED_CUSTOM_CALLS
+    assert not set(CALLBACKS) & ALLOWED_CUSTOM_CALLS

@@ -199,3 +199,70 @@ def test_adaptive_conformal_levels_move_by_gamma_after_each_observation():
     raw = pd.DataFrame(run_stream(STREAM, series=series).predictions)
     assert not np.allclose(raw.loc[warm.index, "q90_next"], warm["q90_next"])
     assert "level_q90" not in raw.columns
+
+
+def _yahoo_lines(n, seed=0):
+    """Yahoo's CSV layout: Date,Open,High,Low,Close,Adj Close,Volume (the volume is the last field)."""
+    close = _walk(n, seed)
+    dates = pd.bdate_range("2018-01-02", periods=n).strftime("%Y-%m-%d")
+    return ["Date,Open,High,Low,Close,Adj Close,Volume"] + [
+        f"{d},{c:.4f},{c + 1:.4f},{c - 1:.4f},{c:.4f},{c:.4f},{1000 + i}" for i, (d, c) in enumerate(zip(dates, close))
+    ]
+
+
+SKIP = STREAM.model_copy(update={"on_bad_line": "skip"})
+
+
+def test_a_stdin_value_float32_cannot_hold_is_a_bad_line_on_a_value_line_and_a_csv_row():
+    values = [f"{v:.4f}" for v in _walk(30)]
+    values[20] = "1e300"  # finite in float64, inf in float32
+    result = run_stream(STREAM, lines=values)
+    assert "line 21" in str(result.error) and "representable in float32" in str(result.error)
+    assert len(result.predictions) == 19
+    rows = _yahoo_lines(30)
+    fields = rows[21].split(",")
+    fields[2] = fields[4] = "1e300"  # high and close, as in a file
+    rows[21] = ",".join(fields)
+    skipped = run_stream(SKIP, lines=rows)
+    metrics = skipped.metrics
+    assert [b["line"] for b in metrics["bad_lines"]] == [22]
+    message = metrics["bad_lines"][0]["error"]
+    assert "column 'high'" in message and "representable in float32" in message
+    assert metrics["observations"] == 29
+    assert np.all(np.isfinite([row["prediction_next"] for row in skipped.predictions]))
+
+
+def test_an_oversized_stdin_line_is_reported_and_skipped():
+    values = [str(v) for v in range(100, 151)] + ["9" * 200_000] + [str(v) for v in range(100, 151)]
+    result = run_stream(SKIP, lines=values)
+    assert result.error is None
+    assert [b["line"] for b in result.metrics["bad_lines"]] == [52]
+    assert "readable CSV row" in result.metrics["bad_lines"][0]["error"]
+    assert [row["line"] for row in result.predictions] == list(range(2, 52)) + list(range(53, 104))
+
+
+def test_stdin_timestamps_out_of_order_or_duplicate_break_the_file_rule():
+    lines = ["Date,Close", "2018-01-02,100", "2018-01-03,101", "2017-06-01,102", "2018-01-04,103",
+             "2018-01-04,104", "2018-01-05,105"]
+    result = run_stream(STREAM, lines=lines)
+    assert isinstance(result.error, DataError) and result.error.line == 4
+    assert "timestamps strictly increasing" in str(result.error)
+    assert [row["line"] for row in result.predictions] == [3]
+    skipped = run_stream(SKIP, lines=lines)
+    assert [b["line"] for b in skipped.metrics["bad_lines"]] == [4, 6]
+    assert "duplicate timestamp" in skipped.metrics["bad_lines"][1]["error"]
+    # The rows kept are the good ones, in order, each compared with the last good row.
+    assert [row["observed"] for row in skipped.predictions] == [101.0, 103.0, 105.0]
+
+
+def test_a_headerless_row_of_several_fields_is_refused_and_a_header_picks_the_close():
+    rows = _yahoo_lines(25)
+    closes = [float(r.split(",")[4]) for r in rows[1:]]
+    headed = run_stream(STREAM, lines=rows)
+    assert headed.error is None
+    assert [row["observed"] for row in headed.predictions] == closes[1:]  # the Close, not the Volume
+    refused = run_stream(STREAM, lines=rows[1:])
+    assert isinstance(refused.error, DataError) and refused.error.line == 1
+    assert "header" in str(refused.error) and refused.predictions == []
+    skipped = run_stream(SKIP, lines=rows[1:])
+    assert len(skipped.metrics["bad_lines"]) == 25 and skipped.predictions == []

@@ -86,3 +86,23 @@ def test_resuming_from_a_corrupted_checkpoint_names_the_file(tmp_path):
     damaged.write_bytes(damaged.read_bytes()[:-3] + b"xyz")
     with pytest.raises(ArtifactError, match=rf"{damaged}: damaged"):
         _run(tmp_path, resume=True)
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint_and_says_why(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CHAOSFM_QUIET", "0")
+    config = TrainConfig(**{**CONFIG.model_dump(), "steps": 8})
+    _run(tmp_path / "damaged", config)
+    newest = latest_checkpoint(tmp_path / "damaged")
+    assert newest.name == "step_00000008"
+    model_file = newest / "model.eqx"
+    model_file.write_bytes(model_file.read_bytes()[:-3] + b"xyz")
+    capsys.readouterr()
+    resumed = _run(tmp_path / "damaged", config, resume=True)
+    assert resumed.resumed_from == 4
+    said = capsys.readouterr().err
+    assert f"skipping checkpoint step_00000008: {model_file}: damaged" in said
+    assert "from step 4 (step_00000004)" in said
+    # Steps 5-8 are done again, so the run ends where an undamaged run ends.
+    straight = _run(tmp_path / "straight", config)
+    for a, b in zip(jax.tree_util.tree_leaves(resumed.model), jax.tree_util.tree_leaves(straight.model)):
+        np.testing.assert_array_equal(a, b)

@@ -16,17 +16,15 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
 
 def cmd_data_check(args: argparse.Namespace) -> None:
-    from rich.markup import escape
-
     from chaosfm.jobs import data
 
     summary = data.check(args.path, repair=args.repair)
-    say(f"[green]ok[/green] {escape(args.path)}: {summary['kind']} data, {summary['rows']:,} rows, "
+    say(("ok", "green"), f" {args.path}: {summary['kind']} data, {summary['rows']:,} rows, "
         f"{len(summary['assets'])} asset(s)")
     for asset, info in summary["assets"].items():
-        say(escape(f"  {asset}: {info['rows']:,} rows, {info['start']} to {info['end']}"))
+        say(f"  {asset}: {info['rows']:,} rows, {info['start']} to {info['end']}")
     for message in summary["repairs"]:
-        say(escape(f"  repaired: {message}"))
+        say(f"  repaired: {message}")
 
 
 def add(commands: Any) -> None:

@@ -36,6 +36,9 @@ def assignment(text: str) -> tuple[str, Any]:
     import yaml  # small and pure Python: still no JAX or NumPy before a bad flag is reported
 
     try:
+        # One value needs no alias, and a few nested ones expand to billions of copies.
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(raw, Loader=yaml.SafeLoader)):
+            raise argparse.ArgumentTypeError(f"{text[:200]!r}: the value uses a YAML alias (*NAME); write it out")
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
         problem = " ".join(str(getattr(error, "problem", None) or error).split())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,16 +38,34 @@ def cmd_stream(args: argparse.Namespace) -> int:
     def emit(row: dict[str, Any]) -> None:
         print(json.dumps(row, default=str), flush=True)
 
-    metrics = stream.run(config, lines=sys.stdin if config.live else None, on_prediction=emit if config.live else None,
-                         on_bad_line=report_bad, on_ready=report_ready, column_given=args.column is not None)
+    received: list[int] = []
+
+    def terminate(signum: int, frame: Any) -> None:  # SIGTERM ends the stream as SIGINT does: outputs kept
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()  # only there can it take signals
+    before = signal.signal(signal.SIGTERM, terminate) if main_thread else None
+    try:
+        metrics = stream.run(config, lines=sys.stdin if config.live else None,
+                             on_prediction=emit if config.live else None, on_bad_line=report_bad,
+                             on_ready=report_ready, column_given=args.column is not None)
+        code = 0
+    except stream.StreamInterrupted as stop:
+        metrics, code = stop.metrics, 128 + (received[0] if received else signal.SIGINT)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, before)
     # With --data - stdout carries one JSON prediction per line; keep the summary off it.
-    target = Console(stderr=True, width=140) if config.live else console()
+    target = Console(stderr=True, width=140, markup=False) if config.live else console()
     _stream_summary(target, metrics)
     snapshot = config.stream.snapshot
     target.print(f"ready in {cell(metrics['startup_seconds'])} s, first step {cell(metrics['first_step_ms'])} ms"
                  + (f"; snapshot {snapshot} ({metrics['snapshots_written']} writes)" if snapshot else ""))
+    if code:
+        target.print(f"interrupted after {metrics['observations']} observations")
     target.print(f"wrote {config.out}/predictions.csv, telemetry.csv, metrics.json and telemetry.png")
-    return 0
+    return code
 
 
 def _stream_summary(target: Any, metrics: dict[str, Any]) -> None:
@@ -103,7 +123,8 @@ def add(commands: Any) -> None:
     p.add_argument("--restore", type=Path, help="resume from this snapshot (same --config it was written with)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT (0: a free port)")
     p.add_argument("--cache-dir", type=Path,
-                   help="persistent compilation cache (default $CHAOSFM_CACHE_DIR or the user cache dir)")
+                   help="persistent compilation cache (default $CHAOSFM_CACHE_DIR or the user cache dir); must be"
+                        " yours and not group/other-writable, else the default is used")
     p.add_argument("--no-compilation-cache", action="store_true", help="do not use the persistent compilation cache")
     p.add_argument("--no-warm-up", action="store_true", help="skip the warm-up pass before the first observation")
     p.add_argument("--deterministic", action="store_true", help="bit-reproducible: highest matmul precision, pinned PRNG")

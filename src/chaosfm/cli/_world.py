@@ -36,10 +36,10 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         f"embeddings of {heldout.get('windows', 0)} windows against the VICReg target std {target}:"
     )
     if "collapsed" in heldout:
-        verdict = lambda ok: "[green]yes[/green]" if ok else "[red]no[/red]"  # noqa: E731
-        say(f"  not collapsed (mean std {cell(heldout['std_mean'])} >= {target}): {verdict(not heldout['collapsed'])}")
+        verdict = lambda ok: ("yes", "green") if ok else ("no", "red")  # noqa: E731
+        say(f"  not collapsed (mean std {cell(heldout['std_mean'])} >= {target}): ", verdict(not heldout['collapsed']))
         say(f"  every dimension above the target (min std {cell(heldout['std_min'])}, "
-            f"{heldout['dims_below_target']} below): {verdict(heldout['all_dims_above_target'])}")
+            f"{heldout['dims_below_target']} below): ", verdict(heldout['all_dims_above_target']))
     else:
         say(f"  {heldout.get('note', 'no held-out check')}")
     say(f"wrote the run to {args.out}")

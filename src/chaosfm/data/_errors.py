@@ -7,6 +7,7 @@ class DataError(ValueError):
     """Bad input data. The message names the file (or frame), the row and the rule broken.
 
     Attributes:
+        detail: the message without the place and the rule (to re-raise it at another place).
         source: the file path or dataset name the data came from (``"<frame>"`` for an
             in-memory DataFrame).
         row: 0-based position of the offending row in the frame, or ``None`` when the
@@ -27,6 +28,7 @@ class DataError(ValueError):
         rule: str | None = None,
         line: int | None = None,
     ):
+        self.detail = message
         self.source = source
         self.row = row
         self.column = column

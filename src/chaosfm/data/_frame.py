@@ -35,6 +35,9 @@ OHLC_COLUMNS = ("open", "high", "low")
 """The candle columns a close-only frame lacks."""
 _CLOSE_ONLY_MODELS = "random_walk, garch, ar, last_value, seasonal_naive or context_parroting"
 _STATE_COLUMN = re.compile(r"^x(\d+)$")
+FLOAT32_RULE = "representable in float32"
+"""Models compute in float32: a value finite in float64 may overflow there (or a price round to 0)."""
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # Usual layouts, matched case-insensitively. Yahoo's "Adj Close" becomes the extra column
 # "adj_close"; the univariate layouts of Nixtla (unique_id, ds, y) and Chronos (item_id,
@@ -286,15 +289,17 @@ def validate(
     for column in numeric:
         frame[column] = _to_float(frame, column, source, line_offset)
 
-    def drop(mask: np.ndarray, error: type[DataError], message: str, column: str | None) -> None:
+    def drop(mask: np.ndarray, error: type[DataError], message: str, column: str | None,
+             rule: str | None = None) -> None:
         nonlocal frame
         if not mask.any():
             return
         row = _first(mask)
         if not repair:
-            raise error(message.format(row=row), source=source, row=row,
-                        line=_line(row, line_offset), column=column)
-        repairs.append(f"dropped {int(mask.sum())} row(s) breaking [{error.rule_name}]")
+            value = frame[column].iloc[row] if column is not None else None
+            raise error(message.format(row=row, value=value), source=source, row=row,
+                        line=_line(row, line_offset), column=column, rule=rule)
+        repairs.append(f"dropped {int(mask.sum())} row(s) breaking [{rule or error.rule_name}]")
         frame = frame.loc[~mask].reset_index(drop=True)
 
     stamps = frame["timestamp"]
@@ -305,10 +310,18 @@ def validate(
     for column in numeric:
         values = frame[column].to_numpy()
         drop(~np.isfinite(values), NonFiniteError, "value is NaN or infinite", column)
+        values = frame[column].to_numpy()
+        drop(np.abs(values) > _FLOAT32_MAX, NonFiniteError,
+             f"{{value:g}} is beyond float32's largest value {_FLOAT32_MAX:.4g} (models compute in float32)",
+             column, FLOAT32_RULE)
     if kind == "market":
         for column in PRICE_COLUMNS if candles else ("close",):
             values = frame[column].to_numpy()
             drop(values <= 0, NonPositivePriceError, f"{column} must be > 0", column)
+            values = frame[column].to_numpy()
+            drop(values.astype(np.float32) == 0, NonPositivePriceError,
+                 f"{column} {{value:g}} > 0 rounds to 0 in float32 (models compute in float32)", column,
+                 FLOAT32_RULE)
         if "volume" in frame.columns:
             drop(frame["volume"].to_numpy() < 0, NegativeVolumeError, "volume is negative", "volume")
     if kind == "market" and candles:

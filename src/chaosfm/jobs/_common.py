@@ -8,6 +8,7 @@ command.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -65,6 +66,30 @@ def resolve_fence(
     if not fence.before(frame).any():
         raise ConfigError(f"{key}: no rows at or before the cutoff {fence.cutoff!s}")
     return fence
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process may still allocate: the system's available memory, or the
+    container's (cgroup v2) limit less its use when that is smaller; None when neither is known."""
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, OSError, ValueError):
+            pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return max(0, min(found)) if found else None
 
 
 def load_data(names: str | Sequence[str], options: Mapping[str, Any] | None = None) -> pd.DataFrame:

@@ -26,10 +26,35 @@ from pydantic import BaseModel, ConfigDict, Field
 from chaosfm._artifacts import atomic_write_bytes, nan_to_none, write_json
 from chaosfm._config import ConfigError, read_config
 from chaosfm._progress import say
-from chaosfm.data import DataError, frame_kind, merge_trained_through, target_columns, trained_through_to_json
-from chaosfm.evaluate import Protocol, Results, evaluate, fit_through, is_vpt, resolve_scores, vpt_clock
+from chaosfm.data import (
+    DataError,
+    frame_kind,
+    merge_trained_through,
+    target_columns,
+    trained_through,
+    trained_through_to_json,
+)
+from chaosfm.evaluate import (
+    Protocol,
+    Results,
+    classify_window,
+    cutoff_to_json,
+    evaluate,
+    fit_through,
+    is_vpt,
+    resolve_scores,
+    vpt_clock,
+)
 from chaosfm.forecasters import FORECASTERS, ConformalForecaster, load_forecaster, make_forecaster
-from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, finish_run, load_data, resolve_fence, write_config
+from chaosfm.jobs._common import (
+    DEFAULT_CUTOFF_FRACTION,
+    Cutoff,
+    available_memory,
+    finish_run,
+    load_data,
+    resolve_fence,
+    write_config,
+)
 from chaosfm.report import dataset_section, evaluation_markdown, write_report
 
 __all__ = ["DEFAULT_MODELS", "FLAGS", "DatasetSpec", "EvaluateConfig", "read", "run", "write_forecasts"]
@@ -189,7 +214,91 @@ def prepare_dataset(
     clock = _clock(frame, spec, protocol)
     for warning in clock["warnings"]:
         say(f"warning: {warning}")
-    return frame, _fence(frame, spec, config, protocol.embargo).cutoff, names, clock
+    fence = _fence(frame, spec, config, protocol.embargo)
+    _check_windows(frame, spec, protocol, fence)
+    _check_memory(frame, spec, protocol)
+    return frame, fence.cutoff, names, clock
+
+
+def _check_windows(frame: pd.DataFrame, spec: DatasetSpec, protocol: Protocol, fence: Any) -> None:
+    """Refuse an evaluation that could score no fresh window, saying why, before anything is fitted.
+
+    A window is fresh for a model fitted through the fence (``classify_window`` with nothing
+    upstream); a run folder's upstream artifacts may still make some within-pretrain, which is
+    a result, not an error.
+
+    Raises:
+        ConfigError: no window fits in the data, or none starts after the cutoff and the embargo.
+    """
+    origins = protocol.window_origins(frame)
+    rows = frame.groupby("asset", sort=False).size()
+    if origins.empty:
+        raise ConfigError(
+            f"dataset {spec.name}: no window to score: a window needs protocol.min_context={protocol.min_context} "
+            f"rows of history and --horizon {protocol.horizon:,} rows to score ({protocol.min_context + protocol.horizon:,} "
+            f"rows), and the longest asset has {rows.max():,} rows; lower --horizon (config key protocol.horizon)"
+        )
+    seen = trained_through(fence.train(frame))
+    if _any_fresh(frame, origins, seen, protocol.embargo):
+        return
+    if protocol.max_windows is not None:
+        every = protocol.model_copy(update={"max_windows": None}).window_origins(frame)
+        if _any_fresh(frame, every, seen, protocol.embargo):
+            raise ConfigError(
+                f"dataset {spec.name}: no fresh window to score: --max-windows {protocol.max_windows} keeps that many "
+                f"evenly spaced windows of each asset, and none of them comes after the cutoff "
+                f"{_cutoff_text(fence.cutoff)} and the embargo; raise --max-windows (config key protocol.max_windows)"
+            )
+    cutoffs = fence.per_asset(frame)
+    after = max(int((part["timestamp"] > cutoffs[str(a)]).sum()) for a, part in frame.groupby("asset", sort=False))
+    raise ConfigError(
+        f"dataset {spec.name}: no fresh window to score: at most {after:,} rows of an asset come after the cutoff "
+        f"{_cutoff_text(fence.cutoff)}, and a fresh window starts --embargo {protocol.embargo} rows after it and "
+        f"needs --horizon {protocol.horizon:,} rows; give an earlier --cutoff, or a shorter --horizon or --embargo"
+    )
+
+
+def _any_fresh(frame: pd.DataFrame, origins: pd.DataFrame, seen: dict[str, Any], embargo: int) -> bool:
+    """Whether a window of ``origins`` is fresh for a model that saw ``seen`` and nothing upstream."""
+    for asset, part in frame.groupby("asset", sort=False):
+        stamps, last = part["timestamp"], seen.get(str(asset))
+        for first_target in origins.loc[origins["asset"] == asset, "origin"]:
+            # rows strictly after the last row seen and strictly before the first target (sorted stamps)
+            after = 0 if last is None else int(stamps.searchsorted(first_target, "left") - stamps.searchsorted(
+                last, "right"))
+            if classify_window(first_target, str(asset), after, seen, [], embargo) == "fresh":
+                return True
+    return False
+
+
+def _cutoff_text(cutoff: Any) -> str:
+    """A cutoff for a message: one date, or ``asset date`` pairs when the assets' cutoffs differ."""
+    cutoff = cutoff_to_json(cutoff)
+    if isinstance(cutoff, dict):
+        values = set(cutoff.values())
+        return str(next(iter(values))) if len(values) == 1 else ", ".join(f"{a} {c}" for a, c in cutoff.items())
+    return str(cutoff)
+
+
+def _check_memory(frame: pd.DataFrame, spec: DatasetSpec, protocol: Protocol) -> None:
+    """Refuse a forecast size the machine cannot hold, saying what fits, before anything is allocated.
+
+    Raises:
+        ConfigError: one window's forecast would need more memory than is available.
+    """
+    available = available_memory()
+    channels = len(target_columns(frame))
+    need = protocol.forecast_bytes(channels)
+    if available is None or need <= available:
+        return
+    per_sample = protocol.model_copy(update={"num_samples": 1}).forecast_bytes(channels)
+    fits = available // per_sample
+    raise ConfigError(
+        f"dataset {spec.name}: --num-samples {protocol.num_samples:,} with --horizon {protocol.horizon:,} and "
+        f"{channels} channel(s) needs about {need / 2**30:,.1f} GiB per forecast, and {available / 2**30:,.1f} GiB "
+        f"of memory is available: at most {fits:,} samples fit at this horizon"
+        + ("" if fits else "; lower --horizon")
+    )
 
 
 def _runs(config: EvaluateConfig, spec: DatasetSpec) -> list[Any]:
@@ -253,19 +362,62 @@ def evaluate_dataset(
     """Fit through the cutoff and score one dataset."""
     frame, cutoff, names, clock = prepared or prepare_dataset(spec, config)
     protocol = spec.protocol or config.protocol
-    forecasters = {name: _make(name, config) for name in names}
-    forecasters.update({f.name: f for f in _runs(config, spec)})
-    # The calibrated copies wrap the raw models themselves: fitted first (dict order), each is
-    # fitted once, and the copy fits only its calibration model.
-    forecasters.update(_calibrated(list(forecasters.values()), config, protocol))
     started = time.perf_counter()
-    fit_through(forecasters, frame, cutoff, protocol.embargo)
+    forecasters, skipped = _fit_models(names, spec, config, frame, cutoff, protocol.embargo)
+    runs = {f.name: f for f in _runs(config, spec)}
+    fit_through(runs, frame, cutoff, protocol.embargo)
+    forecasters.update(runs)
+    # The calibrated copies wrap the raw models themselves, already fitted: each copy fits only
+    # its calibration model.
+    calibrated = _calibrated(list(forecasters.values()), config, protocol)
+    fit_through(calibrated, frame, cutoff, protocol.embargo)
+    forecasters.update(calibrated)
     results = evaluate(forecasters, frame, protocol, cutoff=cutoff, keep_forecasts=True)
+    if results.scores.empty:
+        raise ConfigError(
+            f"dataset {spec.name}: no window was scored: every window is in the embargo of a model or was trained "
+            f"on (skipped by protocol.score_in_sample: false); give an earlier --cutoff or a shorter --embargo"
+        )
     results.reference = _reference(config, frame_kind(frame), list(forecasters))
     seen = merge_trained_through(*(f.trained_through for f in forecasters.values()))
     info = {"seconds": time.perf_counter() - started, "trained_through": trained_through_to_json(seen), **clock,
-            "fitted": {name: summary for name, f in forecasters.items() if (summary := f.fitted_summary())}}
+            "fitted": {name: summary for name, f in forecasters.items() if (summary := f.fitted_summary())},
+            "skipped": skipped}
     return frame, results, info
+
+
+def _fit_models(
+    names: list[str], spec: DatasetSpec, config: EvaluateConfig, frame: pd.DataFrame, cutoff: Any, embargo: int
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The named models, each fitted through the cutoff, and ``{model: why}`` for the models left out.
+
+    With no model named (the default, every baseline that applies) a model that cannot fit these
+    rows (GARCH needs 250 returns) is left out, saying why; a model the user named must fit.
+
+    Raises:
+        ConfigError: a named model cannot fit the rows through the cutoff, or no default one can.
+    """
+    chosen = spec.models or config.models
+    fitted: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        forecaster = _make(name, config)
+        try:
+            fit_through({name: forecaster}, frame, cutoff, embargo)
+        except ValueError as error:
+            if chosen:
+                raise ConfigError(
+                    f"dataset {spec.name}: model {name} cannot fit the rows through the cutoff "
+                    f"{_cutoff_text(cutoff)}: {error}; give a later --cutoff or leave {name} out of --models"
+                ) from None
+            skipped[name] = str(error)
+            say(f"{spec.name}: skipping {name}, which cannot fit the rows through the cutoff: {error}")
+            continue
+        fitted[name] = forecaster
+    if not fitted:
+        raise ConfigError(f"dataset {spec.name}: no model can fit the rows through the cutoff: " + "; ".join(
+            f"{name}: {why}" for name, why in skipped.items()))
+    return fitted, skipped
 
 
 def run(config: EvaluateConfig) -> dict[str, Any]:
@@ -285,6 +437,8 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
         metrics["datasets"][name]["seconds"] = round(info["seconds"], 2)
         if info["fitted"]:
             metrics["datasets"][name]["fitted"] = info["fitted"]
+        if info["skipped"]:
+            metrics["datasets"][name]["skipped"] = info["skipped"]
         if frame_kind(frame) == "trajectory":  # what VPT used, or why it is NaN
             metrics["datasets"][name].update({k: info[k] for k in ("lyapunov_exponent", "dt", "warnings")})
         trained[name] = info["trained_through"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from chaosfm.data import frame_kind
 from chaosfm.jobs._common import finish_run, load_data, pick_asset
 from chaosfm.predictor import StreamConfig, StreamResult, run_stream, telemetry_png
 
-__all__ = ["FLAGS", "StreamJob", "read", "run"]
+__all__ = ["FLAGS", "StreamInterrupted", "StreamJob", "read", "run"]
 
 FLAGS = {name: f"stream.{name}" for name in
          ("column", "seed", "on_bad_line", "snapshot", "snapshot_every", "restore", "metrics_port", "cache_dir",
@@ -31,6 +32,18 @@ FLAGS = {name: f"stream.{name}" for name in
 """CLI flag -> config key."""
 
 STDIN = "-"
+
+
+class StreamInterrupted(KeyboardInterrupt):
+    """A SIGINT stopped the stream after its outputs (and final snapshot) were written.
+
+    Attributes:
+        metrics: ``metrics.json`` as written, over the lines read before the interrupt.
+    """
+
+    def __init__(self, metrics: dict[str, Any]):
+        super().__init__("interrupted")
+        self.metrics = metrics
 
 
 class StreamJob(BaseModel):
@@ -83,10 +96,15 @@ def run(
     Raises:
         DataError: a bad line that stopped the stream (``on_bad_line: raise``), after the outputs of
             every good line before it are written.
+        ConfigError: ``out`` is not a writable folder, or ``stream.snapshot``'s folder does not
+            exist or is not writable (checked before the first step).
+        StreamInterrupted: a KeyboardInterrupt (SIGINT) during the stream, after the outputs of
+            every line before it and the final snapshot are written.
     """
     stream = config.stream
     hooks = {"on_bad_line": on_bad_line, "on_ready": on_ready}
     if config.live:
+        _check_outputs(config)
         result = run_stream(stream, lines=lines, on_prediction=on_prediction, **hooks)
     else:
         frame = load_data(config.data)
@@ -97,12 +115,42 @@ def run(
         part = pick_asset(frame, config.asset, config.data)
         if config.length:
             part = part.iloc[: config.length]
+        _check_outputs(config)
         result = run_stream(stream, series=part[stream.column].to_numpy(),
                             timestamps=part["timestamp"].astype(str).tolist(), on_prediction=on_prediction, **hooks)
     write(Path(config.out), result, plot=stream.plot, seed=stream.seed)
     if result.error is not None:
         raise result.error
+    if result.interrupted:
+        raise StreamInterrupted(result.metrics)
     return result.metrics
+
+
+def _check_outputs(config: StreamJob) -> None:
+    """Fail before the first step, not after the last, on an output that cannot be written: the
+    ``out`` folder (created here) and the snapshot's folder.
+
+    Raises:
+        ConfigError: naming the path and what is wrong with it.
+    """
+    out = Path(config.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise ConfigError(f"out (--out) {out}: cannot write the stream's outputs there"
+                          f" ({error.strerror or error})") from None
+    snapshot = config.stream.snapshot
+    if snapshot is None:
+        return
+    where, folder = f"stream.snapshot (--snapshot) {snapshot}", Path(snapshot).parent
+    if not folder.is_dir():
+        raise ConfigError(f"{where}: its folder {folder} does not exist; create it or choose another path")
+    if Path(snapshot).is_dir():
+        raise ConfigError(f"{where}: is a folder; give a file path (e.g. {Path(snapshot) / 'stream.msgpack'})")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where}: its folder {folder} is not writable")
 
 
 def write(out: Path, result: StreamResult, *, plot: bool = True, seed: int | None = None) -> None:

@@ -241,7 +241,9 @@ class StreamConfig(_Strict):
     )
     cache_dir: Path | None = Field(
         None, description="where the compilation cache lives; None: $CHAOSFM_CACHE_DIR, else"
-        " <user cache dir>/chaosfm/jax (platformdirs)"
+        " <user cache dir>/chaosfm/jax (platformdirs). It must be private (owned by you, not"
+        " writable by group or others; created 0700): one that is not is refused with a note on"
+        " stderr and the default used instead"
     )
     warm_up: bool = Field(
         True, description="run the step once on zeros of the production shapes before the first"

@@ -15,14 +15,27 @@ dtype promotion, backend), the versions of chaosfm, jax, jaxlib and of the libra
 into the program, and a hash of the predictor's source files, so editing the code never loads
 a stale program.
 
-Files. A msgpack document ``{"format", "format_version", "name", "key", "sha256", "payload"}``
-whose payload holds ``jax.export``'s own serialisation of the program (``Exported.serialize()``:
-a flatbuffer with the calling convention and the StableHLO module as portable MLIR bytecode) and
-the program's host-side layout. Loading never runs code: msgpack has no object hooks here, the
-flatbuffer is data, and the module is MLIR bytecode that XLA compiles, not Python (no pickle
-anywhere). ``jax.export.deserialize`` only sees bytes whose sha256 matches the document. A
-missing, damaged, truncated, mismatched or unreadable file is ignored: the program is traced and
-the file rewritten (atomically: temp file + rename).
+Files. A msgpack document ``{"format", "format_version", "name", "key", "sha256", "hmac",
+"payload"}`` whose payload holds ``jax.export``'s own serialisation of the program
+(``Exported.serialize()``: a flatbuffer with the calling convention and the StableHLO module as
+portable MLIR bytecode) and the program's host-side layout. Loading never runs Python: msgpack
+has no object hooks here, the flatbuffer is data, and the module is MLIR bytecode that XLA
+compiles (no pickle anywhere). A missing, damaged, truncated, mismatched or unreadable file is
+ignored: the program is traced and the file rewritten (atomically: temp file + rename).
+
+Trust. The sha256 only catches damage: anyone can recompute it. What XLA compiles from a module
+runs as this user, and a module can name a ``custom_call`` target that calls into the host (a
+Python callback: with a planted pointer, a crash or worse). So a file is loaded only if
+
+- its folder is private (``_cache.py``: this user's, writable by nobody else);
+- its ``hmac`` (HMAC-SHA256 over format, version, name, key and payload, under the user's secret
+  :func:`~chaosfm.predictor._cache.cache_secret`) verifies: only this user's chaosfm wrote it. The
+  file name is an HMAC of the key too, so another user cannot even tell which file a run reads;
+- its program passes :func:`refusal`: every ``custom_call`` target on :data:`ALLOWED_CUSTOM_CALLS`
+  (the predictor's own programs use none on CPU), no safety check disabled, no side effects.
+
+A file failing a check is never deserialised into a callable: it is ignored (said once on stderr)
+and the program traced again. A program that would fail :func:`refusal` is not written.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import hmac
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import metadata
@@ -41,13 +55,63 @@ import msgpack
 import numpy as np
 
 from chaosfm._artifacts import atomic_write_bytes
+from chaosfm.predictor._cache import UnsafeCacheError, cache_secret, key_path, note_once, private_directory
 from chaosfm.predictor._config import PredictorConfig
 
 FORMAT = "chaosfm-jax-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: signed (hmac), file named by an HMAC of the key
 SUFFIX = ".jaxexport"
 # Libraries whose code is traced into the predictor's programs (or computes their constants).
 _TRACED_PACKAGES = ("chaosfm", "jax", "jaxlib", "ott-jax", "signax", "optax", "PyWavelets", "numpy")
+
+
+ALLOWED_CUSTOM_CALLS: frozenset[str] = frozenset()
+"""``custom_call`` targets a loaded program may name: those the predictor's own programs use.
+
+On CPU its init, step and warm start use none (tests/predictor/test_export.py exports the real
+ones and checks). A callback target (``xla_ffi_python_cpu_callback``, ``xla_python_cpu_callback``)
+calls host code through a pointer in the module and must never be added. A program needing a
+target not listed here is simply traced each run, never loaded."""
+
+
+def custom_call_targets(exported: jax.export.Exported) -> set[str]:
+    """The ``custom_call`` targets of every op in ``exported``'s module (one it cannot read: ``"?"``).
+
+    The module is walked op by op (MLIR's own parser; locations and names play no part), so a
+    target cannot hide in a form a text search would miss.
+    """
+    from jax.extend import mlir as jax_mlir
+    from jax.extend.mlir import ir
+
+    found: set[str] = set()
+
+    def visit(op: Any) -> Any:
+        if op.name.rsplit(".", 1)[-1] == "custom_call":  # stablehlo's, or any dialect's
+            try:
+                found.add(ir.StringAttr(op.attributes["call_target_name"]).value)
+            except (KeyError, ValueError, TypeError):
+                found.add("?")
+        return ir.WalkResult.ADVANCE
+
+    with ir.Context() as context:
+        context.allow_unregistered_dialects = True  # parsed generically: ops keep their names
+        module = jax_mlir.deserialize_portable_artifact(exported.mlir_module_serialized, context)
+        module.operation.walk(visit)
+    return found
+
+
+def refusal(exported: jax.export.Exported) -> str | None:
+    """Why ``exported`` must not be run from a file, or None: a target not on
+    :data:`ALLOWED_CUSTOM_CALLS`, a disabled export safety check, or an effect (the predictor's
+    programs are pure)."""
+    unknown = sorted(custom_call_targets(exported) - ALLOWED_CUSTOM_CALLS)
+    if unknown:
+        return f"custom_call targets {unknown} are not among those the predictor uses {sorted(ALLOWED_CUSTOM_CALLS)}"
+    if exported.disabled_safety_checks:
+        return f"it disables export safety checks {list(map(str, exported.disabled_safety_checks))}"
+    if exported.ordered_effects or exported.unordered_effects:
+        return "it has side effects; the predictor's programs have none"
+    return None
 
 
 class Stored(NamedTuple):
@@ -133,19 +197,57 @@ def export_key(
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
+def _tag(secret: bytes, name: str, key: str, payload: bytes) -> str:
+    """HMAC-SHA256 (hex) binding a payload to its program, key and format."""
+    message = msgpack.packb([FORMAT, FORMAT_VERSION, name, key, payload], use_bin_type=True)
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
 class ExportCache:
-    """A folder of exported programs, one file per key (see the module docstring)."""
+    """A folder of signed exported programs, one file per key (see the module docstring).
 
-    def __init__(self, directory: str | Path):
+    Args:
+        directory: the folder (created 0700 on the first write; used only while private).
+        secret: the HMAC key; by default the user's (:func:`~chaosfm.predictor._cache.cache_secret`),
+            read on first use. If that is refused (not private), nothing is loaded or written.
+    """
+
+    def __init__(self, directory: str | Path, *, secret: bytes | None = None):
         self.directory = Path(directory)
+        self._secret = secret
 
-    def path(self, name: str, key: str) -> Path:
-        return self.directory / f"{name}-{key[:40]}{SUFFIX}"
+    def secret(self) -> bytes | None:
+        if self._secret is None:
+            try:
+                self._secret = cache_secret()
+            except (UnsafeCacheError, OSError) as error:
+                note_once(f"{error}; the predictor's exported programs are neither loaded nor written")
+                return None
+        return self._secret
+
+    def path(self, name: str, key: str, secret: bytes) -> Path:
+        digest = hmac.new(secret, f"{name}\0{key}".encode(), hashlib.sha256).hexdigest()
+        return self.directory / f"{name}-{digest[:40]}{SUFFIX}"
+
+    def _private(self) -> bool:
+        try:
+            private_directory(self.directory, "export directory")
+            return True
+        except UnsafeCacheError as error:
+            note_once(f"{error}; the predictor's exported programs there are neither loaded nor written")
+        except OSError:  # cannot be made (a read-only cache): nothing there to trust or write
+            pass
+        return False
 
     def load(self, name: str, key: str) -> Stored | None:
-        """The program stored under ``key``, or None if absent or unusable (never raises for that)."""
+        """The program stored under ``key``, or None if absent, unusable or untrusted (never raises
+        for that)."""
+        secret = self.secret()
+        if secret is None or not self.directory.is_dir() or not self._private():
+            return None
+        path = self.path(name, key, secret)
         try:
-            raw = self.path(name, key).read_bytes()
+            raw = path.read_bytes()
         except OSError:
             return None
         try:
@@ -157,19 +259,37 @@ class ExportCache:
             payload = document["payload"]
             if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != document["sha256"]:
                 return None
+            tag = document.get("hmac")
+            if not isinstance(tag, str) or not hmac.compare_digest(tag, _tag(secret, name, key, payload)):
+                note_once(f"{path}: its HMAC does not verify under {key_path()}: not written by this user's"
+                          " chaosfm (or the key changed); not loaded, the program is traced again")
+                return None
             body = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-            return Stored(jax.export.deserialize(bytearray(body["exported"])), dict(body["aux"]))
+            exported = jax.export.deserialize(bytearray(body["exported"]))
+            reason = refusal(exported)
+            if reason is not None:
+                note_once(f"{path}: refused ({reason}); not loaded, the program is traced again")
+                return None
+            return Stored(exported, dict(body["aux"]))
         except Exception:  # noqa: BLE001 - any damage means "not cached": trace and rewrite
             return None
 
     def save(self, name: str, key: str, exported: jax.export.Exported, aux: Mapping[str, Any]) -> Path | None:
-        """Write ``exported`` under ``key`` atomically; None if the cache cannot be written."""
+        """Write ``exported`` under ``key`` atomically, signed; None if the cache cannot be written
+        (or must not be: not private, no key, or a program :func:`refusal` would not load)."""
+        reason = refusal(exported)
+        if reason is not None:
+            note_once(f"program {name!r} is not cached: {reason}")
+            return None
+        secret = self.secret()
+        if secret is None or not self._private():
+            return None
         payload = msgpack.packb({"exported": bytes(exported.serialize()), "aux": dict(aux)}, use_bin_type=True)
         document = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "key": key,
-                    "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
+                    "sha256": hashlib.sha256(payload).hexdigest(), "hmac": _tag(secret, name, key, payload),
+                    "payload": payload}
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            return atomic_write_bytes(self.path(name, key), msgpack.packb(document, use_bin_type=True))
+            return atomic_write_bytes(self.path(name, key, secret), msgpack.packb(document, use_bin_type=True))
         except OSError:  # a read-only or full cache: the program runs all the same, uncached
             return None
 

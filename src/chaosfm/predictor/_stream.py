@@ -4,12 +4,15 @@ It returns a :class:`StreamResult`: the metrics, one prediction row and one tele
 observation, and the bad line that stopped the stream, if one did. The ``chaosfm stream`` job
 writes them (``predictions.csv``, ``telemetry.csv``, ``metrics.json``, ``telemetry.png``).
 
-Bad input (NaN, inf, not a number, a non-positive value with log increments): with
-``config.on_bad_line == "raise"`` (default) the stream stops at the first bad line and the result
-carries its :class:`chaosfm.data.DataError` (naming the input line) beside the rows of every good
-line before it; the predictor's state is the last good one. With ``"skip"`` the line is recorded
-in ``metrics["bad_lines"]`` (line number and message), skipped, and the run goes on from the last
-good state.
+Bad input (NaN, inf, not a number, a value float32 cannot hold, a non-positive value with log
+increments; on stdin every rule :func:`chaosfm.data.validate` applies to a file, timestamp order
+included, and an unreadable CSV row): with ``config.on_bad_line == "raise"`` (default) the stream
+stops at the first bad line and the result carries its :class:`chaosfm.data.DataError` (naming
+the input line) beside the rows of every good line before it; the predictor's state is the last
+good one. With ``"skip"`` the line is recorded in ``metrics["bad_lines"]`` (line number and
+message), skipped, and the run goes on from the last good state. A KeyboardInterrupt (SIGINT)
+ends the stream as the input's end would: the rows so far are returned
+(``StreamResult.interrupted``) and the final snapshot is written.
 
 Operations: the predictor's programs are compiled, or loaded from the persistent
 compilation cache and their exports, by a warm-up pass before the first observation
@@ -31,7 +34,18 @@ import numpy as np
 import pandas as pd
 
 from chaosfm._artifacts import nan_to_none
-from chaosfm.data import DataError, NonFiniteError, NonNumericError, NonPositivePriceError
+from chaosfm.data import (
+    DataError,
+    FileFormatError,
+    MissingColumnError,
+    NonFiniteError,
+    NonNumericError,
+    NonPositivePriceError,
+    canonical_columns,
+    frame_kind,
+    state_columns,
+    validate,
+)
 from chaosfm.evaluate import crps, directional_accuracy, mae
 from chaosfm.forecasters import ACI_LEVELS, RandomWalk, aci_init, aci_samples, aci_update
 from chaosfm.predictor._config import StreamConfig
@@ -41,41 +55,148 @@ from chaosfm.predictor._snapshot import Snapshot, SnapshotError, StreamProgress,
 from chaosfm.predictor._telemetry import FLAGS, telemetry_record
 from chaosfm.predictor._warm import PRNG_IMPL, compilation_cache_dir, deterministic_mode, enable_compilation_cache, warm_up
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-def _parse_lines(lines: Iterable[str], column: str) -> Iterator[tuple[int, Any, str | None]]:
-    """``(line number, timestamp or None, raw value text)`` per data line.
 
-    A line is one value, or a CSV row; a first row naming ``column`` is a header.
+class _Lines:
+    """CSV lines (stdin) checked one at a time by the rules files are: :func:`chaosfm.data.validate`.
+
+    The first line is a header when it names ``column`` (in any layout
+    :func:`~chaosfm.data.canonical_columns` knows); without one every line is one value of
+    ``column``, and a line of several fields is refused (nothing says which field is meant). Each
+    row is validated beside the last good one, so a duplicate or out-of-order timestamp is caught
+    as in a file. Calling it yields ``(line number, timestamp or None, value or DataError)``: an
+    error is yielded, not raised, so the caller decides whether the stream goes on. An error
+    without a row (a header naming no ``column``) stops it in any mode.
     """
-    header: list[str] | None = None
-    for number, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text:
-            continue
-        row = next(csv.reader([text]))
-        if header is None and number == 1 and column in [c.strip().lower() for c in row]:
-            header = [c.strip().lower() for c in row]
-            continue
-        if header is not None:
-            record = dict(zip(header, row))
-            stamp = record.get("timestamp", record.get("date"))
-            yield number, stamp, record.get(column)
+
+    def __init__(self, column: str, log: bool, source: str = "<stdin>"):
+        self.column, self.log, self.source = column, log, source
+        self.header: list[str] | None = None
+        self.key = column  # the value's key in a record
+        self.rename: dict[str, str] = self._validated_as(["timestamp", column], column)
+        self.previous: dict[str, Any] | None = None  # the last good record
+        self.rows = 0  # data rows seen (0-based row of the next one, as validate numbers a file's)
+        self.first = True
+
+    @staticmethod
+    def _validated_as(names: list[str], key: str) -> dict[str, str]:
+        """Names to validate under: a value column validate does not know is checked as ``x0``."""
+        probe = pd.DataFrame(columns=names)
+        known = frame_kind(probe) == "market" or state_columns(probe)
+        return {} if known or "x0" in names else {key: "x0"}
+
+    def __call__(self, lines: Iterable[str]) -> Iterator[tuple[int, Any, float | DataError]]:
+        for number, line in enumerate(lines, start=1):
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                parsed = self._parse(number, text)
+            except DataError as error:
+                yield number, None, error
+                continue
+            if parsed is not None:
+                yield number, *parsed
+
+    def _parse(self, number: int, text: str) -> tuple[Any, float] | None:
+        first, self.first = self.first, False
+        row = self.rows
+        try:
+            fields = next(csv.reader([text]))
+        except csv.Error as error:
+            self.rows += 1
+            raise FileFormatError(f"not a readable CSV row ({error}; the line has {len(text)} characters)",
+                                  source=self.source, row=row, line=number, rule="readable CSV row") from None
+        if first and self._read_header(number, fields):
+            return None
+        self.rows += 1
+        if self.header is None:
+            if len(fields) > 1:
+                raise MissingColumnError(
+                    f"{len(fields)} fields and no header naming them: start the feed with a header line naming"
+                    f" {self.column!r} (e.g. Date,{self.column}), or send one value per line",
+                    source=self.source, row=row, line=number, rule="a header names the fields of a row")
+            record: dict[str, Any] = {"timestamp": row, self.column: fields[0]}
+            stamp = None
         else:
-            yield number, None, row[-1] if len(row) > 1 else row[0]
+            if len(fields) != len(self.header):
+                raise FileFormatError(f"{len(fields)} fields; the header has {len(self.header)}",
+                                      source=self.source, row=row, line=number, rule="as many fields as the header")
+            record = dict(zip(self.header, fields))
+            stamp = record.get("timestamp")
+            if stamp is None:
+                record["timestamp"] = row
+        self._validate(record, row, number)
+        value = _value(record[self.key], row=row, line=number, column=self.column, log=self.log, source=self.source)
+        self.previous = record
+        return stamp, value
+
+    def _read_header(self, number: int, fields: list[str]) -> bool:
+        names = [field.strip() for field in fields]
+        canonical = [str(c) for c in canonical_columns(pd.DataFrame(columns=names), self.source).columns]
+        lowered = [name.lower() for name in names]
+        if self.column in canonical:
+            self.key = self.column
+        elif self.column in lowered:
+            self.key = canonical[lowered.index(self.column)]
+        else:
+            if len(names) > 1 and not any(_is_number(name) for name in names):
+                raise MissingColumnError(
+                    f"line {number} is a header ({', '.join(names)}) without the column {self.column!r};"
+                    " choose one with --column", source=self.source, rule="required columns")
+            return False
+        self.header = canonical
+        self.rename = self._validated_as(canonical, self.key)
+        return True
+
+    def _validate(self, record: dict[str, Any], row: int, line: int) -> None:
+        records = [r for r in (self.previous, record) if r is not None]
+        try:
+            validate(pd.DataFrame(records).rename(columns=self.rename), self.source)
+        except DataError as error:
+            back = {v: k for k, v in self.rename.items()}
+            column = back.get(error.column, error.column) if error.column is not None else None
+            raise type(error)(error.detail, source=self.source, row=row, line=line, column=column,
+                              rule=error.rule) from None
 
 
-def _value(text: str | None, line: int, column: str, log: bool, source: str) -> float:
+def _is_number(text: str) -> bool:
     try:
-        value = float(text)  # type: ignore[arg-type]
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _value(text: Any, *, row: int, line: int, column: str, log: bool, source: str) -> float:
+    """``text`` as a float the predictor can take in float32, or the rule it breaks."""
+    where = {"source": source, "row": row, "line": line, "column": column}
+    try:
+        value = float(text)
     except (TypeError, ValueError):
-        raise NonNumericError(f"{text!r} is not a number", source=source, row=line - 1, line=line, column=column) from None
+        raise NonNumericError(f"{text!r} is not a number", **where) from None
     if not np.isfinite(value):
-        raise NonFiniteError(f"value {text!r} is NaN or infinite", source=source, row=line - 1, line=line, column=column)
+        raise NonFiniteError(f"value {text!r} is NaN or infinite", **where)
+    if abs(value) > _FLOAT32_MAX:
+        raise NonFiniteError(f"{value:g} is beyond float32's largest value {_FLOAT32_MAX:.4g} (the predictor"
+                             " computes in float32)", rule="representable in float32", **where)
     if log and value <= 0:
-        raise NonPositivePriceError(
-            f"{value:g} <= 0 cannot take log increments", source=source, row=line - 1, line=line, column=column
-        )
+        raise NonPositivePriceError(f"{value:g} <= 0 cannot take log increments", **where)
+    if log and np.float32(value) == 0:
+        raise NonPositivePriceError(f"{value:g} > 0 rounds to 0 in float32 (the predictor computes in float32)",
+                                    rule="representable in float32", **where)
     return value
+
+
+def _series_items(values: np.ndarray, stamps: list[Any], first: int, column: str, log: bool
+                  ) -> Iterator[tuple[int, Any, float | DataError]]:
+    """``(line, timestamp, value or DataError)`` per element of a series, from ``first``."""
+    for i in range(first, len(values)):
+        try:
+            yield i + 1, stamps[i], _value(values[i], row=i, line=i + 1, column=column, log=log, source="<series>")
+        except DataError as error:
+            yield i + 1, stamps[i], error
 
 
 class StreamResult(NamedTuple):
@@ -88,12 +209,15 @@ class StreamResult(NamedTuple):
             10% and 90% quantiles, whether the predictor was warm.
         telemetry: one row per step: Hölder exponent, CUSUM, kernel weights, flags, step time.
         error: the bad line that stopped the stream (``on_bad_line="raise"``), or None.
+        interrupted: a KeyboardInterrupt (SIGINT) stopped the stream; the rows are those made
+            before it, and the final snapshot was written.
     """
 
     metrics: dict[str, Any]
     predictions: list[dict[str, Any]]
     telemetry: list[dict[str, Any]]
     error: DataError | None = None
+    interrupted: bool = False
 
 
 def run_stream(
@@ -169,9 +293,9 @@ def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready
         if len(stamps) != len(values):
             raise ValueError(f"{len(stamps)} timestamps for {len(values)} values")
         first = _resume_position(config.restore, restored.stream, stamps) if restored is not None else 0
-        items: Iterable[tuple[int, Any, Any]] = ((i + 1, stamps[i], values[i]) for i in range(first, len(values)))
+        items = _series_items(values, stamps, first, config.column, log)
     else:
-        items = _parse_lines(lines, config.column.lower())
+        items = _Lines(config.column.lower(), log, source)(lines)
 
     state = None
     started, count, previous_value, previous_samples = False, 0, None, None
@@ -220,65 +344,68 @@ def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready
     bad_lines: list[dict[str, Any]] = []
     snapshots = 0
     pending: DataError | None = None
+    interrupted = False
     try:
-        for line, stamp, raw in items:
-            try:
-                value = _value(raw, line, config.column, log, source)
-            except DataError as error:
-                if config.on_bad_line == "raise":
-                    pending = error
-                    break
-                bad_lines.append({"line": line, "error": str(error)})
-                if on_bad_line is not None:
-                    on_bad_line(error)
-                continue
-            last_line, last_stamp = line, None if stamp is None else str(stamp)
-            if state is None:
-                state = step.init(np.float32(value), key_init)
+        try:
+            for line, stamp, value in items:
+                if isinstance(value, DataError):
+                    error = value
+                    if config.on_bad_line == "raise" or error.row is None:  # no row: the header, nothing to skip
+                        pending = error
+                        break
+                    bad_lines.append({"line": line, "error": str(error)})
+                    if on_bad_line is not None:
+                        on_bad_line(error)
+                    continue
+                last_line, last_stamp = line, None if stamp is None else str(stamp)
+                if state is None:
+                    state = step.init(np.float32(value), key_init)
+                    previous_value = value
+                    continue
+                start = time.perf_counter()
+                packed_out, state = step(state, np.float32(value))
+                out = step.output(packed_out)  # one host copy of two small vectors
+                wall = time.perf_counter() - start
+                count += 1
+                if not started and out.warm:
+                    state = step.warm_start(state, key_warm)
+                    started = True
+                row = telemetry_record(count, out, value, wall)
+                row["line"], row["timestamp"] = line, stamp
+                telemetry_rows.append(row)
+                if server is not None:
+                    server.observe(row)
+                samples = np.asarray(out.samples, np.float64)
+                if aci is not None and out.warm:
+                    if previous_quantiles is not None:  # the last prediction's misses move the levels
+                        aci = aci_update(aci, 0, np.array([value]), previous_quantiles[None, None], np.ones(1), (gamma,))
+                    samples, previous_quantiles = aci_samples(samples, aci.levels[0, 0, 0])
+                prediction = {
+                    "line": line,
+                    "timestamp": stamp,
+                    "observed": value,
+                    "previous": previous_value,
+                    "prediction_next": float(out.prediction),
+                    "q10_next": float(np.quantile(samples, 0.1)),
+                    "q90_next": float(np.quantile(samples, 0.9)),
+                    "warm": bool(out.warm),
+                }
+                if aci is not None:  # the levels q10_next and q90_next were read at
+                    grid = list(ACI_LEVELS)
+                    prediction["level_q10"] = float(aci.levels[0, 0, 0, grid.index(0.1)])
+                    prediction["level_q90"] = float(aci.levels[0, 0, 0, grid.index(0.9)])
+                if previous_samples is not None:  # before the row: an interrupt between them leaves both usable
+                    sample_rows.append(previous_samples)
+                prediction_rows.append(prediction)
+                previous_samples = samples
                 previous_value = value
-                continue
-            start = time.perf_counter()
-            packed_out, state = step(state, np.float32(value))
-            out = step.output(packed_out)  # one host copy of two small vectors
-            wall = time.perf_counter() - start
-            count += 1
-            if not started and out.warm:
-                state = step.warm_start(state, key_warm)
-                started = True
-            row = telemetry_record(count, out, value, wall)
-            row["line"], row["timestamp"] = line, stamp
-            telemetry_rows.append(row)
-            if server is not None:
-                server.observe(row)
-            samples = np.asarray(out.samples, np.float64)
-            if aci is not None and out.warm:
-                if previous_quantiles is not None:  # the last prediction's misses move the levels
-                    aci = aci_update(aci, 0, np.array([value]), previous_quantiles[None, None], np.ones(1), (gamma,))
-                samples, previous_quantiles = aci_samples(samples, aci.levels[0, 0, 0])
-            prediction = {
-                "line": line,
-                "timestamp": stamp,
-                "observed": value,
-                "previous": previous_value,
-                "prediction_next": float(out.prediction),
-                "q10_next": float(np.quantile(samples, 0.1)),
-                "q90_next": float(np.quantile(samples, 0.9)),
-                "warm": bool(out.warm),
-            }
-            if aci is not None:  # the levels q10_next and q90_next were read at
-                grid = list(ACI_LEVELS)
-                prediction["level_q10"] = float(aci.levels[0, 0, 0, grid.index(0.1)])
-                prediction["level_q90"] = float(aci.levels[0, 0, 0, grid.index(0.9)])
-            prediction_rows.append(prediction)
-            if previous_samples is not None:
-                sample_rows.append(previous_samples)
-            previous_samples = samples
-            previous_value = value
-            if on_prediction is not None:
-                on_prediction(prediction)
-            if config.snapshot_every and count % config.snapshot_every == 0:
-                save()
-                snapshots += 1
+                if on_prediction is not None:
+                    on_prediction(prediction)
+                if config.snapshot_every and count % config.snapshot_every == 0:
+                    save()
+                    snapshots += 1
+        except KeyboardInterrupt:  # SIGINT (or SIGTERM made one): keep what was made and snapshot it
+            interrupted = True
         if config.snapshot is not None and state is not None:
             save()
             snapshots += 1
@@ -297,7 +424,8 @@ def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready
     if compiling is not None:  # a short stream may end before the background compile does
         compiling.join()
     metrics["programs"] = dict(step.status)  # per program: traced, exported (written) or loaded
-    return StreamResult(nan_to_none(metrics), prediction_rows, telemetry_rows, pending)
+    metrics["interrupted"] = interrupted
+    return StreamResult(nan_to_none(metrics), prediction_rows, telemetry_rows, pending, interrupted)
 
 
 def _restore(config: StreamConfig) -> Snapshot:

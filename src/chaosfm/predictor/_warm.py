@@ -6,7 +6,8 @@ private directory make a restart skip both halves of that work: JAX's persistent
 cache (:func:`enable_compilation_cache`; every entry cached, minimum compile time 0) keeps the
 executables, and the predictor's exports (``exports/`` inside it, ``_export.py``) keep the traced
 programs, so a fresh process neither traces (which the compilation cache alone does not save: it
-is looked up by the traced program) nor compiles. :func:`warm_up` then runs init and the step once
+is looked up by the traced program) nor compiles. Both are trusted when loaded, so the directory
+is used only if it is private (``_cache.py``). :func:`warm_up` then runs init and the step once
 on a zero and compiles the warm start's training ahead of time, so the first real observation,
 and the step where warm-up ends, pay for neither.
 
@@ -31,32 +32,28 @@ import jax
 import numpy as np
 from jax.experimental.compilation_cache import compilation_cache
 
+# CACHE_DIR_ENV and compilation_cache_dir: re-exported, chaosfm.predictor imports them from here.
+from chaosfm.predictor._cache import CACHE_DIR_ENV, compilation_cache_dir, usable_cache_dir  # noqa: F401
 from chaosfm.predictor._config import PredictorConfig
 from chaosfm.predictor._packed_step import PackedStep
 
-CACHE_DIR_ENV = "CHAOSFM_CACHE_DIR"
 PRNG_IMPL = "threefry2x32"
 
 
-def compilation_cache_dir(configured: str | os.PathLike[str] | None = None) -> Path:
-    """``configured`` if given, else ``$CHAOSFM_CACHE_DIR``, else ``<user cache dir>/chaosfm/jax``."""
-    if configured is not None:
-        return Path(configured).expanduser()
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("chaosfm")) / "jax"
-
-
-def enable_compilation_cache(directory: str | os.PathLike[str]) -> Path:
+def enable_compilation_cache(directory: str | os.PathLike[str]) -> Path | None:
     """Use ``directory`` as JAX's persistent compilation cache for the rest of the process.
 
-    Every compiled executable is cached, however small or quick to compile. The directory is made
-    private (0700): JAX trusts what it loads from its cache, so others must not write there.
+    Every compiled executable is cached, however small or quick to compile. JAX trusts what it
+    loads from its cache, so the directory must be private (:func:`usable_cache_dir`: created
+    0700, or owned by this user and writable by nobody else); one that is not is refused with a
+    note on stderr and the private default is used instead.
+
+    Returns:
+        The directory in use, or None if neither it nor the default is private (no cache).
     """
-    path = Path(directory).expanduser().resolve()
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = usable_cache_dir(directory)
+    if path is None:
+        return None
     if jax.config.jax_compilation_cache_dir == str(path):
         return path
     jax.config.update("jax_compilation_cache_dir", str(path))

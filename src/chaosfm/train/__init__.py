@@ -10,6 +10,7 @@ from chaosfm.train._checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    load_newest_intact,
     save_checkpoint,
 )
 from chaosfm.train._codes import CodeData, code_loss, exo_series, exo_statistics, fit_code_model, row_volatility
@@ -94,6 +95,7 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_newest_intact",
     "save_checkpoint",
     "WindowSampler",
     # code models

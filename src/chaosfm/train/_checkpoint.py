@@ -5,7 +5,8 @@ A checkpoint is a folder ``checkpoints/step_00000100/`` holding ``model.eqx`` an
 anything the caller adds) and ``meta.json`` (versions and the sha256 of each file, from
 :func:`chaosfm._artifacts.write_meta`). It is written into a hidden temporary folder and renamed
 into place, so a run killed at any moment leaves either the whole checkpoint or none of it.
-Loading checks every hash first and names the damaged file.
+Loading checks every hash first and names the damaged file; resuming falls back to the newest
+checkpoint that is intact (:func:`load_newest_intact`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ import numpy as np
 
 from chaosfm._artifacts import ArtifactError, atomic_write_bytes, verify_run, write_json, write_meta
 
-__all__ = ["Checkpoint", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "Checkpoint",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_newest_intact",
+    "save_checkpoint",
+]
 
 CHECKPOINTS = "checkpoints"
 MODEL_FILE = "model.eqx"
@@ -177,3 +185,29 @@ def load_checkpoint(path: str | os.PathLike[str], *, params_like: Any, opt_state
         raise ArtifactError(f"{state_path}: damaged ({type(error).__name__}: {error})") from None
     extra = {k: v for k, v in state.items() if k not in ("step", "key_data", "key_impl")}
     return Checkpoint(step=step, params=trees[0], opt_state=trees[1], key=key, path=folder, extra=extra)
+
+
+def load_newest_intact(
+    run_dir: str | os.PathLike[str], *, params_like: Any, opt_state_like: Any
+) -> tuple[Checkpoint | None, list[str]]:
+    """The newest checkpoint of ``run_dir`` that loads, and why each newer one did not.
+
+    A damaged newest checkpoint (a disk error, a file edited by hand) must not block a resume
+    while an older one is intact: the run repeats the steps between them instead.
+
+    Returns:
+        ``(checkpoint, skipped)``: ``checkpoint`` is None when the run has none; ``skipped`` holds
+        one ``"step_XXXXXXXX: reason"`` per newer checkpoint passed over.
+
+    Raises:
+        ArtifactError: every checkpoint is damaged or does not fit the model (each one named).
+    """
+    skipped: list[str] = []
+    for folder in reversed(list_checkpoints(run_dir)):
+        try:
+            return load_checkpoint(folder, params_like=params_like, opt_state_like=opt_state_like), skipped
+        except ArtifactError as error:
+            skipped.append(f"{folder.name}: {error}")
+    if skipped:
+        raise ArtifactError(f"{Path(run_dir)}: no checkpoint can be restored: " + "; ".join(skipped))
+    return None, skipped

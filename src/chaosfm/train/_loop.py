@@ -43,7 +43,7 @@ from chaosfm._progress import progress, say
 from chaosfm._random import run_keys
 from chaosfm.train._checkpoint import (
     latest_checkpoint,
-    load_checkpoint,
+    load_newest_intact,
     remove_partial_checkpoints,
     save_checkpoint,
 )
@@ -233,10 +233,14 @@ def train(
             f"{run} already holds checkpoints (newest: {latest.name}); resume it or choose a new folder"
         )
     if resume and latest is not None:
-        restored = load_checkpoint(latest, params_like=params, opt_state_like=opt_state)
+        restored, skipped = load_newest_intact(run, params_like=params, opt_state_like=opt_state)
+        assert restored is not None  # latest exists, so either one loaded or an error was raised
         params, opt_state, key, start = restored.params, restored.opt_state, restored.key, restored.step
         resumed_from = start
         history = _truncate_log(log_path, start)
+        for reason in skipped:
+            say(f"skipping checkpoint {reason}")
+        latest = restored.path
         say(f"resuming {run} from step {start} ({latest.name})")
     else:
         log_path.write_text("")
