@@ -169,16 +169,20 @@ def test_drift_zero_centres_the_mixture_on_the_last_value():
     np.testing.assert_allclose(kept - centred, kept.mean() - centred.mean(), atol=1e-4 * spread)  # a shift only
 
 
-def test_unit_spread_leaves_the_width_to_the_scale_and_the_shape_to_the_kernels():
-    from chaosfm.predictor._orchestrator import mixing_weights
-    from chaosfm.predictor._predictor import SIGNATURE_KERNEL, _kernel_spreads, mixture_draws
-
-    levels = _gbm(300, 8)
+def _state_after(levels: np.ndarray):
+    """The predictor's state after streaming ``levels``."""
     step = packed_step(PREDICTOR)
     packed = step.pack(init_predictor(PREDICTOR, float(levels[0]), key=jax.random.key(0)))
     for value in levels[1:]:
         _, packed = step(packed, np.float32(value))
-    state = step.unpack(packed)
+    return step.unpack(packed)
+
+
+def test_unit_spread_leaves_the_width_to_the_scale_and_the_shape_to_the_kernels():
+    from chaosfm.predictor._orchestrator import mixing_weights
+    from chaosfm.predictor._predictor import SIGNATURE_KERNEL, _kernel_spreads, mixture_draws
+
+    state = _state_after(_gbm(300, 8))
     key = jax.random.key(3)
     assert PREDICTOR.unit_spread  # the default
     kernels_only = PREDICTOR.model_copy(update={"gaussian_share": 0.0})
@@ -201,12 +205,7 @@ def test_gaussian_share_draws_that_share_from_a_unit_normal_and_the_rest_from_th
 
     from chaosfm.predictor._predictor import mixture_draws
 
-    levels = _gbm(300, 9)
-    step = packed_step(PREDICTOR)
-    packed = step.pack(init_predictor(PREDICTOR, float(levels[0]), key=jax.random.key(0)))
-    for value in levels[1:]:
-        _, packed = step(packed, np.float32(value))
-    state = step.unpack(packed)
+    state = _state_after(_gbm(300, 9))
     key, n = jax.random.key(4), 20000
     draws = {share: np.asarray(mixture_draws(state, PREDICTOR.model_copy(update={"gaussian_share": share}), (n,),
                                              key=key), np.float64) / float(state.scale) for share in (0.0, 0.5, 1.0)}

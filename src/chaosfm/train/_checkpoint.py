@@ -197,7 +197,7 @@ def load_newest_intact(
 
     Returns:
         ``(checkpoint, skipped)``: ``checkpoint`` is None when the run has none; ``skipped`` holds
-        one ``"step_XXXXXXXX: reason"`` per newer checkpoint passed over.
+        one ``"step_<number>: reason"`` per newer checkpoint passed over.
 
     Raises:
         ArtifactError: every checkpoint is damaged or does not fit the model (each one named).
