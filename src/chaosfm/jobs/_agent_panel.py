@@ -26,7 +26,15 @@ import numpy as np
 import pandas as pd
 
 from chaosfm._config import ConfigError
-from chaosfm.agents import AgentTrainConfig, MarketPanel, encoder_features, evaluate_agent, market_panel
+from chaosfm.agents import (
+    AgentTrainConfig,
+    EnvConfig,
+    MarketPanel,
+    eligible_starts,
+    encoder_features,
+    evaluate_agent,
+    market_panel,
+)
 from chaosfm.data import DataError, latest_seen, trained_through_from_json, trained_through_to_json
 from chaosfm.evaluate import classify_window
 from chaosfm.jobs._common import load_data, resolve_fence
@@ -133,14 +141,16 @@ def build_panel(
                       None if found.convergence is None else np.asarray(found.convergence, np.float64))
 
 
-def period_rows(universe: AgentPanel, embargo: int, holding: int) -> dict[str, tuple[int, int] | None]:
+def period_rows(universe: AgentPanel, embargo: int, env: EnvConfig) -> dict[str, tuple[int, int] | None]:
     """Each class's rebalance rows ``(first, last)`` (the last row a hold may touch), or None.
 
-    A rebalance at row ``t`` is classified by its hold's first target row ``t + 1`` with the
-    evaluator's rule, against the agent's fence (``in_sample``) and the encoder's latest
-    ``trained_through`` (``within_pretrain``); the classes are contiguous on one calendar. Only
-    holds that end inside their class's rows are kept.
+    ``in_sample`` is the training rows, from the first row a whole episode fits at (past the
+    features' warm-ups) to the fence row. After the fence, a rebalance at row ``t`` is classified
+    by its hold's first target row ``t + 1`` with the evaluator's rule, against the agent's fence
+    and the encoder's latest ``trained_through`` (``within_pretrain``); the classes are contiguous
+    on one calendar. Only holds that end inside their class's rows are kept.
     """
+    holding = env.holding
     stamps = pd.DatetimeIndex(universe.stamps)
     own = {_ALL: universe.fit_end}
     record = trained_through_from_json(universe.encoder_through) or {}
@@ -150,8 +160,10 @@ def period_rows(universe: AgentPanel, embargo: int, holding: int) -> dict[str, t
     seen_row = int(stamps.searchsorted(seen_last, side="right")) - 1
     labels = [classify_window(stamps[t + 1], _ALL, max(0, t - seen_row), own, upstream, embargo)
               for t in range(len(stamps) - 1)]
-    out: dict[str, tuple[int, int] | None] = {}
-    for name in CLASSES:
+    starts = np.asarray(eligible_starts(universe.panel, env, first=0, last=universe.last))
+    out: dict[str, tuple[int, int] | None] = {"in_sample": (int(np.argmax(starts)), universe.last)
+                                               if starts.any() else None}
+    for name in CLASSES[1:]:
         rows = [t for t, label in enumerate(labels) if label == name]
         # The hold of the class's last rebalance may not reach into the next class.
         out[name] = (rows[0], rows[-1] + 1) if rows and rows[-1] + 1 - rows[0] >= holding else None
@@ -170,7 +182,7 @@ def score_classes(
         ConfigError: no class has room (too few rows after the fence), or a calendar has rows
             without ``n_assets`` valid assets.
     """
-    rows = period_rows(universe, embargo, trainer.env.holding)
+    rows = period_rows(universe, embargo, trainer.env)
     results = {}
     for name in classes:
         if rows.get(name) is None:

@@ -33,10 +33,10 @@ import yaml
 
 from chaosfm._config import ConfigError
 from chaosfm._progress import say
-from chaosfm.agents import eligible_starts, evaluate_agent, train_agent
+from chaosfm.agents import evaluate_agent, train_agent
 from chaosfm.data import TimeFence, trained_through_from_json
 from chaosfm.evaluate import bootstrap_interval, deflated_sharpe_ratio, sharpe_ratio
-from chaosfm.jobs._agent_panel import AgentPanel, build_panel, period_rows
+from chaosfm.jobs._agent_panel import AgentPanel, build_panel, period_rows, score_classes
 from chaosfm.jobs.agent import AgentConfig
 
 __all__ = ["FEATURES_ONLY", "agent_report_lines", "agent_study", "agent_tables", "interval_sign"]
@@ -118,17 +118,9 @@ def agent_study(config: Any, frame: pd.DataFrame, dates: dict[str, tuple[pd.Time
     agents, results, periods_per_year = {}, {}, None
     for name, universe in universes.items():
         params, trainer = _train(universe, base, name)
-        env = trainer.env
-        train_first = int(np.argmax(np.asarray(eligible_starts(universe.panel, env, first=0, last=universe.last))))
-        # In-domain: the training rows from the first a whole episode fits at (past the warm-ups).
-        spans = {**period_rows(universe, config.embargo, env.holding), "in_sample": (train_first, universe.last)}
-        scored = {}
-        for window_class in _COLUMNS:
-            if spans.get(window_class) is None:
-                continue
-            first, last = spans[window_class]
-            scored[window_class] = evaluate_agent(universe.panel, params, trainer, first=first, last=last, key=key,
-                                                  n_portfolios=config.agent_portfolios, stamps=universe.stamps)
+        spans = period_rows(universe, config.embargo, trainer.env)
+        scored = score_classes(universe, params, trainer, embargo=config.embargo, key=key,
+                               portfolios=config.agent_portfolios, classes=_COLUMNS)
         agents[name] = (universe, params, trainer, spans)
         results[name] = scored
         periods_per_year = trainer.periods_per_year

@@ -35,14 +35,13 @@ from chaosfm._config import ConfigError, read_config, read_yaml, split_commas
 from chaosfm.agents import (
     AgentTrainConfig,
     EnvConfig,
-    eligible_starts,
     evaluate_gate,
     qrdqn_init,
     train_agent,
 )
 from chaosfm.data import trained_through, trained_through_to_json
 from chaosfm.evaluate import PORTFOLIO, backtest_statistics
-from chaosfm.jobs._agent_panel import AgentPanel, build_panel, score_classes
+from chaosfm.jobs._agent_panel import AgentPanel, build_panel, period_rows, score_classes
 from chaosfm.jobs._common import finish_run, write_config
 from chaosfm.report import tearsheet_section, write_report
 
@@ -191,7 +190,7 @@ def evaluate(config: AgentEvalConfig) -> dict[str, Any]:
     first = int(result["rows"][0])
     sweep = None
     if universe.convergence is not None:
-        train_first = int(np.argmax(np.asarray(eligible_starts(panel, trainer.env, first=0, last=last))))
+        train_first, _ = period_rows(universe, trained.embargo, trainer.env)["in_sample"]
         try:
             sweep = evaluate_gate(panel, params, trainer, convergence=universe.convergence,
                                   thresholds=config.mvx_thresholds, train_first=train_first, train_last=last,
