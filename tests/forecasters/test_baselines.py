@@ -14,6 +14,7 @@ from chaosfm.forecasters import (
     LastValue,
     RandomWalk,
     SeasonalNaive,
+    infer_season,
     make_forecaster,
 )
 
@@ -117,8 +118,9 @@ def test_market_samples_are_prices_anchored_at_the_last_close(cls):
     assert forecast.samples.shape == (500, 10, 1)
     assert forecast.columns == ["close"] and forecast.asset == "B"
     assert np.all(forecast.samples > 0)
-    last = 3.0 * prices["B"][-1]
-    # One step ahead the median stays within a few daily sigmas (1%) of the last close.
+    # One step ahead the median stays within a few daily sigmas (1%) of the last close (of the
+    # close one season back for the seasonal naive: 7 rows of these calendar-daily bars).
+    last = 3.0 * prices["B"][-(7 if cls is SeasonalNaive else 1)]
     assert abs(np.median(forecast.samples[:, 0, 0]) / last - 1) < 0.01
     assert 0.002 < np.std(np.log(forecast.samples[:, 0, 0] / last)) < 0.05
 
@@ -217,6 +219,41 @@ def test_seasonal_naive_error_variance_grows_with_seasons_passed():
     np.testing.assert_allclose(noise.var(axis=0), expected, rtol=0.05)
     # The error at step h + season builds on the error at step h of the same path.
     assert np.corrcoef(noise[:, 0], noise[:, 4])[0, 1] > 0.6
+
+
+def _stamped(stamps) -> pd.DataFrame:
+    close = random_prices(len(stamps), 3)
+    return validate(pd.DataFrame({"asset": "A", "timestamp": stamps, "open": close, "high": close, "low": close,
+                                  "close": close, "volume": 1.0}))
+
+
+def _session_bars(freq: str, days: int) -> pd.DatetimeIndex:
+    """Bars of the 09:30-16:00 session on ``days`` business days."""
+    return pd.DatetimeIndex([stamp for day in pd.bdate_range("2021-03-01", periods=days)
+                             for stamp in pd.date_range(day + pd.Timedelta("9h30min"), day + pd.Timedelta("15h59min"),
+                                                        freq=freq)])
+
+
+@pytest.mark.parametrize("stamps, season", [
+    (pd.bdate_range("2020-01-01", periods=300), 5),  # daily bars, no weekend rows: a trading week
+    (pd.date_range("2020-01-01", periods=300, freq="D"), 7),  # daily around the week (crypto)
+    (pd.date_range("2020-01-01", periods=24 * 30, freq="h"), 24),  # hourly FX around the clock
+    (_session_bars("h", 30), 7),  # 09:30, 10:30, ..., 15:30: 7 hourly bars a session
+    (_session_bars("5min", 10), 78),  # 6.5 h / 5 min
+    (pd.date_range("2000-01-07", periods=200, freq="W-FRI"), 52),
+    (pd.date_range("2000-01-31", periods=120, freq="ME"), 12),
+    (pd.date_range("2000-03-31", periods=60, freq="QE"), 4),
+    (pd.date_range("2000-12-31", periods=30, freq="YE"), 1),
+])
+def test_the_season_comes_from_the_spacing_of_the_bars(stamps, season):
+    frame = _stamped(stamps)
+    assert infer_season(frame) == season
+    assert SeasonalNaive().fit(frame).season == season
+    assert SeasonalNaive(season=3).fit(frame).season == 3  # a season given is kept
+
+
+def test_row_indexed_time_has_no_calendar_season():
+    assert SeasonalNaive().fit(trajectory_frame(np.sin(np.arange(50.0)))).season == 1
 
 
 def test_seasonal_naive_short_context_says_how_long():

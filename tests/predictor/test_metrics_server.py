@@ -86,3 +86,16 @@ def test_scrape_during_a_run(tmp_path):
         step["cusum_threshold"] - step["cusum_statistic"], rel=1e-5)
     with pytest.raises(urllib.error.URLError):  # the run's own server is shut down at the end
         urllib.request.urlopen(url, timeout=2)
+
+
+def test_a_port_in_use_is_bad_input_naming_the_port(tmp_path):
+    from chaosfm._config import ConfigError
+    from chaosfm.cli._main import main
+
+    with MetricsServer(port=0) as taken:
+        with pytest.raises(ConfigError, match=rf"metrics_port: cannot serve metrics on 127\.0\.0\.1:{taken.port}"):
+            MetricsServer(port=taken.port)
+        data = tmp_path / "walk.csv"
+        data.write_text("close\n" + "\n".join(str(100 + i % 7) for i in range(40)) + "\n")
+        code = main(["stream", "--data", str(data), "--out", str(tmp_path / "out"), "--metrics-port", str(taken.port)])
+    assert code == 2

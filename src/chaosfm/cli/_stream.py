@@ -44,10 +44,17 @@ def cmd_stream(args: argparse.Namespace) -> int:
         received.append(signum)
         raise KeyboardInterrupt
 
+    lines = None
+    if config.live:
+        # A byte that is not UTF-8 must cost its line (reported, skipped), not the stream: decoding
+        # strictly would raise inside the loop over stdin.
+        if hasattr(sys.stdin, "reconfigure"):
+            sys.stdin.reconfigure(errors="replace")
+        lines = sys.stdin
     main_thread = threading.current_thread() is threading.main_thread()  # only there can it take signals
     before = signal.signal(signal.SIGTERM, terminate) if main_thread else None
     try:
-        metrics = stream.run(config, lines=sys.stdin if config.live else None,
+        metrics = stream.run(config, lines=lines,
                              on_prediction=emit if config.live else None, on_bad_line=report_bad,
                              on_ready=report_ready, column_given=args.column is not None)
         code = 0

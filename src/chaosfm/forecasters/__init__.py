@@ -40,7 +40,7 @@ from chaosfm.forecasters._aci import (
     usable_levels,
 )
 from chaosfm.forecasters._calibrate import ConformalForecaster
-from chaosfm.forecasters._baselines import AutoRegressive, Garch, LastValue, RandomWalk, SeasonalNaive
+from chaosfm.forecasters._baselines import AutoRegressive, Garch, LastValue, RandomWalk, SeasonalNaive, infer_season
 from chaosfm.forecasters._har import HarRV
 from chaosfm.forecasters._mlp_flow import MLPFlow
 from chaosfm.forecasters._parroting import ContextParroting, parrot
@@ -71,6 +71,7 @@ __all__ = [
     "NextGenerationReservoir",
     "RandomWalk",
     "SeasonalNaive",
+    "infer_season",
     "make_forecaster",
     "parrot",
     "FlowMambaForecaster",

@@ -200,6 +200,36 @@ class RandomWalk(AbstractForecaster):
         return Forecast(_from_model_space(paths, self._kind), self._columns, asset=asset)
 
 
+def infer_season(frame: pd.DataFrame) -> int:
+    """The seasonal period in rows that the bars' spacing implies (FPP 3rd ed., Sec. 2.1, Table 2.1).
+
+    From the median spacing of the first asset's timestamps: intraday bars repeat each trading day,
+    so the season is the median number of rows per calendar day (24 for hourly FX, 7 for hourly
+    bars of a 6.5-hour session, 78 for its 5-minute bars); daily bars repeat each week, 5 rows
+    without weekend rows and 7 with them; weekly bars 52, monthly 12, quarterly 4. Row-indexed
+    (numeric) time, a single row, or yearly bars have no season the calendar gives: 1, which makes
+    the method a naive forecast with bootstrapped one-step errors.
+    """
+    stamps = frame["timestamp"]
+    if "asset" in frame.columns:
+        stamps = stamps[frame["asset"] == frame["asset"].iloc[0]]
+    if len(stamps) < 2 or not pd.api.types.is_datetime64_any_dtype(stamps):
+        return 1
+    stamps = pd.DatetimeIndex(stamps)
+    spacing = stamps.to_series().diff().median()
+    if spacing < pd.Timedelta(hours=20):  # intraday: one trading day of rows
+        return max(1, int(stamps.to_series().groupby(stamps.normalize()).size().median()))
+    if spacing <= pd.Timedelta(days=4):  # daily: one week of rows
+        return 7 if bool((stamps.dayofweek >= 5).any()) else 5
+    if spacing <= pd.Timedelta(days=10):
+        return 52
+    if spacing <= pd.Timedelta(days=45):
+        return 12
+    if spacing <= pd.Timedelta(days=135):
+        return 4
+    return 1
+
+
 @final
 class SeasonalNaive(AbstractForecaster):
     """Seasonal naive: repeat the last season, plus bootstrapped seasonal errors.
@@ -216,21 +246,24 @@ class SeasonalNaive(AbstractForecaster):
     samples.
 
     Args:
-        season: period ``m`` in rows (5 for a trading week of daily bars); the context needs
-            ``season + 1`` rows.
+        season: period ``m`` in rows; the context needs ``season + 1`` rows. By default
+            :func:`infer_season` reads it from the timestamps at ``fit`` (5 for daily bars without
+            weekends, 24 for hourly bars around the clock).
     """
 
     name = "seasonal_naive"
     kinds = _ALL_KINDS
 
-    def __init__(self, season: int = 5) -> None:
-        self.season = require_int(season, "season", 1)
+    def __init__(self, season: int | None = None) -> None:
+        self._given = None if season is None else require_int(season, "season", 1)
+        self.season: int = self._given if self._given is not None else 5
         self._kind: str | None = None
         self._columns: list[str] | None = None
 
     def fit(self, frame: pd.DataFrame) -> "SeasonalNaive":
-        """Records columns and ``trained_through``; everything else comes from each context."""
+        """Records columns, ``trained_through`` and the season (given, or from the timestamps)."""
         self._kind, self._columns = _begin_fit(self, frame)
+        self.season = self._given if self._given is not None else infer_season(frame)
         return self
 
     def point(self, context: pd.DataFrame, horizon: int) -> np.ndarray:

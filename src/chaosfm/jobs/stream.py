@@ -22,7 +22,14 @@ from chaosfm._artifacts import atomic_write_bytes, atomic_write_text, write_json
 from chaosfm._config import ConfigError, read_config
 from chaosfm.data import frame_kind
 from chaosfm.jobs._common import finish_run, load_data, pick_asset
-from chaosfm.predictor import StreamConfig, StreamResult, run_stream, telemetry_png
+from chaosfm.predictor import (
+    PREDICTION_COLUMNS,
+    STREAM_TELEMETRY_COLUMNS,
+    StreamConfig,
+    StreamResult,
+    run_stream,
+    telemetry_png,
+)
 
 __all__ = ["FLAGS", "StreamInterrupted", "StreamJob", "read", "run"]
 
@@ -156,12 +163,13 @@ def _check_outputs(config: StreamJob) -> None:
 def write(out: Path, result: StreamResult, *, plot: bool = True, seed: int | None = None) -> None:
     """``predictions.csv``, ``telemetry.csv``, ``metrics.json``, ``telemetry.png`` and ``meta.json``."""
     out.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("predictions.csv", result.predictions), ("telemetry.csv", result.telemetry)):
-        buffer = io.StringIO()
-        if rows:
-            writer = csv.DictWriter(buffer, fieldnames=list(rows[0].keys()))
-            writer.writeheader()
-            writer.writerows(rows)
+    tables = (("predictions.csv", result.predictions, PREDICTION_COLUMNS),
+              ("telemetry.csv", result.telemetry, STREAM_TELEMETRY_COLUMNS))
+    for name, rows, columns in tables:
+        buffer = io.StringIO()  # a header even without rows: an empty run still gives readable tables
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0].keys()) if rows else list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
         atomic_write_text(out / name, buffer.getvalue())
     write_json(out / "metrics.json", result.metrics)
     if plot and result.telemetry:

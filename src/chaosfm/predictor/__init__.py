@@ -40,7 +40,7 @@ from chaosfm.predictor._predictor import (
     update_predictor,
     warm_start,
 )
-from chaosfm.predictor._stream import StreamResult, run_stream
+from chaosfm.predictor._stream import PREDICTION_COLUMNS, STREAM_TELEMETRY_COLUMNS, StreamResult, run_stream
 from chaosfm.predictor._telemetry import telemetry_png
 from chaosfm.predictor._metrics_server import MetricsServer
 from chaosfm.predictor._snapshot import Snapshot, SnapshotError, StreamProgress, load_snapshot, save_snapshot
@@ -97,6 +97,8 @@ __all__ = [
     "predict_stable",
     "run_cusum",
     "run_stream",
+    "PREDICTION_COLUMNS",
+    "STREAM_TELEMETRY_COLUMNS",
     "sample_stable",
     "update_cusum",
     "update_orchestrator",

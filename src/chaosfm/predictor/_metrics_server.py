@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from chaosfm._config import ConfigError
 from chaosfm.predictor._predictor import KERNELS
 from chaosfm.predictor._telemetry import FLAGS
 
@@ -65,7 +66,13 @@ class MetricsServer:
             self._flags.labels(flag=flag).set(0)
             if flag != "warm":
                 self._raised.labels(flag=flag)
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as error:  # in use, privileged, or not an address of this machine
+            raise ConfigError(
+                f"metrics_port: cannot serve metrics on {host}:{port} ({error.strerror or error}); choose another"
+                " port (--metrics-port), or 0 for a free one"
+            ) from None
         self.host = host
         self.port = int(self._server.server_port)
 

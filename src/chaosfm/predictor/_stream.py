@@ -52,7 +52,7 @@ from chaosfm.predictor._config import StreamConfig
 from chaosfm.predictor._metrics_server import MetricsServer
 from chaosfm.predictor._packed_step import packed_step
 from chaosfm.predictor._snapshot import Snapshot, SnapshotError, StreamProgress, load_snapshot, save_snapshot
-from chaosfm.predictor._telemetry import FLAGS, telemetry_record
+from chaosfm.predictor._telemetry import FLAGS, TELEMETRY_COLUMNS, telemetry_record
 from chaosfm.predictor._warm import PRNG_IMPL, compilation_cache_dir, deterministic_mode, enable_compilation_cache, warm_up
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -102,6 +102,10 @@ class _Lines:
     def _parse(self, number: int, text: str) -> tuple[Any, float] | None:
         first, self.first = self.first, False
         row = self.rows
+        if "\ufffd" in text:  # what the reader put where a byte was not UTF-8
+            self.rows += 1
+            raise FileFormatError("not UTF-8 text (an undecodable byte)", source=self.source, row=row, line=number,
+                                  rule="UTF-8 text")
         try:
             fields = next(csv.reader([text]))
         except csv.Error as error:
@@ -179,7 +183,7 @@ def _value(text: Any, *, row: int, line: int, column: str, log: bool, source: st
     if not np.isfinite(value):
         raise NonFiniteError(f"value {text!r} is NaN or infinite", **where)
     if abs(value) > _FLOAT32_MAX:
-        raise NonFiniteError(f"{value:g} is beyond float32's largest value {_FLOAT32_MAX:.4g} (the predictor"
+        raise NonFiniteError(f"{value!r} is beyond float32's largest value {_FLOAT32_MAX!r} (the predictor"
                              " computes in float32)", rule="representable in float32", **where)
     if log and value <= 0:
         raise NonPositivePriceError(f"{value:g} <= 0 cannot take log increments", **where)
@@ -197,6 +201,12 @@ def _series_items(values: np.ndarray, stamps: list[Any], first: int, column: str
             yield i + 1, stamps[i], _value(values[i], row=i, line=i + 1, column=column, log=log, source="<series>")
         except DataError as error:
             yield i + 1, stamps[i], error
+
+
+STREAM_TELEMETRY_COLUMNS = (*TELEMETRY_COLUMNS, "line", "timestamp")
+"""The columns of a stream's telemetry row."""
+PREDICTION_COLUMNS = ("line", "timestamp", "observed", "previous", "prediction_next", "q10_next", "q90_next", "warm")
+"""The columns of a prediction row (with calibration, ``level_q10`` and ``level_q90`` follow)."""
 
 
 class StreamResult(NamedTuple):
@@ -371,7 +381,7 @@ def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready
                     state = step.warm_start(state, key_warm)
                     started = True
                 row = telemetry_record(count, out, value, wall)
-                row["line"], row["timestamp"] = line, stamp
+                row["line"], row["timestamp"] = line, stamp  # as STREAM_TELEMETRY_COLUMNS
                 telemetry_rows.append(row)
                 if server is not None:
                     server.observe(row)
@@ -380,16 +390,9 @@ def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready
                     if previous_quantiles is not None:  # the last prediction's misses move the levels
                         aci = aci_update(aci, 0, np.array([value]), previous_quantiles[None, None], np.ones(1), (gamma,))
                     samples, previous_quantiles = aci_samples(samples, aci.levels[0, 0, 0])
-                prediction = {
-                    "line": line,
-                    "timestamp": stamp,
-                    "observed": value,
-                    "previous": previous_value,
-                    "prediction_next": float(out.prediction),
-                    "q10_next": float(np.quantile(samples, 0.1)),
-                    "q90_next": float(np.quantile(samples, 0.9)),
-                    "warm": bool(out.warm),
-                }
+                prediction = dict(zip(PREDICTION_COLUMNS, (
+                    line, stamp, value, previous_value, float(out.prediction), float(np.quantile(samples, 0.1)),
+                    float(np.quantile(samples, 0.9)), bool(out.warm))))
                 if aci is not None:  # the levels q10_next and q90_next were read at
                     grid = list(ACI_LEVELS)
                     prediction["level_q10"] = float(aci.levels[0, 0, 0, grid.index(0.1)])

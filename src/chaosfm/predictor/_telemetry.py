@@ -12,6 +12,14 @@ import numpy as np
 from chaosfm.predictor._predictor import KERNELS, SLOW_PARTS, PredictorOutput
 
 FLAGS = ("degraded_inference", "emergency", "regime_change", "mode_collapse")
+_VALUES = ("hoelder", "cusum_statistic", "cusum_threshold", "distance_to_alarm", "kurtosis", "dgm_entropy",
+           "free_energy", "error")
+TELEMETRY_COLUMNS = (
+    "step", "observed", "prediction", *(f"prediction_{k}" for k in KERNELS), *(f"weight_{k}" for k in KERNELS),
+    *(f"std_{k}" for k in KERNELS), "std_mixture", *_VALUES, "sinkhorn_iterations", "sinkhorn_converged", *FLAGS,
+    "warm", "refreshed", "step_seconds",
+)
+"""The keys of :func:`telemetry_record`, in order (the header of an empty telemetry.csv)."""
 
 
 def telemetry_record(step: int, out: PredictorOutput, observed: float, wall_time: float) -> dict[str, Any]:
@@ -27,16 +35,7 @@ def telemetry_record(step: int, out: PredictorOutput, observed: float, wall_time
     for name, value in zip(KERNELS, np.asarray(out.kernel_stds)):
         row[f"std_{name}"] = float(value)
     row["std_mixture"] = float(out.mixture_std)
-    for field in (
-        "hoelder",
-        "cusum_statistic",
-        "cusum_threshold",
-        "distance_to_alarm",
-        "kurtosis",
-        "dgm_entropy",
-        "free_energy",
-        "error",
-    ):
+    for field in _VALUES:
         row[field] = float(getattr(out, field))
     row["sinkhorn_iterations"] = int(out.sinkhorn_iterations)
     row["sinkhorn_converged"] = bool(out.sinkhorn_converged)
