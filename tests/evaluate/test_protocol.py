@@ -7,6 +7,7 @@ import pytest
 
 from chaosfm.data import trained_through, validate
 from chaosfm.evaluate import (
+    window_class_at,
     AbstractForecaster,
     Forecast,
     LastValue,
@@ -57,6 +58,20 @@ def test_classify_window_rules():
     assert classify_window(22.0, "a", 1, own, up, embargo=3) == "embargoed"
     assert classify_window(24.0, "a", 3, own, up, embargo=3) == "fresh"
     assert classify_window(1.0, "b", 0, own, up, embargo=3) == "fresh"  # nobody saw asset b
+
+
+def test_window_class_at_counts_the_rows_between_what_was_seen_and_the_window():
+    stamps = pd.bdate_range("2020-01-01", periods=60)
+    own, up = {"a": stamps[19]}, [{"a": stamps[29]}, None]
+    for dates in (stamps, stamps.to_numpy()):
+        for t, first_target in enumerate(stamps):
+            # the slow obvious count: rows strictly after the latest seen, strictly before the window
+            after = sum(1 for s in stamps if stamps[29] < s < first_target)
+            assert window_class_at(dates, first_target, "a", own, up, embargo=4) == classify_window(
+                first_target, "a", after, own, up, embargo=4), t
+    assert window_class_at(stamps, stamps[34], "a", own, up, embargo=4) == "fresh"  # rows 30..33
+    assert window_class_at(stamps, stamps[33], "a", own, up, embargo=4) == "embargoed"
+    assert window_class_at(np.arange(10), 3, "b", own, up, embargo=4) == "fresh"  # nobody saw b
 
 
 def test_classes_follow_trained_through_and_upstream():

@@ -43,6 +43,7 @@ from chaosfm.evaluate._protocol import (
     fit_through,
     nan_to_none,
     vpt_clock,
+    window_class_at,
 )
 from chaosfm.evaluate._scoring import (
     COVERAGE_TARGETS,
@@ -100,6 +101,7 @@ __all__ = [
     "SCORES",
     "Window",
     "classify_window",
+    "window_class_at",
     "cutoff_to_json",
     "evaluate",
     "fit_through",

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chaosfm.data import DataError, latest_seen
+from chaosfm.data import DataError
 from chaosfm.evaluate._bootstrap import bootstrap_interval, no_interval
-from chaosfm.evaluate._protocol import CLASSES, classify_window
+from chaosfm.evaluate._protocol import CLASSES, window_class_at
 
 __all__ = ["probe_scores"]
 
@@ -72,11 +72,8 @@ def probe_scores(
     classes, train_mask = [], []
     for row in windows.itertuples(index=False):
         own_last = last_target[row.asset]
-        seen = max(s for s in (own_last, latest_seen(upstream, row.asset)) if s is not None)
-        asset_stamps = stamps[row.asset]
-        after = int(np.sum((asset_stamps > seen) & (asset_stamps < np.datetime64(row.first_target))))
         own = {row.asset: own_last} if own_last is not None else {}
-        classes.append(classify_window(row.first_target, row.asset, after, own, upstream, embargo))
+        classes.append(window_class_at(stamps[row.asset], row.first_target, row.asset, own, upstream, embargo))
         # The probe trains on windows whose every target is at or before its cutoff.
         train_mask.append(own_last is not None and row.last_target <= own_last)
     windows["window_class"] = classes

@@ -271,6 +271,30 @@ def _last_seen(own: Mapping[str, Any] | None, upstream: Sequence[Any], asset: st
     return max(seen) if seen else None
 
 
+def window_class_at(
+    stamps: Any,
+    first_target: Any,
+    asset: str,
+    own: Mapping[str, Any] | None,
+    upstream: Sequence[Mapping[str, Any] | None],
+    embargo: int,
+) -> str:
+    """:func:`classify_window` of a window of ``asset`` whose rows are ``stamps``.
+
+    The one place that counts the rows between what was seen and a window: the rows of ``stamps``
+    (the asset's sorted timestamps) strictly after the last timestamp the scorer or anything
+    upstream saw of ``asset``, and strictly before ``first_target``.
+    """
+    seen = _last_seen(own, upstream, asset)
+    values = np.asarray(stamps)
+    if seen is None:
+        after = 0
+    else:
+        seen, first = np.asarray(seen, dtype=values.dtype), np.asarray(first_target, dtype=values.dtype)
+        after = int(np.searchsorted(values, first, "left") - np.searchsorted(values, seen, "right"))
+    return classify_window(first_target, asset, max(after, 0), own, upstream, embargo)
+
+
 def evaluate(
     forecasters: Sequence[AbstractForecaster] | Mapping[str, AbstractForecaster],
     frame: pd.DataFrame,
@@ -323,12 +347,8 @@ def evaluate(
         first_target = part["timestamp"].iloc[origin]
         key = jax.random.fold_in(jax.random.fold_in(root, asset_index), origin)
         for name, forecaster in named.items():
-            upstream = forecaster.upstream_trained_through()
-            seen = _last_seen(forecaster.trained_through, upstream, asset)
-            after = 0 if seen is None else int(np.sum((stamps > seen) & (stamps < stamps[origin])))
-            window_class = classify_window(
-                first_target, asset, after, forecaster.trained_through, upstream, protocol.embargo
-            )
+            window_class = window_class_at(stamps, first_target, asset, forecaster.trained_through,
+                                           forecaster.upstream_trained_through(), protocol.embargo)
             if window_class == "embargoed":
                 embargoed[name] += 1
                 continue

@@ -10,7 +10,7 @@ the panel, read the encoder and label periods one way:
   joins the features, standardised like the panel's own features on the rows at or before the
   fence; its convergence is computed only when asked (it costs a minute on ``sp500_stocks``).
 * :func:`period_rows` labels each rebalance row by the evaluator's rule
-  (:func:`chaosfm.evaluate.classify_window` on the hold's first target row): ``in_sample`` up to
+  (:func:`chaosfm.evaluate.window_class_at` on the hold's first target row): ``in_sample`` up to
   the agent's fence, ``within_pretrain`` where only the encoder saw the rows, then ``embargoed``
   and ``fresh``; and returns each class's first and last row.
 """
@@ -36,7 +36,7 @@ from chaosfm.agents import (
     market_panel,
 )
 from chaosfm.data import DataError, latest_seen, trained_through_from_json, trained_through_to_json
-from chaosfm.evaluate import classify_window
+from chaosfm.evaluate import window_class_at
 from chaosfm.jobs._common import load_data, resolve_fence
 from chaosfm.train import load_pretrained
 
@@ -156,10 +156,7 @@ def period_rows(universe: AgentPanel, embargo: int, env: EnvConfig) -> dict[str,
     record = trained_through_from_json(universe.encoder_through) or {}
     upstream_last = max(record.values()) if record else None
     upstream = [{_ALL: upstream_last}] if upstream_last is not None else []
-    seen_last = universe.fit_end if upstream_last is None else max(universe.fit_end, upstream_last)
-    seen_row = int(stamps.searchsorted(seen_last, side="right")) - 1
-    labels = [classify_window(stamps[t + 1], _ALL, max(0, t - seen_row), own, upstream, embargo)
-              for t in range(len(stamps) - 1)]
+    labels = [window_class_at(stamps, stamps[t + 1], _ALL, own, upstream, embargo) for t in range(len(stamps) - 1)]
     starts = np.asarray(eligible_starts(universe.panel, env, first=0, last=universe.last))
     out: dict[str, tuple[int, int] | None] = {"in_sample": (int(np.argmax(starts)), universe.last)
                                                if starts.any() else None}

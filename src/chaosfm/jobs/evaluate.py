@@ -37,7 +37,7 @@ from chaosfm.data import (
 from chaosfm.evaluate import (
     Protocol,
     Results,
-    classify_window,
+    window_class_at,
     cutoff_to_json,
     evaluate,
     fit_through,
@@ -261,12 +261,9 @@ def _check_windows(frame: pd.DataFrame, spec: DatasetSpec, protocol: Protocol, f
 def _any_fresh(frame: pd.DataFrame, origins: pd.DataFrame, seen: dict[str, Any], embargo: int) -> bool:
     """Whether a window of ``origins`` is fresh for a model that saw ``seen`` and nothing upstream."""
     for asset, part in frame.groupby("asset", sort=False):
-        stamps, last = part["timestamp"], seen.get(str(asset))
+        stamps = part["timestamp"].to_numpy()
         for first_target in origins.loc[origins["asset"] == asset, "origin"]:
-            # rows strictly after the last row seen and strictly before the first target (sorted stamps)
-            after = 0 if last is None else int(stamps.searchsorted(first_target, "left") - stamps.searchsorted(
-                last, "right"))
-            if classify_window(first_target, str(asset), after, seen, [], embargo) == "fresh":
+            if window_class_at(stamps, first_target, str(asset), seen, [], embargo) == "fresh":
                 return True
     return False
 

@@ -38,7 +38,7 @@ from chaosfm.data import (
     trained_through_from_json,
     trained_through_to_json,
 )
-from chaosfm.evaluate import classify_window, multitask_table, score_multitask
+from chaosfm.evaluate import multitask_table, score_multitask, window_class_at
 from chaosfm.jobs._common import (
     DEFAULT_CUTOFF_FRACTION,
     Cutoff,
@@ -211,7 +211,6 @@ def predictions(model: FeatureMamba, data: MultitaskData, config: MultitaskRunCo
         for code, name in codes.items():
             dropped[name] += int(np.sum(split == code))
         origins = np.flatnonzero(split >= 0)
-        seen = max(own[asset], upstream[0][asset])
         logits = output.direction_logits[origins]
         probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities /= probabilities.sum(axis=1, keepdims=True)
@@ -219,8 +218,7 @@ def predictions(model: FeatureMamba, data: MultitaskData, config: MultitaskRunCo
         vol = output.vol[origins] * targets["vol_std"] + targets["vol_mean"]
         for i, t in enumerate(origins):
             first_target = stamps[t + 1]
-            after = int(np.sum((stamps > np.asarray(seen, dtype=stamps.dtype)) & (stamps < first_target)))
-            window_class = classify_window(_scalar(first_target), asset, after, own, upstream, config.embargo)
+            window_class = window_class_at(stamps, _scalar(first_target), asset, own, upstream, config.embargo)
             rows.append({
                 "asset": asset,
                 "origin": stamps[t],
