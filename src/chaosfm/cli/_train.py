@@ -84,11 +84,12 @@ def cmd_forecast(args: argparse.Namespace) -> None:
     from chaosfm._config import read_config
     from chaosfm.jobs import forecast
 
-    values = overrides(args, forecast.FLAGS, ("run_dir", "data", "horizon", "num_samples", "out", "asset",
+    values = overrides(args, forecast.FLAGS, ("model", "run_dir", "data", "horizon", "num_samples", "out", "asset",
                                               "context_length", "quantiles", "temperature", "top_k", "seed"))
     config = read_config(forecast.ForecastConfig, None, values)
     table = forecast.run(config)
-    show(f"forecast of {table['asset'].iloc[0]} ({config.num_samples} samples)", table.head(20))
+    assets = ", ".join(dict.fromkeys(table["asset"]))
+    show(f"{table.attrs.get('model', 'forecast')}: forecast of {assets} ({config.num_samples} samples)", table.head(20))
     say(f"wrote {config.out}")
 
 
@@ -133,14 +134,16 @@ def add_sampling(commands: Any) -> None:
     p.add_argument("--num-samples", type=int, help="paths to sample, one per line (default 1)")
     p.set_defaults(run=cmd_generate)
 
-    p = commands.add_parser("forecast", help="forecast after the last row of a dataset with a trained run",
+    p = commands.add_parser("forecast", help="fit any forecaster on a dataset and forecast after its last row",
                             parents=common("data", "out", "seed", "set", required=("data", "out")))
-    p.add_argument("--run", dest="run_dir", required=True, type=Path, help="run folder of `chaosfm train`")
+    p.add_argument("--model", help="a forecaster name (garch, ar, context_parroting, esn, online_predictor, ...) "
+                                   "or a run folder")
+    p.add_argument("--run", dest="run_dir", type=Path, help="a run folder (the same as --model RUN_DIR)")
     p.add_argument("--horizon", type=int, required=True, help="steps to forecast")
     p.add_argument("--num-samples", type=int, help="sample paths (default 100)")
-    p.add_argument("--asset", help="asset of a multi-asset frame (default: the first)")
-    p.add_argument("--context-length", type=int, help="rows of history to encode (default: all)")
+    p.add_argument("--asset", help="the asset to forecast (default: every asset)")
+    p.add_argument("--context-length", type=int, help="rows of history to forecast from (default: all)")
     p.add_argument("--quantiles", help="quantile levels, comma-separated (default 0.05,0.1,0.25,0.5,0.75,0.9,0.95)")
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--top-k", type=int)
+    p.add_argument("--temperature", type=float, help="a code model's sampling temperature (default 1)")
+    p.add_argument("--top-k", type=int, help="a code model samples among its k most likely codes")
     p.set_defaults(run=cmd_forecast)

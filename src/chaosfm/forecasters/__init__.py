@@ -22,7 +22,10 @@
 - model-backed forecasters: :class:`TokenForecaster` (a trained GPT or Mamba over a tokenizer's
   codes) and :class:`JEPAForecaster` (a frozen pretrained JEPA with ridge readouts), with
   :func:`probe_windows` for probes of the same encoder; :func:`load_forecaster` reads either back
-  from a run folder through one registry (:data:`RUN_FORECASTERS`).
+  from a run folder through one registry (:data:`RUN_FORECASTERS`);
+- the frame API: :class:`Forecaster` (``from_name``, ``load``, ``fit``, ``predict``) over long
+  frames in the Nixtla, Chronos or chaosfm layout, and :func:`forecast_table`, the long table of
+  the mean and quantiles per series, step and column.
 
 The online predictor's forecaster is ``chaosfm.predictor.OnlinePredictorForecaster``: the predictor
 sits above this package, so its adapter lives with it.
@@ -46,6 +49,13 @@ from chaosfm.forecasters._mlp_flow import MLPFlow
 from chaosfm.forecasters._parroting import ContextParroting, parrot
 from chaosfm.forecasters._reservoir import EchoStateNetwork, NextGenerationReservoir
 from chaosfm.forecasters._registry import FORECASTERS, make_forecaster
+from chaosfm.forecasters._frame_api import (
+    Forecaster,
+    forecast_table,
+    future_timestamps,
+    quantile_column,
+    series_key,
+)
 
 __all__ = [
     "AbstractForecaster",
@@ -87,6 +97,11 @@ __all__ = [
     "Ensemble",
     "load_forecaster",
     "probe_windows",
+    "Forecaster",
+    "forecast_table",
+    "future_timestamps",
+    "quantile_column",
+    "series_key",
 ]
 
 _MODEL_BACKED = {

@@ -1,8 +1,11 @@
-"""``chaosfm forecast`` and ``chaosfm generate``: sample from a trained code-model run.
+"""``chaosfm forecast`` and ``chaosfm generate``.
 
-``generate`` continues a prompt of codes; ``forecast`` forecasts ``horizon`` rows after the last
-row of one asset of a dataset and writes the mean and quantiles per step and column (CSV, or
-Parquet when the file name ends in ``.parquet``), with the future timestamps filled in.
+``forecast`` fits any forecaster on a whole dataset and forecasts ``horizon`` rows after the last
+row of each asset: a name of the forecaster registry (``garch``, ``ar``, ``context_parroting``,
+``esn``, ``online_predictor``, ...) or a run folder (``chaosfm train``, ``stage``, ``pretrain``),
+through :class:`chaosfm.forecasters.Forecaster`. It writes the mean and quantiles per asset, step
+and column with the future timestamps, as CSV or Parquet (by the file's extension).
+``generate`` continues a prompt of codes with a trained code model.
 """
 
 from __future__ import annotations
@@ -12,18 +15,34 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chaosfm._artifacts import atomic_write_bytes, atomic_write_text
 from chaosfm._config import ConfigError
+from chaosfm._progress import status
+from chaosfm.data import DataError, trained_through_to_json
+from chaosfm.forecasters import FORECASTERS, Forecaster, forecast_table, future_timestamps  # noqa: F401 - re-exported
 from chaosfm.jobs._common import load_data, pick_asset
 
-__all__ = ["FLAGS", "ForecastConfig", "GenerateConfig", "forecast", "future_timestamps", "generate", "run"]
+__all__ = ["FLAGS", "TABLE_FORMATS", "ForecastConfig", "GenerateConfig", "forecast", "future_timestamps", "generate",
+           "build_forecaster", "run", "write_table"]
 
 FLAGS = {"run_dir": "run"}
 """CLI flag -> config key."""
 
 DEFAULT_QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
+TABLE_FORMATS = (".csv", ".parquet")
+"""The extensions a forecast table may be written as."""
+
+
+def _table_format(path: Path, key: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise ConfigError(
+            f"{key} {path}: unknown extension {Path(path).suffix or '(none)'!r}; the table is written as "
+            + " or ".join(TABLE_FORMATS)
+        )
+    return suffix
 
 
 class GenerateConfig(BaseModel):
@@ -51,20 +70,24 @@ class GenerateConfig(BaseModel):
 
 
 class ForecastConfig(BaseModel):
-    """``chaosfm forecast``: a forecast after the last row of one asset, from a trained run."""
+    """``chaosfm forecast``: a forecast after the last row of each asset, by any forecaster."""
 
     model_config = ConfigDict(extra="forbid")
 
-    run: Path = Field(description="run folder of `chaosfm train` or `chaosfm stage`")
+    model: str | None = Field(
+        None, description="a forecaster name (chaosfm.forecasters.FORECASTERS) or a run folder"
+    )
+    run: Path | None = Field(None, description="a run folder (the same as model: RUN_DIR)")
+    model_options: dict[str, Any] = Field(default_factory=dict, description="options of the forecaster")
     data: str = Field(description="built-in name or CSV/Parquet path")
     horizon: int = Field(ge=1, description="steps to forecast")
     num_samples: int = Field(100, ge=1, description="sample paths")
     out: Path = Field(description="table of the mean and quantiles per step (.csv or .parquet)")
-    asset: str | None = Field(None, description="asset of a multi-asset frame (default: the first)")
-    context_length: int | None = Field(None, ge=1, description="rows of history to encode (default: all)")
+    asset: str | None = Field(None, description="the asset to forecast (default: every asset)")
+    context_length: int | None = Field(None, ge=1, description="rows of history to forecast from (default: all)")
     quantiles: list[float] = Field(default_factory=lambda: list(DEFAULT_QUANTILES), description="quantile levels")
-    temperature: float = Field(1.0, ge=0)
-    top_k: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, description="a code model's sampling temperature (default 1)")
+    top_k: int | None = Field(None, ge=1, description="a code model samples among its k most likely codes")
     seed: int = 0
 
     @field_validator("quantiles", mode="before")
@@ -77,6 +100,15 @@ class ForecastConfig(BaseModel):
         if bad or not levels:
             raise ValueError(f"quantile levels must lie strictly between 0 and 1, got {bad or levels}")
         return sorted(set(levels))
+
+    @model_validator(mode="after")
+    def _one_model(self) -> "ForecastConfig":
+        if (self.model is None) == (self.run is None):
+            raise ValueError(
+                "give the forecaster once: --model NAME_OR_RUN_DIR (e.g. garch, ar, context_parroting, or a run "
+                "folder), or --run RUN_DIR" + ("" if self.model is None else f"; got both {self.model} and {self.run}")
+            )
+        return self
 
 
 def generate(config: GenerateConfig) -> np.ndarray:
@@ -108,58 +140,68 @@ def generate(config: GenerateConfig) -> np.ndarray:
     return np.asarray(drawn)
 
 
-def future_timestamps(stamps: pd.Series, horizon: int) -> list[Any]:
-    """The ``horizon`` timestamps after ``stamps``: business days after daily dates (holidays are
-    not known), calendar months after monthly ones, else the median recent step."""
-    last = stamps.iloc[-1]
-    if isinstance(last, pd.Timestamp):
-        recent = pd.DatetimeIndex(stamps.iloc[-30:])
-        spacing = recent.to_series().diff().median()
-        if pd.isna(spacing):
-            return [None] * horizon
-        if pd.Timedelta(hours=20) <= spacing <= pd.Timedelta(days=4):  # daily bars with weekends
-            offset = pd.offsets.BDay()
-        elif spacing >= pd.Timedelta(days=28):  # monthly or coarser bars: calendar months
-            offset = pd.DateOffset(months=max(1, round(spacing / pd.Timedelta(days=30.44))))
-        else:
-            offset = spacing
-        return list(pd.date_range(last, periods=horizon + 1, freq=offset)[1:])
-    spacing = float(pd.Series(stamps.iloc[-30:], dtype=float).diff().median()) if len(stamps) > 1 else float("nan")
-    if not pd.notna(spacing):
-        return [None] * horizon
-    return [round(float(last) + spacing * (h + 1), 10) for h in range(horizon)]  # no 200.00000000000003
+def build_forecaster(config: ForecastConfig) -> Any:
+    """The :class:`~chaosfm.forecasters.Forecaster` ``config`` names: a registry name, else a run
+    folder (``--run``, or ``--model`` naming a folder), with ``model_options`` and, when given,
+    ``temperature`` and ``top_k``.
+
+    Raises:
+        ConfigError: neither a registry name nor a run folder, or an option it does not take.
+    """
+    options = dict(config.model_options)
+    options.update({k: v for k, v in (("temperature", config.temperature), ("top_k", config.top_k)) if v is not None})
+    if config.run is None and config.model in FORECASTERS:
+        try:
+            return Forecaster.from_name(config.model, **options)
+        except ConfigError as error:
+            raise ConfigError(f"--model {config.model}: {error}") from None
+    if config.run is None and not Path(config.model).is_dir():
+        raise ConfigError(
+            f"--model {config.model}: neither a forecaster name nor a run folder; names: {', '.join(FORECASTERS)}"
+        )
+    return Forecaster.load(config.run if config.run is not None else Path(config.model), **options)
 
 
 def forecast(config: ForecastConfig) -> pd.DataFrame:
-    """Forecast ``horizon`` steps after the last row of ``data`` (one asset) with a trained run;
-    write the quantile table (``asset, step, timestamp, column, mean, q0.05, ...``) to ``out``.
+    """Fit the forecaster on every row of ``data`` and forecast ``horizon`` steps after the last
+    row of each asset (or of ``asset``); write the table (``asset, timestamp, step, column, mean,
+    0.05, ...``: :func:`chaosfm.forecasters.forecast_table`) to ``out``.
+
+    A Parquet table carries the forecaster's ``trained_through`` in its metadata
+    (``pd.read_parquet(out).attrs["trained_through"]``).
 
     Raises:
-        ConfigError, DataError: bad arguments or data, before sampling.
+        ConfigError, DataError: bad arguments or data (an extension of ``out`` other than
+            ``.csv`` or ``.parquet``, first), before sampling.
     """
-    import jax
-
-    from chaosfm.forecasters import TokenForecaster
-
-    forecaster = TokenForecaster(config.run, temperature=config.temperature, top_k=config.top_k)
-    frame = load_data(config.data)
-    missing = [c for c in forecaster.columns if c not in frame.columns]
-    if missing:
-        raise ConfigError(f"--data {config.data}: lacks column(s) {missing} the run {config.run} forecasts")
-    part = pick_asset(frame, config.asset, f"--data {config.data}")
-    if config.context_length is not None:
-        part = part.iloc[-config.context_length :]
-    result = forecaster.forecast(part, config.horizon, config.num_samples, key=jax.random.key(config.seed))
-    result.timestamps = future_timestamps(part["timestamp"], config.horizon)
-    table = result.to_frame(config.quantiles)
-    table["asset"] = str(part["asset"].iloc[0])
+    _table_format(config.out, "--out")  # before anything is loaded or fitted
+    forecaster = build_forecaster(config)
+    with status(f"loading {config.data}"):
+        frame = load_data(config.data)
+    part = frame if config.asset is None else pick_asset(frame, config.asset, f"--data {config.data}")
+    try:
+        forecaster.fit(frame)  # a forecast of the future: every row of the file is past
+    except (ConfigError, DataError):
+        raise
+    except ValueError as error:  # a forecaster that cannot fit these rows (GARCH on a trajectory)
+        raise ConfigError(f"--model {forecaster.name} cannot fit --data {config.data}: {error}") from None
+    forecasts = forecaster.forecast(part, config.horizon, config.num_samples, seed=config.seed,
+                                    context_length=config.context_length)
+    table = forecast_table(forecasts, config.quantiles)
+    table.attrs["model"] = forecaster.name
+    table.attrs["trained_through"] = trained_through_to_json(forecaster.trained_through)
     write_table(table, Path(config.out))
     return table
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:
-    """CSV, or Parquet when ``path`` ends in ``.parquet`` (what pandas and Arrow read)."""
-    if path.suffix.lower() == ".parquet":
+    """CSV for ``.csv``, Parquet for ``.parquet`` (what pandas and Arrow read; ``table.attrs``
+    go into its metadata).
+
+    Raises:
+        ConfigError: any other extension, naming it and the allowed ones.
+    """
+    if _table_format(path, "--out") == ".parquet":
         atomic_write_bytes(path, table.to_parquet(index=False))
     else:
         atomic_write_text(path, table.to_csv(index=False))
