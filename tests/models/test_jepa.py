@@ -1,5 +1,9 @@
 """JEPA: VICReg terms against numpy, EMA, block masks (no hidden step reaches the context), the
-causal window normalisation, the window-level VICReg terms, the loss."""
+causal window normalisation, the window-level VICReg terms, the loss; the predictor zoo (transformer,
+MLP, KAN) and the Barlow Twins and cross-resolution terms in the loss."""
+
+import dataclasses
+import io
 
 import equinox as eqx
 import jax
@@ -9,7 +13,12 @@ import pytest
 
 from chaosfm.models import (
     JEPA,
+    PREDICTORS,
+    AbstractJEPAPredictor,
     JEPAConfig,
+    JEPAPredictor,
+    KANLayer,
+    StepwisePredictor,
     block_masks,
     causal_window_norm,
     ema_post_update,
@@ -19,8 +28,9 @@ from chaosfm.models import (
     vicreg_invariance,
     vicreg_variance,
 )
-from chaosfm.train import TrainConfig, train
+from chaosfm.train import TrainConfig, serialise, train
 from tests.models._helpers import perturb
+from tests.models.test_ssl_losses import _numpy_barlow
 
 TINY = dict(
     n_features=3, context_length=16, d_model=16, n_layers=1, d_state=8, head_dim=8, d_embed=8, d_pred=8,
@@ -213,3 +223,109 @@ def test_code_encoder_hides_steps_with_its_own_token(key):
     assert np.isfinite(float(loss)) and float(jnp.abs(grads.encoder.embedding).sum()) > 0
     with pytest.raises(ValueError, match="vocab_size"):
         JEPAConfig(**{**TINY, "vocab_size": -1})
+
+
+# --- the predictor zoo and the losses beside VICReg ----------------------------------------------
+
+PREDICTOR_CASES = [("transformer", "bspline"), ("mlp", "bspline"), ("kan", "bspline"), ("kan", "rbf")]
+
+
+@pytest.mark.parametrize("predictor, basis", PREDICTOR_CASES)
+def test_every_predictor_is_narrow_causal_and_blind_to_hidden_steps(key, predictor, basis):
+    config = JEPAConfig(**TINY, predictor=predictor, kan_basis=basis)
+    model = perturb(JEPA(config, key=key))
+    assert isinstance(model.predictor, AbstractJEPAPredictor)
+    # d_embed -> d_pred -> d_embed
+    assert model.predictor.w_in.shape == (8, 8) and model.predictor.w_out.shape == (8, 8)
+    cut = 10
+    visible = jnp.arange(16) < cut
+    context = jax.random.normal(jax.random.key(1), (16, 8))
+    hidden_changed = context.at[cut:].set(50.0)
+    later_changed = context.at[6:].set(-7.0)  # visible steps 6.. and everything after
+    predict = eqx.filter_jit(lambda m, c: m.predictor(c, visible))
+    base = np.asarray(predict(model, context))
+    np.testing.assert_array_equal(np.asarray(predict(model, hidden_changed)), base)
+    np.testing.assert_allclose(np.asarray(predict(model, later_changed))[:6], base[:6], atol=1e-6)
+    # It does read the context.
+    assert not np.allclose(np.asarray(predict(model, later_changed))[cut:], base[cut:], atol=1e-3)
+    np.testing.assert_allclose(np.linalg.norm(base, axis=-1), 1.0, atol=1e-5)
+    assert len({tuple(np.round(row, 5)) for row in base[cut:]}) > 1  # hidden steps are told apart
+
+
+def test_kan_predictor_blocks_and_the_registry(key):
+    model = JEPA(JEPAConfig(**TINY, predictor="kan", kan_basis="rbf", kan_grid=4, pred_layers=2), key=key)
+    assert isinstance(model.predictor, StepwisePredictor)
+    assert [type(b) for b in model.predictor.blocks] == [KANLayer, KANLayer]
+    assert model.predictor.blocks[0].coef.shape == (8, 8, 5)  # 4 intervals: 5 RBF centres
+    assert set(PREDICTORS) == {"transformer", "mlp", "kan"}
+    assert isinstance(JEPA(JEPAConfig(**TINY), key=key).predictor, JEPAPredictor)  # the default is unchanged
+
+
+def test_a_saved_config_without_the_new_keys_reads_as_before(key):
+    """A model_config.json written before the predictor and loss options existed: the transformer
+    predictor and no extra loss terms, and the weights of such a run restore leaf for leaf."""
+    config = JEPAConfig(**TINY)
+    new_keys = {"predictor", "kan_basis", "kan_grid", "kan_order", "kan_radius", "barlow_weight", "barlow_lambda",
+                "cross_resolution_weight"}
+    old = {k: v for k, v in dataclasses.asdict(config).items() if k not in new_keys}
+    loaded = JEPAConfig(**old)
+    assert loaded == config and loaded.predictor == "transformer" and loaded.barlow_weight == 0.0
+    saved = perturb(JEPA(config, key=key))
+    buffer = io.BytesIO(serialise(saved))
+    restored = eqx.tree_deserialise_leaves(buffer, JEPA(loaded, key=jax.random.key(9)))
+    for got, want in zip(jax.tree_util.tree_leaves(restored.predictor), jax.tree_util.tree_leaves(saved.predictor)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    # model.eqx holds leaves in field order: the transformer predictor keeps the layout runs were saved with.
+    assert isinstance(restored.predictor, JEPAPredictor)
+    assert [f.name for f in dataclasses.fields(JEPAPredictor)] == ["w_in", "mask_token", "blocks", "w_out"]
+
+
+def test_new_config_rules_name_the_key():
+    with pytest.raises(ValueError, match="predictor: unknown 'cnn'"):
+        JEPAConfig(**TINY, predictor="cnn")
+    with pytest.raises(ValueError, match="kan_basis"):
+        JEPAConfig(**TINY, kan_basis="fourier")
+    with pytest.raises(ValueError, match="barlow_weight"):
+        JEPAConfig(**TINY, barlow_weight=-1.0)
+    with pytest.raises(ValueError, match="cross_resolution_weight: must be 0 with vocab_size"):
+        JEPAConfig(**{**TINY, "vocab_size": 5}, cross_resolution_weight=1.0)
+    # The head rule binds the transformer only.
+    odd = {**TINY, "d_pred": 6, "pred_heads": 4}
+    with pytest.raises(ValueError, match="pred_heads"):
+        JEPAConfig(**odd)
+    assert JEPAConfig(**odd, predictor="mlp").d_pred == 6
+
+
+@pytest.mark.slow  # ~35 s wall on a busy 2-core machine (the Mamba encoder compiles twice)
+def test_barlow_and_cross_resolution_terms_join_the_loss(key):
+    """Switching the terms on adds barlow_weight x Barlow Twins of (predictions, targets) on the
+    target steps and cross_resolution_weight x the pooled-embedding gap of the half-rate window,
+    both recomputed here in numpy from the model's own views."""
+    on = JEPAConfig(**TINY, predictor="kan", barlow_weight=0.3, barlow_lambda=0.05, cross_resolution_weight=2.0)
+    model_on = perturb(JEPA(on, key=key))
+    features = jax.random.normal(jax.random.key(1), (6, 16, 3))
+    loss_key = jax.random.key(7)
+    with_terms, metrics = eqx.filter_jit(lambda m: jepa_loss(m, {"features": features}, loss_key))(model_on)
+    vicreg = sum(getattr(on, f"{term}_weight") * metrics[term] for term in ("invariance", "variance", "covariance"))
+    mask_key, _ = jax.random.split(loss_key)
+    masks = jax.vmap(
+        lambda k: block_masks(k, 16, n_blocks=on.n_blocks, min_span=2, max_span=4, min_future=4, max_future=8)
+    )(jax.random.split(mask_key, 6))
+
+    x = np.asarray(features, np.float64)
+    half = jnp.asarray((x[:, 0::2] + x[:, 1::2]) / 2, jnp.float32)  # (6, 8, 3): pairs (0, 1), ... end at step 15
+
+    @eqx.filter_jit
+    def views(model):
+        context = jax.vmap(model.encoder)(features * masks.context[:, :, None])
+        predicted = jax.vmap(model.predictor)(context, masks.context)
+        return predicted, jax.vmap(model.target_encoder)(features), jax.vmap(model.encoder)(half)
+
+    predicted, target, coarse = (np.asarray(v, np.float64) for v in views(model_on))
+    keep = np.asarray(jnp.any(masks.targets, axis=1)).reshape(-1)
+    barlow = _numpy_barlow(predicted.reshape(-1, 8)[keep], target.reshape(-1, 8)[keep], 0.05)
+    pool = lambda e: e.mean(axis=1) / np.linalg.norm(e.mean(axis=1), axis=-1, keepdims=True)  # noqa: E731
+    cross = np.mean(np.sum((pool(coarse) - pool(target)) ** 2, axis=-1))
+    assert float(metrics["barlow"]) == pytest.approx(barlow, rel=1e-3)
+    assert float(metrics["cross_resolution"]) == pytest.approx(cross, rel=1e-3, abs=1e-6)
+    assert float(with_terms - vicreg) == pytest.approx(0.3 * barlow + 2.0 * cross, rel=1e-3)

@@ -11,14 +11,19 @@ from chaosfm.models._generate import generate, sample_logits
 from chaosfm.models._gpt import GPT, GPT_SIZES, Attention, GPTConfig, KVMemory, rope
 from chaosfm.models._jepa import (
     JEPA,
+    PREDICTORS,
+    AbstractJEPAPredictor,
     JEPAConfig,
     JEPAEncoder,
     JEPAPredictor,
+    PredictorKind,
+    StepwisePredictor,
     causal_window_norm,
     ema_post_update,
     jepa_loss,
     l2_normalize,
 )
+from chaosfm.models._kan import KAN_BASES, KANLayer, bspline_basis, rbf_basis
 from chaosfm.models._mamba import (
     MAMBA_SIZES,
     Mamba,
@@ -39,6 +44,7 @@ from chaosfm.models._multitask import (
 )
 from chaosfm.models._registry import MODEL_KINDS, build_model, config_from_json, config_to_json
 from chaosfm.models._ssd import ssd_chunked, ssd_reference
+from chaosfm.models._ssl_losses import barlow_twins_loss, cross_resolution_loss, downsample_pairs, pooled_embedding
 from chaosfm.models._vicreg import (
     BlockMasks,
     block_masks,
@@ -84,11 +90,23 @@ __all__ = [
     "selective_scan_reference",
     "ssd_chunked",
     "ssd_reference",
-    # JEPA, VICReg and the flow-matching head
+    # JEPA, its predictors (with the KAN layer), VICReg and the other losses, the flow-matching head
     "JEPA",
     "JEPAConfig",
     "JEPAEncoder",
     "JEPAPredictor",
+    "AbstractJEPAPredictor",
+    "StepwisePredictor",
+    "PredictorKind",
+    "PREDICTORS",
+    "KANLayer",
+    "KAN_BASES",
+    "bspline_basis",
+    "rbf_basis",
+    "barlow_twins_loss",
+    "cross_resolution_loss",
+    "downsample_pairs",
+    "pooled_embedding",
     "BlockMasks",
     "VelocityField",
     "block_masks",

@@ -17,15 +17,24 @@
 * **Masks.** A window is cut at a random step: the context encoder sees only the steps before the
   cut (the rest are zeroed, or set to the hidden code, and the encoder is causal anyway); target
   blocks lie after it.
-* **Predictor.** A small causal transformer of width ``d_pred < d_model`` reads the context tokens
-  and a learned mask token at every hidden step, and predicts the target encoder's embedding there.
+* **Predictor.** Asymmetric: it works at width ``d_pred < d_model``, projecting the embeddings in
+  and its output back out, and predicts the target encoder's embedding at every hidden step. One
+  of :data:`PREDICTORS` (``predictor`` in the config): ``"transformer"`` (the default), a small
+  causal transformer reading the context tokens and a learned mask token at every hidden step;
+  ``"mlp"`` and ``"kan"`` (:class:`StepwisePredictor`), which read at each step the last visible
+  context embedding and a learned embedding of how many steps ago it was, through residual
+  blocks of a squared-ReLU MLP or of a Kolmogorov–Arnold layer (:class:`chaosfm.models.KANLayer`).
 * **Loss.** VICReg: invariance between predictions and targets on the target blocks, the variance
   hinge on the context embeddings and on the predictions, covariance on the context embeddings
   (with ``window_terms`` both also across the batch on one embedding per window, its last visible
   step; all float32), plus ``cfm_weight * invariance_weight`` times the flow-matching loss of
   :class:`VelocityField`, which learns the target embedding ``cfm_horizon`` steps after the cut
   given the context embedding just before it (so ``cfm_weight = 1`` weighs the flow like the
-  invariance term). ``cfm_weight = 0`` builds no flow head at all.
+  invariance term). ``cfm_weight = 0`` builds no flow head at all. Two more terms are off by
+  default: ``barlow_weight`` times Barlow Twins between predictions and targets on the target
+  steps, and ``cross_resolution_weight`` times the consistency of the pooled context embedding of
+  the window downsampled by two with the pooled target embedding of the full window
+  (:mod:`chaosfm.models._ssl_losses` has both formulas).
 
 Dimension letters: T or L time (window), F features per candle (absent for codes: ``(T,)``), D model width, E embedding width,
 P predictor width, B batch, S samples.
@@ -33,10 +42,13 @@ P predictor width, B batch, S samples.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -47,7 +59,9 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from chaosfm.models._base import init_rng, normal_init, rms_norm
 from chaosfm.models._cfm import VelocityField, cfm_loss, sample_flow
 from chaosfm.models._gpt import MLP, Attention, Block
+from chaosfm.models._kan import KAN_BASES, KANLayer
 from chaosfm.models._mamba import Mamba2Mixer, MambaConfig
+from chaosfm.models._ssl_losses import barlow_twins_loss, cross_resolution_loss, downsample_pairs
 from chaosfm.models._vicreg import (
     block_masks,
     ema_update,
@@ -58,10 +72,14 @@ from chaosfm.models._vicreg import (
 )
 
 __all__ = [
+    "PREDICTORS",
+    "AbstractJEPAPredictor",
+    "PredictorKind",
     "JEPA",
     "JEPAConfig",
     "JEPAEncoder",
     "JEPAPredictor",
+    "StepwisePredictor",
     "causal_window_norm",
     "ema_post_update",
     "jepa_loss",
@@ -121,8 +139,13 @@ class JEPAConfig:
     depth_attention: bool = False  # attention residuals across depth
     d_embed: int = 32  # embedding width on the unit sphere
     d_pred: int = 16  # predictor width; smaller than d_model (the asymmetric predictor)
-    pred_layers: int = 1  # predictor transformer blocks
-    pred_heads: int = 2  # predictor attention heads
+    predictor: str = "transformer"  # a key of PREDICTORS: "transformer", "mlp" or "kan"
+    pred_layers: int = 1  # predictor blocks (transformer blocks, MLPs or KAN layers)
+    pred_heads: int = 2  # predictor attention heads (transformer only)
+    kan_basis: str = "bspline"  # KAN edges: "bspline" (+ SiLU base, Liu et al. 2024) or "rbf" (FastKAN)
+    kan_grid: int = 5  # KAN grid intervals on [-kan_radius, kan_radius]
+    kan_order: int = 3  # KAN B-spline order (cubic, the paper's choice)
+    kan_radius: float = 2.0  # KAN grid half-width: the blocks read RMS-normalised activations
     n_blocks: int = 2  # target blocks per window
     min_span: int = 4  # target block lengths, inclusive
     max_span: int = 12
@@ -138,6 +161,12 @@ class JEPAConfig:
     # windows is noisier than on B * L steps, so it holds the weakest dimension further above the
     # target (with window_norm alone, jepa-tiny seed 0 still ended one held-out dimension below).
     window_terms: bool = True
+    # Barlow Twins between predictions and targets on the target steps; 0 skips the term.
+    barlow_weight: float = 0.0
+    barlow_lambda: float = 5e-3  # Barlow Twins' off-diagonal weight (the paper's lambda)
+    # Pooled context embedding of the window downsampled by 2 vs pooled target embedding of the
+    # full window (features only); 0 skips the term and its extra encoder pass.
+    cross_resolution_weight: float = 0.0
     cfm_weight: float = 0.0  # share of the flow-matching loss; 0 builds no flow head
     cfm_horizon: int = 5  # the flow learns the target embedding this many steps after the cut
     cfm_hidden: int = 64  # velocity MLP width
@@ -153,8 +182,30 @@ class JEPAConfig:
             problems.append(("d_pred", f"must be smaller than d_model ({self.d_model}): the predictor is asymmetric"))
         if (2 * self.d_model) % self.head_dim:
             problems.append(("head_dim", f"must divide 2 * d_model = {2 * self.d_model}"))
-        if self.d_pred % self.pred_heads or (self.d_pred // self.pred_heads) % 2:
-            problems.append(("pred_heads", "must divide d_pred into an even head dim"))
+        if self.predictor not in PREDICTORS:
+            problems.append(("predictor", f"unknown {self.predictor!r}; known: {', '.join(sorted(PREDICTORS))}"))
+        else:
+            problems.extend(PREDICTORS[self.predictor].problems(self))
+        if self.pred_layers < 1:
+            problems.append(("pred_layers", "must be >= 1"))
+        if self.kan_basis not in KAN_BASES:
+            problems.append(("kan_basis", f"unknown {self.kan_basis!r}; known: {', '.join(sorted(KAN_BASES))}"))
+        if self.kan_grid < 1:
+            problems.append(("kan_grid", "must be >= 1 (grid intervals)"))
+        if self.kan_order < 0:
+            problems.append(("kan_order", "must be >= 0"))
+        if not self.kan_radius > 0:
+            problems.append(("kan_radius", "must be > 0"))
+        if self.barlow_weight < 0:
+            problems.append(("barlow_weight", "must be >= 0 (0 turns Barlow Twins off)"))
+        if self.barlow_lambda < 0:
+            problems.append(("barlow_lambda", "must be >= 0"))
+        if self.cross_resolution_weight < 0:
+            problems.append(("cross_resolution_weight", "must be >= 0 (0 turns the term off)"))
+        if self.cross_resolution_weight > 0 and self.vocab_size > 0:
+            problems.append(
+                ("cross_resolution_weight", "must be 0 with vocab_size > 0: codes cannot be averaged in time")
+            )
         if not 0 < self.ema_decay < 1:
             problems.append(("ema_decay", "must lie in (0, 1)"))
         if not self.min_future <= self.max_future < self.context_length:
@@ -262,7 +313,21 @@ class JEPAEncoder(eqx.Module):
         return l2_normalize(self.hidden(x) @ self.w_out)
 
 
-class JEPAPredictor(eqx.Module):
+class AbstractJEPAPredictor(eqx.Module):
+    """Context embeddings and which steps are visible -> predicted target embeddings, per window.
+
+    A predictor must not read the context embedding of a step that is not visible, and its
+    prediction at a step depends only on steps at or before it.
+    """
+
+    @abc.abstractmethod
+    def __call__(
+        self, context: Float[Array, "time d_embed"], visible: Bool[Array, " time"]
+    ) -> Float[Array, "time d_embed"]:
+        """Unit-sphere predictions of the target encoder's embedding at every step."""
+
+
+class JEPAPredictor(AbstractJEPAPredictor):
     """Causal transformer of width ``d_pred``: context embeddings and mask tokens -> target embeddings."""
 
     w_in: Float[Array, "d_embed d_pred"]
@@ -294,13 +359,103 @@ class JEPAPredictor(eqx.Module):
         return l2_normalize(rms_norm(h) @ self.w_out)
 
 
+class StepwisePredictor(AbstractJEPAPredictor):
+    """Per-step predictor of width ``d_pred``: the last visible embedding and its age -> target embedding.
+
+    At step ``t`` with ``s(t)`` the last visible step at or before ``t``, the input is
+    ``h_t = W_in c_{s(t)} + A[t - s(t)]`` (``A`` a learned table of ages, ``t - s(t) = 0`` on visible
+    steps), read by ``pred_layers`` pre-norm residual blocks ``h <- h + block(rms_norm(h))``
+    applied to each step alone; the prediction is ``normalise(W_out rms_norm(h_t))``. Steps see
+    no other step, so an MLP or a KAN block needs no attention: what a hidden step knows is the
+    last thing seen and how long ago.
+    """
+
+    w_in: Float[Array, "d_embed d_pred"]
+    age_embedding: Float[Array, "time d_pred"]
+    blocks: tuple[eqx.Module, ...]
+    w_out: Float[Array, "d_pred d_embed"]
+
+    def __init__(
+        self,
+        config: JEPAConfig,
+        block: Callable[[JEPAConfig, np.random.Generator], eqx.Module],
+        *,
+        key: PRNGKeyArray | np.random.Generator,
+    ):
+        """Args:
+            config: the JEPA's config (``d_embed``, ``d_pred``, ``context_length``, ``pred_layers``).
+            block: ``(config, rng) -> module`` mapping one step's ``(d_pred,)`` to ``(d_pred,)``.
+            key: initialisation key (or a NumPy generator from a parent module).
+        """
+        rng = init_rng(key)
+        self.w_in = normal_init(rng, (config.d_embed, config.d_pred), config.d_embed**-0.5)
+        self.age_embedding = normal_init(rng, (config.context_length, config.d_pred), 0.02)
+        self.blocks = tuple(block(config, rng) for _ in range(config.pred_layers))
+        self.w_out = normal_init(rng, (config.d_pred, config.d_embed), config.d_pred**-0.5)
+
+    def __call__(
+        self, context: Float[Array, "time d_embed"], visible: Bool[Array, " time"]
+    ) -> Float[Array, "time d_embed"]:
+        length = context.shape[0]
+        steps = jnp.arange(length)
+        last_seen = jax.lax.cummax(jnp.where(visible, steps, -1))  # -1 before the first visible step
+        seen = (last_seen >= 0)[:, None].astype(_F32)
+        source = context.astype(_F32)[jnp.maximum(last_seen, 0)] * seen
+        age = jnp.minimum(steps - last_seen, self.age_embedding.shape[0] - 1)
+        h = source @ self.w_in + self.age_embedding[age]
+        for block in self.blocks:
+            h = h + jax.vmap(block)(rms_norm(h)).astype(_F32)
+        return l2_normalize(rms_norm(h) @ self.w_out)
+
+
+def _mlp_block(config: JEPAConfig, rng: np.random.Generator) -> eqx.Module:
+    return MLP(config.d_pred, 4 * config.d_pred, key=rng)
+
+
+def _kan_block(config: JEPAConfig, rng: np.random.Generator) -> eqx.Module:
+    return KANLayer(
+        config.d_pred,
+        config.d_pred,
+        basis=config.kan_basis,
+        grid_size=config.kan_grid,
+        order=config.kan_order,
+        radius=config.kan_radius,
+        key=rng,
+    )
+
+
+def _transformer_problems(config: JEPAConfig) -> list[tuple[str, str]]:
+    if config.d_pred % config.pred_heads or (config.d_pred // config.pred_heads) % 2:
+        return [("pred_heads", "must divide d_pred into an even head dim")]
+    return []
+
+
+def _no_problems(config: JEPAConfig) -> list[tuple[str, str]]:
+    return []
+
+
+class PredictorKind(NamedTuple):
+    """One entry of :data:`PREDICTORS`."""
+
+    build: Callable[..., AbstractJEPAPredictor]  # (config, *, key) -> predictor
+    problems: Callable[[JEPAConfig], list[tuple[str, str]]]  # config rules of this kind: (key, rule)
+
+
+PREDICTORS: dict[str, PredictorKind] = {
+    "transformer": PredictorKind(JEPAPredictor, _transformer_problems),
+    "mlp": PredictorKind(functools.partial(StepwisePredictor, block=_mlp_block), _no_problems),
+    "kan": PredictorKind(functools.partial(StepwisePredictor, block=_kan_block), _no_problems),
+}
+"""``JEPAConfig.predictor`` -> how to build that predictor and the config rules it adds."""
+
+
 class JEPA(eqx.Module):
     """Context encoder, EMA target encoder, predictor and (if ``cfm_weight > 0``) a flow head."""
 
     config: JEPAConfig = eqx.field(static=True)
     encoder: JEPAEncoder
     target_encoder: JEPAEncoder
-    predictor: JEPAPredictor
+    predictor: AbstractJEPAPredictor
     flow: VelocityField | None
 
     def __init__(self, config: JEPAConfig, *, key: PRNGKeyArray | np.random.Generator):
@@ -308,7 +463,7 @@ class JEPA(eqx.Module):
         self.config = config
         self.encoder = JEPAEncoder(config, key=rng)
         self.target_encoder = self.encoder  # starts equal; diverges only through the EMA
-        self.predictor = JEPAPredictor(config, key=rng)
+        self.predictor = PREDICTORS[config.predictor].build(config, key=rng)
         self.flow = (
             VelocityField(config.d_embed, config.d_embed, hidden=config.cfm_hidden, key=rng)
             if config.cfm_weight > 0
@@ -386,6 +541,9 @@ def _one_window(model: JEPA, features: Array, key: PRNGKeyArray) -> dict[str, Ar
     }
     last = masks.cut - 1
     out["last"] = context[last]  # the window's embedding: its last visible step
+    if config.cross_resolution_weight > 0:
+        # The same window at half the sampling rate, read whole by the context encoder.
+        out["coarse"] = model.encoder(downsample_pairs(features))
     if model.flow is not None:
         out["condition"] = context[last]
         out["future"] = target[last + config.cfm_horizon]
@@ -395,7 +553,8 @@ def _one_window(model: JEPA, features: Array, key: PRNGKeyArray) -> dict[str, Ar
 def jepa_loss(
     model: JEPA, batch: dict[str, Array], key: PRNGKeyArray
 ) -> tuple[Array, dict[str, Array]]:
-    """VICReg JEPA loss (+ ``cfm_weight`` x OT-CFM) of a batch of windows: ``features (B, L, F)``,
+    """VICReg JEPA loss (+ ``barlow_weight`` x Barlow Twins, ``cross_resolution_weight`` x the
+    cross-resolution consistency, ``cfm_weight`` x OT-CFM) of a batch of windows: ``features (B, L, F)``,
     or ``codes (B, L)`` for an encoder that reads codes."""
     config = model.config
     features = batch["codes"] if config.reads_codes else batch["features"]
@@ -427,6 +586,16 @@ def jepa_loss(
         "covariance": covariance,
         "embedding_std": jnp.mean(std),
     }
+    if config.barlow_weight > 0:
+        barlow = barlow_twins_loss(
+            flat(parts["predicted"]), flat(parts["target"]), target_weight, off_diagonal_weight=config.barlow_lambda
+        )
+        loss = loss + config.barlow_weight * barlow
+        metrics["barlow"] = barlow
+    if config.cross_resolution_weight > 0:
+        cross = cross_resolution_loss(parts["coarse"], parts["target"])  # the target is stop-gradient
+        loss = loss + config.cross_resolution_weight * cross
+        metrics["cross_resolution"] = cross
     if model.flow is not None:
         flow = cfm_loss(
             model.flow,

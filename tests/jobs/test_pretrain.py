@@ -1,0 +1,41 @@
+"""``chaosfm pretrain`` on the shipped configs: the KAN predictor with Barlow Twins and the
+cross-resolution term, end to end from the command line to a run folder that loads back."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from chaosfm.cli import main
+from chaosfm.models import KANLayer, StepwisePredictor
+from chaosfm.train import load_pretrained
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+
+
+@pytest.mark.slow  # ~25 s of CPU, about a minute on a busy 2-core machine
+def test_jepa_kan_tiny_trains_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", str(CONFIGS / "jepa-kan-tiny.yaml"), "--out", str(out)]) == 0
+    assert f"wrote the run to {out}" in capsys.readouterr().out
+    shipped = yaml.safe_load((CONFIGS / "jepa-kan-tiny.yaml").read_text())["model"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 60
+    final = metrics["final"]
+    # Both extra terms were on and were logged beside VICReg's, and the loss adds them up.
+    assert {"barlow", "cross_resolution", "invariance", "variance", "covariance"} <= set(final)
+    assert all(np.isfinite(final[k]) for k in ("barlow", "cross_resolution", "loss"))
+    assert final["loss"] == pytest.approx(
+        25.0 * final["invariance"] + 25.0 * final["variance"] + 1.0 * final["covariance"]
+        + shipped["barlow_weight"] * final["barlow"] + shipped["cross_resolution_weight"] * final["cross_resolution"],
+        rel=1e-4,
+    )
+    assert metrics["heldout"]["windows"] > 0 and not metrics["heldout"]["collapsed"]
+    model, inputs, meta = load_pretrained(out)
+    assert model.config.predictor == "kan" and model.config.barlow_weight == shipped["barlow_weight"]
+    assert isinstance(model.predictor, StepwisePredictor)
+    assert all(isinstance(block, KANLayer) and block.basis == "bspline" for block in model.predictor.blocks)
+    assert model.predictor.w_in.shape == (shipped["d_embed"], shipped["d_pred"])
+    assert "sp500" in meta["trained_through"]
