@@ -4,6 +4,18 @@ cross-sectional allocation, a cross-sectional trading environment, and the loop 
 agent on it and evaluates it beside baselines on one shared calendar."""
 
 from chaosfm.agents._allocation import soft_allocation
+from chaosfm.agents._control import (
+    LorenzControlConfig,
+    LorenzControlState,
+    lorenz_control_dynamics,
+    lorenz_control_reset,
+    lorenz_control_reward,
+    lorenz_control_step,
+    lorenz_control_success,
+    lorenz_controlled_field,
+    lorenz_fixed_point,
+    rk4_step,
+)
 from chaosfm.agents._encoder import EncoderFeatures, encoder_features
 from chaosfm.agents._env import (
     EnvConfig,
@@ -17,6 +29,7 @@ from chaosfm.agents._env import (
     env_step,
     market_panel,
 )
+from chaosfm.agents._mppi import MPPIConfig, MPPIResult, mppi_plan, random_shooting_plan, rollout_return
 from chaosfm.agents._multiverse import (
     CrossingScores,
     confidence_filter,
@@ -53,6 +66,10 @@ __all__ = [
     "EncoderFeatures",
     "EnvConfig",
     "EnvState",
+    "LorenzControlConfig",
+    "LorenzControlState",
+    "MPPIConfig",
+    "MPPIResult",
     "MarketPanel",
     "QRDQNConfig",
     "QuantileNetwork",
@@ -71,7 +88,15 @@ __all__ = [
     "env_reset_at",
     "env_step",
     "filter",
+    "lorenz_control_dynamics",
+    "lorenz_control_reset",
+    "lorenz_control_reward",
+    "lorenz_control_step",
+    "lorenz_control_success",
+    "lorenz_controlled_field",
+    "lorenz_fixed_point",
     "market_panel",
+    "mppi_plan",
     "multiverse",
     "qrdqn_act",
     "qrdqn_init",
@@ -79,10 +104,13 @@ __all__ = [
     "qrdqn_train_step",
     "quantile_huber_loss",
     "quantile_midpoints",
+    "random_shooting_plan",
     "replay_add",
     "replay_add_batch",
     "replay_init",
     "replay_sample",
+    "rk4_step",
+    "rollout_return",
     "soft_allocation",
     "tangent_perturb",
     "train_agent",
