@@ -131,8 +131,8 @@ def test_train_generate_forecast_evaluate_run(tmp_path, capsys):
     assert main(["forecast", "--run", str(run), "--data", str(data), "--horizon", "4", "--num-samples", "8",
                  "--context-length", "100", "--out", str(out)]) == 0
     table = pd.read_csv(out)
-    assert len(table) == 4 * 3 and {"q0.1", "q0.5", "q0.9", "mean"} <= set(table.columns)
-    assert (table["q0.1"] <= table["q0.9"]).all()
+    assert len(table) == 4 * 3 and {"0.1", "0.5", "0.9", "mean"} <= set(table.columns)
+    assert (table["0.1"] <= table["0.9"]).all()
 
     evaluated = tmp_path / "eval"
     assert main(["evaluate", "--data", str(data), "--run", str(run), "--models", "last_value",
@@ -333,7 +333,7 @@ def test_pretrain_then_mvx(tmp_path, capsys):
 CONFIGS = Path(__file__).parents[2] / "configs"
 
 COMMANDS = {"agent", "datasets", "data", "evaluate", "tokenize", "train", "stage", "pipeline", "generate", "forecast",
-            "stream", "tune", "multitask", "pretrain", "mvx", "leakage", "demo", "bench", "backtest"}
+            "stream", "tune", "multitask", "pretrain", "mvx", "leakage", "demo", "bench", "backtest", "config"}
 
 
 def _subcommands(parser):
@@ -399,11 +399,11 @@ def test_the_common_flags_have_one_spelling_and_meaning_everywhere():
         if "--config" in options:
             assert "--set" in options, name
     # Every command that writes something says where with --out; every command with a config takes --set.
-    # (`bench`, `data` and `agent` are groups: their subcommands take the flags.)
-    assert seen["out"] >= (COMMANDS - {"datasets", "data", "generate", "bench", "agent"}) | {"bench chaos", "agent train",
-                                                                                            "agent eval"}
-    assert seen["assignments"] == (COMMANDS - {"datasets", "data", "data check", "bench", "agent"}) | {"bench chaos",
-                                                                                                   "agent train"}
+    # (`bench`, `data`, `agent` and `config` are groups: their subcommands take the flags.)
+    groups = {"datasets", "data", "bench", "agent", "config"}
+    assert seen["out"] >= (COMMANDS - groups - {"generate"}) | {"bench chaos", "agent train", "agent eval",
+                                                                 "config size"}
+    assert seen["assignments"] == (COMMANDS - groups - {"data check"}) | {"bench chaos", "agent train", "config size"}
     assert seen["seed"] >= {"evaluate", "tokenize", "train", "stage", "pipeline", "generate", "forecast", "stream",
                             "tune", "multitask", "pretrain", "mvx", "leakage"}
 

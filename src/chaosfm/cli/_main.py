@@ -12,6 +12,7 @@ import traceback
 
 from chaosfm import __version__
 from chaosfm.cli import _agent, _backtest, _bench, _data, _evaluate, _multitask, _stream, _tokenize, _train, _world
+from chaosfm.cli import _config_size
 from chaosfm.cli._parser import Parser, UsageError
 
 
@@ -37,6 +38,7 @@ def build_parser() -> Parser:
     _world.add(commands)
     _agent.add(commands)
     _evaluate.add_demo(commands)
+    _config_size.add(commands)
     _bench.add(commands)
     return parser
 
