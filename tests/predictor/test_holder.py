@@ -100,3 +100,91 @@ def test_too_few_samples_give_nan_not_garbage():
         out = estimate(signal, available)
         assert np.isnan(float(out.hoelder)) and np.all(np.isnan(np.asarray(out.tau)))
     assert np.isfinite(float(estimate(signal, CONFIG.min_samples).hoelder))
+
+
+# ---- windowed transform for long buffers --------------------------------------------------------
+from chaosfm.predictor._holder import hoelder_wtmm_windowed, window_margin  # noqa: E402
+
+WINDOW = 512
+
+
+@pytest.mark.parametrize("length", [4096, 16384])
+@pytest.mark.parametrize("hurst", [0.3, 0.7])
+def test_windowed_exponent_equals_the_direct_one_and_recovers_h(length, hurst):
+    # Both fit in memory at these lengths, so the windowed estimate is held to the direct one
+    # (1e-4: float rounding of the per-window FFTs) and both to the true H (0.1, as at N = 512).
+    direct = jax.jit(jax.vmap(lambda x: hoelder_wtmm(x, CONFIG)))
+    windowed = jax.jit(jax.vmap(lambda x: hoelder_wtmm(x, CONFIG, window=WINDOW)))
+    paths = jnp.asarray(
+        np.stack([davies_harte(length - 1, hurst, np.random.default_rng(s)) for s in range(2)]), jnp.float32
+    )
+    a, b = direct(paths), windowed(paths)
+    np.testing.assert_allclose(np.asarray(b.hoelder), np.asarray(a.hoelder), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(b.tau), np.asarray(a.tau), atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(b.num_maxima), np.asarray(a.num_maxima))
+    assert abs(float(np.mean(b.hoelder)) - hurst) < 0.1, np.asarray(b.hoelder)
+
+
+def test_windowed_partly_filled_buffer_matches_direct():
+    signal = np.asarray(davies_harte(4095, 0.5, np.random.default_rng(7)), np.float32)
+    signal[:1500] = 1e4  # garbage in the empty slots
+    direct = jax.jit(lambda x, n: hoelder_wtmm(x, CONFIG, available=n).hoelder)
+    windowed = jax.jit(lambda x, n: hoelder_wtmm(x, CONFIG, available=n, window=WINDOW, overlap=200).hoelder)
+    for available in (2596, 700):
+        a, b = float(direct(signal, available)), float(windowed(signal, available))
+        assert np.isfinite(a)
+        np.testing.assert_allclose(b, a, atol=1e-4)
+
+
+def _largest_array(closed_jaxpr) -> int:
+    """Elements of the largest array of two or more axes (input, constant or intermediate, inside
+    loops too): the transform's arrays. The buffer itself and its centred copy are ``(N,)``."""
+    largest = 0
+
+    def count(shape) -> None:
+        nonlocal largest
+        if len(shape) >= 2:
+            largest = max(largest, int(np.prod(shape)))
+
+    def visit(jaxpr):
+        for var in [*jaxpr.invars, *jaxpr.constvars]:
+            count(var.aval.shape)
+        for equation in jaxpr.eqns:
+            for var in equation.outvars:
+                count(getattr(var.aval, "shape", ()))
+            for param in equation.params.values():
+                for inner in param if isinstance(param, (tuple, list)) else (param,):
+                    if hasattr(inner, "jaxpr") and hasattr(inner, "consts"):  # a closed jaxpr
+                        visit(inner.jaxpr)
+                        for const in inner.consts:
+                            count(np.shape(const))
+                    elif hasattr(inner, "eqns"):  # an open jaxpr
+                        visit(inner)
+
+    visit(closed_jaxpr.jaxpr)
+    for const in closed_jaxpr.consts:
+        count(np.shape(const))
+    return largest
+
+
+def test_windowed_peak_array_is_bounded_by_the_window_not_the_buffer():
+    sizes = {}
+    for length in (4096, 16384, 65536):
+        signal = jax.ShapeDtypeStruct((length,), jnp.float32)
+        windowed = _largest_array(jax.make_jaxpr(lambda x: hoelder_wtmm(x, CONFIG, window=WINDOW))(signal))
+        direct = _largest_array(jax.make_jaxpr(lambda x: hoelder_wtmm(x, CONFIG))(signal))
+        sizes[length] = (windowed, direct)
+    scale_count = len(scales(CONFIG, 4096))
+    bound = len(CONFIG.moments) * scale_count * 2 * WINDOW  # (Q, S, W), or (S, FFT size <= 2 W)
+    assert all(windowed <= bound for windowed, _ in sizes.values()), sizes
+    assert sizes[4096][0] == sizes[65536][0]  # independent of the buffer
+    assert all(direct >= len(CONFIG.moments) * scale_count * length for length, (_, direct) in sizes.items())
+
+
+def test_windowed_bad_window_names_the_bound():
+    margin = window_margin(CONFIG, 4096)
+    signal = jnp.zeros(4096)
+    with pytest.raises(ValueError, match="overlap"):
+        hoelder_wtmm_windowed(signal, CONFIG, window=WINDOW, overlap=2 * margin - 1)
+    with pytest.raises(ValueError, match="window"):
+        hoelder_wtmm_windowed(signal, CONFIG, window=2 * margin, overlap=2 * margin)

@@ -13,6 +13,7 @@ import traceback
 from chaosfm import __version__
 from chaosfm.cli import _agent, _backtest, _bench, _data, _evaluate, _multitask, _stream, _tokenize, _train, _world
 from chaosfm.cli import _config_size
+from chaosfm.cli import _greeks
 from chaosfm.cli._parser import Parser, UsageError
 
 
@@ -39,6 +40,7 @@ def build_parser() -> Parser:
     _agent.add(commands)
     _evaluate.add_demo(commands)
     _config_size.add(commands)
+    _greeks.add(commands)
     _bench.add(commands)
     return parser
 

@@ -24,4 +24,8 @@ loading, picking an asset, the run folder's ``config.yaml`` and ``meta.json``) i
 | ``leakage`` | ``leakage`` |
 | ``stream`` | ``stream`` |
 | ``tune`` | ``tune`` |
+| ``backtest`` | ``backtest`` |
+| ``bench chaos`` | ``bench_chaos`` |
+| ``config size`` | ``config_size`` |
+| ``greeks`` | ``greeks`` |
 """

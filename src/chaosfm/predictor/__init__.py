@@ -17,7 +17,7 @@ from chaosfm.predictor._config import (
     StreamConfig,
 )
 from chaosfm.predictor._cusum import CusumOutput, CusumState, init_cusum, run_cusum, update_cusum
-from chaosfm.predictor._holder import HoelderOutput, hoelder_wtmm
+from chaosfm.predictor._holder import HoelderOutput, hoelder_wtmm, hoelder_wtmm_windowed, window_margin
 from chaosfm.predictor._kernel_stable import (
     StableOutput,
     StableParams,
@@ -48,6 +48,13 @@ from chaosfm.predictor._warm import compilation_cache_dir, deterministic_mode, e
 from chaosfm.predictor._dgm_pde import PDESolution, solve_terminal_pde
 from chaosfm.predictor._forecaster import OnlinePredictorForecaster
 from chaosfm.predictor._malliavin import Greek, MalliavinPath, delta, malliavin_path
+from chaosfm.predictor._greeks import (
+    BasketGreeks,
+    DigitalGreeks,
+    basket_digital_greeks,
+    digital_closed_form,
+    digital_greeks,
+)
 
 __all__ = [
     "KERNELS",
@@ -104,5 +111,12 @@ __all__ = [
     "update_orchestrator",
     "update_predictor",
     "warm_start",
+    "BasketGreeks",
+    "DigitalGreeks",
+    "basket_digital_greeks",
+    "digital_closed_form",
+    "digital_greeks",
+    "hoelder_wtmm_windowed",
+    "window_margin",
 ]
 
