@@ -9,7 +9,7 @@ import pytest
 from chaosfm._config import ConfigError
 from chaosfm.data import load
 from chaosfm.jobs import multitask, pretrain, stage, train
-from chaosfm.train import data_mesh, fit_code_model
+from chaosfm.train import data_mesh, fit_code_model, training_mesh
 
 
 def test_the_mesh_builder_refuses_what_does_not_fit():
@@ -78,3 +78,31 @@ def test_every_training_job_hands_its_mesh_to_the_loop(data, tmp_path, monkeypat
     assert set(seen) == set(RUNS)
     for name, (mesh, devices) in seen.items():
         assert devices == 1 and mesh is not None and mesh.shape == {"data": 1}, name
+
+
+def test_every_training_job_reads_train_mesh_and_refuses_one_that_does_not_fit(data, tmp_path, monkeypatch):
+    """``train.mesh`` reaches the loop through every job (which lays the job's devices out as it
+    says), and a mesh past the devices or off ``train.devices`` stops the job before it trains."""
+    seen = {}
+    for name, (_, read) in _jobs(data, {"mesh": {"data": 1, "fsdp": 1}, "batch_size": 4, "steps": 1}).items():
+
+        def stand_in(model, loss_fn, batches, config, out, *, mesh=None, name=name, **kwargs):
+            seen[name] = training_mesh(config, mesh, state_bytes=0)
+            raise _Stop
+
+        with monkeypatch.context() as patch:
+            patch.setattr(LOOPS[name], "train", stand_in)
+            with pytest.raises(_Stop):
+                RUNS[name](read(str(tmp_path / name)))
+    assert set(seen) == set(RUNS)
+    for name, mesh in seen.items():
+        assert mesh.shape == {"data": 1, "fsdp": 1}, name
+    too_big = {"mesh": {"data": 48, "fsdp": 2}, "batch_size": 96, "steps": 1}
+    off_count = {"mesh": {"data": 1, "fsdp": 1}, "devices": 2, "batch_size": 4, "steps": 1}
+    for loop, message in ((too_big, r"train.devices: 96 asked for, \d+ available \(with train.mesh"),
+                          (off_count, r"train.mesh: data 1 × fsdp 1 = 1 devices, but train.devices is 2")):
+        for name, (_, read) in _jobs(data, loop).items():
+            out = tmp_path / f"refused-{name}"
+            with pytest.raises(ConfigError, match=message):
+                RUNS[name](read(str(out)))
+            assert not (out / "model.eqx").exists() and not (out / "checkpoints").exists(), name

@@ -17,6 +17,7 @@ from chaosfm.train._codes import CodeData, code_loss, exo_series, exo_statistics
 from chaosfm.train._config import (
     GPTSection,
     MambaSection,
+    MeshShape,
     ModelSection,
     TrainConfig,
     TrainRunConfig,
@@ -44,7 +45,14 @@ from chaosfm.train._loop import (
     make_optimizer,
     train,
 )
-from chaosfm.train._mesh import data_mesh
+from chaosfm.train._mesh import (
+    MESH_AXES,
+    batch_sharding,
+    choose_mesh_shape,
+    data_mesh,
+    param_sharding,
+    training_mesh,
+)
 from chaosfm.train._multitask import (
     MultitaskData,
     MultitaskSettings,
@@ -114,6 +122,11 @@ __all__ = [
     "make_optimizer",
     "train",
     "data_mesh",
+    "param_sharding",
+    "training_mesh",
+    "choose_mesh_shape",
+    "batch_sharding",
+    "MESH_AXES",
     "Checkpoint",
     "latest_checkpoint",
     "list_checkpoints",
@@ -125,6 +138,7 @@ __all__ = [
     "CodeData",
     "GPTSection",
     "MambaSection",
+    "MeshShape",
     "ModelSection",
     "TrainRunConfig",
     "check_against_data",

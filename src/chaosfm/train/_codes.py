@@ -180,7 +180,8 @@ def fit_code_model(
         data: the training code streams (and their exogenous series).
         run_dir: the folder of the loop's checkpoints and log.
         resume: continue from the newest checkpoint in ``run_dir``.
-        mesh: a Mesh with a ``data`` axis for data parallelism; None for one device.
+        mesh: the devices to train on (a ``data`` Mesh from :func:`~chaosfm.train.data_mesh`,
+            laid out as ``train.mesh`` says, or a ``('data', 'fsdp')`` mesh); None for one device.
         on_step: called as ``on_step(step, metrics)`` after each update.
     """
     train_config = config.train

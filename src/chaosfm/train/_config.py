@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from chaosfm._config import ConfigError, parse_config
 from chaosfm.models import GPT_SIZES, MAMBA_SIZES, GPTConfig, MambaConfig
@@ -18,6 +18,7 @@ from chaosfm.models import GPT_SIZES, MAMBA_SIZES, GPTConfig, MambaConfig
 __all__ = [
     "GPTSection",
     "MambaSection",
+    "MeshShape",
     "ModelSection",
     "TrainConfig",
     "TrainRunConfig",
@@ -25,6 +26,39 @@ __all__ = [
 ]
 
 _Dtype = Literal["float32", "bfloat16", "float16"]
+
+
+class MeshShape(BaseModel):
+    """``train.mesh: {data: D, fsdp: F}``: D × F devices, the batch split over both axes,
+    parameters and optimizer state split over ``fsdp`` (:func:`~chaosfm.train.param_sharding`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: int = Field(1, gt=0, description="data-parallel replicas")
+    fsdp: int = Field(1, gt=0, description="devices each parameter and its optimizer state are split over")
+
+
+def _read_mesh(value: Any) -> Any:
+    """``auto``, null or ``{data, fsdp}``, with one message naming ``train.mesh`` otherwise
+    (not pydantic's two, one per member of the union)."""
+    if value is None or value == "auto" or isinstance(value, MeshShape):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"train.mesh: {value!r} is not a layout; write {{data: D, fsdp: F}} or auto")
+    try:
+        return MeshShape.model_validate(value)
+    except ValidationError as error:
+        problems = []
+        for problem in error.errors():
+            key = ".".join(str(part) for part in problem["loc"])
+            if problem["type"] == "extra_forbidden":
+                problems.append(f"unknown key {key!r}; allowed: data, fsdp")
+            else:
+                problems.append(f"{key}: {problem['msg']} (got {problem.get('input')!r})")
+        raise ValueError("train.mesh: " + "; ".join(problems)) from None
+
+
+_Mesh = Annotated[MeshShape | Literal["auto"] | None, BeforeValidator(_read_mesh)]
 
 
 class TrainConfig(BaseModel):
@@ -50,11 +84,33 @@ class TrainConfig(BaseModel):
         1, ge=1, description="segments per window; the model state carries across them, gradient stopped"
     )
     devices: int | None = Field(
-        None, gt=0, description="data-parallel over this many devices (a Mesh 'data' axis); null: one device"
+        None,
+        gt=0,
+        description="devices to train on, laid out by mesh; null: one device (all of them with mesh: auto)",
+    )
+    mesh: _Mesh = Field(
+        None,
+        description="('data', 'fsdp') layout: {data: D, fsdp: F}, or auto (all devices on data "
+        "unless the training state does not fit one device); null: {data: devices, fsdp: 1}",
     )
     eval_segment: int | None = Field(
         None, gt=0, description="segment length when scoring held-out codes; null: the context length"
     )
+
+    @model_validator(mode="after")
+    def _devices_of_the_mesh(self) -> "TrainConfig":
+        # A mesh of D × F devices is a run on that many devices: the jobs' device checks (count
+        # available, batch split) then cover it before anything trains.
+        if isinstance(self.mesh, MeshShape):
+            count = self.mesh.data * self.mesh.fsdp
+            if self.devices is None:
+                self.devices = count
+            elif self.devices != count:
+                raise ValueError(
+                    f"train.mesh: data {self.mesh.data} × fsdp {self.mesh.fsdp} = {count} devices, "
+                    f"but train.devices is {self.devices}; the product must be the device count"
+                )
+        return self
 
 
 class _ModelSectionBase(BaseModel):

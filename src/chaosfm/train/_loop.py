@@ -15,8 +15,11 @@ metrics)`` and a batch source ``batch_at(step) -> batch`` that depends on the st
   uninterrupted one;
 * ``log.jsonl``: one line of metrics every ``log_every`` steps; a progress bar with loss and
   tokens/s when a person is watching;
-* data parallelism over a ``jax.sharding.Mesh`` with a ``data`` axis: batches are split along
-  their first axis, parameters and optimizer state are replicated, gradients are all-reduced.
+* a ``('data', 'fsdp')`` mesh (:func:`~chaosfm.train.training_mesh`): batches are split along
+  their first axis over both mesh axes; parameters and optimizer state are split over ``fsdp`` by
+  :func:`~chaosfm.train.param_sharding` (replicated when ``fsdp`` is 1: plain data parallelism),
+  and XLA inserts the all-gathers, reduce-scatters and all-reduces. One key per step serves the
+  whole global batch, so dropout and other draws do not depend on the mesh.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from chaosfm.train._checkpoint import (
     save_checkpoint,
 )
 from chaosfm.train._config import TrainConfig
+from chaosfm.train._mesh import batch_sharding, param_sharding, training_mesh
 
 __all__ = ["LOG_FILE", "NonFiniteError", "TrainResult", "learning_rate_schedule", "make_optimizer", "train"]
 
@@ -72,7 +76,12 @@ class NonFiniteError(FloatingPointError):
 
 @dataclass
 class TrainResult:
-    """What a finished run hands back."""
+    """What a finished run hands back.
+
+    ``shardings`` holds where the trained arrays lived on the mesh: ``{"params": ...,
+    "opt_state": ...}``, pytrees of ``jax.sharding.Sharding`` read off the last step's outputs
+    (None without a mesh).
+    """
 
     model: Any
     step: int
@@ -80,6 +89,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    shardings: dict[str, Any] | None = None
 
 
 def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
@@ -96,36 +106,44 @@ def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
     )
 
 
-def make_optimizer(config: TrainConfig, params: Any) -> optax.GradientTransformation:
+def make_optimizer(config: TrainConfig, params: Any, *, flat: bool = True) -> optax.GradientTransformation:
     """Global-norm clipping, then AdamW with the schedule; weight decay on matrices only.
 
-    The transformation runs on all parameters raveled into one vector (``optax.flatten``): the
-    same arithmetic as per leaf, in a few large fused operations instead of several small ones
-    per parameter, which compiles and runs faster on a CPU. Which entries decay is fixed by
-    ``params`` (leaves with at least two dimensions).
+    With ``flat`` the transformation runs on all parameters raveled into one vector
+    (``optax.flatten``): the same arithmetic as per leaf, in a few large fused operations instead
+    of several small ones per parameter, which compiles and runs faster on a CPU. Without it the
+    optimizer state mirrors ``params`` leaf by leaf, so it can be split over a mesh's ``fsdp``
+    axis like the parameters (the global norm then sums per leaf: float32 rounding apart, the
+    same update). Which entries decay is fixed by ``params`` (leaves with at least two dimensions).
     """
-    decays = [
-        np.full(np.size(leaf), float(np.ndim(leaf) >= 2), np.float32)
-        for leaf in jax.tree_util.tree_leaves(params)
-    ]
-    decay_mask = np.concatenate(decays) if decays else np.zeros(0, np.float32)
+    if flat:
+        decays = [
+            np.full(np.size(leaf), float(np.ndim(leaf) >= 2), np.float32)
+            for leaf in jax.tree_util.tree_leaves(params)
+        ]
+        decay_mask: Any = np.concatenate(decays) if decays else np.zeros(0, np.float32)
+    else:
+        decay_mask = jax.tree_util.tree_map(lambda leaf: np.float32(np.ndim(leaf) >= 2), params)
     steps = [] if config.grad_clip is None else [optax.clip_by_global_norm(config.grad_clip)]
     steps += [
         optax.scale_by_adam(b1=config.beta1, b2=config.beta2, eps=config.eps),
         _decoupled_weight_decay(config.weight_decay, decay_mask),
         optax.scale_by_learning_rate(learning_rate_schedule(config)),
     ]
-    return optax.flatten(optax.chain(*steps))
+    chain = optax.chain(*steps)
+    return optax.flatten(chain) if flat else chain
 
 
-def _decoupled_weight_decay(rate: float, mask: np.ndarray) -> optax.GradientTransformation:
-    """AdamW's ``update += rate * param`` (Loshchilov & Hutter 2019), where ``mask`` is 1."""
+def _decoupled_weight_decay(rate: float, mask: Any) -> optax.GradientTransformation:
+    """AdamW's ``update += rate * param`` (Loshchilov & Hutter 2019), where ``mask`` is 1
+    (``mask`` mirrors the updates: one vector for raveled parameters, or one float per leaf)."""
 
     def init(params: Any) -> optax.EmptyState:
         return optax.EmptyState()
 
     def update(updates: Any, state: optax.EmptyState, params: Any = None) -> tuple[Any, optax.EmptyState]:
-        return updates + rate * jnp.asarray(mask) * params, state
+        decayed = jax.tree_util.tree_map(lambda u, m, p: u + rate * jnp.asarray(m) * p, updates, mask, params)
+        return decayed, state
 
     return optax.GradientTransformation(init, update)
 
@@ -157,6 +175,13 @@ def _first_non_finite(flags: dict[str, Any]) -> str:
 
 def _all_finite(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: jnp.all(jnp.isfinite(x)), tree)
+
+
+def _state_bytes(config: TrainConfig, params: Any) -> int:
+    """Bytes of parameters, their gradients and the optimizer state (traced, nothing allocated)."""
+    state = jax.eval_shape(make_optimizer(config, params).init, params)
+    leaves = jax.tree_util.tree_leaves(params) * 2 + jax.tree_util.tree_leaves(state)
+    return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in leaves)
 
 
 def _truncate_log(path: Path, step: int) -> list[dict[str, Any]]:
@@ -199,7 +224,9 @@ def train(
         config: the loop's settings.
         run_dir: where ``checkpoints/`` and ``log.jsonl`` go.
         resume: continue from the newest checkpoint in ``run_dir`` (start fresh if there is none).
-        mesh: a Mesh with a ``data`` axis for data parallelism; None for one device.
+        mesh: the devices to train on: a Mesh with a ``data`` axis (laid out as ``config.mesh``
+            says, see :func:`~chaosfm.train.training_mesh`) or with ``('data', 'fsdp')`` axes;
+            None for one device (or, with ``config.mesh`` set, the devices it names).
         tokens_per_step: tokens in one batch, for tokens/s in the log and the progress bar.
         on_step: called as ``on_step(step, metrics)`` after each update (and its checkpoint).
         description: progress-bar label.
@@ -220,9 +247,17 @@ def train(
     run.mkdir(parents=True, exist_ok=True)
     log_path = run / LOG_FILE
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    optimizer = make_optimizer(config, params)
+    state_bytes = _state_bytes(config, params) if config.mesh == "auto" else 0  # only auto reads it
+    mesh = training_mesh(config, mesh, state_bytes=state_bytes)
+    sharded = mesh is not None and mesh.shape["fsdp"] > 1
+    optimizer = make_optimizer(config, params, flat=not sharded)
     schedule = learning_rate_schedule(config)
-    opt_state = jax.jit(optimizer.init)(params)  # one compile, not one per parameter shape
+    if sharded:
+        # Born split: the optimizer state never exists whole on one device.
+        state_layout = param_sharding(jax.eval_shape(optimizer.init, params), mesh)
+        opt_state = jax.jit(optimizer.init, out_shardings=state_layout)(params)
+    else:
+        opt_state = jax.jit(optimizer.init)(params)  # one compile, not one per parameter shape
     key = run_keys(config.seed).loop
     start, history, resumed_from = 0, [], None
 
@@ -248,11 +283,16 @@ def train(
 
     if mesh is not None:
         replicated = NamedSharding(mesh, PartitionSpec())
-        batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-        params, opt_state, key = jax.device_put((params, opt_state, key), replicated)
-        jit_kwargs: dict[str, Any] = {"out_shardings": replicated}
+        batch_layout = batch_sharding(mesh)
+        params_layout, opt_layout = param_sharding(params, mesh), param_sharding(opt_state, mesh)
+        params, opt_state = jax.device_put((params, opt_state), (params_layout, opt_layout))
+        key = jax.device_put(key, replicated)
+        jit_kwargs: dict[str, Any] = {
+            "in_shardings": (params_layout, opt_layout, replicated, batch_layout, replicated),
+            "out_shardings": (params_layout, opt_layout, replicated, replicated, replicated),
+        }
     else:
-        batch_sharding, jit_kwargs = None, {}
+        batch_layout, jit_kwargs = None, {}
 
     def update_step(params, opt_state, key, batch, step):
         key, step_key = jax.random.split(key)
@@ -296,8 +336,8 @@ def train(
         with open(log_path, "a") as log:
             for step in progress(range(start, config.steps), live, total=config.steps - start):
                 batch = batch_at(step)
-                if batch_sharding is not None:
-                    batch = jax.device_put(batch, batch_sharding)
+                if batch_layout is not None:
+                    batch = jax.device_put(batch, batch_layout)
                 new_params, new_opt_state, new_key, report, flags = update(
                     params, opt_state, key, batch, jnp.asarray(step, jnp.int32)
                 )
@@ -342,7 +382,14 @@ def train(
 
     if start >= config.steps and last_checkpoint is None:
         last_checkpoint = latest
+    shardings = None
+    if mesh is not None:
+        def placed(tree: Any) -> Any:
+            return jax.tree_util.tree_map(lambda leaf: leaf.sharding, tree)
+
+        shardings = {"params": placed(params), "opt_state": placed(opt_state)}
     trained = eqx.combine(jax.device_get(params) if mesh is not None else params, static)
     return TrainResult(
-        model=trained, step=done, checkpoint=last_checkpoint, history=history, resumed_from=resumed_from
+        model=trained, step=done, checkpoint=last_checkpoint, history=history, resumed_from=resumed_from,
+        shardings=shardings,
     )
