@@ -217,3 +217,26 @@ def test_gaussian_share_draws_that_share_from_a_unit_normal_and_the_rest_from_th
     from_kernels = np.isclose(draws[0.5], draws[0.0], rtol=1e-6, atol=1e-6)
     assert np.all(from_normal | from_kernels)
     assert abs(from_normal.mean() - 0.5) < 4 * np.sqrt(0.25 / n)
+
+
+def test_default_draws_are_the_normal_of_the_ema_scale_worked_out_by_hand():
+    from scipy import stats
+
+    from chaosfm.predictor._predictor import mixture_draws
+
+    levels = _gbm(300, 10)
+    state = _state_after(levels)
+    assert PREDICTOR.gaussian_share == 1.0  # the default
+    # The EMA scale by hand, in float64: weight max(scale_decay, 1 / (n - 1)) at the n-th value.
+    variance = 0.0
+    for n, increment in enumerate(np.diff(levels), start=2):
+        weight = max(PREDICTOR.scale_decay, 1.0 / (n - 1))
+        variance = (1.0 - weight) * variance + weight * increment**2
+    scale = np.sqrt(variance)
+    assert float(state.scale) == pytest.approx(scale, rel=1e-4)
+    size = 40000
+    draws = np.asarray(mixture_draws(state, PREDICTOR, (size,), key=jax.random.key(6)), np.float64)
+    # Centred on the last value (drift 0), spread by the EMA scale, normal in shape.
+    assert abs(draws.mean()) < 4 * scale / np.sqrt(size)
+    assert draws.std() == pytest.approx(scale, rel=4 / np.sqrt(2 * size))
+    assert stats.kstest(draws / scale, "norm").pvalue > 1e-3
