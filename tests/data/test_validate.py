@@ -275,3 +275,37 @@ def test_a_price_that_rounds_to_zero_in_float32_is_rejected_but_a_tiny_volume_is
     frame = candles(6)
     frame.loc[2, "volume"] = 1e-50  # a volume may round to 0: it need not be positive
     validate(frame)
+
+
+@pytest.mark.parametrize(
+    "rule, hint",
+    [("nan", "--repair would drop the 1 row(s) breaking this rule"),
+     ("nonpositive", "--repair would drop the 1 row(s) breaking this rule"),
+     ("high", "--repair would widen high/low of the 1 candle(s) to contain open/close")],
+)
+def test_a_repairable_rule_ends_with_what_repair_would_do(rule, hint):
+    with pytest.raises(DataError) as error:
+        validate(broken(rule))
+    assert error.value.detail.endswith(f"({hint})")
+
+
+def test_timestamp_errors_say_what_repair_would_do_and_repair_says_what_it_did(capsys, monkeypatch):
+    monkeypatch.delenv("CHAOSFM_QUIET", raising=False)
+    frame = candles(8)
+    shuffled = frame.iloc[[0, 1, 3, 2, 4, 5, 6, 7]].reset_index(drop=True)
+    with pytest.raises(TimestampOrderError, match=r"row 3.*\(--repair would sort the rows by timestamp\)"):
+        validate(shuffled)
+    duplicated = pd.concat([frame.iloc[:5], frame.iloc[[4]].assign(close=110.0, high=111.0), frame.iloc[5:]],
+                           ignore_index=True)
+    with pytest.raises(TimestampOrderError,
+                       match=r"row 5.*duplicate timestamp.*keep the last row of each duplicate timestamp \(1 row"):
+        validate(duplicated)
+    repaired = validate(duplicated, repair=True)
+    # Keep-last: the second row of the repeated timestamp survives, every other row as it was.
+    assert repaired["close"].tolist() == [*frame["close"].iloc[:4], 110.0, *frame["close"].iloc[5:]]
+    assert repaired.attrs["repairs"] == ["dropped 1 duplicate timestamp row(s), keeping the last of each"]
+    assert "repair: dropped 1 duplicate timestamp row(s), keeping the last of each" in capsys.readouterr().err
+    both = validate(pd.concat([shuffled, shuffled.iloc[[0]]], ignore_index=True), repair=True)
+    assert both["timestamp"].tolist() == frame["timestamp"].tolist()
+    assert both.attrs["repairs"] == ["sorted the rows by timestamp (2 of 9 row(s) were out of order)",
+                                     "dropped 1 duplicate timestamp row(s), keeping the last of each"]

@@ -123,3 +123,20 @@ def test_resolve_fence_one_timestamp_per_asset_and_the_default(tmp_path):
     fence = TimeFence.resolve(frame, None, 0.5)
     with pytest.raises(LeakageError):
         fence.check(frame, "fit")
+
+
+def test_load_data_reads_with_the_jobs_read_options_and_a_datasets_own_options_win(tmp_path):
+    from chaosfm.data import TimestampOrderError
+    from chaosfm.jobs._common import ReadOptions, load_data
+
+    days = pd.date_range("2024-01-01", periods=15, freq="D")
+    path = tmp_path / "eu.csv"
+    table = pd.DataFrame({"date": days.strftime("%d/%m/%Y"), "close": np.linspace(1.25, 8.25, 15)})
+    table.iloc[::-1].to_csv(path, sep=";", decimal=",", index=False)
+    assert ReadOptions().read_options() == {}
+    read = ReadOptions(repair=True, dayfirst=True)
+    frame = load_data([str(path)], read=read)
+    assert frame["timestamp"].tolist() == days.tolist()
+    np.testing.assert_array_equal(frame["close"].to_numpy(), np.linspace(1.25, 8.25, 15))
+    with pytest.raises(TimestampOrderError, match="--repair would sort"):
+        load_data(str(path), {"repair": False}, read)  # the dataset's own options win

@@ -69,3 +69,47 @@ def test_an_output_that_cannot_be_written_is_an_error_before_the_first_step(tmp_
     with pytest.raises(ConfigError, match=f"out.*{tmp_path / 'taken'}"):
         stream.run(config, column_given=False, on_ready=ready.append)
     assert ready == []
+
+
+def test_live_lines_keep_order_and_raise_the_readers_error():
+    assert list(stream.live_lines(iter(["a\n", "b\n", "c\n"]), buffered=2)) == ["a\n", "b\n", "c\n"]
+
+    def broken():
+        yield "a\n"
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    lines = stream.live_lines(broken())
+    assert next(lines) == "a\n"
+    with pytest.raises(UnicodeDecodeError):
+        next(lines)
+
+
+def test_a_sigint_taken_by_another_thread_still_stops_a_feed_that_sends_nothing():
+    """The kernel may give SIGINT to any thread; the main thread must not sleep on in read()."""
+    import os
+    import signal
+    import threading
+    import time
+
+    read_end, write_end = os.pipe()
+    source = os.fdopen(read_end)  # nothing is ever written: a read blocks
+    lines = stream.live_lines(source, poll_seconds=0.05)
+
+    def interrupt_the_reader():
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            reader = [t for t in threading.enumerate() if t.name == "chaosfm-stdin"]
+            if reader:
+                time.sleep(0.1)
+                signal.pthread_kill(reader[0].ident, signal.SIGINT)
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=interrupt_the_reader, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            next(lines)
+        assert time.monotonic() - started < 5
+    finally:
+        os.close(write_end)  # the reader sees EOF and ends

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from chaosfm.cli._output import say, show
-from chaosfm.cli._parser import Parser
+from chaosfm.cli._parser import READ_FLAGS, Parser, common
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
@@ -18,13 +19,20 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 def cmd_data_check(args: argparse.Namespace) -> None:
     from chaosfm.jobs import data
 
-    summary = data.check(args.path, repair=args.repair)
+    reading = {name: getattr(args, name) for name in READ_FLAGS if getattr(args, name) is not None}
+    summary = data.check(args.path, write=args.write, force=args.force, **reading)
     say(("ok", "green"), f" {args.path}: {summary['kind']} data, {summary['rows']:,} rows, "
         f"{len(summary['assets'])} asset(s)")
     for asset, info in summary["assets"].items():
         say(f"  {asset}: {info['rows']:,} rows, {info['start']} to {info['end']}")
+    if summary["timezone"]:
+        say(f"  timestamps converted to UTC from {summary['timezone']}")
+    if summary["channels"]:
+        say("  channels: " + ", ".join(f"{x} = {name}" for x, name in summary["channels"].items()))
     for message in summary["repairs"]:
         say(f"  repaired: {message}")
+    if "written" in summary:
+        say(f"wrote {summary['written']}")
 
 
 def add(commands: Any) -> None:
@@ -33,7 +41,10 @@ def add(commands: Any) -> None:
 
     data = commands.add_parser("data", help="inspect and check data")
     data_commands = data.add_subparsers(dest="data_command", metavar="COMMAND", parser_class=Parser)
-    p = data_commands.add_parser("check", help="validate a CSV/Parquet file or a built-in dataset")
+    p = data_commands.add_parser("check", help="validate a CSV/Parquet file or a built-in dataset",
+                                 parents=common(*READ_FLAGS))
     p.add_argument("path", help="file path or built-in name")
-    p.add_argument("--repair", action="store_true", help="fix what can be fixed and say what was done")
+    p.add_argument("--write", type=Path, metavar="FILE",
+                   help="save the checked (and repaired) data here in canonical columns: .csv, .parquet or .pq")
+    p.add_argument("--force", action="store_true", help="with --write: replace the file if it exists")
     p.set_defaults(run=cmd_data_check)

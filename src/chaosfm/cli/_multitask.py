@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from chaosfm.cli._output import cell, say, show
-from chaosfm.cli._parser import common, overrides
+from chaosfm.cli._parser import READ_FLAGS, common, overrides
 
 _FLAGS = ("data", "horizon", "threshold", "vol_horizon", "cutoff", "val_fraction", "embargo", "segment_length",
           "burn_in", "steps", "seed", "out", "resume")
@@ -41,7 +41,8 @@ def cmd_multitask(args: argparse.Namespace) -> None:
 
 def add(commands: Any) -> None:
     p = commands.add_parser("multitask", help="train and score the long-horizon multitask head (direction, quantiles, vol)",
-                            parents=common("cutoff", "seed", "out", "config", "resume", "set", required=("out",)))
+                            parents=common("cutoff", "seed", "out", "config", "resume", "set", *READ_FLAGS,
+                                           required=("out",)))
     p.add_argument("--data", help="built-in name or CSV/Parquet path of market data (default sp500)")
     p.add_argument("--horizon", type=int, help="H: days ahead of the forward log return (default 90)")
     p.add_argument("--threshold", type=float, help="direction is up/down beyond ±threshold (default 0.05)")

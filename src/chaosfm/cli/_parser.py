@@ -60,12 +60,29 @@ _COMMON: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                          "help": "set any config key (dotted, e.g. train.steps=200); repeatable; flags win"}),
     "resume": (("--resume",), {"action": "store_true", "default": None,
                                "help": "continue from the run folder's newest checkpoint"}),
+    "repair": (("--repair",), {"action": "store_true", "default": None,
+                               "help": "fix what validation rejects (sort rows, drop duplicate timestamps keeping "
+                                       "the last, drop non-finite rows) and list each repair on stderr"}),
+    "sep": (("--sep",), {"metavar": "SEP", "help": "CSV separator (default: sniffed among , ; tab |)"}),
+    "decimal": (("--decimal",), {"metavar": "MARK",
+                                 "help": "CSV decimal mark (default: . or , for a ; file with numbers like 1,5)"}),
+    "dayfirst": (("--dayfirst",), {"action": "store_true", "default": None,
+                                   "help": "read dates like 03/04/2024 as 3 April (default: month first)"}),
+    "date_format": (("--date-format",), {"metavar": "FMT",
+                                         "help": "strftime format of the timestamps, e.g. '%%d.%%m.%%Y %%H:%%M'"}),
 }
+
+READ_FLAGS = ("repair", "sep", "decimal", "dayfirst", "date_format")
+"""How data files are read: every command that takes ``--data`` takes these too (config keys of the
+same names, one definition: ``jobs._common.ReadOptions``)."""
 
 
 def common(*names: str, required: tuple[str, ...] = ()) -> list[argparse.ArgumentParser]:
-    """Parent parsers of the common flags ``names`` (``required`` ones must be given)."""
+    """Parent parsers of the common flags ``names`` (``required`` ones must be given); ``data``
+    brings the :data:`READ_FLAGS` with it."""
     parents = []
+    if "data" in names:
+        names = (*names, *(flag for flag in READ_FLAGS if flag not in names))
     for name in names:
         flags, options = _COMMON[name]
         parent = argparse.ArgumentParser(add_help=False)
@@ -82,9 +99,10 @@ def split(text: str | None) -> list[str] | None:
 def overrides(args: argparse.Namespace, flags: dict[str, str], names: tuple[str, ...]) -> dict[str, Any]:
     """Config overrides from the parsed flags ``names``: each under its config key (``flags`` maps a
     flag to a dotted key; a flag not in it is a top-level key of the same name), then ``--set``
-    assignments under them. A flag that was not given is left out."""
+    assignments under them. The :data:`READ_FLAGS` are always taken when the command has them. A flag
+    that was not given is left out."""
     values = dict(getattr(args, "assignments", None) or [])
-    for name in names:
+    for name in (*names, *(flag for flag in READ_FLAGS if flag not in names)):
         value = getattr(args, name, None)
         if value is None:
             continue

@@ -50,7 +50,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         # strictly would raise inside the loop over stdin.
         if hasattr(sys.stdin, "reconfigure"):
             sys.stdin.reconfigure(errors="replace")
-        lines = sys.stdin
+        lines = stream.live_lines(sys.stdin)
     main_thread = threading.current_thread() is threading.main_thread()  # only there can it take signals
     before = signal.signal(signal.SIGTERM, terminate) if main_thread else None
     try:

@@ -14,7 +14,8 @@ from chaosfm.cli._parser import common, overrides, split
 def cmd_train(args: argparse.Namespace) -> None:
     from chaosfm.jobs import train
 
-    values = overrides(args, train.FLAGS, ("cutoff", "seed", "out", "resume"))
+    values = overrides(args, train.FLAGS, ("cutoff", "seed", "out", "resume", "coordinator", "num_processes",
+                                           "process_id"))
     if args.data:
         values["data.names"] = split(args.data)
     metrics = train.run(train.read(args.config, values))
@@ -97,6 +98,12 @@ def add_train(commands: Any) -> None:
     p = commands.add_parser("train", help="fit a tokenizer and train a GPT or Mamba on its codes",
                             parents=common("config", "out", "resume", "data", "cutoff", "seed", "set",
                                            required=("config", "out")))
+    several = p.add_argument_group("several processes (JAX's multi-controller runtime; all unset: one process)")
+    several.add_argument("--coordinator", metavar="HOST:PORT",
+                         help="process 0's coordinator address, the same for every process; auto: detect the "
+                              "cluster (SLURM, Open MPI, Cloud TPU)")
+    several.add_argument("--num-processes", type=int, metavar="N", help="processes in the run")
+    several.add_argument("--process-id", type=int, metavar="I", help="this process's rank, 0 .. N-1")
     p.set_defaults(run=cmd_train)
 
 

@@ -149,26 +149,148 @@ def _first(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
-def _parse_timestamps(
-    values: pd.Series, source: str, line_offset: int | None
+_SLASHED_DATE = re.compile(r"^\s*(\d{1,2})([/.-])(\d{1,2})\2(\d{4}|\d{2})(?:[ T](\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?))?\s*$")
+"""``01/02/2024`` (``.`` or ``-`` too, optional time): month-first or day-first, the text cannot say."""
+_OFFSET = re.compile(r"\d:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})\s*$")
+"""A time of day followed by its UTC offset (``10:00:00+02:00``, ``10:00Z``)."""
+
+
+def _has_offset(text: pd.Series) -> np.ndarray:
+    """Which timestamps end in a UTC offset: a cheap look at the last characters, then the pattern
+    on the few that might (a million naive timestamps cost no regular expression)."""
+    stripped = text.str.rstrip()
+    signs = ("+", "-")
+    maybe = (stripped.str.endswith("Z") | stripped.str.slice(-5, -4).isin(signs)
+             | (stripped.str.slice(-6, -5).isin(signs) & (stripped.str.slice(-3, -2) == ":")))
+    maybe = maybe.fillna(False).to_numpy(dtype=bool)
+    aware = np.zeros(len(text), dtype=bool)
+    if maybe.any():
+        pattern = _OFFSET.pattern.replace("(Z|", "(?:Z|")
+        aware[maybe] = text[maybe].str.contains(pattern, regex=True, na=False).to_numpy(dtype=bool)
+    return aware
+
+
+def _timestamp_error(message: str, source: str, row: int | None, line_offset: int | None) -> NonNumericError:
+    return NonNumericError(message, source=source, row=row, line=None if row is None else _line(row, line_offset),
+                           column="timestamp", rule="parsable timestamps")
+
+
+def _to_utc(parsed: pd.Series, zone: str, attrs: dict) -> pd.Series:
+    """Aware timestamps as naive UTC; the zone (or the offsets) they were written in kept in attrs."""
+    attrs["timezone"] = zone
+    return parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+
+
+def _parse_slashed(
+    text: pd.Series, matches: list[re.Match], dayfirst: bool, source: str, line_offset: int | None
 ) -> pd.Series:
+    """Dates like ``03/04/2024``: month first unless ``dayfirst``, each row read the one way; a row
+    that only reads the other way is an error suggesting the other."""
+    first = np.array([int(m.group(1)) for m in matches])
+    second = np.array([int(m.group(3)) for m in matches])
+    day, month = (first, second) if dayfirst else (second, first)
+    impossible = (month < 1) | (month > 12) | (day < 1) | (day > 31)
+    if impossible.any():
+        row = _first(impossible)
+        other = "month-first (drop --dayfirst)" if dayfirst else "day-first: DD/MM (--dayfirst would read them so)"
+        raise _timestamp_error(
+            f"timestamp {text.iloc[row]!r} is not a {'day' if dayfirst else 'month'}-first date; the dates look "
+            f"{other}, or give --date-format", source, row, line_offset)
+    years = [m.group(4) for m in matches]
+    year = np.array([int(y) + (2000 if int(y) < 69 else 1900) if len(y) == 2 else int(y) for y in years])
+    times = pd.to_timedelta([m.group(5) + (":00" if m.group(5) and m.group(5).count(":") == 1 else "")
+                             if m.group(5) else "0s" for m in matches])
+    dates = pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": day}), errors="coerce")
+    bad = dates.isna().to_numpy()
+    if bad.any():
+        row = _first(bad)
+        raise _timestamp_error(f"timestamp {text.iloc[row]!r} is not a date", source, row, line_offset)
+    return pd.Series(dates.to_numpy() + times.to_numpy(), index=text.index)
+
+
+def _dayfirst_hint(
+    text: pd.Series, matches: list[re.Match], asset: pd.Series, parsed: pd.Series, source: str,
+    line_offset: int | None,
+) -> None:
+    """Every date reads both ways, month-first out of order and day-first in order: say so."""
+    if not all(int(m.group(3)) <= 12 for m in matches):
+        return
+
+    def ordered(stamps: pd.Series, newest_first: bool = False) -> bool:
+        frame = pd.DataFrame({"a": asset.to_numpy(), "t": stamps.to_numpy()})
+        return all((part.is_monotonic_decreasing if newest_first else part.is_monotonic_increasing) and part.is_unique
+                   for _, part in frame.groupby("a", sort=False)["t"])
+
+    if ordered(parsed) or ordered(parsed, newest_first=True):
+        return
+    swapped = _parse_slashed(text, matches, True, source, line_offset)
+    if ordered(swapped) or ordered(swapped, newest_first=True):
+        raise TimestampOrderError(
+            "read month-first (MM/DD), the dates are out of order; read day-first (DD/MM) they are in order: "
+            "the file is day-first (--dayfirst reads it so, or give --date-format)",
+            source=source, column="timestamp",
+        )
+
+
+def _parse_timestamps(
+    values: pd.Series,
+    source: str,
+    line_offset: int | None,
+    *,
+    asset: pd.Series | None = None,
+    dayfirst: bool = False,
+    date_format: str | None = None,
+    attrs: dict | None = None,
+) -> pd.Series:
+    """Timestamps as datetimes (naive; aware ones converted to UTC, their zone in ``attrs["timezone"]``)
+    or numbers."""
+    attrs = {} if attrs is None else attrs
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        return values
+        zone = getattr(values.dt, "tz", None)
+        return values if zone is None else _to_utc(values, str(zone), attrs)
     if pd.api.types.is_bool_dtype(values.dtype):
         raise NonNumericError(
             "timestamps are booleans", source=source, column="timestamp", rule="parsable timestamps"
         )
-    if pd.api.types.is_numeric_dtype(values.dtype):
+    if date_format is None and pd.api.types.is_numeric_dtype(values.dtype):
         return values.astype(np.float64) if values.dtype.kind == "f" else values.astype(np.int64)
+    if date_format is not None:
+        parsed = pd.to_datetime(values.astype(str), format=date_format, errors="coerce")
+        bad = parsed.isna().to_numpy()
+        if bad.any():
+            row = _first(bad)
+            raise _timestamp_error(f"timestamp {values.iloc[row]!r} does not match --date-format {date_format!r}",
+                                   source, row, line_offset)
+        zone = getattr(parsed.dt, "tz", None)
+        return parsed if zone is None else _to_utc(parsed, str(zone), attrs)
     # Text: numbers stay numbers (e.g. step indices of a trajectory); anything else must be a date.
     as_number = pd.to_numeric(values, errors="coerce")
     if as_number.notna().all():
         return as_number
+    text = values.astype("string")
+    first = text.iloc[0]
+    if isinstance(first, str) and _SLASHED_DATE.match(first):  # only then is every row matched
+        matches = [_SLASHED_DATE.match(v) if isinstance(v, str) else None for v in text.tolist()]
+        if all(m is not None for m in matches):
+            parsed = _parse_slashed(text, matches, dayfirst, source, line_offset)
+            if not dayfirst and asset is not None:
+                _dayfirst_hint(text, matches, asset, parsed, source, line_offset)
+            return parsed
+    aware = _has_offset(text)
+    if aware.any() and not aware.all():
+        row = _first(~aware if aware[0] else aware)
+        raise _timestamp_error(
+            f"timestamp {text.iloc[row]!r} has {'no' if aware[0] else 'a'} UTC offset, row 0 "
+            f"{'has one' if aware[0] else 'has none'}: timestamps mix time zones and local times",
+            source, row, line_offset)
     try:
-        parsed = pd.to_datetime(values, errors="raise", format="mixed")
-        if getattr(parsed.dt, "tz", None) is not None:
-            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-        return parsed
+        parsed = pd.to_datetime(values, errors="raise", format="mixed", dayfirst=dayfirst, utc=bool(aware.all()))
+        if aware.all():
+            offsets = text.str.extract(_OFFSET.pattern, expand=False).unique()
+            written = sorted({"+00:00" if m == "Z" else m for m in offsets})
+            return _to_utc(parsed, ", ".join(written), attrs)
+        zone = getattr(parsed.dt, "tz", None)
+        return parsed if zone is None else _to_utc(parsed, str(zone), attrs)
     except (ValueError, TypeError, OverflowError):
         pass
     for row, value in enumerate(values.tolist()):
@@ -178,7 +300,7 @@ def _parse_timestamps(
                 raise ValueError
         except (ValueError, TypeError, OverflowError):
             raise NonNumericError(
-                f"timestamp {value!r} is not a date or a number",
+                f"timestamp {value!r} is not a date or a number (--date-format FMT reads other layouts)",
                 source=source,
                 row=row,
                 line=_line(row, line_offset),
@@ -186,7 +308,7 @@ def _parse_timestamps(
                 rule="parsable timestamps",
             ) from None
     raise NonNumericError(
-        "timestamps mix time zones or formats that cannot be put on one clock",
+        "timestamps mix formats that cannot be put on one clock (--date-format FMT reads one layout)",
         source=source,
         column="timestamp",
         rule="parsable timestamps",
@@ -220,6 +342,8 @@ def validate(
     repair: bool = False,
     line_offset: int | None = None,
     default_asset: str | None = None,
+    dayfirst: bool = False,
+    date_format: str | None = None,
 ) -> pd.DataFrame:
     """Check a frame against every rule of DESIGN.md and return it in canonical form.
 
@@ -237,6 +361,12 @@ def validate(
         line_offset: add this to a 0-based row to get the file's line number (2 for a CSV with a
             header), so messages can point at the line.
         default_asset: asset name used when the frame has no ``asset`` column.
+        dayfirst: read ``03/04/2024`` as 3 April (default: month first; a file whose dates are in
+            order only when read day first is an error that says so).
+        date_format: a ``strftime`` format every timestamp must match (``"%d.%m.%Y %H:%M"``).
+
+    Timestamps with a UTC offset or a time zone become naive UTC; ``frame.attrs["timezone"]`` keeps
+    the zone (or the offsets, ``"+01:00, +02:00"`` across a DST change) they were written in.
 
     Raises:
         DataError: a subclass naming the source, the row and the rule.
@@ -254,6 +384,7 @@ def validate(
             source=source,
         )
     candles = any(c in frame.columns for c in OHLC_COLUMNS)
+    channels: dict[str, str] = {}
     if kind == "market":
         # Any of open/high/low makes it a candle frame, which needs every OHLCV column; without
         # them it is a close-only frame, which needs close and may have volume.
@@ -269,8 +400,12 @@ def validate(
     else:
         numeric = state_columns(frame)
         if not numeric:
+            frame, channels = _wide_channels(frame)
+            numeric = list(channels)
+        if not numeric:
             raise MissingColumnError(
-                "no value columns: expected open/high/low/close/volume, x0..xk, y or target; "
+                "no value columns: expected open/high/low/close/volume, x0..xk, y or target, or only "
+                "numeric columns beside the timestamp (one channel each); "
                 f"columns are {list(map(str, frame.columns))}",
                 source=source,
             )
@@ -285,7 +420,9 @@ def validate(
             "asset is missing", source=source, row=row, line=_line(row, line_offset), column="asset"
         )
     frame["asset"] = frame["asset"].astype(str)
-    frame["timestamp"] = _parse_timestamps(frame["timestamp"], source, line_offset)
+    zone: dict = {}
+    frame["timestamp"] = _parse_timestamps(frame["timestamp"], source, line_offset, asset=frame["asset"],
+                                           dayfirst=dayfirst, date_format=date_format, attrs=zone)
     for column in numeric:
         frame[column] = _to_float(frame, column, source, line_offset)
 
@@ -295,11 +432,13 @@ def validate(
         if not mask.any():
             return
         row = _first(mask)
+        count = int(mask.sum())
         if not repair:
             value = frame[column].iloc[row] if column is not None else None
-            raise error(message.format(row=row, value=value), source=source, row=row,
-                        line=_line(row, line_offset), column=column, rule=rule)
-        repairs.append(f"dropped {int(mask.sum())} row(s) breaking [{rule or error.rule_name}]")
+            hint = repair_hint(f"drop the {count} row(s) breaking this rule")
+            raise error(f"{message.format(row=row, value=value)} ({hint})",
+                        source=source, row=row, line=_line(row, line_offset), column=column, rule=rule)
+        repairs.append(f"dropped {count} row(s) breaking [{rule or error.rule_name}]")
         frame = frame.loc[~mask].reset_index(drop=True)
 
     stamps = frame["timestamp"]
@@ -334,7 +473,8 @@ def validate(
             if not repair:
                 which = "high is below open, close or low" if bad_high[row] else "low is above open or close"
                 raise CandleShapeError(
-                    f"{which} (open={o[row]:g}, high={h[row]:g}, low={lo[row]:g}, close={c[row]:g})",
+                    f"{which} (open={o[row]:g}, high={h[row]:g}, low={lo[row]:g}, close={c[row]:g}) "
+                    f"({repair_hint(f'widen high/low of the {int(shape_bad.sum())} candle(s) to contain open/close')})",
                     source=source, row=row, line=_line(row, line_offset), column="high" if bad_high[row] else "low",
                 )
             frame["high"] = np.maximum.reduce([o, c, lo, h])
@@ -347,7 +487,34 @@ def validate(
         say(f"{source}: repair: {message}")
     frame.attrs["repairs"] = repairs
     frame.attrs.setdefault("kind", kind)
+    if zone:
+        frame.attrs["timezone"] = zone["timezone"]
+    if channels:
+        frame.attrs["channels"] = channels
     return frame
+
+
+def _wide_channels(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """A wide file of channels (a timestamp and numeric columns of any names, no OHLCV) as one
+    trajectory: its columns become ``x0..xk`` in file order, their names kept in
+    ``attrs["channels"]``. Nothing when a column other than asset and timestamp is not numbers."""
+    others = [c for c in frame.columns if c not in ("asset", "timestamp")]
+    if not others:
+        return frame, {}
+    for column in others:
+        values = frame[column]
+        if pd.api.types.is_bool_dtype(values.dtype) or values.dtype.kind in "mM":
+            return frame, {}
+        numeric = pd.to_numeric(values, errors="coerce")
+        if (numeric.isna() & values.notna()).any() or numeric.isna().all():
+            return frame, {}
+    names = {column: f"x{i}" for i, column in enumerate(others)}
+    return frame.rename(columns=names), {x: str(column) for column, x in names.items()}
+
+
+def repair_hint(what: str) -> str:
+    """The end of an error message for a rule ``repair`` fixes: what it would do."""
+    return f"--repair would {what}"
 
 
 def _check_order(
@@ -367,20 +534,44 @@ def _check_order(
     if bad.any() or reappears.size:
         candidates = list(np.flatnonzero(bad) + 1) + list(reappears)
         row = int(min(candidates))
+        duplicates = int(frame.duplicated(["asset", "timestamp"]).sum())
+        newest_first = not reappears.size and bool((step[same_asset] < 0).all())
         if not repair:
             dup = row in set(np.flatnonzero(bad) + 1) and step[row - 1] == 0
-            what = "duplicate timestamp" if dup else "timestamp not after the previous one of this asset"
+            if newest_first:
+                what = "timestamps are newest first (each row before the previous one)"
+                hint = repair_hint(f"sort the {len(frame)} rows oldest first")
+            else:
+                what = "duplicate timestamp" if dup else "timestamp not after the previous one of this asset"
+                unsorted = bool(reappears.size) or bool((step[same_asset] < 0).any())
+                fixes = ["sort the rows by timestamp"] if unsorted else []
+                if duplicates:
+                    fixes.append(f"keep the last row of each duplicate timestamp ({duplicates} row(s) dropped)")
+                hint = repair_hint(" and ".join(fixes))
             raise TimestampOrderError(
-                f"{what} ({frame['timestamp'].iloc[row]!s}, asset {frame['asset'].iloc[row]!r})",
+                f"{what} ({frame['timestamp'].iloc[row]!s}, asset {frame['asset'].iloc[row]!r}) ({hint})",
                 source=source, row=row, line=_line(row, line_offset), column="timestamp",
             )
-        before = len(frame)
+        late = _out_of_order(frame)
+        total = len(frame)
         frame = frame.sort_values(["asset", "timestamp"], kind="stable")
         frame = frame.drop_duplicates(["asset", "timestamp"], keep="last").reset_index(drop=True)
-        repairs.append(
-            f"sorted timestamps and dropped {before - len(frame)} duplicate timestamp row(s)"
-        )
+        if newest_first:
+            repairs.append(f"sorted the {total} row(s) oldest first (the file was newest first)")
+        elif late or reappears.size:
+            repairs.append(f"sorted the rows by timestamp ({late} of {total} row(s) were out of order)")
+        if duplicates:
+            repairs.append(f"dropped {duplicates} duplicate timestamp row(s), keeping the last of each")
     return frame.sort_values("asset", kind="stable").reset_index(drop=True)
+
+
+def _out_of_order(frame: pd.DataFrame) -> int:
+    """Rows whose timestamp is before an earlier row's of the same asset."""
+    stamps = frame["timestamp"]
+    values = stamps.to_numpy().astype("datetime64[ns]").astype(np.int64) if stamps.dtype.kind == "M" \
+        else stamps.to_numpy().astype(np.float64)
+    latest = pd.Series(values).groupby(frame["asset"].to_numpy(), sort=False).cummax().to_numpy()
+    return int((values < latest).sum())
 
 
 def assets(frame: pd.DataFrame) -> list[str]:

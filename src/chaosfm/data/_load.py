@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,12 @@ from chaosfm.data._trajectory import time_metadata
 
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz", ".txt")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
+_SEPARATORS = ",;\t|"
+"""What ``read_file`` sniffs a CSV file's separator among when none is given."""
+_SNIFF_BYTES = 64 * 1024
+_DECIMAL_COMMA = re.compile(r"^\s*-?\d+,\d+\s*$")
+READ_OPTIONS = ("sep", "decimal", "dayfirst", "date_format")
+"""How a file is read (``load`` options of files; built-in datasets are already parsed)."""
 # What datasets() lists for a chaotic system beyond what every dataset has.
 _SYSTEM_COLUMNS = ("dynamics", "dimension", "lyapunov_reference", "period")
 
@@ -45,7 +54,10 @@ def load(name_or_path: str | os.PathLike[str], *, repair: bool = False, **option
         **options: for chaotic systems ``length``, ``dt``, ``points_per_period``, ``seed``,
             ``initial_condition``, ``burn_in`` and the system's parameters; for files ``asset``
             (the name of a file's single asset when it has no asset column; default: the file's
-            stem).
+            stem), and how to read them: ``sep`` (default: sniffed among ``, ; tab |``),
+            ``decimal`` (default ``.``; ``,`` when a ``;`` file's numbers are written ``1,5``),
+            ``dayfirst`` (``03/04/2024`` is 3 April) and ``date_format`` (a ``strftime`` format).
+            These four are ignored by built-in datasets, which are parsed already.
 
     Returns:
         The validated frame; ``frame.attrs`` carries ``name``, ``kind``, ``source``, ``licence``
@@ -57,9 +69,10 @@ def load(name_or_path: str | os.PathLike[str], *, repair: bool = False, **option
         DataError: a subclass naming the file (or dataset), the row and the rule broken.
     """
     text = os.fspath(name_or_path)
+    reading = {k: options.pop(k) for k in READ_OPTIONS if k in options}
     if "," in text and not Path(text).exists():
         names = [part.strip() for part in text.split(",") if part.strip()]
-        return _combine(text, names, [load(name, repair=repair, **options) for name in names])
+        return _combine(text, names, [load(name, repair=repair, **options, **reading) for name in names])
     folder = Path(text).expanduser()
     if folder.is_dir():
         # A folder of a universe: each CSV or Parquet file in it (not in subfolders), one asset
@@ -73,7 +86,8 @@ def load(name_or_path: str | os.PathLike[str], *, repair: bool = False, **option
         if "asset" in options:
             raise DataError("option 'asset' names one file's asset; a folder's files are named by their stems",
                             source=str(folder), rule="known options")
-        return _combine(text, [p.name for p in files], [load(p, repair=repair, **options) for p in files])
+        return _combine(text, [p.name for p in files],
+                        [load(p, repair=repair, **options, **reading) for p in files])
     key = text.strip().lower()
     if key in MARKET:
         _no_options(key, options, allowed=())
@@ -98,10 +112,11 @@ def load(name_or_path: str | os.PathLike[str], *, repair: bool = False, **option
             source=text,
         )
     asset = options.pop("asset", None)
-    _no_options(text, options, allowed=("asset", "repair"))
-    raw, line_offset = read_file(path)
+    _no_options(text, options, allowed=("asset", "repair", *READ_OPTIONS))
+    raw, line_offset = read_file(path, sep=reading.get("sep"), decimal=reading.get("decimal"))
     frame = validate(
-        raw, str(path), repair=repair, line_offset=line_offset, default_asset=asset or _stem(path)
+        raw, str(path), repair=repair, line_offset=line_offset, default_asset=asset or _stem(path),
+        dayfirst=bool(reading.get("dayfirst")), date_format=reading.get("date_format"),
     )
     frame.attrs.update(name=_stem(path), source=str(path), licence="user data")
     if frame_kind(frame) == "trajectory":  # the exponent and dt: the file's metadata, then NAME.json beside it
@@ -159,8 +174,17 @@ def _no_options(source: str, options: dict[str, Any], allowed: tuple[str, ...]) 
         )
 
 
-def read_file(path: Path) -> tuple[pd.DataFrame, int | None]:
+def read_file(
+    path: Path, *, sep: str | None = None, decimal: str | None = None
+) -> tuple[pd.DataFrame, int | None]:
     """Read a CSV or Parquet file as it is, with the offset from a row to its line number.
+
+    Args:
+        path: the file.
+        sep: a CSV file's separator; default: sniffed (``csv.Sniffer``) among ``, ; tab |`` from
+            the file's start, ``,`` when that says nothing.
+        decimal: a CSV file's decimal mark; default ``.``, or ``,`` when the separator is ``;`` and
+            the first rows hold numbers written ``1,5``.
 
     Raises:
         FileFormatError: the file is not a readable CSV or Parquet file.
@@ -173,7 +197,10 @@ def read_file(path: Path) -> tuple[pd.DataFrame, int | None]:
         if lower.endswith(_PARQUET_SUFFIXES):
             return pd.read_parquet(path), None
         if lower.endswith(_CSV_SUFFIXES):
-            return pd.read_csv(path), 2
+            sample = _sample(path)
+            sep = sep or _sniff_separator(sample)
+            decimal = decimal or _sniff_decimal(sample, sep)
+            return pd.read_csv(path, sep=sep, decimal=decimal), 2
     except pd.errors.EmptyDataError:
         raise EmptyDataError("the file is empty", source=str(path)) from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as error:
@@ -186,6 +213,33 @@ def read_file(path: Path) -> tuple[pd.DataFrame, int | None]:
         f"unknown file type; use one of {', '.join(_CSV_SUFFIXES + _PARQUET_SUFFIXES)}",
         source=str(path),
     )
+
+
+def _sample(path: Path) -> str:
+    """The start of a CSV file as text (decompressed when it is compressed)."""
+    from pandas.io.common import get_handle
+
+    with get_handle(path, "r", compression="infer", encoding="utf-8", errors="replace") as handle:
+        return handle.handle.read(_SNIFF_BYTES)
+
+
+def _sniff_separator(sample: str) -> str:
+    lines = sample.splitlines()
+    if len(sample) >= _SNIFF_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut
+    text = "\n".join(lines[:50])
+    try:
+        return csv.Sniffer().sniff(text, delimiters=_SEPARATORS).delimiter
+    except csv.Error:
+        return ","
+
+
+def _sniff_decimal(sample: str, sep: str) -> str:
+    """``,`` when ``sep`` is ``;`` and the first data rows hold fields like ``1,5``; else ``.``."""
+    if sep != ";":
+        return "."
+    rows = list(csv.reader(io.StringIO("\n".join(sample.splitlines()[1:50])), delimiter=sep))
+    return "," if any(_DECIMAL_COMMA.match(field) for row in rows for field in row) else "."
 
 
 def datasets() -> pd.DataFrame:
@@ -248,4 +302,6 @@ def describe(frame: pd.DataFrame) -> dict[str, Any]:
         },
         "columns": [str(c) for c in frame.columns],
         "repairs": list(frame.attrs.get("repairs", [])),
+        "timezone": frame.attrs.get("timezone"),
+        "channels": dict(frame.attrs.get("channels") or {}),
     }

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pandas as pd
-from pydantic import AfterValidator, BaseModel, BeforeValidator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from chaosfm._artifacts import write_meta, write_yaml
 from chaosfm._config import ConfigError, split_commas
@@ -92,10 +92,37 @@ def available_memory() -> int | None:
     return max(0, min(found)) if found else None
 
 
-def load_data(names: str | Sequence[str], options: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """One validated frame of the named datasets or files (comma-joined into one load)."""
+class ReadOptions(BaseModel):
+    """How a job reads its data files: the config keys of ``--repair``, ``--sep``, ``--decimal``,
+    ``--dayfirst`` and ``--date-format``, one definition every job's config takes in (a mixin:
+    ``class EvaluateConfig(ReadOptions)``) and :func:`load_data` reads."""
+
+    repair: bool = Field(False, description="fix what validation rejects (sort, drop bad rows) and list each repair")
+    sep: str | None = Field(None, min_length=1, description="CSV separator (default: sniffed among , ; tab |)")
+    decimal: str | None = Field(None, min_length=1, max_length=1,
+                                description="CSV decimal mark (default: . or , for a ; file written 1,5)")
+    dayfirst: bool = Field(False, description="read 03/04/2024 as 3 April")
+    date_format: str | None = Field(None, description="strftime format of the timestamps, e.g. %d.%m.%Y %H:%M")
+
+    def read_options(self) -> dict[str, Any]:
+        """The ``load`` options these settings mean (only those that differ from the defaults)."""
+        values = {"repair": self.repair, "sep": self.sep, "decimal": self.decimal, "dayfirst": self.dayfirst,
+                  "date_format": self.date_format}
+        return {key: value for key, value in values.items() if value not in (None, False)}
+
+
+def load_data(
+    names: str | Sequence[str], options: Mapping[str, Any] | None = None, read: ReadOptions | None = None
+) -> pd.DataFrame:
+    """One validated frame of the named datasets or files (comma-joined into one load).
+
+    Args:
+        names: dataset names or paths.
+        options: ``load`` options of this dataset (a config's ``options`` key); they win over ``read``.
+        read: the job's :class:`ReadOptions` (``--repair``, ``--sep``, ...).
+    """
     joined = names if isinstance(names, str) else ",".join(names)
-    return load(joined, **dict(options or {}))
+    return load(joined, **{**(read.read_options() if read is not None else {}), **dict(options or {})})
 
 
 def pick_asset(frame: pd.DataFrame, asset: str | None, source: str = "--data") -> pd.DataFrame:

@@ -110,7 +110,7 @@ def _closes(evaluation: EvaluateConfig, datasets: set[str]) -> pd.DataFrame:
     for spec in evaluation.datasets:
         if spec.name not in datasets and Path(spec.name).stem not in datasets:
             continue  # a trajectory of the same evaluation: nothing to trade, no need to load it
-        frame = load_data(spec.name, spec.options)
+        frame = load_data(spec.name, spec.options, evaluation)
         dataset = str(frame.attrs.get("name", spec.name))
         parts.append(frame[["asset", "timestamp", "close"]].assign(dataset=dataset))
     return pd.concat(parts, ignore_index=True)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from chaosfm._artifacts import atomic_write_text
 from chaosfm._config import ConfigError, read_config
-from chaosfm.jobs._common import DatasetNames
+from chaosfm.jobs._common import DatasetNames, ReadOptions
 from chaosfm.jobs.train import TrainRunFile, parse_train_run_file
 from chaosfm.tokenizers import make_tokenizer
 from chaosfm.train import DEVICE_KINDS, SIZE_PRESETS, SizingPlan, measure_matmul_peak, parse_count, plan_size
@@ -41,7 +41,7 @@ def _size(value: Any) -> Any:
 Count = Annotated[int, BeforeValidator(_count)]
 
 
-class ConfigSizeConfig(BaseModel):
+class ConfigSizeConfig(ReadOptions):
     """``chaosfm config size``: every flag is a key here."""
 
     model_config = ConfigDict(extra="forbid")
@@ -77,7 +77,7 @@ def read(path: Any, overrides: dict[str, Any] | None = None) -> ConfigSizeConfig
 def train_file(config: ConfigSizeConfig, plan: SizingPlan) -> dict[str, Any]:
     """The ``chaosfm train`` config of ``plan``: data and tokenizer sections around its model and train."""
     return {
-        "data": {"names": list(config.data)},
+        "data": {"names": list(config.data), **config.read_options()},
         "tokenizer": {"kind": config.tokenizer},
         "model": dict(plan.model),
         "train": dict(plan.train),

@@ -49,6 +49,7 @@ from chaosfm.forecasters import FORECASTERS, ConformalForecaster, load_forecaste
 from chaosfm.jobs._common import (
     DEFAULT_CUTOFF_FRACTION,
     Cutoff,
+    ReadOptions,
     available_memory,
     finish_run,
     load_data,
@@ -82,7 +83,7 @@ class DatasetSpec(BaseModel):
     )
 
 
-class EvaluateConfig(BaseModel):
+class EvaluateConfig(ReadOptions):
     """``chaosfm evaluate``: which data, which models, where the cutoff is, how to score."""
 
     model_config = ConfigDict(extra="forbid")
@@ -188,7 +189,7 @@ def prepare_dataset(
     spec: DatasetSpec, config: EvaluateConfig
 ) -> tuple[pd.DataFrame, Any, list[str], dict[str, Any]]:
     """Load a dataset and resolve its cutoff, models and VPT clock, before any slow work starts."""
-    frame = load_data(spec.name, spec.options)
+    frame = load_data(spec.name, spec.options, config)
     kind = frame_kind(frame)
     names = spec.models or config.models or _default_models(kind)
     unknown = [n for n in names if n not in FORECASTERS]

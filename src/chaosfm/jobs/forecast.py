@@ -22,7 +22,7 @@ from chaosfm._config import ConfigError
 from chaosfm._progress import status
 from chaosfm.data import DataError, trained_through_to_json
 from chaosfm.forecasters import FORECASTERS, Forecaster, forecast_table, future_timestamps  # noqa: F401 - re-exported
-from chaosfm.jobs._common import load_data, pick_asset
+from chaosfm.jobs._common import ReadOptions, load_data, pick_asset
 
 __all__ = ["FLAGS", "TABLE_FORMATS", "ForecastConfig", "GenerateConfig", "forecast", "future_timestamps", "generate",
            "build_forecaster", "run", "write_table"]
@@ -69,7 +69,7 @@ class GenerateConfig(BaseModel):
         return value
 
 
-class ForecastConfig(BaseModel):
+class ForecastConfig(ReadOptions):
     """``chaosfm forecast``: a forecast after the last row of each asset, by any forecaster."""
 
     model_config = ConfigDict(extra="forbid")
@@ -177,7 +177,7 @@ def forecast(config: ForecastConfig) -> pd.DataFrame:
     _table_format(config.out, "--out")  # before anything is loaded or fitted
     forecaster = build_forecaster(config)
     with status(f"loading {config.data}"):
-        frame = load_data(config.data)
+        frame = load_data(config.data, read=config)
     part = frame if config.asset is None else pick_asset(frame, config.asset, f"--data {config.data}")
     try:
         forecaster.fit(frame)  # a forecast of the future: every row of the file is past

@@ -55,7 +55,7 @@ from chaosfm.data import TimeFence, trained_through_to_json
 from chaosfm.evaluate import Protocol, bootstrap_interval, evaluate, fit_through, probe_scores, sharpe_ratio, sharpe_standard_error
 from chaosfm.forecasters import JEPAForecaster, probe_windows
 from chaosfm.jobs import pretrain as pretrain_job
-from chaosfm.jobs._common import DatasetNames, finish_run, load_data, parse_cutoff, resolve_fence, write_config
+from chaosfm.jobs._common import DatasetNames, ReadOptions, finish_run, load_data, parse_cutoff, resolve_fence, write_config
 from chaosfm.jobs._leakage_agent import agent_report_lines, agent_study, agent_tables, interval_sign
 from chaosfm.jobs.train import TokenizerSection
 from chaosfm.train import TrainConfig, load_pretrained
@@ -75,7 +75,7 @@ def _default_train() -> TrainConfig:
     return TrainConfig(steps=300, batch_size=16, learning_rate=2e-3, warmup_steps=30, checkpoint_every=300, log_every=25)
 
 
-class LeakageConfig(BaseModel):
+class LeakageConfig(ReadOptions):
     """``chaosfm leakage``: every flag is a key here."""
 
     model_config = ConfigDict(extra="forbid")
@@ -267,7 +267,7 @@ def run(config: LeakageConfig) -> dict[str, Any]:
     started = time.perf_counter()
     if config.tokenizer is not None:
         config.tokenizer.check("tokenizer", config.seed)
-    frame = load_data(config.data)
+    frame = load_data(config.data, read=config)
     probe = pretrain_job.PretrainConfig(
         data=pretrain_job.PretrainData(names=config.data), model={**config.model, "cfm_weight": 0.0},
         tokenizer=config.tokenizer,

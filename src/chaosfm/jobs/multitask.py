@@ -42,6 +42,7 @@ from chaosfm.evaluate import multitask_table, score_multitask, window_class_at
 from chaosfm.jobs._common import (
     DEFAULT_CUTOFF_FRACTION,
     Cutoff,
+    ReadOptions,
     check_resume,
     finish_run,
     load_data,
@@ -106,7 +107,7 @@ def _default_train() -> TrainConfig:
                        tbptt_segments=4, checkpoint_every=50, log_every=10)
 
 
-class MultitaskRunConfig(BaseModel):
+class MultitaskRunConfig(ReadOptions):
     """Everything ``chaosfm multitask`` reads; each top-level key is also a flag."""
 
     model_config = ConfigDict(extra="forbid")
@@ -259,7 +260,7 @@ def run(
     if config.out is None:
         raise ConfigError("out: name the run folder (--out)")
     out = Path(config.out)
-    frame = load_data(config.data) if frame is None else frame
+    frame = load_data(config.data, read=config) if frame is None else frame
     model, data, result = train_head(config, out, frame, on_step=on_step)
     table, dropped = predictions(model, data, config)
     scores = score_multitask(table, config.horizon)

@@ -24,7 +24,7 @@ from chaosfm._config import ConfigError
 from chaosfm._progress import progress
 from chaosfm.agents import CrossingScores, crossing_scores, multiverse
 from chaosfm.data import trained_through_to_json
-from chaosfm.jobs._common import finish_run, load_data
+from chaosfm.jobs._common import ReadOptions, finish_run, load_data
 from chaosfm.report import to_png
 from chaosfm.train import embed_windows, load_pretrained
 
@@ -34,7 +34,7 @@ FLAGS = {"run_dir": "run"}
 """CLI flag -> config key."""
 
 
-class MvxConfig(BaseModel):
+class MvxConfig(ReadOptions):
     """``chaosfm mvx``: every flag is a key here."""
 
     model_config = ConfigDict(extra="forbid")
@@ -59,7 +59,7 @@ def run(config: MvxConfig) -> dict[str, Any]:
     model, inputs, meta = load_pretrained(run_dir)
     if model.flow is None:
         raise ConfigError(f"{run_dir}: this JEPA has no flow head (pretrained with cfm_weight 0); mvx needs one")
-    frame = load_data(data)
+    frame = load_data(data, read=config)
     window = model.config.context_length
     rows = []
     root = jax.random.key(seed)  # one key per origin: fold_in(fold_in(key(seed), asset), row)

@@ -34,7 +34,7 @@ from chaosfm._artifacts import atomic_write_bytes, write_json
 from chaosfm._config import ConfigError, read_config
 from chaosfm._random import run_keys
 from chaosfm.data import TimeFence, require_ohlc, trained_through, trained_through_to_json
-from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, DatasetNames, finish_run, load_data, resolve_fence, write_config
+from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, DatasetNames, ReadOptions, finish_run, load_data, resolve_fence, write_config
 from chaosfm.jobs.train import TokenizerSection
 from chaosfm.models import JEPA, JEPAConfig, count_params, ema_post_update, jepa_loss
 from chaosfm.tokenizers import load_tokenizer, make_tokenizer
@@ -61,11 +61,11 @@ from chaosfm.train import (
 __all__ = ["FLAGS", "PretrainConfig", "PretrainData", "read", "run"]
 
 FLAGS = {"data": "data.names", "cutoff": "data.cutoff", "embargo": "data.embargo", "seed": "train.seed",
-         "steps": "train.steps"}
+         "steps": "train.steps", **{key: f"data.{key}" for key in ReadOptions.model_fields}}
 """CLI flag -> config key."""
 
 
-class PretrainData(BaseModel):
+class PretrainData(ReadOptions):
     """``data:``: what the encoder may see."""
 
     model_config = ConfigDict(extra="forbid")
@@ -154,7 +154,7 @@ def run(config: PretrainConfig, *, frame: pd.DataFrame | None = None) -> dict[st
         raise ConfigError("out: name the run folder (--out)")
     config.check("config")
     if frame is None:
-        frame = load_data(config.data.names)
+        frame = load_data(config.data.names, read=config.data)
     if config.tokenizer is not None:
         require_ohlc(frame, "JEPA pretraining on tokenizer codes (fsq and vqvae encode candles)")
     fence = config.data.fence(frame)

@@ -41,7 +41,7 @@ from chaosfm._artifacts import atomic_write_bytes, nan_to_none, verify_run, writ
 from chaosfm._config import ConfigError, parse_config, read_config
 from chaosfm.data import trained_through, trained_through_from_json
 from chaosfm.jobs import train as train_job
-from chaosfm.jobs._common import load_data, resolve_fence, write_config
+from chaosfm.jobs._common import ReadOptions, load_data, resolve_fence, write_config
 from chaosfm.jobs._lineage import Parent, check_tokenizer, copy_parent_files, write_meta_for_stage
 from chaosfm.report import reward_curve
 from chaosfm.train import (
@@ -63,11 +63,12 @@ __all__ = ["FLAGS", "StageConfig", "StageData", "read", "run"]
 
 REWARD_PLOT = "reward_curve.png"
 FLAGS = {"data": "data.names", "cutoff": "data.cutoff", "embargo": "data.embargo", "seed": "train.seed",
-         "steps": "train.steps", "lr": "train.learning_rate", "batch_size": "train.batch_size"}
+         "steps": "train.steps", "lr": "train.learning_rate", "batch_size": "train.batch_size",
+         **{key: f"data.{key}" for key in ReadOptions.model_fields}}
 """CLI flag -> config key."""
 
 
-class StageData(BaseModel):
+class StageData(ReadOptions):
     """``data:`` of a stage; a key left out is the parent's."""
 
     model_config = ConfigDict(extra="forbid")
@@ -127,9 +128,11 @@ def _resolve_train(stage: AbstractStage, config: StageConfig, parent: Parent) ->
 
 def _data_section(config: StageConfig, parent: Parent) -> train_job.DataSection:
     inherited = dict(parent.config.get("data") or {})
-    given = {k: v for k, v in config.data.model_dump().items() if v is not None}
-    if "names" in given and "options" not in given:
-        inherited.pop("options", None)  # load options belong to the parent's datasets
+    given = {k: v for k, v in config.data.model_dump(exclude_unset=True).items() if v is not None}
+    if "names" in given:  # load and read options belong to the parent's datasets
+        for key in ("options", *ReadOptions.model_fields):
+            if key not in given:
+                inherited.pop(key, None)
     if given.get("cutoff") is not None:
         inherited.pop("cutoff_fraction", None)
     merged = {**inherited, **given}
@@ -168,7 +171,7 @@ def run(config: StageConfig) -> dict[str, Any]:
     if out.resolve() == parent.path.resolve():
         raise ConfigError(f"--out {out}: is the parent run itself; write the stage to a new folder")
     data = _data_section(config, parent)
-    frame = load_data(data.names, data.options)
+    frame = load_data(data.names, data.options, data)
     check_tokenizer(stage, config.tokenizer, parent, frame, data.names)
     fence = resolve_fence(frame, data.cutoff, data.cutoff_fraction, data.embargo, key="data.cutoff")
     train_rows = fence.train(frame)

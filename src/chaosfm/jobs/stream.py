@@ -11,8 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import os
+import queue
 import tempfile
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from chaosfm._artifacts import atomic_write_bytes, atomic_write_text, write_json
 from chaosfm._config import ConfigError, read_config
 from chaosfm.data import frame_kind
-from chaosfm.jobs._common import finish_run, load_data, pick_asset
+from chaosfm.jobs._common import ReadOptions, finish_run, load_data, pick_asset
 from chaosfm.predictor import (
     PREDICTION_COLUMNS,
     STREAM_TELEMETRY_COLUMNS,
@@ -31,7 +33,7 @@ from chaosfm.predictor import (
     telemetry_png,
 )
 
-__all__ = ["FLAGS", "StreamInterrupted", "StreamJob", "read", "run"]
+__all__ = ["FLAGS", "StreamInterrupted", "StreamJob", "live_lines", "read", "run"]
 
 FLAGS = {name: f"stream.{name}" for name in
          ("column", "seed", "on_bad_line", "snapshot", "snapshot_every", "restore", "metrics_port", "cache_dir",
@@ -53,7 +55,7 @@ class StreamInterrupted(KeyboardInterrupt):
         self.metrics = metrics
 
 
-class StreamJob(BaseModel):
+class StreamJob(ReadOptions):
     """What to stream (``data``: a dataset, a file, or ``-`` for CSV lines on stdin), where to write,
     and the :class:`StreamConfig`."""
 
@@ -81,6 +83,40 @@ def read(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None =
         stream["on_bad_line"] = "skip"
     config = read_config(StreamConfig, path, stream, source="command line")
     return read_config(StreamJob, None, {**top, "stream": config.model_dump(mode="json")}, source="command line")
+
+
+def live_lines(source: Iterable[str], *, buffered: int = 65_536, poll_seconds: float = 0.2) -> Iterator[str]:
+    """The lines of ``source`` (stdin), read by a daemon thread into a bounded queue.
+
+    Reading in the main thread would leave a Ctrl-C to chance: the kernel may hand SIGINT to one
+    of XLA's threads, and a main thread blocked in ``read`` then sleeps on until the next line
+    arrives. Here the main thread waits on the queue ``poll_seconds`` at a time, so Python runs a
+    signal's handler within that, whatever thread took the signal. At most ``buffered`` lines
+    wait in the queue (the reader blocks beyond that, as a pipe does). An error of the reader is
+    raised where the lines are read.
+    """
+    pending: queue.Queue = queue.Queue(maxsize=buffered)
+    done = object()
+
+    def pump() -> None:
+        try:
+            for line in source:
+                pending.put(line)
+        except BaseException as error:  # noqa: BLE001 - handed to the reading thread, not lost
+            pending.put(error)
+        pending.put(done)
+
+    threading.Thread(target=pump, name="chaosfm-stdin", daemon=True).start()
+    while True:
+        try:
+            item = pending.get(timeout=poll_seconds)
+        except queue.Empty:
+            continue
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def run(
@@ -114,7 +150,7 @@ def run(
         _check_outputs(config)
         result = run_stream(stream, lines=lines, on_prediction=on_prediction, **hooks)
     else:
-        frame = load_data(config.data)
+        frame = load_data(config.data, read=config)
         if not column_given and stream.column not in frame.columns and frame_kind(frame) == "trajectory":
             stream = stream.model_copy(update={"column": "x0"})
         if stream.column not in frame.columns:

@@ -32,7 +32,7 @@ from chaosfm._config import ConfigError, read_config
 from chaosfm._progress import say
 from chaosfm._random import run_keys
 from chaosfm.data import TimeFence, trained_through_to_json
-from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, DatasetNames, finish_run, load_data, resolve_fence, write_config
+from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, DatasetNames, ReadOptions, finish_run, load_data, resolve_fence, write_config
 from chaosfm.tokenizers import (
     AbstractTokenizer,
     encodable,
@@ -45,7 +45,7 @@ from chaosfm.tokenizers import (
 _EXAMPLE_ROWS = 250
 
 
-class TokenizeConfig(BaseModel):
+class TokenizeConfig(ReadOptions):
     """``chaosfm tokenize``: which data, which tokenizer, where the cutoff is, where to write.
 
     Fields that do not apply to the chosen tokenizer (``levels`` for VQ-VAE, ``codebook`` for FSQ)
@@ -106,7 +106,7 @@ def run(config: TokenizeConfig) -> dict[str, Any]:
         ConfigError, DataError: bad settings or data, before anything is trained or written.
     """
     tokenizer = tokenizer_of(config)
-    frame = load_data(config.data, config.data_options)
+    frame = load_data(config.data, config.data_options, config)
     fence = resolve_fence(frame, config.cutoff, config.cutoff_fraction)
     before = fence.before(frame)
     train = frame.loc[before].reset_index(drop=True)

@@ -8,7 +8,14 @@ the tokenizer is a :class:`ConfigError` naming the key):
 - ``tokenizer``: ``kind`` (``fsq``, ``vqvae``, ``bins``) with ``options`` (fields of its config
   dataclass) and ``steps`` of its fit; or ``path`` to a saved tokenizer folder;
 - ``model`` and ``train``: as :class:`~chaosfm.train.TrainRunConfig` (``model.vocab_size`` may be
-  left out: it is the tokenizer's).
+  left out: it is the tokenizer's);
+- ``distributed``: how this process joins a multi-process run
+  (:class:`~chaosfm.train.DistributedConfig`; unset: one process).
+
+With several processes every process runs this same job from the same config: the tokenizer's fit
+and the encoding are repeated on each (the same seed, the same codes), the loop splits each batch
+between them, and only process 0 writes the run folder (which every process must see at the same
+path when resuming).
 
 A run has one seed, ``train.seed``: the tokenizer's fit, the model's initial weights, the batches
 and the loop's keys all derive from it (:func:`chaosfm._random.run_keys`), and ``meta.json``
@@ -42,6 +49,7 @@ from chaosfm.jobs._common import (
     DEFAULT_CUTOFF_FRACTION,
     DatasetNames,
     Cutoff,
+    ReadOptions,
     check_resume,
     finish_run,
     load_data,
@@ -58,6 +66,7 @@ from chaosfm.train import (
     MODEL_FILE,
     TOKENIZER_DIR,
     CodeData,
+    DistributedConfig,
     TrainResult,
     TrainRunConfig,
     check_against_data,
@@ -66,6 +75,8 @@ from chaosfm.train import (
     exo_series,
     exo_statistics,
     fit_code_model,
+    initialize_distributed,
+    is_main_process,
     parse_train_run_config,
     serialise,
     stream_lengths,
@@ -74,11 +85,13 @@ from chaosfm.train import (
 __all__ = ["FLAGS", "DataSection", "TokenizerSection", "TrainRunFile", "read", "run", "train_code_model"]
 
 FLAGS = {"data": "data.names", "cutoff": "data.cutoff", "embargo": "data.embargo", "seed": "train.seed",
-         "steps": "train.steps"}
+         "steps": "train.steps", **{key: f"data.{key}" for key in ReadOptions.model_fields},
+         "coordinator": "distributed.coordinator", "num_processes": "distributed.num_processes",
+         "process_id": "distributed.process_id"}
 """CLI flag -> config key."""
 
 
-class DataSection(BaseModel):
+class DataSection(ReadOptions):
     """``data:``: what to train on and where the cutoff is."""
 
     model_config = ConfigDict(extra="forbid")
@@ -155,6 +168,9 @@ class TrainRunFile(BaseModel):
     tokenizer: TokenizerSection
     model: dict[str, Any] = Field(description="model section (see TrainRunConfig)")
     train: dict[str, Any] = Field(default_factory=dict, description="training loop (see TrainConfig)")
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig, description="joining a multi-process run (unset: one process)"
+    )
     out: Path | None = Field(None, description="the run folder (--out)")
     resume: bool = Field(False, description="continue from the run folder's newest checkpoint (--resume)")
 
@@ -178,8 +194,9 @@ class TrainRunFile(BaseModel):
         return self.run_config().train.seed
 
     def sections(self) -> dict[str, Any]:
-        """The four sections as ``config.yaml`` records them (without ``out`` and ``resume``)."""
-        return self.model_dump(mode="json", exclude={"out", "resume"})
+        """The four sections as ``config.yaml`` records them (without ``out``, ``resume`` and
+        ``distributed``: how a run is launched, not what it computes)."""
+        return self.model_dump(mode="json", exclude={"out", "resume", "distributed"})
 
 
 def parse_train_run_file(data: Any, source: str = "<config>") -> TrainRunFile:
@@ -219,13 +236,15 @@ def run(config: TrainRunFile, *, on_step: Any = None) -> dict[str, Any]:
     """
     if config.out is None:
         raise ConfigError("out: name the run folder (--out)")
+    initialize_distributed(config.distributed)  # before any JAX computation
+    writes = is_main_process()
     out, resume = Path(config.out), config.resume
     seed = config.seed
     loop = config.run_config().train
     data_mesh(loop.devices, loop.batch_size)  # devices that do not fit fail before the tokenizer's fit
     if resume:
         _same_sections(out, config)
-    frame = load_data(config.data.names, config.data.options)
+    frame = load_data(config.data.names, config.data.options, config.data)
     fence = resolve_fence(frame, config.data.cutoff, config.data.cutoff_fraction, config.data.embargo,
                           key="data.cutoff")
     train_rows = fence.train(frame)
@@ -251,13 +270,28 @@ def run(config: TrainRunFile, *, on_step: Any = None) -> dict[str, Any]:
     data, layout, _ = code_data(tokenizer, frame, train_rows, config.data.embargo, config.data.vol_window)
 
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(saved_tokenizer)
-    write_json(out / CODES_FILE, layout)
+    if writes:
+        tokenizer.save(saved_tokenizer)
+        write_json(out / CODES_FILE, layout)
     result = train_code_model(run_config, out, data, resume=resume, on_step=on_step)
+    if not writes:
+        return result.metrics | _run_metrics(config, tokenizer, train_rows, data)
     # config.yaml holds the whole file (train_code_model wrote its model and train sections).
     write_config(out, {**config.sections(), **run_config.model_dump(mode="json")})
-    metrics = {
-        **result.metrics,
+    metrics = result.metrics | _run_metrics(config, tokenizer, train_rows, data)
+    write_json(out / METRICS_FILE, metrics)
+    finish_run(
+        out, seed=seed, trained_through=trained_through_to_json(data.trained_through),
+        kind="code_model", command="train",
+        upstream_trained_through=trained_through_to_json(tokenizer.trained_through),
+    )
+    return metrics
+
+
+def _run_metrics(config: TrainRunFile, tokenizer: AbstractTokenizer, train_rows: pd.DataFrame,
+                 data: CodeData) -> dict[str, Any]:
+    """What ``metrics.json`` adds to the code model's metrics: the data, cutoff, tokenizer, codes."""
+    return {
         "data": list(config.data.names),
         "cutoff": trained_through_to_json(trained_through(train_rows)),
         "tokenizer": tokenizer.name,
@@ -267,13 +301,6 @@ def run(config: TrainRunFile, *, on_step: Any = None) -> dict[str, Any]:
             "valid": int(sum(c.size for c in (data.valid or {}).values())),
         },
     }
-    write_json(out / METRICS_FILE, metrics)
-    finish_run(
-        out, seed=seed, trained_through=trained_through_to_json(data.trained_through),
-        kind="code_model", command="train",
-        upstream_trained_through=trained_through_to_json(tokenizer.trained_through),
-    )
-    return metrics
 
 
 def code_data(
@@ -359,13 +386,16 @@ def train_code_model(
     model_config = config.model.to_model_config()
     out = Path(out_dir)
     resolved = config.model_dump(mode="json")
+    writes = is_main_process()  # with several processes, only process 0 writes the run folder
     if resume and (out / CONFIG_FILE).is_file():
         _same_run(yaml.safe_load((out / CONFIG_FILE).read_text()) or {}, resolved)
-    write_config(out, resolved)
-    write_json(out / MODEL_CONFIG_FILE, config_to_json(model_config))
+    if writes:
+        write_config(out, resolved)
+        write_json(out / MODEL_CONFIG_FILE, config_to_json(model_config))
 
     result = fit_code_model(config, data, out, resume=resume, mesh=mesh, on_step=on_step)
-    atomic_write_bytes(out / MODEL_FILE, serialise(result.model))
+    if writes:
+        atomic_write_bytes(out / MODEL_FILE, serialise(result.model))
     uses_exo = result.model.uses_exo
     metrics: dict[str, Any] = {
         "model": config.model.kind,
@@ -379,10 +409,11 @@ def train_code_model(
             exo=data.exo_valid if uses_exo else None, exo_train=data.exo_train if uses_exo else None,
             segment_length=train_config.eval_segment,
         ))
-    write_json(out / METRICS_FILE, metrics)
-    finish_run(
-        out, seed=train_config.seed, trained_through=trained_through_to_json(data.trained_through),
-        kind="code_model", upstream_trained_through=trained_through_to_json(data.upstream_trained_through),
-    )
+    if writes:
+        write_json(out / METRICS_FILE, metrics)
+        finish_run(
+            out, seed=train_config.seed, trained_through=trained_through_to_json(data.trained_through),
+            kind="code_model", upstream_trained_through=trained_through_to_json(data.upstream_trained_through),
+        )
     result.metrics = metrics
     return result

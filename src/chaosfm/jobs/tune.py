@@ -40,7 +40,7 @@ from chaosfm._artifacts import atomic_write_text, write_json, write_yaml
 from chaosfm._config import ConfigError, parse_config, read_config
 from chaosfm.data import LeakageError, trained_through, trained_through_to_json
 from chaosfm.evaluate import WalkForwardValidator
-from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, finish_run, load_data, pick_asset, resolve_fence
+from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, ReadOptions, finish_run, load_data, pick_asset, resolve_fence
 from chaosfm.jobs._tune_study import live_trials, open_study, redacted, work_left
 from chaosfm.predictor import OnlinePredictorForecaster, PredictorConfig, StreamConfig
 
@@ -103,7 +103,7 @@ def _field(path: str) -> Any:
     return model
 
 
-class TuneConfig(BaseModel):
+class TuneConfig(ReadOptions):
     """``chaosfm tune``: data, walk-forward validation, the Optuna study, the search space."""
 
     model_config = ConfigDict(extra="forbid")
@@ -172,7 +172,7 @@ def predictor_with(base: PredictorConfig, params: dict[str, Any]) -> PredictorCo
 def tuning_frame(config: TuneConfig) -> pd.DataFrame:
     """The rows tuning may see: one asset, at or before the cutoff (the one cutoff rule of every
     command), the last ``length`` of them."""
-    frame = load_data(config.data)
+    frame = load_data(config.data, read=config)
     fence = resolve_fence(frame, config.cutoff, config.cutoff_fraction)
     part = pick_asset(frame, config.asset, config.data)
     cutoff = fence.per_asset(part)[str(part["asset"].iloc[0])]

@@ -7,6 +7,7 @@ takes arrays, frames and config objects.
 
 from chaosfm.train._checkpoint import (
     Checkpoint,
+    checkpoint_path,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -24,6 +25,16 @@ from chaosfm.train._config import (
     check_against_data,
     parse_train_run_config,
     stream_lengths,
+)
+from chaosfm.train._distributed import (
+    DistributedConfig,
+    barrier,
+    gather_to_host,
+    global_batch,
+    initialize_distributed,
+    is_main_process,
+    local_rows,
+    place,
 )
 from chaosfm.train._encoder_inputs import (
     CLOSE_FEATURES,
@@ -128,12 +139,22 @@ __all__ = [
     "batch_sharding",
     "MESH_AXES",
     "Checkpoint",
+    "checkpoint_path",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "load_newest_intact",
     "save_checkpoint",
     "WindowSampler",
+    # several processes
+    "DistributedConfig",
+    "barrier",
+    "gather_to_host",
+    "global_batch",
+    "initialize_distributed",
+    "is_main_process",
+    "local_rows",
+    "place",
     # code models
     "CodeData",
     "GPTSection",

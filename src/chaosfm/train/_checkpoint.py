@@ -7,6 +7,11 @@ anything the caller adds) and ``meta.json`` (versions and the sha256 of each fil
 into place, so a run killed at any moment leaves either the whole checkpoint or none of it.
 Loading checks every hash first and names the damaged file; resuming falls back to the newest
 checkpoint that is intact (:func:`load_newest_intact`).
+
+The arrays are stored whole, as host NumPy arrays, whatever mesh or process count wrote them (a
+multi-process run gathers them to the host first and writes once, from process 0), so a run
+resumes on any number of processes and devices with the same ``fsdp`` layout choice (F = 1 or
+F > 1: the optimizer state is one raveled vector in the first case, per leaf in the second).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from chaosfm._artifacts import ArtifactError, atomic_write_bytes, verify_run, wr
 
 __all__ = [
     "Checkpoint",
+    "checkpoint_path",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
@@ -75,6 +81,11 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     return found[-1] if found else None
 
 
+def checkpoint_path(run_dir: str | os.PathLike[str], step: int) -> Path:
+    """Where the checkpoint of ``step`` lives in ``run_dir`` (written or not)."""
+    return Path(run_dir) / CHECKPOINTS / f"step_{step:08d}"
+
+
 def save_checkpoint(
     run_dir: str | os.PathLike[str],
     *,
@@ -98,9 +109,9 @@ def save_checkpoint(
         extra: JSON-ready values stored in state.json.
         keep: how many checkpoints to keep.
     """
-    root = Path(run_dir) / CHECKPOINTS
+    final = checkpoint_path(run_dir, step)
+    root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:08d}"
     temporary = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
         atomic_write_bytes(temporary / MODEL_FILE, _serialise(params))

@@ -19,7 +19,13 @@ metrics)`` and a batch source ``batch_at(step) -> batch`` that depends on the st
   their first axis over both mesh axes; parameters and optimizer state are split over ``fsdp`` by
   :func:`~chaosfm.train.param_sharding` (replicated when ``fsdp`` is 1: plain data parallelism),
   and XLA inserts the all-gathers, reduce-scatters and all-reduces. One key per step serves the
-  whole global batch, so dropout and other draws do not depend on the mesh.
+  whole global batch, so dropout and other draws do not depend on the mesh;
+* several processes (JAX's multi-controller runtime, joined by
+  :func:`~chaosfm.train.initialize_distributed` before this runs): the mesh spans every process's
+  devices, each process keeps only its own rows of a step's batch and the global batch is
+  assembled from the pieces (:func:`~chaosfm.train.global_batch`); only process 0 writes
+  ``log.jsonl`` and the checkpoints (gathered whole to the host first), the others wait for it at
+  a barrier. The arithmetic is that of one process on the same mesh.
 """
 
 from __future__ import annotations
@@ -45,12 +51,21 @@ from chaosfm._artifacts import ArtifactError
 from chaosfm._progress import progress, say
 from chaosfm._random import run_keys
 from chaosfm.train._checkpoint import (
+    checkpoint_path,
     latest_checkpoint,
     load_newest_intact,
     remove_partial_checkpoints,
     save_checkpoint,
 )
 from chaosfm.train._config import TrainConfig
+from chaosfm.train._distributed import (
+    barrier,
+    gather_to_host,
+    global_batch,
+    is_main_process,
+    local_rows,
+    place,
+)
 from chaosfm.train._mesh import batch_sharding, param_sharding, training_mesh
 
 __all__ = ["LOG_FILE", "NonFiniteError", "TrainResult", "learning_rate_schedule", "make_optimizer", "train"]
@@ -184,9 +199,11 @@ def _state_bytes(config: TrainConfig, params: Any) -> int:
     return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in leaves)
 
 
-def _truncate_log(path: Path, step: int) -> list[dict[str, Any]]:
-    """Keep the log lines up to ``step`` (a killed run may have logged steps its checkpoint lacks)."""
+def _truncate_log(path: Path, step: int, *, write: bool = True) -> list[dict[str, Any]]:
+    """Keep the log lines up to ``step`` (a killed run may have logged steps its checkpoint lacks);
+    without ``write`` only read them. Every process reads before process 0 rewrites the file."""
     if not path.is_file():
+        barrier("log read")
         return []
     kept = []
     for line in path.read_text().splitlines():
@@ -196,7 +213,9 @@ def _truncate_log(path: Path, step: int) -> list[dict[str, Any]]:
             break  # the line being written when the run was killed
         if entry.get("step", 0) <= step:
             kept.append(entry)
-    path.write_text("".join(json.dumps(entry) + "\n" for entry in kept))
+    barrier("log read")
+    if write:
+        path.write_text("".join(json.dumps(entry) + "\n" for entry in kept))
     return kept
 
 
@@ -246,6 +265,8 @@ def train(
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     log_path = run / LOG_FILE
+    processes = jax.process_count()
+    writes = is_main_process()  # only process 0 writes the log and the checkpoints
     params, static = eqx.partition(model, eqx.is_inexact_array)
     state_bytes = _state_bytes(config, params) if config.mesh == "auto" else 0  # only auto reads it
     mesh = training_mesh(config, mesh, state_bytes=state_bytes)
@@ -255,13 +276,15 @@ def train(
     if sharded:
         # Born split: the optimizer state never exists whole on one device.
         state_layout = param_sharding(jax.eval_shape(optimizer.init, params), mesh)
-        opt_state = jax.jit(optimizer.init, out_shardings=state_layout)(params)
+        initial = params if processes == 1 else place(params, param_sharding(params, mesh))
+        opt_state = jax.jit(optimizer.init, out_shardings=state_layout)(initial)
     else:
         opt_state = jax.jit(optimizer.init)(params)  # one compile, not one per parameter shape
     key = run_keys(config.seed).loop
     start, history, resumed_from = 0, [], None
 
-    remove_partial_checkpoints(run)
+    if writes:
+        remove_partial_checkpoints(run)
     latest = latest_checkpoint(run)
     if latest is not None and not resume:
         raise ArtifactError(
@@ -272,12 +295,12 @@ def train(
         assert restored is not None  # latest exists, so either one loaded or an error was raised
         params, opt_state, key, start = restored.params, restored.opt_state, restored.key, restored.step
         resumed_from = start
-        history = _truncate_log(log_path, start)
+        history = _truncate_log(log_path, start, write=writes)
         for reason in skipped:
             say(f"skipping checkpoint {reason}")
         latest = restored.path
         say(f"resuming {run} from step {start} ({latest.name})")
-    else:
+    elif writes:
         log_path.write_text("")
     last_checkpoint = latest if resume else None
 
@@ -285,8 +308,9 @@ def train(
         replicated = NamedSharding(mesh, PartitionSpec())
         batch_layout = batch_sharding(mesh)
         params_layout, opt_layout = param_sharding(params, mesh), param_sharding(opt_state, mesh)
-        params, opt_state = jax.device_put((params, opt_state), (params_layout, opt_layout))
-        key = jax.device_put(key, replicated)
+        params, opt_state = place((params, opt_state), (params_layout, opt_layout))
+        key = place(key, replicated)
+        rows = local_rows(batch_layout, config.batch_size)
         jit_kwargs: dict[str, Any] = {
             "in_shardings": (params_layout, opt_layout, replicated, batch_layout, replicated),
             "out_shardings": (params_layout, opt_layout, replicated, replicated, replicated),
@@ -318,25 +342,43 @@ def train(
         previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
 
     def checkpoint(step: int) -> Path:
-        return save_checkpoint(
-            run,
-            step=step,
-            params=params,
-            opt_state=opt_state,
-            key=key,
-            seed=config.seed,
-            keep=config.keep_checkpoints,
-        )
+        if processes == 1:
+            return save_checkpoint(
+                run,
+                step=step,
+                params=params,
+                opt_state=opt_state,
+                key=key,
+                seed=config.seed,
+                keep=config.keep_checkpoints,
+            )
+        # A collective: every process gathers, process 0 writes, the others wait until it has.
+        host_params, host_opt_state, host_key = gather_to_host((params, opt_state, key))
+        if writes:
+            save_checkpoint(
+                run,
+                step=step,
+                params=host_params,
+                opt_state=host_opt_state,
+                key=host_key,
+                seed=config.seed,
+                keep=config.keep_checkpoints,
+            )
+        barrier(f"checkpoint {step}")
+        return checkpoint_path(run, step)
 
     live = _LiveText(description)
     window_start, window_tokens = time.perf_counter(), 0
     started = time.perf_counter()
     done = start
     try:
-        with open(log_path, "a") as log:
+        with open(log_path if writes else os.devnull, "a") as log:
             for step in progress(range(start, config.steps), live, total=config.steps - start):
                 batch = batch_at(step)
-                if batch_layout is not None:
+                if batch_layout is not None and processes > 1:
+                    mine = jax.tree_util.tree_map(lambda rows_all: np.asarray(rows_all)[rows], batch)
+                    batch = global_batch(mine, batch_layout, config.batch_size)
+                elif batch_layout is not None:
                     batch = jax.device_put(batch, batch_layout)
                 new_params, new_opt_state, new_key, report, flags = update(
                     params, opt_state, key, batch, jnp.asarray(step, jnp.int32)
@@ -388,7 +430,7 @@ def train(
             return jax.tree_util.tree_map(lambda leaf: leaf.sharding, tree)
 
         shardings = {"params": placed(params), "opt_state": placed(opt_state)}
-    trained = eqx.combine(jax.device_get(params) if mesh is not None else params, static)
+    trained = eqx.combine(gather_to_host(params) if mesh is not None else params, static)
     return TrainResult(
         model=trained, step=done, checkpoint=last_checkpoint, history=history, resumed_from=resumed_from,
         shardings=shardings,

@@ -5,6 +5,10 @@ A training mesh has two axes, ``('data', 'fsdp')``. The batch is split over both
 reads its own windows, as in FSDP); parameters, gradients and optimizer state are split over
 ``fsdp`` by :func:`param_sharding` (ZeRO-3 / FSDP under GSPMD: XLA inserts the all-gathers before
 a weight is used and the reduce-scatters of its gradient). ``fsdp = 1`` is plain data parallelism.
+
+With several processes (JAX's multi-controller runtime) ``jax.devices()`` lists every process's
+devices, and the mesh must span all of them: with neither ``train.devices`` nor ``train.mesh`` set
+it is ``{data: all devices, fsdp: 1}``.
 """
 
 from __future__ import annotations
@@ -95,7 +99,8 @@ def training_mesh(config: Any, mesh: Any, *, state_bytes: int):
 
     Raises:
         ConfigError: a layout whose product is not the device count, more devices than there
-            are, or a batch that does not split over ``data × fsdp``.
+            are, a batch that does not split over ``data × fsdp``, or, with several processes, a
+            mesh that leaves out some process's devices.
     """
     import jax
     from jax.sharding import AxisType
@@ -104,9 +109,12 @@ def training_mesh(config: Any, mesh: Any, *, state_bytes: int):
     if mesh is not None and tuple(mesh.axis_names) == MESH_AXES:
         shape = (mesh.shape["data"], mesh.shape["fsdp"])
         _check_batch(config.batch_size, shape)
+        _check_every_process(list(mesh.devices.flat))
         return mesh
     if mesh is None and layout is None:
-        return None
+        if jax.process_count() == 1:
+            return None
+        mesh = data_mesh(len(jax.devices()), config.batch_size)
     if mesh is not None:
         devices = list(mesh.devices.flat)
     else:
@@ -114,10 +122,12 @@ def training_mesh(config: Any, mesh: Any, *, state_bytes: int):
         if count > len(jax.devices()):
             raise ConfigError(f"train.mesh: {count} devices asked for, {len(jax.devices())} available")
         devices = jax.devices()[:count]
+    _check_every_process(devices)
     if layout is None:
         shape = (len(devices), 1)
     elif layout == "auto":
-        shape = choose_mesh_shape(len(devices), state_bytes, device_memory_bytes(devices[0], len(devices)))
+        on_first_host = sum(device.process_index == devices[0].process_index for device in devices)
+        shape = choose_mesh_shape(len(devices), state_bytes, device_memory_bytes(devices[0], on_first_host))
     else:
         shape = (layout.data, layout.fsdp)
         if shape[0] * shape[1] != len(devices):
@@ -127,6 +137,17 @@ def training_mesh(config: Any, mesh: Any, *, state_bytes: int):
             )
     _check_batch(config.batch_size, shape)
     return jax.make_mesh(shape, MESH_AXES, (AxisType.Auto, AxisType.Auto), devices=devices)
+
+
+def _check_every_process(devices: list[Any]) -> None:
+    import jax
+
+    if jax.process_count() > 1 and len(devices) != jax.device_count():
+        raise ConfigError(
+            f"train.devices: {len(devices)} of the {jax.device_count()} devices of this "
+            f"{jax.process_count()}-process run; with several processes the mesh must span every "
+            "device of every process (leave train.devices out, or set it to the total)"
+        )
 
 
 def _check_batch(batch_size: int, shape: tuple[int, int]) -> None:
