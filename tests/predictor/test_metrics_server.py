@@ -11,7 +11,8 @@ from chaosfm.predictor import MetricsServer, run_stream
 
 from .test_stream import STREAM, _walk
 
-FLAGS = {"degraded_inference", "emergency", "regime_change", "mode_collapse", "warm"}
+FLAGS = {"sinkhorn_fallback", "degraded_inference", "emergency", "regime_change", "mode_collapse", "dgm_suspended",
+         "high_volatility", "crisis", "residual_invalid", "warm"}
 
 
 def _scrape(url):
@@ -27,7 +28,9 @@ def _scrape(url):
 def _row(**changes):
     row = {"step_seconds": 0.0015, "warm": True, "hoelder": 0.48, "distance_to_alarm": 3.5, "cusum_statistic": 1.5,
            "cusum_threshold": 5.0, "kurtosis": 3.2, "prediction": 101.0, "observed": 100.5,
-           "degraded_inference": False, "emergency": True, "regime_change": False, "mode_collapse": False,
+           "sinkhorn_fallback": False, "degraded_inference": False, "emergency": True, "regime_change": False,
+           "mode_collapse": False, "dgm_suspended": False, "high_volatility": True, "crisis": False,
+           "residual_invalid": False,
            "weight_stable": 0.1, "weight_dgm": 0.2, "weight_imex": 0.3, "weight_signature": 0.4}
     return {**row, **changes}
 
@@ -44,6 +47,8 @@ def test_server_exposes_what_it_observed():
     assert got[("chaosfm_step_latency_seconds_bucket", (("le", "0.025"),))] == 2
     assert got[("chaosfm_flag", (("flag", "emergency"),))] == 0  # the latest step's value
     assert got[("chaosfm_flag_raised_total", (("flag", "emergency"),))] == 1
+    assert got[("chaosfm_flag_raised_total", (("flag", "high_volatility"),))] == 2
+    assert got[("chaosfm_flag", (("flag", "sinkhorn_fallback"),))] == 0
     assert got[("chaosfm_kernel_weight", (("kernel", "D"), ("name", "signature")))] == 0.4
     assert got[("chaosfm_hoelder_exponent", ())] == 0.52
     assert got[("chaosfm_cusum_distance_to_alarm", ())] == 3.5

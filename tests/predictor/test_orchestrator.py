@@ -65,7 +65,7 @@ def test_weight_moves_towards_the_accurate_kernel():
         y = rng.standard_normal()
         predictions = jnp.asarray([y + 0.1 * rng.standard_normal(), -y, 2.0, y + 1.5], jnp.float32)
         out, state = step(state, predictions, jnp.float32(y))
-        assert bool(out.sinkhorn_converged) and not bool(out.degraded)
+        assert bool(out.sinkhorn_converged) and not bool(out.fallback)
     assert int(np.argmax(np.asarray(state.weights))) == 0
     assert float(state.weights[0]) > 0.5
 
@@ -80,7 +80,7 @@ def test_non_convergence_retries_then_falls_back_to_uniform():
         w, jnp.asarray([0.0, 3.0, -2.0, 1.0], jnp.float32), jnp.float32(2.5),
         jnp.asarray(False), jnp.asarray(False), stubborn,
     )
-    assert bool(out.degraded)
+    assert bool(out.fallback)
     assert not bool(out.sinkhorn_converged)
     assert int(out.sinkhorn_iterations) >= 2  # the doubled-epsilon retry ran
     np.testing.assert_allclose(np.asarray(state.weights), 0.25, atol=1e-6)

@@ -53,7 +53,8 @@ def test_warmup_reports_nan_and_never_trips_the_breaker(tmp_path):
     early = telemetry[~telemetry["warm"]]
     assert len(early) == PREDICTOR.warmup - 2  # observations 2 .. warmup - 1
     assert early["hoelder"].isna().all()
-    assert not early[["emergency", "regime_change", "mode_collapse", "degraded_inference"]].any().any()
+    assert not early[["emergency", "regime_change", "mode_collapse", "sinkhorn_fallback", "degraded_inference",
+                      "dgm_suspended", "high_volatility", "crisis", "residual_invalid"]].any().any()
     assert telemetry[telemetry["warm"]]["hoelder"].notna().all()
 
 

@@ -42,7 +42,8 @@ def test_run_stream_returns_its_rows_and_metrics():
         assert set(metrics[who]) == {"crps", "mae", "directional_accuracy"}
         assert all(np.isfinite(v) for v in metrics[who].values())
     assert metrics["latency_ms"]["p99"] >= metrics["latency_ms"]["p50"] > 0
-    assert set(metrics["flags"]) == {"degraded_inference", "emergency", "regime_change", "mode_collapse"}
+    assert set(metrics["flags"]) == {"sinkhorn_fallback", "degraded_inference", "emergency", "regime_change",
+                                     "mode_collapse", "dgm_suspended", "high_volatility", "crisis", "residual_invalid"}
     telemetry = pd.DataFrame(result.telemetry)
     weights = telemetry[[c for c in telemetry.columns if c.startswith("weight_")]].to_numpy()
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
@@ -69,14 +70,21 @@ def test_bad_lines_can_be_skipped(tmp_path):
 
 
 def test_non_finite_value_leaves_state_untouched():
+    # ... but for the freshness counters of degraded_inference (a missing observation).
     step = packed_step(PREDICTOR)
     packed = step.pack(init_predictor(PREDICTOR, 100.0, key=jax.random.key(0)))
     for v in _walk(40)[1:]:
         _, packed = step(packed, np.float32(v))
-    before = [np.asarray(a) for a in jax.device_get(packed)]
+    before = step.unpack(packed)
+    assert (int(before.stale_steps), bool(before.degraded)) == (0, False) and int(before.fresh_steps) > 0
+    before = jax.device_get(before._replace(key=jax.random.key_data(before.key)))
     out, packed = step(packed, np.float32(np.nan))
-    for a, b in zip(before, jax.device_get(packed)):
-        np.testing.assert_array_equal(a, np.asarray(b))
+    after = step.unpack(packed)
+    assert (int(after.stale_steps), int(after.fresh_steps), bool(after.degraded)) == (1, 0, False)
+    after = jax.device_get(after._replace(key=jax.random.key_data(after.key), stale_steps=before.stale_steps,
+                                          fresh_steps=before.fresh_steps))
+    for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert np.isnan(step.output(out).prediction)
     # ... and the next good value carries on from there.
     out, packed = step(packed, np.float32(101.0))

@@ -37,11 +37,12 @@ from chaosfm.predictor._predictor import (
     PredictorOutput,
     PredictorState,
     init_predictor,
+    kurtosis_tiers,
     update_predictor,
     warm_start,
 )
 from chaosfm.predictor._stream import PREDICTION_COLUMNS, STREAM_TELEMETRY_COLUMNS, StreamResult, run_stream
-from chaosfm.predictor._telemetry import telemetry_png
+from chaosfm.predictor._telemetry import FLAGS, TELEMETRY_COLUMNS, telemetry_png
 from chaosfm.predictor._metrics_server import MetricsServer
 from chaosfm.predictor._snapshot import Snapshot, SnapshotError, StreamProgress, load_snapshot, save_snapshot
 from chaosfm.predictor._warm import compilation_cache_dir, deterministic_mode, enable_compilation_cache, warm_up
@@ -57,7 +58,9 @@ from chaosfm.predictor._greeks import (
 )
 
 __all__ = [
+    "FLAGS",
     "KERNELS",
+    "TELEMETRY_COLUMNS",
     "CusumConfig",
     "CusumOutput",
     "CusumState",
@@ -100,6 +103,7 @@ __all__ = [
     "init_cusum",
     "init_orchestrator",
     "init_predictor",
+    "kurtosis_tiers",
     "mixing_weights",
     "predict_stable",
     "run_cusum",

@@ -7,6 +7,7 @@ one-line why.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -190,7 +191,25 @@ class PredictorConfig(_Strict):
         0.2, description="Hölder below this trips the circuit breaker (kernel D, Huber)"
     )
     warmup: int = Field(32, ge=2, description="observations before kernels and flags are trusted")
-    mode_collapse_steps: int = Field(10, ge=1, description="collapsed DGM steps before the flag")
+    mode_collapse_steps: int = Field(
+        10, ge=1, description="collapsed DGM steps before the flag; while it is up kernel B's weight is 0"
+    )
+    degraded_ttl: int = Field(
+        10, ge=1, description="consecutive steps without a fresh observation (NaN: missing or late)"
+        " before degraded_inference is entered; the orchestrator's weights stay frozen while it is up"
+    )
+    degraded_exit_fraction: float = Field(
+        0.8, gt=0.0, le=1.0, description="hysteresis: degraded_inference is left after"
+        " ceil(this * degraded_ttl) fresh steps in a row, so one good row does not end it"
+    )
+    kurtosis_high: float = Field(
+        5.0, gt=3.0, description="CUSUM error kurtosis above this raises high_volatility (3: Gaussian)"
+    )
+    kurtosis_crisis: float = Field(15.0, gt=3.0, description="error kurtosis above this raises crisis")
+    kurtosis_invalid: float = Field(
+        20.0, gt=3.0, description="error kurtosis above this: the residual model is invalid"
+        " (residual_invalid) and the circuit breaker (emergency) engages"
+    )
     num_samples: int = Field(64, ge=1, description="mixture samples per step (CRPS, intervals)")
     drift: float = Field(
         0.0, ge=0.0, le=1.0, description="share of the kernels' mean increment kept in the"
@@ -219,7 +238,22 @@ class PredictorConfig(_Strict):
             raise ValueError("cusum.kurtosis_window must be at most 4 * buffer_size")
         if self.refresh_every > self.warmup:
             raise ValueError("refresh_every must be at most warmup: every part is fresh once warm")
+        if not self.kurtosis_high < self.kurtosis_crisis < self.kurtosis_invalid:
+            raise ValueError(
+                f"kurtosis thresholds must increase: kurtosis_high ({self.kurtosis_high}) < kurtosis_crisis"
+                f" ({self.kurtosis_crisis}) < kurtosis_invalid ({self.kurtosis_invalid})"
+            )
+        if self.kurtosis_invalid >= self.cusum.kurtosis_ceiling:
+            raise ValueError(
+                f"kurtosis_invalid ({self.kurtosis_invalid}) must be below cusum.kurtosis_ceiling"
+                f" ({self.cusum.kurtosis_ceiling}): the kurtosis is clamped there, so it could never fire"
+            )
         return self
+
+    @property
+    def degraded_exit_steps(self) -> int:
+        """Fresh steps in a row that end degraded_inference: ceil(fraction * ttl), at least 1."""
+        return max(1, math.ceil(self.degraded_exit_fraction * self.degraded_ttl - 1e-9))
 
 
 class StreamConfig(_Strict):

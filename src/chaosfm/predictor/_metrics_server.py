@@ -4,8 +4,12 @@
 streams or a test do not collide) and serves it over HTTP on the loopback interface only. Series:
 
 - ``chaosfm_step_latency_seconds`` (histogram): wall time of each predictor step, host copy included;
-- ``chaosfm_flag{flag=...}`` (gauge, 0/1): ``degraded_inference``, ``emergency`` (circuit breaker),
-  ``regime_change`` (CUSUM alarm), ``mode_collapse``, and ``warm``, as of the latest step;
+- ``chaosfm_flag{flag=...}`` (gauge, 0/1): ``sinkhorn_fallback`` (weights fell back to uniform),
+  ``degraded_inference`` (no fresh observation for ``degraded_ttl`` steps, weights frozen),
+  ``emergency`` (circuit breaker), ``regime_change`` (CUSUM alarm), ``mode_collapse``,
+  ``dgm_suspended`` (kernel B out of the mixture), ``high_volatility``, ``crisis`` and
+  ``residual_invalid`` (kurtosis tiers), and ``warm``, as of the latest step (every name in
+  ``FLAGS``);
 - ``chaosfm_kernel_weight{kernel="A".."D", name=...}`` (gauge): the orchestrator's mixing weights;
 - ``chaosfm_hoelder_exponent`` (gauge, NaN until defined), ``chaosfm_cusum_distance_to_alarm``,
   ``chaosfm_cusum_statistic``, ``chaosfm_cusum_threshold``, ``chaosfm_kurtosis``,

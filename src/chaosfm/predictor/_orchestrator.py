@@ -13,11 +13,14 @@ sec. 3):
    moves freely between kernels that agree and reluctantly between kernels that disagree.
 
 If Sinkhorn does not converge it is retried with doubled epsilon; if that fails too the weights
-fall back to uniform and ``degraded`` is set. Every output is on the simplex: non-finite inputs
-are neutralised and a final guard falls back to uniform (also ``degraded``).
+fall back to uniform and ``fallback`` is set (the predictor's ``sinkhorn_fallback`` flag). Every
+output is on the simplex: non-finite inputs are neutralised and a final guard falls back to
+uniform (also ``fallback``).
 
 Circuit breaker: ``emergency`` (Hölder below threshold) puts all weight on kernel D for the
 prediction and switches the loss to Huber; ``alarm`` (CUSUM) resets the weights to uniform.
+A suspended kernel (the DGM after a mode collapse) gets weight 0 in the prediction, the others
+renormalised; its learnt weight is kept for when it returns.
 Predictions and targets are in standardised units (increments divided by their EMA scale), so
 ``sigma = 1`` and ``tau`` is scale-free. Dimension letter: K kernels.
 """
@@ -46,7 +49,7 @@ class OrchestratorOutput(NamedTuple):
     free_energy: jax.Array  # entropy of the weights, nats
     sinkhorn_iterations: jax.Array  # int32, summed over attempts
     sinkhorn_converged: jax.Array  # bool, some attempt converged
-    degraded: jax.Array  # bool, fell back to uniform
+    fallback: jax.Array  # bool, Sinkhorn failed and the weights fell back to uniform
 
 
 def init_orchestrator(num_kernels: int, dtype=jnp.float32) -> OrchestratorState:
@@ -57,10 +60,27 @@ def init_orchestrator(num_kernels: int, dtype=jnp.float32) -> OrchestratorState:
     )
 
 
-def mixing_weights(state: OrchestratorState, emergency: jax.Array, emergency_kernel: int) -> jax.Array:
-    """Weights used for the next prediction: one-hot on kernel D in an emergency."""
-    one_hot = jax.nn.one_hot(emergency_kernel, state.weights.shape[0], dtype=state.weights.dtype)
-    return jnp.where(emergency, one_hot, state.weights)
+def mixing_weights(
+    state: OrchestratorState,
+    emergency: jax.Array,
+    emergency_kernel: int,
+    suspended: jax.Array | None = None,
+) -> jax.Array:
+    """Weights used for the next prediction: one-hot on kernel D in an emergency.
+
+    ``suspended`` ``(K,)`` bool: those kernels get weight 0 and the others are renormalised
+    (uniform over the others if they held no weight). The emergency kernel is never suspended.
+    """
+    count = state.weights.shape[0]
+    one_hot = jax.nn.one_hot(emergency_kernel, count, dtype=state.weights.dtype)
+    weights = state.weights
+    if suspended is not None:
+        active = ~suspended
+        kept = jnp.where(active, weights, 0.0)
+        total = jnp.sum(kept)
+        spread = active.astype(weights.dtype) / jnp.maximum(jnp.sum(active), 1)
+        weights = jnp.where(total > 0, kept / jnp.where(total > 0, total, 1.0), spread)
+    return jnp.where(emergency, one_hot, weights)
 
 
 def energy_gradient(
@@ -138,7 +158,7 @@ def project(
     the conservative fallback.
 
     Returns:
-        new weights, converged, Sinkhorn iterations, degraded, and the potentials to warm-start
+        new weights, converged, Sinkhorn iterations, fallback, and the potentials to warm-start
         the next step with (zeros after a fallback).
     """
     count = weights.shape[0]
@@ -190,13 +210,13 @@ def update_orchestrator(
     proposal = jax.nn.softmax(log_weights - config.step_size * gradient)
 
     bounded = jnp.clip(predictions, -1e3, 1e3)  # the cost only needs the ordering of scales
-    new, converged, iterations, degraded, potentials = project(
+    new, converged, iterations, fallback, potentials = project(
         state.weights, proposal, bounded, config, state.potentials
     )
     new = (1.0 - config.weight_floor) * new + config.weight_floor * uniform
     new = jnp.where(alarm, uniform, new)
     on_simplex = jnp.all(jnp.isfinite(new)) & jnp.all(new >= 0) & (jnp.abs(jnp.sum(new) - 1.0) < 1e-3)
-    degraded = degraded | ~on_simplex
+    fallback = fallback | ~on_simplex
     new = jnp.where(on_simplex, new / jnp.sum(new), uniform)
 
     out = OrchestratorOutput(
@@ -205,6 +225,6 @@ def update_orchestrator(
         free_energy=entropy(new),
         sinkhorn_iterations=iterations,
         sinkhorn_converged=converged,
-        degraded=degraded,
+        fallback=fallback,
     )
     return out, OrchestratorState(weights=new, potentials=potentials)

@@ -30,6 +30,7 @@ from chaosfm.predictor._predictor import (
     _keep_if_finite,
     _unguarded_update,
     _warm_start,
+    freshness_mask,
     init_predictor,
 )
 
@@ -174,8 +175,10 @@ class PackedStep:
             # The output's layout is read off the step's own trace: a restart pays no other trace.
             self.output_layout = TreeLayout(out)
             out = self.output_layout.pack(out)
-            # update_predictor's guard, on two vectors rather than on every leaf.
-            state = _keep_if_finite(value, layout.pack(state), packed)
+            # update_predictor's guard, on two vectors rather than on every leaf (the freshness
+            # counters' entries are written whatever the value: a constant mask).
+            written = _written_entries(layout, state)
+            state = _keep_if_finite(value, layout.pack(state), packed, written)
             return out.floats, out.ints, state.floats, state.ints
 
         def specs():
@@ -222,6 +225,15 @@ class PackedStep:
         return program("warm_start", warm, specs, config=config, cache=self.exports, context=self.context,
                        extra={"key": str(impl)}, committed=(True, True, False),
                        compiler_options=TRAIN_COMPILER_OPTIONS)
+
+
+def _written_entries(layout: TreeLayout, state: PredictorState) -> Packed:
+    """Boolean vectors like the packed state: True where a non-fresh step still writes."""
+    floats, ints = np.zeros(layout.sizes[0], bool), np.zeros(layout.sizes[1], bool)
+    for slot, written in zip(layout.slots, jax.tree_util.tree_leaves(freshness_mask(state))):
+        if written:
+            (floats if slot.kind == "float" else ints)[slot.start : slot.start + slot.size] = True
+    return Packed(floats, ints)
 
 
 def _committed(packed: Packed) -> Packed:

@@ -10,11 +10,28 @@ Per observation ``x_t`` (a level: a price or a trajectory coordinate):
    (WTMM), the stable fit and its Monte Carlo draws (A), the IMEX density (C, one substep per
    step when ``refresh_every > 1``), and the DGM's OU refit and online training (B; its V_z
    table and collapse monitor are remade whenever the network trains);
-4. the Hölder exponent below ``hoelder_threshold`` trips the circuit breaker (``emergency``:
-   kernel D alone, Huber loss);
+4. the Hölder exponent below ``hoelder_threshold``, or the CUSUM error kurtosis above
+   ``kurtosis_invalid`` (the residual model is invalid), trips the circuit breaker
+   (``emergency``: kernel D alone, Huber loss);
 5. each kernel predicts the next standardised increment (A stable, B DGM/HJB, C IMEX
    jump-diffusion, D log-signature ridge); the mixture with the current weights is the
-   prediction, and ``num_samples`` mixture draws give its distribution.
+   prediction, and ``num_samples`` mixture draws give its distribution. While ``mode_collapse``
+   is up (the DGM's monitor read collapsed for more than ``mode_collapse_steps`` warm steps)
+   kernel B is suspended (``dgm_suspended``): weight 0, the others renormalised, until the
+   network retrains and passes the monitor.
+
+Missing and late observations: a non-finite ``x`` (NaN) means "no fresh observation this step"
+(``chaosfm stream`` passes one for a skipped bad line or a gap in time). Such a step leaves the
+state untouched (its outputs are NaN, its flags those of the state) except for the freshness
+counters: after ``degraded_ttl`` such steps in a row ``degraded_inference`` is entered, and it is
+left only after ``ceil(degraded_exit_fraction * degraded_ttl)`` fresh steps in a row
+(hysteresis). While it is up the orchestrator's weights (and Sinkhorn potentials) are frozen,
+bit for bit; the kernels, buffers and CUSUM go on learning from the fresh observations.
+
+Kurtosis tiers (of the CUSUM's standardised errors, warm steps only): above ``kurtosis_high``
+``high_volatility``, above ``kurtosis_crisis`` ``crisis``, above ``kurtosis_invalid``
+``residual_invalid`` and the circuit breaker. The tiers are cumulative (crisis implies
+high_volatility).
 
 Cadence: the four slow parts are recomputed every ``refresh_every`` steps, staggered so that one
 part runs per step (with the default 4: the Hölder exponent at counts 0 mod 4, the stable fit at
@@ -25,8 +42,8 @@ bit mask over ``SLOW_PARTS``). The fast parts run every step: CUSUM, the orchest
 signature ridge, the DGM's drift at the current point, the mixture draws.
 
 During the first ``warmup`` observations the prediction is the last value (a random walk), the
-Hölder exponent is NaN until ``hoelder.min_samples`` levels are buffered, and no flag is raised.
-A non-finite ``x`` leaves the state untouched (the output is NaN). Dimension letters: N buffer,
+Hölder exponent is NaN until ``hoelder.min_samples`` levels are buffered, and no flag but
+``degraded_inference`` is raised. Dimension letters: N buffer,
 K = 4 kernels, S samples, M stable draws, G IMEX grid.
 """
 
@@ -82,6 +99,9 @@ from chaosfm.predictor._orchestrator import (
 
 KERNELS = ("stable", "dgm", "imex", "signature")
 SIGNATURE_KERNEL = KERNELS.index("signature")
+DGM_KERNEL = KERNELS.index("dgm")
+# Leaves a step without a fresh observation still writes (everything else is kept as it was).
+FRESHNESS_FIELDS = ("stale_steps", "fresh_steps", "degraded")
 SLOW_PARTS = ("hoelder", "stable", "imex", "dgm")  # refreshed on the cadence, in this order
 
 
@@ -114,6 +134,9 @@ class PredictorState(NamedTuple):
     features: jax.Array  # (F,) log-signature features at the previous step
     emergency: jax.Array  # bool, circuit breaker state used by the last prediction
     collapsed_steps: jax.Array  # consecutive DGM-collapsed steps (int32)
+    stale_steps: jax.Array  # consecutive steps without a fresh observation, capped at degraded_ttl (int32)
+    fresh_steps: jax.Array  # consecutive fresh steps, capped at the exit count (int32)
+    degraded: jax.Array  # bool, degraded_inference mode: orchestrator weights frozen
     cusum: CusumState
     orchestrator: OrchestratorState
     signature: SignatureState
@@ -141,10 +164,15 @@ class PredictorOutput(NamedTuple):
     free_energy: jax.Array
     sinkhorn_iterations: jax.Array
     sinkhorn_converged: jax.Array
-    degraded_inference: jax.Array
-    emergency: jax.Array
+    sinkhorn_fallback: jax.Array  # Sinkhorn failed twice: the weights fell back to uniform
+    degraded_inference: jax.Array  # no fresh observation for degraded_ttl steps; weights frozen
+    emergency: jax.Array  # circuit breaker: Hölder below threshold or residual_invalid
     regime_change: jax.Array
     mode_collapse: jax.Array
+    dgm_suspended: jax.Array  # kernel B's weight is 0 (mode collapse, until the monitor passes)
+    high_volatility: jax.Array  # error kurtosis above kurtosis_high
+    crisis: jax.Array  # error kurtosis above kurtosis_crisis
+    residual_invalid: jax.Array  # error kurtosis above kurtosis_invalid (engages emergency)
     error: jax.Array  # x_t minus the previous prediction
     warm: jax.Array  # bool: past warm-up
     count: jax.Array  # int32 observations seen, this one included
@@ -177,6 +205,9 @@ def init_predictor(config: PredictorConfig, first_value: float, *, key: jax.Arra
         features=jnp.zeros_like(signature.moment),
         emergency=jnp.zeros((), bool),
         collapsed_steps=jnp.zeros((), jnp.int32),
+        stale_steps=jnp.zeros((), jnp.int32),
+        fresh_steps=jnp.zeros((), jnp.int32),
+        degraded=jnp.zeros((), bool),
         cusum=init_cusum(config.cusum, dtype),
         orchestrator=init_orchestrator(len(KERNELS), dtype),
         signature=signature,
@@ -224,15 +255,34 @@ def _level(config: PredictorConfig, last: jax.Array, increment: jax.Array) -> ja
 def update_predictor(
     state: PredictorState, value: jax.Array, config: PredictorConfig
 ) -> tuple[PredictorOutput, PredictorState]:
-    """Feed one observation; see the module docstring. Jit with ``config`` closed over."""
+    """Feed one observation; see the module docstring. Jit with ``config`` closed over.
+
+    ``value`` NaN (or any non-finite value) means no fresh observation this step: the state is
+    kept but for its freshness counters (see the module docstring, degraded_inference).
+    """
     out, new_state = _unguarded_update(state, value, config)
-    return out, _keep_if_finite(value, new_state, state)
+    return out, _keep_if_finite(value, new_state, state, freshness_mask(new_state))
 
 
-def _keep_if_finite(value: jax.Array, new, old):
-    """``new`` if ``value`` is finite, else ``old`` (any matching pytrees: states or packed)."""
+def freshness_mask(state: PredictorState) -> PredictorState:
+    """A tree like ``state`` of booleans: True on the leaves a non-fresh step still writes."""
+    return state._replace(
+        **{name: True for name in FRESHNESS_FIELDS},
+        **{name: jax.tree_util.tree_map(lambda _: False, getattr(state, name))
+           for name in PredictorState._fields if name not in FRESHNESS_FIELDS},
+    )
+
+
+def _keep_if_finite(value: jax.Array, new, old, written=None):
+    """``new`` if ``value`` is finite, else ``old`` (any matching pytrees: states or packed).
+
+    ``written``, a matching tree of booleans (or arrays of them), marks leaves or entries that
+    take ``new`` whatever ``value`` is.
+    """
     good = jnp.isfinite(value)
-    return jax.tree_util.tree_map(lambda n, o: jnp.where(good, n, o), new, old)
+    if written is None:
+        return jax.tree_util.tree_map(lambda n, o: jnp.where(good, n, o), new, old)
+    return jax.tree_util.tree_map(lambda n, o, w: jnp.where(good | jnp.asarray(w, bool), n, o), new, old, written)
 
 
 def _unguarded_update(state: PredictorState, value: jax.Array, config: PredictorConfig):
@@ -245,6 +295,13 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
     size = config.buffer_size
     warm_before = state.count >= config.warmup
     key, key_stable, key_dgm, key_draws = jax.random.split(state.key, 4)
+
+    # 0. Freshness and degraded_inference (a non-finite x is a missing or late observation).
+    fresh = jnp.isfinite(x)
+    exit_steps = config.degraded_exit_steps
+    stale_steps = jnp.where(fresh, 0, jnp.minimum(state.stale_steps + 1, config.degraded_ttl))
+    fresh_steps = jnp.where(fresh, jnp.minimum(state.fresh_steps + 1, exit_steps), 0)
+    degraded = (stale_steps >= config.degraded_ttl) | (state.degraded & (fresh_steps < exit_steps))
 
     # 1. Score the previous prediction.
     error = x - state.prediction
@@ -265,7 +322,7 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
         config=config.orchestrator,
     )
     orch_state = jax.tree_util.tree_map(
-        lambda n, o: jnp.where(warm_before, n, o), orch_state, state.orchestrator
+        lambda n, o: jnp.where(warm_before & ~degraded, n, o), orch_state, state.orchestrator
     )
     signature_state = update_signature(state.signature, state.features, standardised, config.signature)
     signature_state = jax.tree_util.tree_map(
@@ -341,9 +398,13 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
         )
         refreshed = refreshed | jnp.where(finished, 1 << SLOW_PARTS.index("imex"), 0)
 
-    # 4. The circuit breaker; NaN (too few samples for a slope) never trips it.
+    # 4. The circuit breaker; NaN (too few samples for a slope) never trips it. Kurtosis tiers
+    # of the standardised errors: the last one declares the residual model invalid.
     hoelder = cache.hoelder
+    kurtosis = cusum_out.kurtosis
+    high_volatility, crisis, residual_invalid = kurtosis_tiers(kurtosis, config, warm=warm)
     emergency = warm & jnp.isfinite(hoelder) & (hoelder < config.hoelder_threshold)
+    emergency = emergency | residual_invalid
 
     # 5. Kernels, in standardised increments of the next step.
     dgm_prediction = predict_dgm(dgm_state, path, valid, config.dgm)
@@ -353,12 +414,11 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
         [cache.stable.prediction, dgm_prediction, cache.imex.prediction, ridge_mean]
     )
     kernel_predictions = jnp.clip(jnp.nan_to_num(kernel_predictions), -20.0, 20.0)
-    weights = mixing_weights(orch_state, emergency, SIGNATURE_KERNEL)
+    collapsed_steps = jnp.where(cache.dgm.collapsed & warm, state.collapsed_steps + 1, 0)
+    weights = _prediction_weights(orch_state, emergency, collapsed_steps, config)
     weights = jnp.where(warm, weights, jnp.full_like(weights, 1.0 / len(KERNELS)))
     mixed = jnp.where(warm, config.drift * jnp.dot(weights, kernel_predictions), 0.0)
     prediction = _level(config, x, mixed * scale)
-
-    collapsed_steps = jnp.where(cache.dgm.collapsed & warm, state.collapsed_steps + 1, 0)
     new_state = PredictorState(
         count=count,
         last=x,
@@ -370,6 +430,9 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
         features=features,
         emergency=emergency,
         collapsed_steps=collapsed_steps,
+        stale_steps=stale_steps,
+        fresh_steps=fresh_steps,
+        degraded=degraded,
         cusum=cusum_state,
         orchestrator=orch_state,
         signature=signature_state,
@@ -398,16 +461,47 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
         free_energy=orch_out.free_energy,
         sinkhorn_iterations=orch_out.sinkhorn_iterations,
         sinkhorn_converged=orch_out.sinkhorn_converged,
-        degraded_inference=orch_out.degraded & warm_before,
+        sinkhorn_fallback=orch_out.fallback & warm_before,
+        degraded_inference=degraded,
         emergency=emergency,
         regime_change=alarm,
-        mode_collapse=collapsed_steps > config.mode_collapse_steps,
+        mode_collapse=_dgm_suspended(collapsed_steps, config),
+        dgm_suspended=_dgm_suspended(collapsed_steps, config),
+        high_volatility=high_volatility,
+        crisis=crisis,
+        residual_invalid=residual_invalid,
         error=error,
         warm=warm,
         count=count,
         refreshed=refreshed,
     )
     return out, new_state
+
+
+def kurtosis_tiers(
+    kurtosis: jax.Array, config: PredictorConfig, *, warm: jax.Array | bool = True
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(high_volatility, crisis, residual_invalid)``: kurtosis strictly above each threshold
+    (cumulative tiers), and only once warm."""
+    return (
+        warm & (kurtosis > config.kurtosis_high),
+        warm & (kurtosis > config.kurtosis_crisis),
+        warm & (kurtosis > config.kurtosis_invalid),
+    )
+
+
+def _dgm_suspended(collapsed_steps: jax.Array, config: PredictorConfig) -> jax.Array:
+    """Mode collapse: the monitor read collapsed for more than ``mode_collapse_steps`` warm steps.
+
+    It clears on the first step the monitor passes (the monitor is remade when the network trains).
+    """
+    return collapsed_steps > config.mode_collapse_steps
+
+
+def _prediction_weights(orchestrator, emergency, collapsed_steps, config: PredictorConfig) -> jax.Array:
+    """The mixing weights of a prediction: emergency override, kernel B out while suspended."""
+    suspended = (jnp.arange(len(KERNELS)) == DGM_KERNEL) & _dgm_suspended(collapsed_steps, config)
+    return mixing_weights(orchestrator, emergency, SIGNATURE_KERNEL, suspended)
 
 
 def resume_after_gap(state: PredictorState, value: float) -> PredictorState:
@@ -456,7 +550,7 @@ def _standardised_draws(
     key_pick, key_stable, key_imex, key_gauss = jax.random.split(key, 4)
     spreads, warm = _kernel_spreads(state, config)
     means = state.kernel_predictions
-    weights = mixing_weights(state.orchestrator, state.emergency, SIGNATURE_KERNEL)
+    weights = _prediction_weights(state.orchestrator, state.emergency, state.collapsed_steps, config)
     # Inverse CDF of the weights (categorical's Gumbel argmax is a variadic reduce, slow on CPU).
     uniform = jax.random.uniform(key_pick, (count,), dtype) * jnp.sum(weights)
     pick = jnp.minimum(jnp.sum(uniform[:, None] >= jnp.cumsum(weights)[None, :], axis=1), len(KERNELS) - 1)

@@ -8,7 +8,7 @@ saved one stopped.
 
 File layout (msgpack map)::
 
-    {"format": "chaosfm-predictor-snapshot", "format_version": 1,
+    {"format": "chaosfm-predictor-snapshot", "format_version": 2,
      "sha256": hex digest of payload, "payload": bytes}
 
 ``payload`` is itself msgpack: ``config`` (JSON-like dict), ``versions``, ``state`` (one entry per
@@ -38,7 +38,9 @@ from chaosfm.predictor._config import PredictorConfig
 from chaosfm.predictor._predictor import PredictorState, init_predictor
 
 FORMAT = "chaosfm-predictor-snapshot"
-FORMAT_VERSION = 1
+# 2: PredictorState gained stale_steps, fresh_steps and degraded (degraded_inference). Version 1
+# files cannot be read: their state lacks those leaves and their flags meant other things.
+FORMAT_VERSION = 2
 # Leaf dtypes a snapshot may name: anything else is refused before numpy sees it.
 _DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                      "float16", "float32", "float64"})
@@ -118,7 +120,9 @@ def load_snapshot(path: str | os.PathLike[str]) -> Snapshot:
     version = document.get("format_version")
     if version != FORMAT_VERSION:
         raise SnapshotError(
-            f"{path}: snapshot format version {version!r}; this chaosfm reads version {FORMAT_VERSION} only"
+            f"{path}: snapshot format version {version!r} found, version {FORMAT_VERSION} expected: this chaosfm"
+            f" reads version {FORMAT_VERSION} only; rerun the stream without --restore (or with the chaosfm"
+            " that wrote the file) to make a new snapshot"
         )
     body, digest = document.get("payload"), document.get("sha256")
     if not isinstance(body, bytes) or not isinstance(digest, str):

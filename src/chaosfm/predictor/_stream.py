@@ -10,7 +10,9 @@ included, and an unreadable CSV row): with ``config.on_bad_line == "raise"`` (de
 stops at the first bad line and the result carries its :class:`chaosfm.data.DataError` (naming
 the input line) beside the rows of every good line before it; the predictor's state is the last
 good one. With ``"skip"`` the line is recorded in ``metrics["bad_lines"]`` (line number and
-message), skipped, and the run goes on from the last good state. A KeyboardInterrupt (SIGINT)
+message), skipped, and the run goes on from the last good state; the predictor is stepped with
+NaN for it (a missing observation: state kept, counted towards ``degraded_inference``, no row
+written). A KeyboardInterrupt (SIGINT)
 ends the stream as the input's end would: the rows so far are returned
 (``StreamResult.interrupted``) and the final snapshot is written.
 
@@ -366,6 +368,10 @@ def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready
                     bad_lines.append({"line": line, "error": str(error)})
                     if on_bad_line is not None:
                         on_bad_line(error)
+                    if state is not None:
+                        # A missing observation: the step keeps the state but counts it towards
+                        # degraded_inference (shown on the next good line's telemetry row).
+                        _, state = step(state, np.float32(np.nan))
                     continue
                 last_line, last_stamp = line, None if stamp is None else str(stamp)
                 if state is None:

@@ -11,7 +11,9 @@ import numpy as np
 
 from chaosfm.predictor._predictor import KERNELS, SLOW_PARTS, PredictorOutput
 
-FLAGS = ("degraded_inference", "emergency", "regime_change", "mode_collapse")
+# Each a bool per step; docs/predictor.md#flags-and-modes says what raises and clears each.
+FLAGS = ("sinkhorn_fallback", "degraded_inference", "emergency", "regime_change", "mode_collapse", "dgm_suspended",
+         "high_volatility", "crisis", "residual_invalid")
 _VALUES = ("hoelder", "cusum_statistic", "cusum_threshold", "distance_to_alarm", "kurtosis", "dgm_entropy",
            "free_energy", "error")
 TELEMETRY_COLUMNS = (
