@@ -142,3 +142,40 @@ def test_the_cli_runs_both_and_exits_2_on_bad_input(universe, tmp_path, capsys):
     assert "MVX thresholds need an agent trained with an `encoder` run" in capsys.readouterr().err
     assert main(["agent", "eval", "--run", str(out), "--mvx-thresholds", "0.2,high"]) == 2
     assert "mvx_thresholds" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tdmpc2_trains_and_evaluates_through_the_cli_and_never_trains_past_the_fence(universe, tmp_path, capsys):
+    config = tmp_path / "tdmpc2.yaml"
+    config.write_text("env: {n_assets: 4, holding: 2, episode_rebalances: 4}\nportfolios: 4\niterations: 2\n"
+                      "updates_per_iteration: 1\ntdmpc2: {hidden: 8, latent_dim: 8, hidden_layers: 1, num_q: 2, "
+                      "num_quantiles: 4, horizon: 2, batch_size: 16, alpha: 0.3}\n")
+    run = tmp_path / "run"
+    assert main(["agent", "train", "--agent", "tdmpc2", "--config", str(config), "--data", str(universe),
+                 "--out", str(run)]) == 0
+    assert {"config.yaml", "model.eqx", "weights.json", "history.csv", "train.json", "meta.json"} <= {
+        p.name for p in run.iterdir()}
+    assert yaml.safe_load((run / "config.yaml").read_text())["agent"] == "tdmpc2"
+    assert json.loads((run / "weights.json").read_text())["action_dim"] == 1
+    fence = pd.bdate_range("2015-01-01", periods=400)[319]  # each asset's row at 80%, as the QR-DQN run's
+    meta = json.loads((run / "meta.json").read_text())
+    assert all(pd.Timestamp(seen) <= fence for seen in meta["trained_through"].values())
+    train = json.loads((run / "train.json").read_text())
+    assert pd.Timestamp(train["fence"]) == fence and train["trained_rows"][1] <= 319
+    history = pd.read_csv(run / "history.csv")
+    assert len(history) == 2 and (history["last_row"] <= 319).all() and np.allclose(history["alpha"], 0.3)
+
+    assert main(["agent", "eval", "--run", str(run), "--portfolios", "4"]) == 0
+    assert "momentum" in capsys.readouterr().out
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["agent"] == "tdmpc2" and metrics["alpha"] == 0.3 and pd.Timestamp(metrics["fresh_from"]) > fence
+    assert metrics["rebalances"] == (399 - 324) // 2 and set(metrics["books"]) == {"agent", "equal_weight", "momentum"}
+    assert metrics["books"]["agent"]["non_flat_fraction"] == 1.0  # no encoder: every asset is traded
+    returns = pd.read_parquet(run / "eval" / "returns.parquet")
+    assert set(returns["window_class"]) == {"fresh"} and np.isfinite(returns["net"]).all()
+    assert "<h3>agent</h3>" in (run / "eval" / "report.html").read_text()
+    assert main(["agent", "eval", "--run", str(run), "--mvx-thresholds", "0.2"]) == 2
+    assert "the MVX gate applies to agent qrdqn" in capsys.readouterr().err
+    assert main(["agent", "train", "--agent", "tdmpc2", "--data", str(universe), "--set", "tdmpc2.latent=8",
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "tdmpc2: unknown key(s) ['latent']" in capsys.readouterr().err

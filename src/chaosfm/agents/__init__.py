@@ -84,6 +84,13 @@ from chaosfm.agents._tdmpc2_trainer import (
     train_tdmpc2_lorenz,
 )
 from chaosfm.agents._evaluation import evaluate_agent, evaluate_gate
+from chaosfm.agents._tdmpc2_market import (
+    MarketTDMPC2Agent,
+    MarketTDMPC2Config,
+    evaluate_tdmpc2_market,
+    market_tdmpc2_agent,
+    train_tdmpc2_market,
+)
 from chaosfm.agents._trainer import AgentTrainConfig, train_agent
 
 __all__ = [
@@ -164,4 +171,9 @@ __all__ = [
     "lorenz_observation",
     "run_tdmpc2_episodes",
     "train_tdmpc2_lorenz",
+    "MarketTDMPC2Agent",
+    "MarketTDMPC2Config",
+    "evaluate_tdmpc2_market",
+    "market_tdmpc2_agent",
+    "train_tdmpc2_market",
 ]

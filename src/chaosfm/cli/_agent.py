@@ -1,4 +1,4 @@
-"""``chaosfm agent train`` and ``chaosfm agent eval``: the cross-sectional QR-DQN agent."""
+"""``chaosfm agent train`` and ``chaosfm agent eval``: the cross-sectional agent (QR-DQN or TD-MPC2)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from chaosfm.cli._parser import Parser, common, overrides
 def cmd_agent_train(args: argparse.Namespace) -> None:
     from chaosfm.jobs import agent
 
-    values = overrides(args, agent.FLAGS, ("data", "cutoff", "seed", "out"))
+    values = overrides(args, agent.FLAGS, ("agent", "data", "cutoff", "seed", "out"))
     config = agent.read(args.config, values)
     summary = agent.train(config)
     say(f"trained on {summary['assets']} assets up to {summary['fence']} (rows {summary['trained_rows'][0]}"
@@ -53,10 +53,12 @@ def cmd_agent_eval(args: argparse.Namespace) -> None:
 
 
 def add(commands: Any) -> None:
-    group = commands.add_parser("agent", help="train and score the cross-sectional QR-DQN agent")
+    group = commands.add_parser("agent", help="train and score the cross-sectional agent (QR-DQN or TD-MPC2)")
     agent_commands = group.add_subparsers(dest="agent_command", metavar="COMMAND", parser_class=Parser)
     p = agent_commands.add_parser("train", help="train the agent on episodes that end at the fence",
                                   parents=common("data", "cutoff", "seed", "out", "config", "set"))
+    p.add_argument("--agent", help="the agent: qrdqn (default; QR-DQN with a CVaR critic) or tdmpc2 (a world "
+                                   "model, quantile critics and a policy)")
     p.set_defaults(run=cmd_agent_train)
     p = agent_commands.add_parser("eval", help="trade a trained agent on the fresh calendar beside equal-weight "
                                                "and momentum books", parents=common("out", "seed"))

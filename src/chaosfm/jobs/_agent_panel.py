@@ -17,6 +17,7 @@ the panel, read the encoder and label periods one way:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,11 +170,12 @@ def period_rows(universe: AgentPanel, embargo: int, env: EnvConfig) -> dict[str,
 
 def score_classes(
     universe: AgentPanel, params: Any, trainer: AgentTrainConfig, *, embargo: int, key: Any, portfolios: int,
-    classes: tuple[str, ...] = ("within_pretrain", "fresh"),
+    classes: tuple[str, ...] = ("within_pretrain", "fresh"), evaluate: Callable[..., dict[str, Any]] = evaluate_agent,
 ) -> dict[str, dict[str, Any]]:
     """The agent and the reference books on each class's calendar (:func:`period_rows`), with the
     same key for every class and every critic, so that two critics are paired on the same
-    portfolios and dates. A class without room for a rebalance is left out.
+    portfolios and dates. A class without room for a rebalance is left out. ``evaluate`` scores
+    one calendar (:func:`~chaosfm.agents.evaluate_agent`'s signature; another agent's evaluator).
 
     Raises:
         ConfigError: no class has room (too few rows after the fence), or a calendar has rows
@@ -186,8 +188,8 @@ def score_classes(
             continue
         first, last = rows[name]
         try:
-            results[name] = evaluate_agent(universe.panel, params, trainer, first=first, last=last, key=key,
-                                           n_portfolios=portfolios, stamps=universe.stamps)
+            results[name] = evaluate(universe.panel, params, trainer, first=first, last=last, key=key,
+                                     n_portfolios=portfolios, stamps=universe.stamps)
         except ValueError as error:  # rows without enough valid assets for an episode
             raise ConfigError(f"{name} rows {first}..{last}: {error}") from None
     if not results:

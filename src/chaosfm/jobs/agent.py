@@ -1,5 +1,9 @@
-"""``chaosfm agent train`` and ``chaosfm agent eval``: the cross-sectional QR-DQN agent on a
-universe of assets, trained before the fence and scored after it.
+"""``chaosfm agent train`` and ``chaosfm agent eval``: the cross-sectional agent on a universe of
+assets, trained before the fence and scored after it: QR-DQN with a CVaR critic (``agent: qrdqn``,
+the default) or TD-MPC2 (``agent: tdmpc2``, :func:`chaosfm.agents.train_tdmpc2_market`; dynamic
+CVaR from the encoder's Multiverse Crossing convergence when the run has an encoder). Both agents
+share the panel, the fence, the run folder and the evaluation; :data:`AGENTS` is the one place
+where they differ.
 
 ``train`` loads the universe, fences it (the one cutoff rule of every job), builds the causal
 panel with its features standardised on the rows up to the fence (:func:`chaosfm.agents.market_panel`),
@@ -20,7 +24,11 @@ rows; the convergence comes from the run's encoder (``encoder``: a pretrained JE
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,26 +36,33 @@ import equinox as eqx
 import jax
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from chaosfm._artifacts import atomic_write_bytes, nan_to_none, verify_run, write_json
 from chaosfm._config import ConfigError, read_config, read_yaml, split_commas
 from chaosfm.agents import (
     AgentTrainConfig,
     EnvConfig,
+    MarketTDMPC2Agent,
+    MarketTDMPC2Config,
+    TDMPC2Config,
+    evaluate_agent,
     evaluate_gate,
+    evaluate_tdmpc2_market,
+    market_tdmpc2_agent,
     qrdqn_init,
     train_agent,
+    train_tdmpc2_market,
 )
 from chaosfm.data import trained_through, trained_through_to_json
 from chaosfm.evaluate import PORTFOLIO, backtest_statistics
 from chaosfm.jobs._agent_panel import AgentPanel, build_panel, period_rows, score_classes
-from chaosfm.jobs._common import finish_run, write_config
+from chaosfm.jobs._common import ReadOptions, finish_run, load_data, write_config
 from chaosfm.report import tearsheet_section, write_report
 
 __all__ = ["AgentConfig", "AgentEvalConfig", "FLAGS", "EVAL_FLAGS", "evaluate", "read", "train"]
 
-FLAGS = {"data": "data", "cutoff": "cutoff", "seed": "seed", "out": "out"}
+FLAGS = {"agent": "agent", "data": "data", "cutoff": "cutoff", "seed": "seed", "out": "out"}
 """CLI flag -> config key of ``agent train``."""
 EVAL_FLAGS = {"run_dir": "run", "out": "out", "portfolios": "portfolios", "mvx_thresholds": "mvx_thresholds"}
 """CLI flag -> config key of ``agent eval``."""
@@ -60,16 +75,22 @@ GATE_METRICS = ("sharpe", "sharpe_se", "sharpe_ci", "psr", "hit_rate", "traded_f
 Thresholds = Annotated[list[float], BeforeValidator(split_commas)]
 
 
-class AgentConfig(BaseModel):
+class AgentConfig(ReadOptions):
     """``chaosfm agent train``: every flag is a key here."""
 
     model_config = ConfigDict(extra="forbid")
 
+    agent: str = Field("qrdqn", description="the agent (a key of AGENTS): qrdqn, QR-DQN with a CVaR critic, or "
+                                            "tdmpc2, TD-MPC2 (a world model, quantile critics, a policy)")
     data: str = Field("sp500_stocks", description="the universe: dataset names or paths (many assets)")
     cutoff: Any = Field(None, description="last timestamp training may see (default: each asset's row at 80%)")
     embargo: int = Field(5, ge=0, description="rows after the fence that are neither trained on nor scored")
     env: dict[str, Any] = Field(default_factory=dict, description="EnvConfig fields: n_assets, holding, ...")
-    critic: dict[str, Any] = Field(default_factory=dict, description="QRDQNConfig fields: alpha, hidden, ...")
+    critic: dict[str, Any] = Field(default_factory=dict, description="QRDQNConfig fields: alpha, hidden, ... "
+                                                                     "(agent: qrdqn)")
+    tdmpc2: dict[str, Any] = Field(default_factory=dict, description="agent: tdmpc2: TDMPC2Config fields (latent_dim, "
+                                   "hidden, horizon, alpha_min, ...) and MarketTDMPC2Config's (alpha, fixed_alpha, "
+                                   "batch_size, exploration_std, ...)")
     portfolios: int = Field(32, ge=1, description="episodes collected per iteration")
     iterations: int = Field(200, ge=1, description="collect-then-update rounds")
     updates_per_iteration: int = Field(8, ge=1, description="gradient steps per round")
@@ -90,6 +111,33 @@ class AgentConfig(BaseModel):
                                     temperature=self.temperature)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"env/critic: {error}") from None
+
+    def tdmpc2_trainer(self, features: int) -> MarketTDMPC2Config:
+        """The TD-MPC2 agent's config for a panel of ``features`` per asset (bad fields name the key)."""
+        try:
+            book = AgentTrainConfig(env=EnvConfig(**self.env), portfolios=self.portfolios,
+                                    temperature=self.temperature)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"env: {error}") from None
+        fields = {"iterations": self.iterations, "updates_per_iteration": self.updates_per_iteration, **self.tdmpc2}
+        try:
+            return MarketTDMPC2Config.from_fields(book, features + 1, fields)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"tdmpc2: {error}") from None
+
+    @field_validator("agent")
+    @classmethod
+    def _known_agent(cls, agent: str) -> str:
+        if agent not in AGENTS:
+            raise ValueError(f"must be one of {sorted(AGENTS)}, got {agent!r}")
+        return agent
+
+    @model_validator(mode="after")
+    def _one_agent_block(self) -> "AgentConfig":
+        for block, owner in (("critic", "qrdqn"), ("tdmpc2", "tdmpc2")):
+            if getattr(self, block) and self.agent != owner:
+                raise ValueError(f"{block}: its fields are for agent {owner}, and agent is {self.agent!r}")
+        return self
 
 
 class AgentEvalConfig(BaseModel):
@@ -113,25 +161,83 @@ def read(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Ag
 
 def _universe(config: AgentConfig, convergence: bool = False) -> AgentPanel:
     return build_panel(config.data, config.cutoff, config.embargo, config.encoder, convergence=convergence,
-                       seed=config.seed)
+                       seed=config.seed, frame=load_data(config.data, read=config))
+
+
+@dataclass(frozen=True)
+class _Agent:
+    """How the job trains, saves, reads back and scores one agent: the only place where they differ."""
+
+    trainer: Callable[[AgentConfig, int], Any]  # the library's config for a panel of F features per asset
+    fit: Callable[[AgentPanel, Any, Any], tuple[eqx.Module, dict[str, np.ndarray]]]  # (universe, trainer, key)
+    saved_config: Callable[[Any], dict[str, Any] | None]  # what WEIGHTS_CONFIG records of the weights' shapes
+    like: Callable[[Any, dict[str, Any] | None], eqx.Module]  # a template of the weights (trainer, saved config)
+    evaluator: Callable[[AgentPanel], Callable[..., dict[str, Any]]]  # evaluate_agent's signature, for the panel
+    book: Callable[[Any], AgentTrainConfig]  # the episodes, costs and reference books
+    risk: Callable[[Any, AgentPanel], Any]  # the CVaR level metrics.json reports
+    convergence: Callable[[AgentConfig], bool]  # training needs the encoder's convergence
+    gate: bool  # the MVX gate (mvx_thresholds) applies
+
+
+def _fit_qrdqn(universe: AgentPanel, trainer: AgentTrainConfig, key: Any):
+    state, history = train_agent(universe.panel, trainer, first=0, last=universe.last, key=key)
+    return state.params, history
+
+
+def _fit_tdmpc2(universe: AgentPanel, trainer: MarketTDMPC2Config, key: Any):
+    state, history = train_tdmpc2_market(universe.panel, trainer, first=0, last=universe.last, key=key,
+                                         convergence=universe.convergence)
+    return MarketTDMPC2Agent(state.model, state.policy), history
+
+
+def _tdmpc2_risk(trainer: MarketTDMPC2Config, universe: AgentPanel) -> Any:
+    if universe.convergence is None or trainer.fixed_alpha:
+        return trainer.alpha
+    model = trainer.model
+    return {"dynamic": "cvar_alpha of the encoder's MVX convergence", "alpha_min": model.alpha_min,
+            "alpha_max": model.alpha_max, "no_trade": model.no_trade}
+
+
+AGENTS = {
+    "qrdqn": _Agent(
+        trainer=AgentConfig.trainer, fit=_fit_qrdqn, saved_config=lambda trainer: None,
+        like=lambda trainer, saved: qrdqn_init(trainer.qrdqn, key=jax.random.key(0)).params,
+        evaluator=lambda universe: evaluate_agent, book=lambda trainer: trainer,
+        risk=lambda trainer, universe: trainer.qrdqn.alpha, convergence=lambda config: False, gate=True),
+    "tdmpc2": _Agent(
+        trainer=AgentConfig.tdmpc2_trainer, fit=_fit_tdmpc2,
+        saved_config=lambda trainer: dataclasses.asdict(trainer.model),
+        like=lambda trainer, saved: market_tdmpc2_agent(TDMPC2Config(**saved), key=jax.random.key(0)),
+        evaluator=lambda universe: functools.partial(evaluate_tdmpc2_market, convergence=universe.convergence),
+        book=lambda trainer: trainer.book, risk=_tdmpc2_risk,
+        convergence=lambda config: config.encoder is not None and not config.tdmpc2.get("fixed_alpha", False),
+        gate=False),
+}
+"""``agent`` -> how the job handles it."""
+WEIGHTS_CONFIG = "weights.json"
+"""The weights' own config (TD-MPC2's TDMPC2Config), read to rebuild their template."""
 
 
 def train(config: AgentConfig) -> dict[str, Any]:
     """Train on episodes ending at the fence row; write the run folder; return its summary."""
-    universe = _universe(config)
+    kind = AGENTS[config.agent]
+    universe = _universe(config, convergence=kind.convergence(config))
     seen, panel, stamps, assets, last = universe.seen, universe.panel, universe.stamps, universe.names, universe.last
-    trainer = config.trainer(int(panel.features.shape[-1]))
+    trainer = kind.trainer(config, int(panel.features.shape[-1]))
     train_key = jax.random.split(jax.random.key(config.seed))[0]
     try:
-        state, history = train_agent(panel, trainer, first=0, last=last, key=train_key)
+        weights, history = kind.fit(universe, trainer, train_key)
     except ValueError as error:  # no episode of K valid assets fits before the fence
         raise ConfigError(f"{config.data}: {error}; fewer assets per portfolio (env.n_assets) or shorter episodes "
                           "(env.episode_rebalances, env.holding) may fit") from None
     out = Path(config.out)
     write_config(out, config)
     buffer = io.BytesIO()
-    eqx.tree_serialise_leaves(buffer, state.params)
+    eqx.tree_serialise_leaves(buffer, weights)
     atomic_write_bytes(out / WEIGHTS, buffer.getvalue())
+    saved = kind.saved_config(trainer)
+    if saved is not None:
+        write_json(out / WEIGHTS_CONFIG, saved)
     atomic_write_bytes(out / "history.csv", pd.DataFrame(history).to_csv(index=False).encode())
     summary = {"assets": len(assets), "fence": str(stamps[last]), "rows": len(stamps),
                "trained_rows": [int(np.min(history["first_row"])), int(np.max(history["last_row"]))],
@@ -169,18 +275,24 @@ def evaluate(config: AgentEvalConfig) -> dict[str, Any]:
         raise ConfigError(f"{run}: no {WEIGHTS}; is it a `chaosfm agent train` run?")
     record = verify_run(run)  # names a damaged or missing file
     trained = read_config(AgentConfig, None, read_yaml(run / "config.yaml"))
-    universe = _universe(trained, convergence=bool(config.mvx_thresholds))
+    kind = AGENTS[trained.agent]
+    if config.mvx_thresholds and not kind.gate:
+        raise ConfigError(f"mvx_thresholds: the MVX gate applies to agent qrdqn; {run} is agent {trained.agent!r}, "
+                          "which gates itself by the encoder's convergence (tdmpc2.no_trade)")
+    universe = _universe(trained, convergence=bool(config.mvx_thresholds) or kind.convergence(trained))
     panel, stamps, last = universe.panel, universe.stamps, universe.last
-    trainer = trained.trainer(int(panel.features.shape[-1]))
-    like = qrdqn_init(trainer.qrdqn, key=jax.random.key(0)).params
+    agent_config = kind.trainer(trained, int(panel.features.shape[-1]))
+    trainer = kind.book(agent_config)
+    saved = json.loads((run / WEIGHTS_CONFIG).read_text()) if (run / WEIGHTS_CONFIG).is_file() else None
+    like = kind.like(agent_config, saved)
     with open(run / WEIGHTS, "rb") as stream:
         params = eqx.tree_deserialise_leaves(stream, like)
     eval_key = jax.random.split(jax.random.key(trained.seed))[1]
     if config.seed:
         eval_key = jax.random.fold_in(eval_key, config.seed)
     try:
-        scored = score_classes(universe, params, trainer, embargo=trained.embargo, key=eval_key,
-                               portfolios=config.portfolios)
+        scored = score_classes(universe, params, agent_config, embargo=trained.embargo, key=eval_key,
+                               portfolios=config.portfolios, evaluate=kind.evaluator(universe))
     except ConfigError as error:
         raise ConfigError(f"{run}: {error}") from None
     if "fresh" not in scored:
@@ -189,7 +301,7 @@ def evaluate(config: AgentEvalConfig) -> dict[str, Any]:
     result = scored["fresh"]
     first = int(result["rows"][0])
     sweep = None
-    if universe.convergence is not None:
+    if config.mvx_thresholds:
         train_first, _ = period_rows(universe, trained.embargo, trainer.env)["in_sample"]
         try:
             sweep = evaluate_gate(panel, params, trainer, convergence=universe.convergence,
@@ -207,7 +319,8 @@ def evaluate(config: AgentEvalConfig) -> dict[str, Any]:
     periods = float(result["periods_per_year"])
     metrics = nan_to_none({
         "fresh_from": str(stamps[first]), "fresh_to": str(stamps[-1]), "rebalances": len(result["rows"]),
-        "portfolios": config.portfolios, "env": dataclasses.asdict(trainer.env), "alpha": trainer.qrdqn.alpha,
+        "portfolios": config.portfolios, "agent": trained.agent, "env": dataclasses.asdict(trainer.env),
+        "alpha": kind.risk(agent_config, universe),
         "periods_per_year": periods,
         "books": {book: _book_metrics(result[book]) for book in BOOKS},
         **({"encoder": {"run": trained.encoder, "trained_through": universe.encoder_through}}
@@ -223,7 +336,9 @@ def evaluate(config: AgentEvalConfig) -> dict[str, Any]:
     write_json(out / "metrics.json", metrics)
     statistics = nan_to_none(backtest_statistics(pnl, periods_per_year=periods, confidence=trainer.confidence))
     env = trainer.env
-    description = (f"The agent of {run} (CVaR {trainer.qrdqn.alpha:g}) and two reference books, each a fund of "
+    risk = kind.risk(agent_config, universe)
+    risk = f"CVaR {risk:g}" if isinstance(risk, float) else "CVaR from MVX convergence"
+    description = (f"The {trained.agent} agent of {run} ({risk}) and two reference books, each a fund of "
                    f"{config.portfolios} portfolios of {env.n_assets} assets redrawn every {env.episode_rebalances} "
                    f"rebalances, rebalanced every {env.holding} rows from {str(stamps[first])[:10]} (after the fence "
                    f"and a {trained.embargo}-row embargo); costs {env.cost_bps:g} bps of the capital traded plus "
