@@ -15,6 +15,19 @@ from chaosfm.data._errors import (
     TimestampOrderError,
     UnknownDatasetError,
 )
+from chaosfm.data._exogenous import (
+    CALENDAR_COLUMNS,
+    INDICATORS,
+    Indicator,
+    atr,
+    bollinger_width,
+    calendar_features,
+    ema,
+    exogenous_features,
+    indicator_columns,
+    macd,
+    rsi,
+)
 from chaosfm.data._features import FEATURE_COLUMNS, candle_features, symlog, warmup_rows
 from chaosfm.data._fence import (
     TimeFence,
@@ -58,6 +71,17 @@ from chaosfm.data._systems import SYSTEMS, ChaoticSystem
 from chaosfm.data._trajectory import time_step, to_trajectory_frame
 
 __all__ = [
+    "CALENDAR_COLUMNS",
+    "INDICATORS",
+    "Indicator",
+    "atr",
+    "bollinger_width",
+    "calendar_features",
+    "ema",
+    "exogenous_features",
+    "indicator_columns",
+    "macd",
+    "rsi",
     "DIRECTION_NAMES",
     "EMBARGOED",
     "PURGED",

@@ -8,8 +8,10 @@ the leakage study), so they all read rows the same way:
 * ``features``: causal per-row features standardised by a :class:`FeatureScaler` fitted on the
   training rows. The frame's kind picks the set (:func:`feature_set`): the seven candle features
   of :data:`FEATURES` on a frame with open, high and low, the four of :data:`CLOSE_FEATURES` on a
-  close-only frame. The scaler records its set (``scaler.json``'s ``"features"``), and an encoder
-  reads only frames that give that set;
+  close-only frame; on request (``feature_set(frame, "close+indicators")``) the close-only set
+  with two indicators, :data:`INDICATOR_FEATURES`, from a frame of either kind. The scaler
+  records its set (``scaler.json``'s ``"features"``), and an encoder reads only frames that give
+  that set;
 * ``codes``: one int32 code per candle from a fitted FSQ or VQ-VAE tokenizer (``patch = 1``);
   the encoder embeds them. The tokenizer's ``trained_through`` is an upstream record of
   everything the encoder computes. Candles only: a close-only frame is refused by name.
@@ -40,11 +42,20 @@ import numpy as np
 import pandas as pd
 
 from chaosfm._config import ConfigError
-from chaosfm.data import DataError, TrainedThrough, candle_features, frame_kind, has_ohlc, require_ohlc
+from chaosfm.data import (
+    DataError,
+    TrainedThrough,
+    candle_features,
+    exogenous_features,
+    frame_kind,
+    has_ohlc,
+    require_ohlc,
+)
 
 __all__ = [
     "CLOSE_FEATURES",
     "FEATURES",
+    "INDICATOR_FEATURES",
     "EncoderInputs",
     "EncoderStream",
     "FeatureScaler",
@@ -59,7 +70,16 @@ FEATURES = ("symlog_return", "body", "upper_wick", "lower_wick", "range", "reali
 CLOSE_FEATURES = ("symlog_return", "realized_vol", "log_return_5", "log_return_20")
 """The close-only feature set: what an encoder reads from a close-only frame (see the module docstring)."""
 
-_SETS = {FEATURES: "candle features", CLOSE_FEATURES: "close-only features"}
+INDICATOR_FEATURES = (*CLOSE_FEATURES, "rsi_14", "bb_width_20_2")
+"""The close-only set and two scale-free indicators of :func:`chaosfm.data.exogenous_features`
+(Wilder's RSI, Bollinger band width), causal like the rest; on request (``"close+indicators"``), for
+a frame of either kind. Indicators in price units (EMA, MACD, ATR) are left out: a scaler fitted on
+training prices does not standardise later price levels."""
+
+_SETS = {FEATURES: "candle features", CLOSE_FEATURES: "close-only features",
+         INDICATOR_FEATURES: "close+indicators features"}
+_NAMED = {"candles": FEATURES, "close": CLOSE_FEATURES, "close+indicators": INDICATOR_FEATURES}
+_INDICATORS = {"rsi_14": "rsi", "bb_width_20_2": "bollinger_width"}  # column -> its indicator
 _MOVES = {"log_return_5": 5, "log_return_20": 20}  # close-only feature -> rows of its log return
 
 
@@ -68,10 +88,15 @@ def _describe(features: tuple[str, ...]) -> str:
     return f"{_SETS.get(features, 'features')} ({', '.join(features)})"
 
 
-def feature_set(frame: pd.DataFrame) -> tuple[str, ...]:
+def feature_set(frame: pd.DataFrame, name: str | None = None) -> tuple[str, ...]:
     """The features an encoder reads from ``frame``: :data:`FEATURES` when it has open, high and
-    low (:func:`chaosfm.data.has_ohlc`), :data:`CLOSE_FEATURES` when it is close-only."""
-    return FEATURES if has_ohlc(frame) else CLOSE_FEATURES
+    low (:func:`chaosfm.data.has_ohlc`), :data:`CLOSE_FEATURES` when it is close-only; or the set
+    ``name`` (``"candles"``, ``"close"``, ``"close+indicators"``)."""
+    if name is None:
+        return FEATURES if has_ohlc(frame) else CLOSE_FEATURES
+    if name not in _NAMED:
+        raise ValueError(f"unknown feature set {name!r}; known: {', '.join(_NAMED)}")
+    return _NAMED[name]
 
 
 @dataclass(frozen=True)
@@ -134,7 +159,7 @@ def _feature_rows(
                         source=source, rule="market frame")
     given = feature_set(frame)
     features = given if features is None else tuple(features)
-    if features != given:
+    if features != given and features != INDICATOR_FEATURES:  # indicators read closes: any market frame
         kind = "has open, high and low" if has_ohlc(frame) else "is close-only"
         raise DataError(
             f"this JEPA encoder reads {_describe(features)}, but the frame {kind} and gives "
@@ -146,6 +171,10 @@ def _feature_rows(
     for name, rows in _MOVES.items():
         if name in features:
             table[name] = log_close.groupby(table["asset"].to_numpy(), sort=False).diff(rows)
+    wanted = [c for c in features if c in _INDICATORS]
+    if wanted:
+        indicators = exogenous_features(frame, indicators=[_INDICATORS[c] for c in wanted], calendar=False)
+        table[wanted] = indicators[wanted].to_numpy()  # same rows, same order
     out = {}
     for asset, part in table.groupby("asset", sort=False):
         values = part[list(features)].to_numpy(np.float64)
