@@ -333,7 +333,7 @@ def test_pretrain_then_mvx(tmp_path, capsys):
 CONFIGS = Path(__file__).parents[2] / "configs"
 
 COMMANDS = {"agent", "datasets", "data", "evaluate", "tokenize", "train", "stage", "pipeline", "generate", "forecast",
-            "stream", "tune", "multitask", "pretrain", "mvx", "leakage", "demo", "bench", "backtest", "config", "greeks"}
+            "stream", "tune", "multitask", "pretrain", "mvx", "leakage", "demo", "bench", "backtest", "config", "greeks", "inspect"}
 
 
 def _subcommands(parser):

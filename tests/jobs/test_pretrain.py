@@ -10,7 +10,8 @@ import yaml
 
 from chaosfm.cli import main
 from chaosfm.models import KANLayer, StepwisePredictor
-from chaosfm.train import load_pretrained
+from chaosfm.data import load
+from chaosfm.train import feature_set, load_pretrained
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
@@ -18,7 +19,9 @@ CONFIGS = Path(__file__).parents[2] / "configs"
 @pytest.mark.slow  # ~25 s of CPU, about a minute on a busy 2-core machine
 def test_jepa_kan_tiny_trains_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["pretrain", "--config", str(CONFIGS / "jepa-kan-tiny.yaml"), "--out", str(out)]) == 0
+    # Also the indicator feature set (RSI and Bollinger width beside the close-only features).
+    assert main(["pretrain", "--config", str(CONFIGS / "jepa-kan-tiny.yaml"), "--out", str(out),
+                 "--set", "data.features=close+indicators"]) == 0
     assert f"wrote the run to {out}" in capsys.readouterr().out
     shipped = yaml.safe_load((CONFIGS / "jepa-kan-tiny.yaml").read_text())["model"]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -34,6 +37,8 @@ def test_jepa_kan_tiny_trains_from_the_command_line(tmp_path, capsys):
     )
     assert metrics["heldout"]["windows"] > 0 and not metrics["heldout"]["collapsed"]
     model, inputs, meta = load_pretrained(out)
+    assert tuple(inputs.features) == feature_set(load("sp500"), "close+indicators")
+    assert {"rsi_14", "bb_width_20_2"} <= set(inputs.features)
     assert model.config.predictor == "kan" and model.config.barlow_weight == shipped["barlow_weight"]
     assert isinstance(model.predictor, StepwisePredictor)
     assert all(isinstance(block, KANLayer) and block.basis == "bspline" for block in model.predictor.blocks)

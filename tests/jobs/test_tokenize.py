@@ -156,3 +156,63 @@ def test_cli_flags_override_the_config(trajectory, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["vocab_size"] == 34
     assert main(["tokenize", "--data", str(path), "--patch", "0", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_analyze_a_bins_run_end_to_end(candles, tmp_path):
+    from chaosfm.jobs.tokenize import AnalyzeConfig, analyze, read_analysis
+
+    path = tmp_path / "candles.csv"
+    candles.to_csv(path, index=False)
+    run_dir = tmp_path / "run"
+    run(TokenizeConfig(data=[str(path)], tokenizer="bins", bins="quantile", vocab_size=18,
+                       options={"context_length": 50}, cutoff="2001-09-28", out=run_dir, speed_repeats=1))
+    horizon, embargo = 3, 4
+    config = read_analysis(None, {"run": str(run_dir), "top_k": 4, "ngram": 2, "horizon": horizon,
+                                  "embargo": embargo, "min_count": 3})
+    report = analyze(config)
+    out = run_dir / "analysis"
+    assert verify_run(out)["command"] == "tokenize analyze"
+    patterns = pd.read_csv(out / "patterns.csv")
+    pd.testing.assert_frame_equal(patterns, report["patterns"], check_dtype=False)
+    assert set(patterns["n"]) == {1, 2} and (patterns.groupby("n").size() <= 4).all()
+    saved = json.loads((out / "analysis.json").read_text())
+    assert saved["horizon"] == horizon and saved["embargo"] == embargo and saved["move"] == "log return"
+
+    # the codes, encoded by hand: rows up to the cutoff and rows after it as two frames
+    tokenizer = load_tokenizer(run_dir)
+    cutoff = pd.Timestamp("2001-09-28")
+    train_tokens = tokenizer.tokens(candles.loc[candles["timestamp"] <= cutoff])
+    after_tokens = tokenizer.tokens(candles.loc[candles["timestamp"] > cutoff])
+    codes = np.r_[train_tokens["code"].to_numpy(), after_tokens["code"].to_numpy()]
+    _, counts = np.unique(codes, return_counts=True)
+    p = counts / counts.sum()
+    assert saved["distribution"]["all"]["codes"] == len(candles)
+    assert saved["distribution"]["all"]["entropy_bits"] == pytest.approx(-(p * np.log2(p)).sum())
+    assert saved["distribution"]["all"]["top_k_coverage"] == pytest.approx(np.sort(counts)[::-1][:4].sum() / len(codes))
+
+    # the top 1-gram's moves, by hand: training ones end at or before the cutoff, fresh ones start
+    # more than `embargo` rows after it
+    top = patterns.loc[patterns["n"] == 1].iloc[0]
+    code = int(top["pattern"])
+    train_moves, fresh_moves = [], []
+    for asset, part in candles.groupby("asset"):
+        close = part["close"].to_numpy()
+        stamps = part["timestamp"].to_numpy()
+        last_seen = int(np.searchsorted(stamps, np.datetime64(cutoff), "right")) - 1
+        own = pd.concat([train_tokens, after_tokens]).query("asset == @asset")["code"].to_numpy()
+        for row in np.flatnonzero(own == code):
+            if row + horizon >= len(close):
+                continue
+            move = np.log(close[row + horizon] / close[row])
+            if row + horizon <= last_seen:
+                train_moves.append(move)
+            elif row - last_seen - 1 >= embargo:
+                fresh_moves.append(move)
+    assert top["train_count"] == len(train_moves) and top["train_mean"] == pytest.approx(np.mean(train_moves))
+    assert top["fresh_count"] == len(fresh_moves) > 0
+    assert top["fresh_mean"] == pytest.approx(np.mean(fresh_moves))
+
+    with pytest.raises(ConfigError, match="not a tokenize run"):
+        analyze(AnalyzeConfig(run=out))
+    with pytest.raises(ConfigError, match="ngarm"):
+        read_analysis(None, {"run": str(run_dir), "ngarm": 2})

@@ -14,6 +14,7 @@ from chaosfm import __version__
 from chaosfm.cli import _agent, _backtest, _bench, _data, _evaluate, _multitask, _stream, _tokenize, _train, _world
 from chaosfm.cli import _config_size
 from chaosfm.cli import _greeks
+from chaosfm.cli import _inspect
 from chaosfm.cli._parser import Parser, UsageError
 
 
@@ -41,6 +42,7 @@ def build_parser() -> Parser:
     _evaluate.add_demo(commands)
     _config_size.add(commands)
     _greeks.add(commands)
+    _inspect.add(commands)
     _bench.add(commands)
     return parser
 

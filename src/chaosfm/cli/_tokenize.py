@@ -1,4 +1,4 @@
-"""``chaosfm tokenize`` and ``chaosfm tokenize inspect``."""
+"""``chaosfm tokenize``, ``chaosfm tokenize inspect`` and ``chaosfm tokenize analyze``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,30 @@ from chaosfm.cli._output import say, show
 from chaosfm.cli._parser import UsageError, common, overrides, split
 
 _FLAGS = ("tokenizer", "codebook", "patch", "restarts", "bins", "vocab_size", "steps", "cutoff", "seed", "out")
+_ANALYZE_FLAGS = ("top_k", "ngram", "horizon", "embargo", "min_count", "seed", "out")
+_PATTERN_COLUMNS = ["n", "rank", "pattern", "train_count", "train_mean", "train_hit_rate", "train_t",
+                    "fresh_count", "fresh_mean", "fresh_hit_rate", "fresh_t", "fresh_ci_low", "fresh_ci_high"]
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    from chaosfm.jobs import tokenize
+
+    if not args.run_dir:
+        raise UsageError("usage: chaosfm tokenize analyze RUN_DIR [--data NAME] [--top-k 20] [--ngram 3] "
+                         "[--horizon 5] [--out DIR]")
+    values = overrides(args, {}, _ANALYZE_FLAGS)
+    values["run"] = args.run_dir
+    if args.data:
+        values["data"] = split(args.data)
+    report = tokenize.analyze(tokenize.read_analysis(args.config, values))
+    analysis = report["analysis"]
+    show(f"code spread (top-k {analysis['distribution']['all']['top_k']})", tokenize.distribution_table(analysis))
+    show(f"code patterns: forward {analysis['move']} over {analysis['horizon']} rows, ranked on training rows, "
+         f"scored on fresh rows (embargo {analysis['embargo']})", report["patterns"][_PATTERN_COLUMNS])
+    if len(report["rare"]):
+        show(f"rare codes (share below {analysis['rare_threshold']:.3g}) and their decoded values", report["rare"])
+    else:
+        say("no rare codes")
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
@@ -21,8 +45,11 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
         show(f"tokenizer health: {args.run_dir}", report["table"])
         say(f"wrote {report['plot']}")
         return
+    if args.action == "analyze":
+        cmd_analyze(args)
+        return
     if args.action is not None:
-        raise UsageError(f"unknown tokenize action {args.action!r}; use: chaosfm tokenize inspect RUN_DIR")
+        raise UsageError(f"unknown tokenize action {args.action!r}; use: chaosfm tokenize inspect|analyze RUN_DIR")
     if args.config is None and not args.data:
         raise UsageError("chaosfm tokenize: --data is required (or --config FILE with a data key)")
     values = overrides(args, {}, _FLAGS)
@@ -40,8 +67,9 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 def add(commands: Any) -> None:
     p = commands.add_parser("tokenize", help="fit a tokenizer (fsq, vqvae, bins) and report its health",
                             parents=common("data", "cutoff", "seed", "out", "config", "set"))
-    p.add_argument("action", nargs="?", help="'inspect' to re-read a run folder")
-    p.add_argument("run_dir", nargs="?", help="with inspect: the run folder")
+    p.add_argument("action", nargs="?",
+                   help="'inspect' to re-read a run folder, 'analyze' to analyse its codes")
+    p.add_argument("run_dir", nargs="?", help="with inspect or analyze: the run folder")
     p.add_argument("--tokenizer", choices=["fsq", "vqvae", "bins"], help="which tokenizer (default fsq)")
     p.add_argument("--levels", help="FSQ levels, e.g. 8,8,4,4")
     p.add_argument("--codebook", type=int, help="VQ-VAE codebook size")
@@ -51,4 +79,9 @@ def add(commands: Any) -> None:
     p.add_argument("--bins", choices=["uniform", "quantile"], help="bin tokenizer kind (default uniform)")
     p.add_argument("--vocab-size", type=int, help="bin tokenizer codes, PAD and EOS included (default 4096)")
     p.add_argument("--steps", type=int, help="optimiser steps")
+    p.add_argument("--top-k", type=int, help="analyze: codes in top-k coverage and patterns kept per n (default 20)")
+    p.add_argument("--ngram", type=int, help="analyze: longest code pattern (default 3)")
+    p.add_argument("--horizon", type=int, help="analyze: rows of the forward move after a pattern (default 5)")
+    p.add_argument("--embargo", type=int, help="analyze: rows after trained_through not yet fresh (default: horizon)")
+    p.add_argument("--min-count", type=int, help="analyze: training occurrences a ranked pattern needs (default 10)")
     p.set_defaults(run=cmd_tokenize)

@@ -28,4 +28,5 @@ loading, picking an asset, the run folder's ``config.yaml`` and ``meta.json``) i
 | ``bench chaos`` | ``bench_chaos`` |
 | ``config size`` | ``config_size`` |
 | ``greeks`` | ``greeks`` |
+| ``inspect`` | ``inspect`` |
 """

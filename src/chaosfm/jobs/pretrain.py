@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -77,6 +77,8 @@ class PretrainData(ReadOptions):
     )
     embargo: int = Field(5, ge=0, description="rows after the cutoff kept out of the held-out check")
     vol_window: int = Field(20, ge=2, description="rows of the realized-volatility feature")
+    features: Literal["candles", "close", "close+indicators"] | None = Field(
+        None, description="the encoder's feature set (default: candles with open/high/low, else close)")
 
     def fence(self, frame: pd.DataFrame) -> TimeFence:
         """The cutoff (and embargo) as a TimeFence over ``frame``'s assets."""
@@ -163,7 +165,7 @@ def run(config: PretrainConfig, *, frame: pd.DataFrame | None = None) -> dict[st
     out, tc = Path(config.out), config.train
     mesh = data_mesh(tc.devices, tc.batch_size)
     tokenizer = _tokenizer(config.tokenizer, train_rows, fence, out, config.resume, tc.seed)
-    features = feature_set(frame)
+    features = feature_set(frame, config.data.features)
     train_streams = feature_streams(train_rows, config.data.vol_window, features)
     train_features = {asset: values for asset, (values, _) in train_streams.items()}
     inputs = EncoderInputs(FeatureScaler.fit(train_features, features), config.data.vol_window, tokenizer)

@@ -1,4 +1,4 @@
-"""``chaosfm tokenize`` and ``chaosfm tokenize inspect``.
+"""``chaosfm tokenize``, ``chaosfm tokenize inspect`` and ``chaosfm tokenize analyze``.
 
 :func:`run` loads data, splits it at a cutoff with a :class:`~chaosfm.data.TimeFence`, fits a
 tokenizer on the rows before it, measures its health on both sides and writes a run folder:
@@ -13,6 +13,12 @@ tokenizer on the rows before it, measures its health on both sides and writes a 
 
 :func:`inspect` checks those hashes, reloads the tokenizer, and writes ``inspect.png`` (code
 usage, and the example window reconstructed beside the original).
+
+:func:`analyze` encodes a run's data (or other data) with its tokenizer and writes an analysis
+folder (default ``RUN/analysis``): ``analysis.json`` (code spread, rare codes and what they decode
+to, the top patterns), ``patterns.csv`` (code n-grams with the forward-move statistics on
+training rows and on fresh rows, classified by the leakage protocol), ``config.yaml`` and
+``meta.json``.
 """
 
 from __future__ import annotations
@@ -31,14 +37,21 @@ from chaosfm._artifacts import atomic_write_bytes, atomic_write_text, nan_to_non
 from chaosfm._config import ConfigError, read_config
 from chaosfm._progress import say
 from chaosfm._random import run_keys
-from chaosfm.data import TimeFence, trained_through_to_json
+from chaosfm.data import DataError, TimeFence, trained_through_to_json
+from chaosfm.evaluate import bootstrap_interval, window_class_at
 from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, DatasetNames, ReadOptions, finish_run, load_data, resolve_fence, write_config
 from chaosfm.tokenizers import (
     AbstractTokenizer,
+    CodeStream,
+    code_distribution,
+    code_values,
     encodable,
+    forward_returns,
     health_table,
     load_tokenizer,
     make_tokenizer,
+    pattern_stats,
+    rare_codes,
     tokenizer_health,
 )
 
@@ -165,6 +178,129 @@ def inspect(run_dir: str | Path) -> dict[str, Any]:
     return {"metrics": metrics, "table": health_table(metrics), "plot": str(plot)}
 
 
+class AnalyzeConfig(ReadOptions):
+    """``chaosfm tokenize analyze``: which tokenizer run, which data, how far patterns look."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: Path = Field(description="a tokenize run folder")
+    data: DatasetNames | None = Field(None, description="data to encode (default: the run's own data)")
+    data_options: dict[str, Any] | None = Field(None, description="options for data.load (default: the run's)")
+    top_k: int = Field(20, ge=1, description="codes counted in top-k coverage, and patterns kept per n")
+    ngram: int = Field(3, ge=1, description="longest code pattern (patterns of 1 .. ngram codes)")
+    horizon: int = Field(5, ge=1, description="rows after a pattern over which its forward move is taken")
+    embargo: int | None = Field(None, ge=0, description="rows after trained_through not yet fresh (default: horizon)")
+    min_count: int = Field(10, ge=1, description="training occurrences a pattern needs to be ranked")
+    rare_factor: float = Field(10.0, gt=0, description="a code is rare below 1 / (rare_factor * data codes)")
+    seed: int = Field(0, description="seed of the bootstrap intervals")
+    out: Path | None = Field(None, description="analysis folder (default: RUN/analysis)")
+
+
+def read_analysis(path: str | Path | None, overrides: dict[str, Any] | None = None) -> AnalyzeConfig:
+    """The analysis config file (optional) with flag ``overrides`` (dotted keys) on top."""
+    return read_config(AnalyzeConfig, path, overrides)
+
+
+def analyze(config: AnalyzeConfig) -> dict[str, Any]:
+    """Encode data with a tokenize run's tokenizer and analyse its codes; write the analysis folder.
+
+    Rows at or before the tokenizer's ``trained_through`` and the rows after it are encoded as two
+    frames (as the health report does), so no code of one side depends on the other. A pattern
+    occurrence is a training one when it and its forward move lie at or before ``trained_through``
+    (:func:`~chaosfm.evaluate.window_class_at` says ``within_pretrain`` at the move's last row),
+    a fresh one when its first row is ``fresh`` (after ``trained_through`` and the embargo).
+
+    Returns:
+        ``analysis`` (what analysis.json holds), ``patterns`` and ``rare`` (DataFrames), ``out``.
+
+    Raises:
+        ArtifactError: a file of the run is missing or damaged.
+        ConfigError: the folder is not a tokenize run.
+        DataError: the data cannot be encoded, or has no rows.
+    """
+    root = Path(config.run)
+    meta = verify_run(root)
+    if meta.get("command") != "tokenize":
+        raise ConfigError(f"{root}: not a tokenize run (meta.json says command={meta.get('command')!r})")
+    saved = read(root / "config.yaml")
+    tokenizer = load_tokenizer(root)
+    names = list(config.data) if config.data else list(saved.data)
+    options = config.data_options if config.data_options is not None else (
+        {} if config.data else saved.data_options)
+    frame = load_data(names, options, config if config.data else saved)
+    embargo = config.horizon if config.embargo is None else config.embargo
+    seen = tokenizer.trained_through or {}
+    before = np.zeros(len(frame), dtype=bool)
+    for asset, last in seen.items():
+        before |= ((frame["asset"] == asset) & (frame["timestamp"] <= last)).to_numpy()
+    parts = {"train": frame.loc[before].reset_index(drop=True), "after": frame.loc[~before].reset_index(drop=True)}
+    encoded = {side: _encoded(tokenizer, part) for side, part in parts.items()}
+    if all(e is None for e in encoded.values()):
+        raise DataError(f"{', '.join(names)}: no asset has enough rows to encode", rule="encodable rows")
+    streams, rows = [], []
+    for side in ("train", "after"):
+        if encoded[side] is not None:
+            side_streams, side_rows = _streams(tokenizer, frame, encoded[side], config.horizon, embargo)
+            streams += side_streams
+            rows.append(side_rows.assign(side=side))
+    table = pd.concat(rows, ignore_index=True)
+    vocab, special = tokenizer.vocab_size, tokenizer.special_tokens
+    spread = {"all": code_distribution(table["code"], vocab, special, config.top_k)}
+    for side in ("train", "after"):
+        codes = table.loc[table["side"] == side, "code"]
+        spread[side] = code_distribution(codes, vocab, special, config.top_k) if len(codes) else None
+    patterns = pattern_stats(
+        streams, config.ngram, top_k=config.top_k, min_count=config.min_count,
+        interval=lambda values: bootstrap_interval([values], seed=config.seed),
+    )
+    counts = np.bincount(table["code"].to_numpy(np.int64), minlength=vocab)[:vocab]
+    rare = rare_codes(counts, special, config.rare_factor)
+    value_columns = [c for c in table.columns if c.startswith("value:")]
+    decoded = table[value_columns].rename(columns=lambda c: c[len("value:"):])
+    truth = table[[c.replace("value:", "true:") for c in value_columns]].rename(columns=lambda c: c[len("true:"):])
+    rare = rare.merge(code_values(table["code"], decoded, truth, rare["code"].tolist()).drop(columns="rows"),
+                      on="code", how="left")
+    classes = table.groupby("side").agg(codes=("code", "size"), train=("train_end", "sum"),
+                                        fresh=("fresh_start", "sum"))
+    analysis = nan_to_none({
+        "run": str(root),
+        "tokenizer": tokenizer.name,
+        "data": names,
+        "vocab_size": vocab,
+        "special_tokens": special,
+        "trained_through": trained_through_to_json(seen),
+        "horizon": config.horizon,
+        "embargo": embargo,
+        "move": "log return" if bool(table["log_move"].all()) else "difference (a series is not positive)",
+        "codes_by_class": {
+            "train": int(classes["train"].sum()),
+            "fresh": int(classes["fresh"].sum()),
+            "all": int(len(table)),
+        },
+        "distribution": spread,
+        "rare_codes": rare.to_dict(orient="records"),
+        "rare_threshold": 1.0 / (config.rare_factor * (vocab - special)),
+        "patterns": patterns.to_dict(orient="records"),
+    })
+    out = Path(config.out) if config.out is not None else root / "analysis"
+    write_config(out, config)
+    write_json(out / "analysis.json", analysis)
+    atomic_write_text(out / "patterns.csv", patterns.to_csv(index=False))
+    finish_run(out, seed=config.seed, trained_through=trained_through_to_json(seen), command="tokenize analyze")
+    say(f"wrote {out / 'analysis.json'} and {out / 'patterns.csv'}")
+    return {"analysis": analysis, "patterns": patterns, "rare": rare, "out": str(out)}
+
+
+def distribution_table(analysis: dict[str, Any]) -> pd.DataFrame:
+    """The code spread of an analysis as rows ``quantity, train, after, all`` for printing."""
+    spread = analysis["distribution"]
+    quantities = ("codes", "top_k_coverage", "entropy_bits", "perplexity", "codebook_usage", "used_codes")
+    return pd.DataFrame([
+        {"quantity": q, **{side: (spread[side] or {}).get(q) for side in ("train", "after", "all")}}
+        for q in quantities
+    ])
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 
@@ -225,3 +361,56 @@ def _plot(metrics: dict[str, Any], counts: dict[str, list[int]], example: dict[s
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return buffer.getvalue()
+
+
+def _encoded(tokenizer: AbstractTokenizer, part: pd.DataFrame) -> dict[str, pd.DataFrame] | None:
+    """Tokens, decoded values and true values of ``part`` (None when nothing of it is encodable)."""
+    part = encodable(tokenizer, part)[0] if len(part) else part
+    if not len(part):
+        return None
+    return {"tokens": tokenizer.tokens(part), "decoded": tokenizer.reconstruct(part), "truth": tokenizer.targets(part)}
+
+
+def _streams(
+    tokenizer: AbstractTokenizer, frame: pd.DataFrame, encoded: dict[str, pd.DataFrame], horizon: int, embargo: int
+) -> tuple[list[CodeStream], pd.DataFrame]:
+    """One :class:`CodeStream` per asset (and channel) of ``encoded``, and one row per code:
+    ``code, train_end, fresh_start, log_move`` and the decoded (``value:*``) and true (``true:*``) values."""
+    tokens, decoded, truth = encoded["tokens"], encoded["decoded"], encoded["truth"]
+    per_code = tokenizer.rows_per_code or 1
+    upstream = [tokenizer.trained_through]
+    channelled = "channel" in tokens.columns
+    keys = ["asset", "channel"] if channelled else ["asset"]
+    names = list(tokenizer.value_names)
+    streams, rows = [], []
+    for key, group in tokens.groupby(keys, sort=False):
+        asset = str(key[0] if isinstance(key, tuple) else key)
+        column = str(key[1]) if channelled else tokenizer.target_columns[0]
+        series = frame.loc[frame["asset"] == asset]
+        stamps = series["timestamp"].to_numpy()
+        positions = np.searchsorted(stamps, group["timestamp"].to_numpy())
+        values = series[column].to_numpy(np.float64)
+        log = bool((values > 0).all())  # a log return where the series allows one
+        move = forward_returns(values, horizon, log=log)
+        end = positions + horizon
+        train_end = np.array([
+            e < len(stamps) and window_class_at(stamps, stamps[e], asset, None, upstream, embargo) == "within_pretrain"
+            for e in end
+        ], dtype=bool)
+        first = np.maximum(positions - (per_code - 1), 0)
+        fresh_start = np.array([
+            window_class_at(stamps, stamps[f], asset, None, upstream, embargo) == "fresh" for f in first
+        ], dtype=bool)
+        codes = group["code"].to_numpy(np.int64)
+        streams.append(CodeStream(codes, move[positions], train_end, fresh_start))
+        shown = [column] if channelled else names
+        at = pd.DataFrame({"asset": asset, "timestamp": group["timestamp"].to_numpy()})
+        decoded_rows = at.merge(decoded, on=["asset", "timestamp"], how="left")
+        truth_rows = at.merge(truth, on=["asset", "timestamp"], how="left")
+        row = pd.DataFrame({"code": codes, "train_end": train_end, "fresh_start": fresh_start, "log_move": log})
+        for name in shown:
+            label = "value" if channelled else name
+            row[f"value:{label}"] = decoded_rows[name].to_numpy(np.float64)
+            row[f"true:{label}"] = truth_rows[name].to_numpy(np.float64)
+        rows.append(row)
+    return streams, pd.concat(rows, ignore_index=True)

@@ -8,6 +8,7 @@ from chaosfm.models._base import AbstractCodeModel, count_params, rms_norm
 from chaosfm.models._cfm import VelocityField, cfm_loss, ot_coupling, ot_plan, sample_flow
 from chaosfm.models._flow import FlowConfig, FlowMamba, StepHead, flow_loss
 from chaosfm.models._generate import generate, sample_logits
+from chaosfm.models._inspect import parameter_report
 from chaosfm.models._gpt import GPT, GPT_SIZES, Attention, GPTConfig, KVMemory, rope
 from chaosfm.models._jepa import (
     JEPA,
@@ -83,6 +84,7 @@ __all__ = [
     "config_to_json",
     "count_params",
     "generate",
+    "parameter_report",
     "rms_norm",
     "rope",
     "sample_logits",

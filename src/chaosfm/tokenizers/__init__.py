@@ -15,6 +15,16 @@ decoding), ``target_columns``. :func:`make_tokenizer` and :func:`load_tokenizer`
 one registry, :data:`TOKENIZERS`.
 """
 
+from chaosfm.tokenizers._analysis import (
+    CodeStream,
+    code_distribution,
+    code_values,
+    forward_returns,
+    ngram_counts,
+    pattern_stats,
+    rare_codes,
+    return_stats,
+)
 from chaosfm.tokenizers._base import AbstractTokenizer, ContextInput
 from chaosfm.tokenizers._bins import EOS, PAD, BinConfig, BinTokenizer, mean_abs_scale
 from chaosfm.tokenizers._candle import AbstractCandleTokenizer, CandleConfig
@@ -41,6 +51,7 @@ __all__ = [
     "BinConfig",
     "BinTokenizer",
     "CandleConfig",
+    "CodeStream",
     "CausalConv",
     "CausalStack",
     "Decoder",
@@ -55,14 +66,21 @@ __all__ = [
     "VQVAETokenizer",
     "causal_conv_reference",
     "code_counts",
+    "code_distribution",
+    "code_values",
     "codebook_usage",
     "encodable",
     "encode_throughput",
+    "forward_returns",
     "health_table",
     "load_tokenizer",
     "make_tokenizer",
     "mean_abs_scale",
+    "ngram_counts",
+    "pattern_stats",
     "perplexity",
+    "rare_codes",
     "reconstruction_errors",
+    "return_stats",
     "tokenizer_health",
 ]
