@@ -45,7 +45,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 from scipy import stats
 
 from chaosfm._artifacts import atomic_write_text, nan_to_none, sha256, write_json

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from chaosfm._artifacts import atomic_write_bytes, atomic_write_text, write_json
 from chaosfm._config import ConfigError, read_config

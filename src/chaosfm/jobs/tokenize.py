@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from chaosfm._artifacts import atomic_write_bytes, atomic_write_text, nan_to_none, verify_run, write_json
 from chaosfm._config import ConfigError, read_config
