@@ -70,11 +70,11 @@ from chaosfm.agents._tdmpc2 import (
     simnorm,
     td_target,
     tdmpc2_init,
-    tdmpc2_plan,
     tdmpc2_policy_loss,
     tdmpc2_update,
     tdmpc2_world_model_loss,
 )
+from chaosfm.agents._tdmpc2_plan import tdmpc2_plan
 from chaosfm.agents._tdmpc2_trainer import (
     LorenzEpisodes,
     TDMPC2TrainConfig,

@@ -53,7 +53,6 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from chaosfm.agents._mppi import MPPIConfig, MPPIResult, mppi_plan
 from chaosfm.agents._quantile import cvar_from_quantiles, quantile_huber_loss, quantile_midpoints
 
 __all__ = [
@@ -69,7 +68,6 @@ __all__ = [
     "reward_loss",
     "simnorm",
     "tdmpc2_init",
-    "tdmpc2_plan",
     "tdmpc2_policy_loss",
     "tdmpc2_update",
     "tdmpc2_world_model_loss",
@@ -543,63 +541,3 @@ def tdmpc2_update(
     metrics = {**metrics, **policy_metrics, "value_scale": value_scale, "model_grad_norm": optax.tree.norm(grads)}
     return TDMPC2State(model, policy, target_critics, model_opt_state, policy_opt_state, value_scale,
                        state.step + 1), metrics
-
-
-# ---- planning -----------------------------------------------------------------------------------
-
-
-class _LatentDynamics(eqx.Module):
-    model: TDMPC2WorldModel
-
-    def __call__(self, z, action):
-        return self.model.next(z, action)
-
-
-class _LatentReward(eqx.Module):
-    model: TDMPC2WorldModel
-
-    def __call__(self, z, action):
-        return self.model.reward(z, action)
-
-
-class _TerminalValue(eqx.Module):
-    model: TDMPC2WorldModel
-    policy: TDMPC2Policy
-    alpha: Array
-
-    def __call__(self, z):
-        return ensemble_cvar(self.model.quantiles(z, self.policy.mode(z)), self.alpha)
-
-
-@eqx.filter_jit
-def tdmpc2_plan(
-    model: TDMPC2WorldModel, policy: TDMPC2Policy, obs: Float[Array, " O"], mean: Float[Array, "H A"] | None = None,
-    *, alpha: float | Float[Array, ""], trade: bool | Bool[Array, ""] = True, config: MPPIConfig,
-    key: PRNGKeyArray,
-) -> MPPIResult:
-    """One decision by :func:`mppi_plan` in the latent space of ``model`` from ``h(obs)``.
-
-    Dynamics ``d``, reward ``R``, terminal value ``CVaR_alpha`` of the ensemble-averaged critic at
-    ``pi``'s deterministic action, and ``config.num_policy_samples`` rollouts of ``pi`` among the
-    candidates (TD-MPC2 Sec. 3, "Planning"). With ``trade`` false the action is 0 (flat); the
-    rest of the result is the plan's.
-
-    Raises:
-        ValueError: ``config`` disagrees with the model's action width or discount, or its bounds
-            leave ``[-1, 1]``.
-    """
-    c = model.config
-    if config.action_dim != c.action_dim:
-        raise ValueError(f"config.action_dim: must equal the model's action_dim ({c.action_dim}), got "
-                         f"{config.action_dim}")
-    if config.discount != c.discount:
-        raise ValueError(f"config.discount: must equal the model's discount ({c.discount}) its critics learnt, "
-                         f"got {config.discount}")
-    if config.action_low < -1 or config.action_high > 1:
-        raise ValueError(f"config.action_low, action_high: must lie within the model's [-1, 1], got "
-                         f"{config.action_low}, {config.action_high}")
-    value = _TerminalValue(model, policy, jnp.asarray(alpha, jnp.float32))
-    prior = policy if config.num_policy_samples > 0 else None
-    result = mppi_plan(config, _LatentDynamics(model), _LatentReward(model), value, model.encode(obs), mean, prior,
-                       key=key)
-    return result._replace(action=jnp.where(jnp.asarray(trade), result.action, jnp.zeros_like(result.action)))

@@ -36,7 +36,8 @@ from chaosfm.agents._control import (
 )
 from chaosfm.agents._mppi import MPPIConfig
 from chaosfm.agents._replay import ReplayState, replay_add_batch, replay_init, replay_sample
-from chaosfm.agents._tdmpc2 import TDMPC2Batch, TDMPC2Config, TDMPC2State, tdmpc2_init, tdmpc2_plan, tdmpc2_update
+from chaosfm.agents._tdmpc2 import TDMPC2Batch, TDMPC2Config, TDMPC2State, tdmpc2_init, tdmpc2_update
+from chaosfm.agents._tdmpc2_plan import tdmpc2_plan
 
 __all__ = [
     "LorenzEpisodes",

@@ -20,10 +20,9 @@ from chaosfm.models._jepa import (
     PredictorKind,
     StepwisePredictor,
     causal_window_norm,
-    ema_post_update,
-    jepa_loss,
     l2_normalize,
 )
+from chaosfm.models._jepa_loss import ema_post_update, jepa_loss
 from chaosfm.models._kan import KAN_BASES, KANLayer, bspline_basis, rbf_basis
 from chaosfm.models._mamba import (
     MAMBA_SIZES,
