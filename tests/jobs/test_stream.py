@@ -105,11 +105,24 @@ def test_a_sigint_taken_by_another_thread_still_stops_a_feed_that_sends_nothing(
                 return
             time.sleep(0.01)
 
+    finished = threading.Event()
+
+    def end_the_feed_if_still_waiting():  # so that a failure fails the test instead of hanging it
+        if not finished.wait(20):
+            finished.set()
+            os.close(write_end)
+
+    # A test runner's worker may run with SIGINT ignored; the handler a terminal process has.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt_the_reader, daemon=True).start()
+    threading.Thread(target=end_the_feed_if_still_waiting, daemon=True).start()
     started = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
             next(lines)
         assert time.monotonic() - started < 5
     finally:
-        os.close(write_end)  # the reader sees EOF and ends
+        signal.signal(signal.SIGINT, before)
+        if not finished.is_set():
+            finished.set()
+            os.close(write_end)  # the reader sees EOF and ends

@@ -52,7 +52,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
             sys.stdin.reconfigure(errors="replace")
         lines = stream.live_lines(sys.stdin)
     main_thread = threading.current_thread() is threading.main_thread()  # only there can it take signals
-    before = signal.signal(signal.SIGTERM, terminate) if main_thread else None
+    # SIGINT too, explicitly: a process started with SIGINT ignored (a background job of a script,
+    # a test runner's worker) inherits that, and Ctrl-C or `kill -INT` would then be lost.
+    before = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
     try:
         metrics = stream.run(config, lines=lines,
                              on_prediction=emit if config.live else None, on_bad_line=report_bad,
@@ -61,8 +63,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
     except stream.StreamInterrupted as stop:
         metrics, code = stop.metrics, 128 + (received[0] if received else signal.SIGINT)
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
     # With --data - stdout carries one JSON prediction per line; keep the summary off it.
     target = Console(stderr=True, width=140, markup=False) if config.live else console()
     _stream_summary(target, metrics)
