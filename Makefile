@@ -16,6 +16,13 @@ install: $(BIN)/python
 install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	@# The browser test renders report.html in headless Chromium (it skips without one).
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u 2>/dev/null)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium) || echo "note: could not install chromium; tests/report/test_browser.py will skip"; \
+	  else \
+	    echo "note: no chromium (install it as root: apt-get install -y chromium); tests/report/test_browser.py will skip"; \
+	  fi; }
 
 demo: install
 	$(BIN)/chaosfm demo --fast

@@ -12,18 +12,27 @@ time per step of
   ridge, DGM drift from its V_z table);
 
 beside a reference measured in the same run: an EWMA random-walk step jitted the same way (the
-floor any jitted step pays for dispatch on this machine). The machine is shared, so every
+floor any jitted step pays for dispatch on this machine).
+
+At the first buffer size (``--option-sizes``) it also prints the whole step with each option that
+changes the compiled step, beside the default: ``x64`` (float64 throughout, ``--x64``),
+``meta_learning`` (when the installed PredictorConfig has it), ``deterministic`` (threefry keys and
+matmul precision pinned, ``stream.deterministic``), and the step fed missing observations (NaN:
+the path that counts towards ``degraded_inference``, state kept); and the per-part breakdown again
+in float64, so the cost of x64 can be read part by part. A row run under a setting (x64,
+deterministic) enters it once per round, around the timed loop, never per call. The machine is shared, so every
 measurement is repeated ``--rounds`` times, interleaved, and both the best round and the median
 round are printed; CPU time per step is less sensitive to other processes than wall time.
 
 Usage: ``python bench/predictor_latency.py [--steps 400] [--rounds 3] [--sizes 128 256 1024]
-[--xla-threads 1]``. ``--xla-threads 1`` runs XLA's CPU backend single-threaded (set before JAX
+[--option-sizes 128] [--xla-threads 1]``. ``--xla-threads 1`` runs XLA's CPU backend single-threaded (set before JAX
 starts): small kernels handed to a thread pool wait for a core when the machine is loaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -34,6 +43,8 @@ def _options() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=400, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions")
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 1024])
+    parser.add_argument("--option-sizes", type=int, nargs="*", default=[128],
+                        help="buffer sizes at which each option is timed beside the default")
     parser.add_argument("--xla-threads", type=int, default=0, help="1: single-threaded XLA CPU")
     return parser.parse_args()
 
@@ -48,6 +59,7 @@ import jax  # noqa: E402  (after XLA_FLAGS)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from chaosfm._config import float_dtype  # noqa: E402
 from chaosfm.predictor import PredictorConfig, hoelder_wtmm, init_predictor  # noqa: E402
 from chaosfm.predictor._cusum import update_cusum  # noqa: E402
 from chaosfm.predictor._kernel_dgm import predict_dgm, refresh_dgm  # noqa: E402
@@ -60,23 +72,32 @@ from chaosfm.predictor._kernel_signature import (  # noqa: E402
 from chaosfm.predictor._kernel_stable import predict_stable  # noqa: E402
 from chaosfm.predictor._orchestrator import update_orchestrator  # noqa: E402
 from chaosfm.predictor._packed_step import packed_step  # noqa: E402
+from chaosfm.predictor._warm import deterministic_mode  # noqa: E402
+
+DEFAULT = contextlib.nullcontext
+
+
+def x64():
+    """float64 for what is built and timed within (thread-local: the main thread's timing loop)."""
+    return jax.enable_x64(True)
 
 
 class Timer:
     """One measured function: ``call(i)`` runs step ``i`` and blocks until it is done."""
 
-    def __init__(self, name: str, size: int | str, call):
-        self.name, self.size, self.call = name, size, call
+    def __init__(self, name: str, size: int | str, call, settings=DEFAULT):
+        self.name, self.size, self.call, self.settings = name, size, call, settings
         self.rounds: list[tuple[float, float, float]] = []  # (p50 us, p99 us, cpu us / step)
 
     def round(self, steps: int, offset: int) -> None:
         times = np.empty(steps)
-        cpu = time.process_time()
-        for i in range(steps):
-            begin = time.perf_counter()
-            self.call(offset + i)
-            times[i] = time.perf_counter() - begin
-        cpu = (time.process_time() - cpu) / steps
+        with self.settings():  # the settings it was compiled under, entered once per round
+            cpu = time.process_time()
+            for i in range(steps):
+                begin = time.perf_counter()
+                self.call(offset + i)
+                times[i] = time.perf_counter() - begin
+            cpu = (time.process_time() - cpu) / steps
         us = times * 1e6
         self.rounds.append((float(np.percentile(us, 50)), float(np.percentile(us, 99)), cpu * 1e6))
 
@@ -103,26 +124,36 @@ def _reference(series: np.ndarray) -> Timer:
     return Timer("reference: EWMA random walk", "-", call)
 
 
-def _whole(config: PredictorConfig, series: np.ndarray, label: str) -> Timer:
-    step = packed_step(config)
-    holder = {"packed": step.pack(init_predictor(config, float(series[0]), key=jax.random.key(0)))}
-    warm = max(config.warmup, config.buffer_size) + 8
-    for value in series[1:warm]:
-        _, holder["packed"] = step(holder["packed"], np.float32(value))
+def _whole(config: PredictorConfig, series: np.ndarray, label: str, settings=DEFAULT, missing: bool = False) -> Timer:
+    """The packed step warmed past its buffer under ``settings``; ``missing``: timed on NaN inputs."""
+    with settings():
+        step = packed_step(config)
+        holder = {"packed": step.pack(init_predictor(config, float(series[0]), key=jax.random.key(0)))}
+        warm = max(config.warmup, config.buffer_size) + 8
+        for value in series[1:warm]:
+            _, holder["packed"] = step(holder["packed"], step.value(value))
+        fed = np.full(len(series), np.nan) if missing else series
+        inputs = [step.value(value) for value in fed]  # converted before timing, as a feed's parser does
 
     def call(i):
-        out, holder["packed"] = step(holder["packed"], np.float32(series[warm + i]))
+        out, holder["packed"] = step(holder["packed"], inputs[warm + i])
         step.output(out)
 
-    return Timer(label, config.buffer_size, call)
+    return Timer(label, config.buffer_size, call, settings)
 
 
-def _parts(config: PredictorConfig, series: np.ndarray, steps: int) -> list[Timer]:
+def _parts(config: PredictorConfig, series: np.ndarray, steps: int, settings=DEFAULT, suffix: str = "") -> list[Timer]:
+    with settings():
+        return _built_parts(config, series, steps, settings, suffix)
+
+
+def _built_parts(config: PredictorConfig, series: np.ndarray, steps: int, settings, suffix: str) -> list[Timer]:
     size = config.buffer_size
+    dtype = float_dtype()
     state = init_predictor(config, float(series[0]), key=jax.random.key(0))
-    levels = jnp.asarray(series[:size])
-    increments = jnp.asarray(np.diff(series[: size + 1]) / np.std(np.diff(series[: size + 1])))
-    valid = jnp.ones(size)
+    levels = jnp.asarray(series[:size], dtype)
+    increments = jnp.asarray(np.diff(series[: size + 1]) / np.std(np.diff(series[: size + 1])), dtype)
+    valid = jnp.ones(size, dtype)
     path = jnp.cumsum(increments)
     # Each input varies with i so nothing is cached between calls.
     jobs = {
@@ -149,14 +180,14 @@ def _parts(config: PredictorConfig, series: np.ndarray, steps: int) -> list[Time
         ),
         "CUSUM (every step)": (
             jax.jit(lambda s, e: update_cusum(s, e, config.cusum)[0].statistic),
-            lambda i: (state.cusum, jnp.float32(np.sin(i))),
+            lambda i: (state.cusum, jnp.asarray(np.sin(i), dtype)),
         ),
         "orchestrator (every step)": (
             jax.jit(lambda s, p, y: update_orchestrator(
                 s, p, y, alarm=jnp.asarray(False), emergency=jnp.asarray(False), config=config.orchestrator
             )[0].weights),
-            lambda i: (state.orchestrator, jnp.asarray([0.1, -0.2, 0.3, 0.05 * (i % 7)], jnp.float32),
-                       jnp.float32(0.1 * np.sin(i))),
+            lambda i: (state.orchestrator, jnp.asarray([0.1, -0.2, 0.3, 0.05 * (i % 7)], dtype),
+                       jnp.asarray(0.1 * np.sin(i), dtype)),
         ),
         "D signature (every step)": (
             jax.jit(lambda s, f, x: predict_signature(
@@ -175,14 +206,29 @@ def _parts(config: PredictorConfig, series: np.ndarray, steps: int) -> list[Time
         def call(i, function=function, prepared=prepared):
             jax.block_until_ready(function(*prepared[i % len(prepared)]))
 
-        timers.append(Timer(name, size, call))
+        timers.append(Timer(name + suffix, size, call, settings))
     return timers
+
+
+def _options_timers(config: PredictorConfig, series: np.ndarray, steps: int) -> list[Timer]:
+    """The whole step with each option that changes it, and the parts in float64."""
+    timers = [
+        _whole(config, series, "whole step, x64", x64),
+        _whole(config, series, "whole step, deterministic", lambda: deterministic_mode(True)),
+        _whole(config, series, "whole step, missing obs. (NaN)", missing=True),
+    ]
+    if "meta_learning" in PredictorConfig.model_fields:  # added by a later chaosfm
+        meta = config.model_copy(update={"meta_learning": True})
+        timers.insert(1, _whole(meta, series, "whole step, meta_learning"))
+        timers.insert(2, _whole(meta, series, "whole step, meta_learning + x64", x64))
+    return timers + _parts(config, series, steps, x64, suffix=", x64")
 
 
 def main() -> None:
     options = OPTIONS or _options()
     rng = np.random.default_rng(0)
-    series = (100 * np.exp(np.cumsum(0.01 * rng.standard_normal(options.steps + 3000)))).astype(np.float32)
+    # float64 values: each step converts them to its own dtype (float32 unless x64), as a feed does.
+    series = 100 * np.exp(np.cumsum(0.01 * rng.standard_normal(options.steps + 3000)))
     threads = "single-threaded XLA" if options.xla_threads == 1 else "default XLA threading"
     print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, {threads}; "
           f"load average {os.getloadavg()[0]:.1f} at start", flush=True)
@@ -195,6 +241,8 @@ def main() -> None:
         every = config.model_copy(update={"refresh_every": 1})
         timers.append(_whole(every, series, "whole step, refresh_every=1"))
         timers.extend(_parts(config, series, options.steps))
+        if size in options.option_sizes:
+            timers.extend(_options_timers(config, series, options.steps))
         print(f"buffer {size}: compiled and warmed up in {compile_seconds:.1f} s (first config)", flush=True)
     for r in range(options.rounds):
         for timer in timers:

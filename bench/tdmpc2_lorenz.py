@@ -51,7 +51,7 @@ def tdmpc2_controller(state, env, train, plan):
 def policy_controller(state, env, train):
     def decide(position, mean, key):
         z = state.model.encode(lorenz_observation(env, position, train.obs_scale))
-        return state.policy.mode(z) * env.u_max, mean
+        return state.policy.mode(z, train.alpha) * env.u_max, mean
 
     return decide
 

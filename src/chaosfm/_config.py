@@ -59,6 +59,15 @@ def quote(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
     return f"{text[:limit]}... ({len(text):,} characters)"
 
 
+def did_you_mean(word: Any, choices: Any) -> str:
+    """``"; did you mean 'x'?"`` for the choice closest to a mistyped ``word``, or ``""`` when none
+    is close: the one suggester of commands, flags, config keys, datasets and models."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _allowed(model: type[BaseModel], location: tuple[Any, ...]) -> list[str]:
     """The keys allowed at ``location`` inside ``model`` (best effort through nested models)."""
     current: Any = model
@@ -93,7 +102,8 @@ def explain(error: ValidationError, model: type[BaseModel], source: str) -> Conf
         key = ".".join(str(p) for p in location) or "<root>"
         if problem["type"] == "extra_forbidden":
             allowed = _allowed(model, location)
-            lines.append(f"unknown key {quote(key)}; allowed here: {', '.join(allowed)}")
+            lines.append(f"unknown key {quote(key)}{did_you_mean(location[-1], allowed)}; allowed here: "
+                         f"{', '.join(allowed)}")
         else:
             lines.append(f"key {quote(key)}: {problem['msg']} (got {quote(problem.get('input'))})")
     return ConfigError(f"{source}: " + "; ".join(lines))
@@ -237,3 +247,40 @@ def require_int(value: Any, name: str, minimum: int | None = 1) -> int:
         rule = "positive (>= 1)" if minimum == 1 else f">= {minimum}"
         raise ConfigError(f"{name} must be {rule}, got {value}")
     return int(value)
+
+
+X64_ENV = "CHAOSFM_X64"
+"""Environment variable that, set to ``1`` (or ``true``/``yes``/``on``), runs chaosfm in float64."""
+
+
+def x64_requested(flag: bool | None = None) -> bool:
+    """Whether float64 is asked for: by ``flag`` (a config's ``x64``) or by ``$CHAOSFM_X64``."""
+    if flag:
+        return True
+    return os.environ.get(X64_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def enable_x64(flag: bool | None = None) -> bool:
+    """Switch JAX to float64 for the whole process when :func:`x64_requested`; return whether it is on.
+
+    A job calls this first thing in ``run`` (before it creates an array), so every array the run
+    makes afterwards, and every program it traces, defaults to float64. It never switches float64
+    off: another part of the process may have asked for it.
+    """
+    import jax  # lazily: the CLI parses flags before JAX loads
+
+    if x64_requested(flag) and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+    return bool(jax.config.jax_enable_x64)
+
+
+def float_dtype() -> Any:
+    """The float dtype JAX computes in here: float64 with x64 on (:func:`enable_x64`), else float32.
+
+    Code that builds state from scratch asks this rather than writing ``float32``, so the same code
+    runs in either precision. It honours ``jax.enable_x64`` contexts too.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    return jax.dtypes.canonicalize_dtype(jnp.float64)

@@ -3,6 +3,12 @@
 Library functions call :func:`progress` and :func:`say`; nothing else in ``src/`` prints. Bars are
 shown only when stderr is a terminal (or ``CHAOSFM_PROGRESS=1``) and never when
 ``CHAOSFM_PROGRESS=0``, so tests and pipes stay quiet.
+
+A loop whose first pass compiles (a jitted training step, a model's first forecast) says so:
+``progress(..., first=COMPILING)`` shows ``COMPILING`` beside the bar until the first item's work
+returns, and :func:`compiling` does the same around a single block; without a terminal
+(progress forced on with ``CHAOSFM_PROGRESS=1``) the note is one line on stderr instead, unless
+``CHAOSFM_QUIET`` is set. Otherwise a bar sits at 0 for the seconds XLA takes, with no word.
 """
 
 from __future__ import annotations
@@ -23,8 +29,27 @@ def _enabled() -> bool:
     return sys.stderr.isatty()
 
 
-def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate over ``items`` with a progress bar on stderr when a person is watching."""
+COMPILING = "compiling (first step)..."
+"""The note beside a bar whose first step compiles (``progress(..., first=COMPILING)``)."""
+
+
+def _quiet() -> bool:
+    return os.environ.get("CHAOSFM_QUIET") not in (None, "", "0")
+
+
+def progress(
+    items: Iterable[T], description: str, total: int | None = None, *, first: str | None = None
+) -> Iterator[T]:
+    """Iterate over ``items`` with a progress bar on stderr when a person is watching.
+
+    Args:
+        items: what to iterate over.
+        description: the bar's label.
+        total: items expected (default: ``len(items)`` when it has one).
+        first: a note shown beside the label until the work on the first item returns (the
+            caller's loop body runs between two ``next`` calls), e.g. :data:`COMPILING` when the
+            first step compiles; on a stderr that is not a terminal it is printed as one line.
+    """
     if not _enabled():
         yield from items
         return
@@ -47,11 +72,29 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(description, total=total)
-        for item in items:
+        for index, item in enumerate(items):
+            if index == 0 and first is not None:
+                bar.update(task, description=f"{description} · {first}")
+                if not console.is_terminal and not _quiet():
+                    print(f"{description}: {first}", file=sys.stderr, flush=True)
             yield item
+            if index == 0 and first is not None:
+                bar.update(task, description=description)
             bar.advance(task)
+
+
+@contextlib.contextmanager
+def compiling(what: str) -> Iterator[None]:
+    """``<what>: compiling (first step)...`` while the block runs (a first, compiling call made
+    outside a :func:`progress` loop): a spinner on a terminal, one line on another stderr."""
+    message = f"{what}: {COMPILING}"
+    if _enabled() and not sys.stderr.isatty() and not _quiet():
+        print(message, file=sys.stderr, flush=True)
+    with status(message):
+        yield
 
 
 @contextlib.contextmanager
@@ -69,6 +112,6 @@ def status(message: str) -> Iterator[None]:
 
 def say(message: str) -> None:
     """A note for the person running chaosfm (what a repair did, where a file was written)."""
-    if os.environ.get("CHAOSFM_QUIET") not in (None, "", "0"):
+    if _quiet():
         return
     print(message, file=sys.stderr)

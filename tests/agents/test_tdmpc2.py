@@ -1,6 +1,7 @@
 """TD-MPC2: each loss against a plain numpy reference, SimNorm, the CVaR of the ensemble by sorting
 by hand, the convergence-to-alpha map at its knots, the policy loss's gradient stopping at the
-critics, the planner's shapes and bounds, and a short training run that lowers the model's losses."""
+critics, the policy's dependence on alpha when alpha is an input, the planner's shapes and bounds,
+and a short training run that lowers the model's losses."""
 
 import equinox as eqx
 import jax
@@ -12,6 +13,7 @@ from chaosfm.agents import (
     LorenzControlConfig,
     MPPIConfig,
     TDMPC2Config,
+    TDMPC2Policy,
     TDMPC2TrainConfig,
     TDMPC2WorldModel,
     consistency_loss,
@@ -149,6 +151,27 @@ def test_policy_loss_gradient_does_not_reach_the_critics(key):
     assert policy_norm > 0.0
 
 
+def test_the_policy_sees_alpha_only_when_it_is_an_input(key):
+    z = simnorm(jnp.asarray(RNG.normal(size=16), jnp.float32), 4)
+    conditioned = TDMPC2Policy(SMALL.replace(alpha_input=True), key=key)
+    low, high = conditioned.mode(z, 0.1), conditioned.mode(z, 1.0)
+    assert float(jnp.max(jnp.abs(low - high))) > 1e-4
+    # d mode / d alpha by autodiff is non-zero and agrees with a central difference.
+    gradient = jax.jacobian(lambda a: conditioned.mode(z, a))(jnp.asarray(0.5, jnp.float32))
+    step = 1e-2
+    difference = (conditioned.mode(z, 0.5 + step) - conditioned.mode(z, 0.5 - step)) / (2 * step)
+    assert float(jnp.max(jnp.abs(gradient))) > 1e-4
+    np.testing.assert_allclose(np.asarray(gradient), np.asarray(difference), rtol=2e-2, atol=1e-4)
+    # The sample at one key moves with alpha too (the mean and the deviation both read it).
+    sample_key = jax.random.key(7)
+    assert float(jnp.max(jnp.abs(conditioned(z, 0.1, key=sample_key) - conditioned(z, 1.0, key=sample_key)))) > 1e-4
+    # Without alpha_input the network is the latent's width and alpha changes nothing.
+    plain = TDMPC2Policy(SMALL, key=key)
+    assert plain.mlp.layers[0].in_features == SMALL.latent_dim
+    assert conditioned.mlp.layers[0].in_features == SMALL.latent_dim + 1
+    np.testing.assert_array_equal(np.asarray(plain.mode(z, 0.1)), np.asarray(plain.mode(z, 1.0)))
+
+
 def test_planner_shapes_bounds_and_no_trade(key):
     state = tdmpc2_init(SMALL, key=key)
     plan = MPPIConfig(action_dim=2, horizon=3, num_samples=16, num_elites=4, iterations=2, action_low=-0.5,
@@ -189,8 +212,8 @@ def test_training_lowers_consistency_and_reward_losses(key):
                               batch_size=32)
     state, history = train_tdmpc2_lorenz(config, plan, train, env, key=train_key)
     fresh = tdmpc2_init(config, key=train_key)
-    before = tdmpc2_world_model_loss(fresh.model, fresh.target_critics, fresh.policy, batch, key=loss_key)[1]
-    after = tdmpc2_world_model_loss(state.model, state.target_critics, state.policy, batch, key=loss_key)[1]
+    before = tdmpc2_world_model_loss(fresh.model, fresh.target_critics, fresh.policy, batch, 0.5, key=loss_key)[1]
+    after = tdmpc2_world_model_loss(state.model, state.target_critics, state.policy, batch, 0.5, key=loss_key)[1]
     assert float(after["reward"]) < 0.5 * float(before["reward"])
     assert float(after["consistency"]) < float(before["consistency"])
     assert int(state.step) == 120 and len(history) == 1

@@ -1,5 +1,7 @@
 """The market TD-MPC2 agent: per-asset shapes, the book is the soft allocation of the policy's
-scores, the convergence map, and training that never reads a row after the fence."""
+scores, the convergence map, training that never reads a row after the fence, MPPI levels in the
+latent space against a reward head of known optimum, and the evaluation's per-decision telemetry
+against the alpha map and the rewards recomputed by hand."""
 
 import dataclasses
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 from chaosfm.agents import (
+    ACTORS,
     AgentTrainConfig,
     EnvConfig,
     MarketPanel,
@@ -29,7 +32,9 @@ BOOK = AgentTrainConfig(env=EnvConfig(n_assets=4, holding=HOLDING, episode_rebal
                         temperature=0.5)
 TINY = {"iterations": 3, "updates_per_iteration": 2, "batch_size": 16, "buffer_size": 512, "hidden": 8,
         "latent_dim": 8, "hidden_layers": 1, "num_q": 2, "num_quantiles": 4, "horizon": 2}
-CONFIG = MarketTDMPC2Config.from_fields(BOOK, FEATURES + 1, TINY)
+# The trained fixture acts by the policy prior (a small program to compile); MPPI is tested on its own
+# below and end to end in tests/jobs/test_agent.py.
+CONFIG = MarketTDMPC2Config.from_fields(BOOK, FEATURES + 1, {**TINY, "actor": "policy"})
 
 
 def _panel(seed: int, after_fence_seed: int | None = None) -> MarketPanel:
@@ -63,7 +68,7 @@ def test_per_asset_shapes_of_an_episode_and_of_the_agent():
     panel = _panel(0)
     state = env_reset(panel, BOOK.env, key=jax.random.key(2), first=0, last=FENCE)
     obs = jnp.concatenate([panel.features[state.t, state.assets], jnp.zeros((4, 1))], axis=-1)
-    scores = agent.scores(obs)
+    scores = agent.scores(obs, jnp.full((4,), CONFIG.alpha))
     assert scores.shape == (4,) and bool(jnp.all(jnp.abs(scores) <= 1))
     windows, alphas, record = _episode(agent, panel, None, CONFIG, jax.random.key(3), jnp.asarray(0),
                                        jnp.asarray(FENCE), jnp.asarray(False))
@@ -120,12 +125,13 @@ def test_the_book_is_the_soft_allocation_of_the_policys_scores(trained):
                                     n_portfolios=2)
     row, assets = int(result["rows"][0]), np.asarray(result["assets"][0, 0])
     obs = jnp.concatenate([panel.features[row, assets], jnp.zeros((4, 1))], axis=-1)  # flat at the first rebalance
-    weights = soft_allocation(agent.scores(obs), temperature=0.5, net_exposure=0.0, gross_leverage=1.0)
+    weights = soft_allocation(agent.scores(obs, jnp.full((4,), CONFIG.alpha)), temperature=0.5, net_exposure=0.0,
+                              gross_leverage=1.0)
     growth = np.prod(1 + np.asarray(panel.returns)[row + 1:row + 1 + HOLDING][:, assets], axis=0)
     expected = float(np.dot(weights, growth - 1) - np.sum(trade_cost(weights, 2.0, 0.0)))
     assert result["agent"]["portfolio_returns"][0, 0] == pytest.approx(expected, rel=1e-5, abs=1e-8)
     assert result["agent"]["non_flat_fraction"] == 1.0 and result["agent"]["traded_fraction"] == 1.0
-    assert set(result) == {"agent", "equal_weight", "momentum", "rows", "assets", "periods_per_year"}
+    assert set(result) == {"agent", "equal_weight", "momentum", "rows", "assets", "periods_per_year", "telemetry"}
     gated = evaluate_tdmpc2_market(panel, agent, CONFIG, first=FENCE + 1, last=ROWS - 1, key=jax.random.key(5),
                                    n_portfolios=2, convergence=_convergence())
     assert 0 < gated["agent"]["traded_fraction"] < 1  # asset 0 and the low-convergence assets sit out
@@ -142,6 +148,94 @@ def test_bad_fields_are_named():
         MarketTDMPC2Config.from_fields(BOOK, 5, {"horizon": 5})
     with pytest.raises(ValueError, match="alpha: must lie in"):
         MarketTDMPC2Config.from_fields(BOOK, 5, {"alpha": 0.0})
+    with pytest.raises(ValueError, match=r"actor: must be one of \['mppi', 'policy'\]"):
+        MarketTDMPC2Config.from_fields(BOOK, 5, {"actor": "cem"})
+    with pytest.raises(ValueError, match="the planner .*num_elites: must be <= num_samples"):
+        MarketTDMPC2Config.from_fields(BOOK, 5, {"plan_samples": 4, "plan_elites": 8})
     with pytest.raises(ValueError, match="obs_dim must be the panel's features"):
         train_tdmpc2_market(_panel(0), MarketTDMPC2Config.from_fields(BOOK, 7, TINY), first=0, last=FENCE,
                             key=jax.random.key(0))
+
+
+class _KnownReward(eqx.Module):
+    """A reward head ``R(z, a) = -(a - target)^2``: its best level is ``target`` whatever the latent."""
+
+    target: jax.Array
+
+    def __call__(self, joint):
+        return jnp.reshape(-((joint[-1] - self.target) ** 2), (1,))
+
+
+def _known_reward_agent(target: float) -> MarketTDMPC2Agent:
+    agent = market_tdmpc2_agent(CONFIG.model, key=jax.random.key(11))
+    head = agent.model.critics.head  # zero critics: the terminal value is 0, the rewards decide
+    model = eqx.tree_at(lambda m: (m.reward_head, m.critics.head.weight, m.critics.head.bias), agent.model,
+                        (_KnownReward(jnp.asarray(target, jnp.float32)), jnp.zeros_like(head.weight),
+                         jnp.zeros_like(head.bias)))
+    return MarketTDMPC2Agent(model, agent.policy)
+
+
+PLANNING = CONFIG.replace(actor="mppi", plan_iterations=4, plan_samples=64, plan_elites=8, plan_policy_samples=4)
+
+
+@eqx.filter_jit
+def _levels(agent, obs, alpha, keys):  # (B, K, O), (B, K), (B, K) keys: batched over portfolios
+    planned = jax.vmap(lambda o, a, k: ACTORS["mppi"](agent, o, a, PLANNING, k))(obs, alpha, keys)
+    prior = jax.vmap(lambda o, a, k: ACTORS["policy"](agent, o, a, PLANNING, k))(obs, alpha, keys)
+    return planned, prior
+
+
+@pytest.mark.parametrize("target", [0.6, -0.45, 1.7])
+def test_mppi_levels_stay_in_bounds_and_find_the_known_optimum_better_than_the_prior(target):
+    agent = _known_reward_agent(target)
+    obs = jnp.asarray(np.random.default_rng(4).standard_normal((3, 4, FEATURES + 1)), jnp.float32)  # (B, K, O)
+    alpha = jnp.asarray([[0.1, 0.5, 1.0, 0.3]] * 3, jnp.float32)
+    keys = jax.random.split(jax.random.key(2), (3, 4))
+    planned, prior = (np.asarray(x) for x in _levels(agent, obs, alpha, keys))
+    assert planned.shape == (3, 4) and np.all(np.abs(planned) <= 1.0)
+    best = float(np.clip(target, -1.0, 1.0))  # the best level the bounds allow
+    assert np.max(np.abs(planned - best)) < 0.1
+    assert np.mean(np.abs(planned - best)) < 0.5 * np.mean(np.abs(prior - best))
+    # The policy actor is the prior's deterministic level, at each asset's alpha.
+    np.testing.assert_array_equal(prior, np.asarray(jax.vmap(agent.scores)(obs, alpha)))
+
+
+def test_the_telemetry_records_every_decision_its_alpha_and_its_realised_reward(trained):
+    agent, _, _ = trained
+    panel, convergence = _panel(0), _convergence()
+    result = evaluate_tdmpc2_market(panel, agent, CONFIG, first=FENCE + 1, last=ROWS - 1, key=jax.random.key(5),
+                                    n_portfolios=3, convergence=convergence)
+    telemetry = result["telemetry"]
+    rebalances = len(result["rows"])
+    assert all(len(v) == rebalances * 3 * 4 for v in telemetry.values())  # one per (rebalance, portfolio, asset)
+    rows, assets = telemetry["row"], telemetry["asset"]
+    assert np.all(np.diff(rows) >= 0) and set(rows) == set(result["rows"])
+    # The alpha map by hand on the convergence at each decision's (row, asset); unknown -> alpha_min, flat.
+    model = CONFIG.model
+    score = convergence[rows, assets]
+    expected = model.alpha_min + (model.alpha_max - model.alpha_min) * np.clip(
+        (score - model.convergence_low) / (model.convergence_high - model.convergence_low), 0, 1)
+    expected = np.where(np.isfinite(score), expected, model.alpha_min)
+    np.testing.assert_allclose(telemetry["alpha"], expected, rtol=1e-6)
+    traded = np.isfinite(score) & (score >= model.no_trade)
+    np.testing.assert_array_equal(telemetry["traded"], traded)
+    assert np.all(telemetry["action"][~traded] == 0) and np.all(telemetry["weight"][~traded] == 0)
+    np.testing.assert_array_equal(telemetry["action"][traded], telemetry["prior_action"][traded])  # actor: policy
+    # The realised reward by hand: the level times the asset's hold return minus the cost of the move
+    # from the previous level of the same portfolio and asset (flat at an episode's first rebalance).
+    returns = np.asarray(panel.returns, np.float64)
+    hold = np.prod(1 + returns[rows[:, None] + 1 + np.arange(HOLDING), assets[:, None]], axis=1) - 1
+    level = telemetry["action"].astype(np.float64)
+    previous = np.zeros_like(level)
+    episode_start = {int(t) for t in FENCE + 1 + np.arange(0, rebalances, BOOK.env.episode_rebalances) * HOLDING}
+    last_level = {}
+    for i, (t, p, a) in enumerate(zip(rows, telemetry["portfolio"], assets)):
+        previous[i] = 0.0 if int(t) in episode_start else last_level.get((p, a), 0.0)
+        last_level[(p, a)] = level[i]
+    cost = 2.0 / 1e4 * np.abs(level - previous)  # cost_bps 2, impact 0: per unit of capital moved
+    np.testing.assert_allclose(telemetry["reward"], 100 * (level * hold - cost), rtol=1e-4, atol=1e-5)
+    # The portfolio's gross exposure and return sit on each of its rows.
+    gross = np.abs(telemetry["weight"]).reshape(-1, 4).sum(axis=1)
+    np.testing.assert_allclose(telemetry["gross_exposure"].reshape(-1, 4)[:, 0], gross, rtol=1e-5)
+    np.testing.assert_allclose(telemetry["portfolio_return"].reshape(rebalances, 3, 4)[..., 0],
+                               result["agent"]["portfolio_returns"].T, rtol=1e-6)

@@ -62,7 +62,7 @@ def test_evaluate_refuses_a_newest_first_file_then_repairs_it(tmp_path, capsys, 
     monkeypatch.delenv("CHAOSFM_QUIET", raising=False)
     source = tmp_path / "export.csv"
     newest_first(source)
-    small = ["--models", "random_walk,last_value", "--horizon", "5", "--step", "10", "--num-samples", "8",
+    small = ["--models", "random_walk,last_value", "--horizon", "5", "--every", "10", "--num-samples", "8",
              "--max-windows", "3", "--set", "protocol.min_context=30", "--set", "protocol.context_length=30"]
     out = tmp_path / "eval"
     assert main(["evaluate", "--data", str(source), *small, "--out", str(out)]) == 2

@@ -8,7 +8,7 @@ import yaml
 
 from chaosfm.cli import main
 
-SMALL = ["--models", "last_value,context_parroting", "--horizon", "20", "--step", "20", "--num-samples", "4",
+SMALL = ["--models", "last_value,context_parroting", "--horizon", "20", "--every", "20", "--num-samples", "4",
          "--max-windows", "4", "--set", "protocol.min_context=50", "--set", "protocol.context_length=100"]
 
 

@@ -136,7 +136,7 @@ def test_train_generate_forecast_evaluate_run(tmp_path, capsys):
 
     evaluated = tmp_path / "eval"
     assert main(["evaluate", "--data", str(data), "--run", str(run), "--models", "last_value",
-                 "--horizon", "5", "--num-samples", "4", "--step", "100", "--context-length", "60",
+                 "--horizon", "5", "--num-samples", "4", "--every", "100", "--context-length", "60",
                  "--out", str(evaluated)]) == 0
     models = json.loads((evaluated / "metrics.json").read_text())["datasets"]
     assert any(name.startswith("gpt:") for entry in models.values() for name in entry["models"])
@@ -170,7 +170,7 @@ def test_close_only_data_checks_evaluates_the_close_models_and_refuses_har_rv(tm
     closes = tmp_path / "closes.csv"
     write_closes(closes)
     assert main(["evaluate", "--data", str(closes), "--models", "random_walk,garch,ar", "--horizon", "5",
-                 "--step", "50", "--num-samples", "50", "--skip-in-sample", "--out", str(tmp_path / "ev")]) == 0
+                 "--every", "50", "--num-samples", "50", "--skip-in-sample", "--out", str(tmp_path / "ev")]) == 0
     scored = json.loads((tmp_path / "ev" / "metrics.json").read_text())["datasets"]["closes"]["models"]
     assert set(scored) == {"random_walk", "garch", "ar"}
     assert all(scored[name]["fresh"]["n_windows"] > 0 and scored[name]["fresh"]["crps"] > 0 for name in scored)
@@ -237,7 +237,7 @@ def test_tune_scores_the_real_predictor_walk_forward_and_writes_a_stream_config(
 
     base = tmp_path / "base.yaml"
     base.write_text(yaml.safe_dump({"compilation_cache": False, "predictor": {"dgm": {"fit_steps": 0}}}))
-    flags = ["--data", "sp500", "--length", "100", "--max-memory", "64", "--horizon", "3", "--max-folds", "2",
+    flags = ["--data", "sp500", "--length", "100", "--max-memory", "64", "--horizon", "3", "--max-windows", "2",
              "--num-samples", "16", "--trials", "1", "--base", str(base), "--out", str(tmp_path / "tune")]
     assert main(["tune", *flags]) == 0
     assert "best crps" in capsys.readouterr().out
@@ -286,7 +286,7 @@ def test_stage_and_pipeline_refuse_bad_input_with_exit_2(tmp_path, capsys):
 
 
 def test_leakage_dates_outside_a_dataset_exit_2(tmp_path, capsys):
-    flags = ["leakage", "--data", "ndx", "--pretrain-cutoff", "2010-12-31", "--fresh-start", "2014-12-31",
+    flags = ["leakage", "--data", "ndx", "--cutoff", "2010-12-31", "--fresh-start", "2014-12-31",
              "--out", str(tmp_path / "study")]
     assert main(flags) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -317,7 +317,7 @@ def test_pretrain_then_mvx(tmp_path, capsys):
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["trained_through"] == {"ndx": "1992-12-31T00:00:00"}
     flags = ["mvx", "--run", str(tmp_path / "run"), "--data", "ndx", "--out", str(tmp_path / "mvx"),
-             "--universes", "3", "--samples", "4", "--steps", "2", "--max-origins", "5"]
+             "--universes", "3", "--num-samples", "4", "--rollout-steps", "2", "--max-windows", "5"]
     assert main(flags) == 0
     scores = pd.read_csv(tmp_path / "mvx" / "scores.csv")
     assert len(scores) == 5 and scores["convergence"].between(0, 1).all() and (scores["bifurcation"] >= 1).all()
@@ -362,7 +362,7 @@ CANONICAL = {"data": "--data", "cutoff": "--cutoff", "seed": "--seed", "out": "-
              "assignments": "--set", "resume": "--resume"}
 """The common flags: config key (argparse dest) -> its one spelling."""
 
-ALIASES = {("leakage", "--pretrain-cutoff")}
+ALIASES: set[tuple[str, str]] = set()
 """Older spellings still accepted beside the canonical one."""
 
 DISTINCT = {"--cutoff-fraction"}
@@ -400,11 +400,13 @@ def test_the_common_flags_have_one_spelling_and_meaning_everywhere():
             assert "--set" in options, name
     # Every command that writes something says where with --out; every command with a config takes --set.
     # (`bench`, `data`, `agent` and `config` are groups: their subcommands take the flags.)
-    groups = {"datasets", "data", "bench", "agent", "config"}
+    groups = {"datasets", "data", "bench", "agent", "config", "stage"}
+    stages = {f"stage {name}" for name in ("pretrain", "midtrain", "sft", "rl")}
     assert seen["out"] >= (COMMANDS - groups - {"generate"}) | {"bench chaos", "agent train", "agent eval",
-                                                                 "config size"}
-    assert seen["assignments"] == (COMMANDS - groups - {"data check"}) | {"bench chaos", "agent train", "config size"}
-    assert seen["seed"] >= {"evaluate", "tokenize", "train", "stage", "pipeline", "generate", "forecast", "stream",
+                                                                 "config size"} | stages
+    assert seen["assignments"] == (COMMANDS - groups - {"data check"}) | {"bench chaos", "agent train", "config size",
+                                                                           "tokenize analyze"} | stages
+    assert seen["seed"] >= stages | {"evaluate", "tokenize", "train", "pipeline", "generate", "forecast", "stream",
                             "tune", "multitask", "pretrain", "mvx", "leakage"}
 
 

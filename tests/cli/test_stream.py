@@ -60,6 +60,7 @@ def _fuzz_lines():
     line = st.one_of(
         value.map(str.encode),
         st.tuples(stamp, value).map(lambda p: f"{p[0]},{p[1]}".encode()),
+        st.tuples(stamp, value).map(lambda p: json.dumps({"timestamp": p[0], "close": p[1]}).encode()),
         st.binary(max_size=40),
         st.integers(131_000, 200_000).map(lambda n: b"9" * n),
     )
@@ -69,7 +70,7 @@ def _fuzz_lines():
 
 def test_fuzzed_stdin_never_fails_the_stream_and_always_writes_its_outputs(tmp_path, monkeypatch):
     """Random bytes, lines past the CSV field limit, numbers at float32's edges, random timestamps,
-    headers or none: ``chaosfm stream --data -`` never ends in an internal error (exit 1), and
+    JSON objects, headers or none: ``chaosfm stream --data -`` never ends in an internal error (exit 1), and
     every run writes its outputs, whatever it skipped."""
     import io
 

@@ -17,8 +17,8 @@ def test_class_scores_by_hand():
         "direction": [0, 1, 2, 2, 1],
         "predicted_direction": [0, 2, 2, 1, 1],
         "forward_return": [-0.10, 0.00, 0.08, 0.30, -0.02],
-        "p10": [-0.05, -0.05, -0.05, -0.05, -0.05],
-        "p90": [0.05, 0.05, 0.10, 0.10, 0.05],
+        "0.1": [-0.05, -0.05, -0.05, -0.05, -0.05],
+        "0.9": [0.05, 0.05, 0.10, 0.10, 0.05],
         "forward_vol": [0.2, 0.1, 0.3, 0.2, 0.1],
         "predicted_vol": [0.1, 0.1, 0.3, 0.2, 0.2],
         "persistence_vol": [0.2, 0.2, 0.2, 0.2, 0.2],
@@ -29,9 +29,9 @@ def test_class_scores_by_hand():
     assert np.isclose(scores["balanced_accuracy"], (1 + 0.5 + 0.5) / 3)
     assert np.isclose(scores["balanced_accuracy"], balanced_accuracy_score(part["direction"], part["predicted_direction"]))
     assert scores["confusion"] == [[1, 0, 0], [0, 1, 1], [0, 1, 1]]
-    # inside [p10, p90]: rows 1, 2, 4
+    # inside [0.1, 0.9]: rows 1, 2, 4
     assert np.isclose(scores["coverage_80"], 3 / 5)
-    y, low = part["forward_return"].to_numpy(), part["p10"].to_numpy()
+    y, low = part["forward_return"].to_numpy(), part["0.1"].to_numpy()
     expected = np.mean(np.maximum(0.1 * (y - low), -0.9 * (y - low)))
     assert np.isclose(scores["pinball_10"], expected)
     assert np.isclose(scores["climatology_coverage_80"], 2 / 5)  # rows 1 and 4 lie in [-0.04, 0.06]
@@ -53,8 +53,8 @@ def predictions_frame():
         "direction": rng.integers(0, 3, n),
         "predicted_direction": rng.integers(0, 3, n),
         "forward_return": rng.normal(0, 0.05, n),
-        "p10": np.full(n, -0.05),
-        "p90": np.full(n, 0.05),
+        "0.1": np.full(n, -0.05),
+        "0.9": np.full(n, 0.05),
         "forward_vol": rng.uniform(0.1, 0.3, n),
         "predicted_vol": rng.uniform(0.1, 0.3, n),
         "persistence_vol": rng.uniform(0.1, 0.3, n),
@@ -67,7 +67,7 @@ def test_score_multitask_from_a_predictions_frame():
     # Climatology: the 10% and 90% quantiles of the training windows' own forward returns.
     train_returns = predictions.loc[predictions["split"] == "train", "forward_return"].to_numpy()
     low, high = np.quantile(train_returns, [0.1, 0.9])
-    assert metrics["climatology_quantiles"] == {"p10": low, "p90": high}
+    assert metrics["climatology_quantiles"] == {"0.1": low, "0.9": high}
     assert list(metrics["classes"]) == ["in_sample", "within_pretrain", "fresh"]
     for name, count in (("in_sample", 6), ("within_pretrain", 4), ("fresh", 5)):
         part = predictions[predictions["window_class"] == name]
@@ -85,6 +85,7 @@ def test_score_multitask_from_a_predictions_frame():
     table = multitask_table(metrics)
     assert table["class"].tolist() == ["in_sample", "within_pretrain", "fresh"]
     assert table["windows"].tolist() == [6, 4, 5]
+    assert "cover 0.1-0.9" in table.columns  # quantile columns named by level, as chaosfm forecast names them
     # A class with no window scores nothing (and its table row is empty, not a number).
     empty = score_multitask(predictions[predictions["window_class"] != "fresh"], horizon=2)
     assert empty["classes"]["fresh"] == {"n_windows": 0, "n_nonoverlapping": 0}

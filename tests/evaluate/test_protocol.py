@@ -243,3 +243,13 @@ def test_a_forecaster_that_reads_all_history_gets_it_and_the_others_the_context_
     for (first_all, last_all), (first, last) in zip(streaming.contexts, windowed.contexts):
         assert first_all == 0.0 and last_all == last  # the whole history up to the same origin
         assert first == max(0.0, last + 1 - 80)
+
+
+def test_the_first_window_says_that_models_compile_when_progress_is_shown(capsys, monkeypatch):
+    monkeypatch.setenv("CHAOSFM_PROGRESS", "1")
+    monkeypatch.delenv("CHAOSFM_QUIET", raising=False)
+    frame = series(n=120)
+    model = Noisy()
+    fit_through({"noisy": model}, frame, cutoff=59.0)
+    evaluate({"noisy": model}, frame, Protocol(horizon=5, num_samples=4, min_context=50), cutoff=59.0)
+    assert capsys.readouterr().err.count("evaluating windows: compiling (first forecast of each model)...") == 1

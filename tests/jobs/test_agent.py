@@ -179,3 +179,61 @@ def test_tdmpc2_trains_and_evaluates_through_the_cli_and_never_trains_past_the_f
     assert main(["agent", "train", "--agent", "tdmpc2", "--data", str(universe), "--set", "tdmpc2.latent=8",
                  "--out", str(tmp_path / "y")]) == 2
     assert "tdmpc2: unknown key(s) ['latent']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tdmpc2_eval_writes_one_telemetry_row_per_decision_at_the_alpha_of_its_convergence(universe, tmp_path,
+                                                                                            monkeypatch):
+    from types import SimpleNamespace
+
+    from chaosfm.agents import EncoderFeatures
+    from chaosfm.jobs import _agent_panel
+
+    rng = np.random.default_rng(1)
+    scores = {name: rng.uniform(0.0, 1.0, size=(400, 6)) for name in ("convergence", "bifurcation", "lyapunov")}
+    scores["convergence"][:, 1] = np.nan  # asset S1's convergence is never known: never traded
+
+    def load_pretrained(run):  # an encoder with a flow head that saw no row past the agent's fence
+        return SimpleNamespace(flow=object()), None, {"trained_through": {f"S{i}": "2015-03-01" for i in range(6)}}
+
+    def encoder_features(model, inputs, frame, stamps, names, *, convergence, key):
+        embeddings = np.random.default_rng(0).standard_normal((len(stamps), len(names), 2))
+        return EncoderFeatures(embeddings, *(scores[name] if convergence else None for name in scores))
+
+    monkeypatch.setattr(_agent_panel, "load_pretrained", load_pretrained)
+    monkeypatch.setattr(_agent_panel, "encoder_features", encoder_features)
+    tdmpc2 = {"hidden": 8, "latent_dim": 8, "hidden_layers": 1, "num_q": 2, "num_quantiles": 4, "horizon": 2,
+              "batch_size": 16, "plan_horizon": 1, "plan_iterations": 1, "plan_samples": 8, "plan_elites": 2,
+              "plan_policy_samples": 2}
+    config = _config(universe, tmp_path / "run", agent="tdmpc2", encoder="runs/jepa", iterations=2,
+                     updates_per_iteration=1, tdmpc2=tdmpc2)
+    agent.train(config)
+    metrics = agent.evaluate(agent.AgentEvalConfig(run=tmp_path / "run", portfolios=3))
+    telemetry = pd.read_parquet(tmp_path / "run" / "eval" / "telemetry.parquet")
+    assert list(telemetry.columns) == list(agent.TELEMETRY_COLUMNS)
+    # One row per decision: every rebalance of the fresh calendar, portfolio and asset of a portfolio.
+    assert len(telemetry) == metrics["rebalances"] * 3 * 4 and set(telemetry["window_class"]) == {"fresh"}
+    dates = pd.bdate_range("2015-01-01", periods=400)
+    assert telemetry["timestamp"].min() == dates[324] and (telemetry["hold_end"] - telemetry["timestamp"]).max() \
+        <= pd.Timedelta(days=4)  # 2-row holds on business days
+    assert telemetry.groupby(["timestamp", "portfolio"]).size().eq(4).all()
+    # The scores are the encoder's at the decision's (row, asset), looked up here by date and name.
+    rows = dates.get_indexer(telemetry["timestamp"])
+    columns = telemetry["asset"].str[1:].astype(int).to_numpy()
+    for name, values in scores.items():
+        np.testing.assert_allclose(telemetry[name], values[rows, columns], rtol=1e-6)
+    # alpha is the configured map of the logged convergence (recomputed here), and unknown is flat.
+    saved = json.loads((tmp_path / "run" / "weights.json").read_text())  # the map the run was configured with
+    low, high, alpha_min, alpha_max = (saved[k] for k in ("convergence_low", "convergence_high", "alpha_min",
+                                                          "alpha_max"))
+    c = telemetry["convergence"].to_numpy()
+    expected = np.where(np.isfinite(c), alpha_min + (alpha_max - alpha_min) * np.clip((c - low) / (high - low), 0, 1),
+                        alpha_min)
+    np.testing.assert_allclose(telemetry["alpha"], expected, rtol=1e-6)
+    traded = np.isfinite(c) & (c >= saved["no_trade"])
+    np.testing.assert_array_equal(telemetry["traded"], traded)
+    assert (telemetry.loc[~traded, ["action", "weight"]] == 0).all().all()
+    assert telemetry["action"].abs().max() <= 1 and np.isfinite(telemetry["reward"]).all()
+    assert (telemetry["gross_exposure"] <= 1 + 1e-6).all()
+    # The agent trades by MPPI: its planned levels are not the prior's.
+    assert (telemetry.loc[traded, "action"] != telemetry.loc[traded, "prior_action"]).mean() > 0.5

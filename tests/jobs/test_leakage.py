@@ -168,3 +168,59 @@ def test_the_agent_study_scores_each_encoders_agent_by_class_and_pairs_them_on_t
     report = (out / "report.md").read_text()
     assert "# Leakage study: the agent" in report and "jepa_cfm: the leaky agent's Sharpe gap" in report
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+
+
+def test_the_agent_key_names_an_agent_and_true_still_means_qrdqn():
+    assert LeakageConfig(data=["sp500"], agent=True).agent == "qrdqn"
+    assert LeakageConfig(data=["sp500"], agent="tdmpc2").agent == "tdmpc2"
+    assert LeakageConfig(data=["sp500"], agent=False).agent is None and LeakageConfig(data=["sp500"]).agent is None
+    with pytest.raises(ValueError, match=r"must be one of \['qrdqn', 'tdmpc2'\]"):
+        LeakageConfig(data=["sp500"], agent="dqn")
+
+
+@pytest.mark.slow
+def test_the_agent_study_runs_tdmpc2_through_the_cli_with_dynamic_cvar_on_the_flow_encoders(tmp_path, capsys):
+    import numpy as np
+    import yaml
+
+    from chaosfm.cli import main
+
+    rng = np.random.default_rng(3)  # the fixture of the QR-DQN agent study above
+    dates = pd.bdate_range("2012-01-02", periods=360)
+    frames = [pd.DataFrame({"timestamp": dates.strftime("%Y-%m-%d"), "ticker": f"S{i}",
+                            "close": 50 * np.exp(np.cumsum(0.01 * rng.standard_normal(len(dates))))})
+              for i in range(5)]
+    path = tmp_path / "stocks.csv"
+    pd.concat(frames).to_csv(path, index=False)
+    out = tmp_path / "study"
+    # The prior's levels (actor: policy) keep the many small programs of the study quick to compile; the
+    # MPPI actor runs end to end in tests/jobs/test_agent.py, through the same table (AGENTS).
+    tdmpc2 = {"hidden": 8, "latent_dim": 8, "hidden_layers": 1, "num_q": 2, "num_quantiles": 4, "horizon": 2,
+              "batch_size": 16, "actor": "policy", "no_trade": 0.0, "convergence_low": 0.0}
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": [str(path)], "pretrain_cutoff": str(dates[179].date()), "fresh_start": str(dates[269].date()),
+        "models": ["jepa_cfm"], "model": TINY_MODEL, "train": TINY_TRAIN, "agent_portfolios": 4, "n_bootstrap": 100,
+        "agent_options": {"env": {"n_assets": 3, "holding": 2, "episode_rebalances": 4}, "portfolios": 4,
+                          "iterations": 2, "updates_per_iteration": 1, "tdmpc2": tdmpc2}}))
+    assert main(["leakage", "--config", str(config), "--agent", "tdmpc2", "--out", str(out)]) == 0
+    assert "agent Sharpe" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["agent"]["name"] == "tdmpc2" and metrics["agent"]["label"] == "TD-MPC2"
+    agents = metrics["agents"]
+    assert list(agents) == ["features only", "jepa_cfm (leaky)", "jepa_cfm (fenced)"]
+    # The features alone have no convergence: a fixed CVaR level; each flow encoder's agent takes its
+    # level from that encoder's convergence.
+    assert agents["features only"]["alpha"] == 0.5 == metrics["agent"]["alpha"]
+    for name in ("jepa_cfm (leaky)", "jepa_cfm (fenced)"):
+        assert agents[name]["alpha"]["dynamic"].startswith("cvar_alpha")
+    leaky, fenced = agents["jepa_cfm (leaky)"], agents["jepa_cfm (fenced)"]
+    assert leaky["within_pretrain"]["from"] == str(dates[181].date()) and fenced["within_pretrain"] is None
+    assert pd.Timestamp(leaky["fresh"]["from"]) > dates[269]
+    gap = leaky["leakage_gap"]
+    assert gap["ci_low"] <= gap["value"] <= gap["ci_high"]
+    assert abs(gap["value"] - (leaky["fresh"]["sharpe"] - leaky["within_pretrain"]["sharpe"])) < 1e-9
+    for period in metrics["same_periods_leaky_minus_fenced"].values():
+        pair, sharpe = period["jepa_cfm"], period["features only (reference)"]["sharpe"]
+        assert abs(pair["value"] - (sharpe["jepa_cfm (leaky)"] - sharpe["jepa_cfm (fenced)"])) < 1e-9
+    assert "the agent: TD-MPC2, CVaR 0.5 on the features alone" in (out / "report.md").read_text()

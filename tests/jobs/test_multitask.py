@@ -1,12 +1,14 @@
 """``chaosfm multitask``'s config: the cutoff resolved to rows, settings handed to the library, errors naming the key."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from chaosfm._config import ConfigError, parse_config
 from chaosfm.data import validate
-from chaosfm.jobs.multitask import MultitaskRunConfig, prepare
+from chaosfm.jobs.multitask import MultitaskRunConfig, prepare, train_head
 from chaosfm.train import multitask_batches, prepare_multitask_data
 
 ROWS = 900
@@ -71,3 +73,7 @@ def test_config_errors_name_the_key():
         multitask_batches(prepare(frame, long), long.settings, long.train.batch_size, long.train.seed)
     with pytest.raises(ConfigError, match="horizont"):
         parse_config(MultitaskRunConfig, {"horizont": 90}, "test")
+    # Its held-out rows are the validation split: train.val_fraction would be a second, unread key.
+    twice = tiny_config(train={"steps": 3, "val_fraction": 0.3})
+    with pytest.raises(ConfigError, match=r"train\.val_fraction: 0.3 is not read by multitask.*top-level val_fraction"):
+        train_head(twice, Path("unused"), frame)

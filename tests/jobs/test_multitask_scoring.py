@@ -55,6 +55,11 @@ def test_tiny_run_end_to_end(tmp_path):
     assert metrics["dropped_windows"]["warmup"] == 250
     for name in ("config.yaml", "meta.json", "model.eqx", "metrics.json", "table.csv", "predictions.csv", "log.jsonl"):
         assert (out / name).is_file()
+    # The held-out loss of the validation rows at every step (eval_every: a tenth of 3 steps, at least 1).
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "val_loss" in r] == [1, 2, 3]
+    assert metrics["final_val_loss"] == logged[-1]["val_loss"]
+    assert (out / "loss.png").read_bytes().startswith(b"\x89PNG")
     table = pd.read_csv(out / "table.csv")
     assert table["class"].tolist() == ["in_sample", "within_pretrain", "fresh"]
     assert table["windows"].tolist() == multitask_table(metrics)["windows"].tolist()
@@ -70,5 +75,6 @@ def test_tiny_run_end_to_end(tmp_path):
     output = predict_history(model, data.features["a"][250:], config.segment_length)  # from the warm-up on
     last = predictions.iloc[-1]
     t = int(np.flatnonzero(data.timestamps["a"] == np.datetime64(last["origin"]))[0]) - 250
-    p10 = output.quantiles[t, 0] * scaler["targets"]["return_std"] + scaler["targets"]["return_mean"]
-    assert np.isclose(p10, last["p10"], rtol=1e-5)
+    low = output.quantiles[t, 0] * scaler["targets"]["return_std"] + scaler["targets"]["return_mean"]
+    assert np.isclose(low, last["0.1"], rtol=1e-5)
+    assert {"0.1", "0.9"} <= set(predictions.columns) and not {"p10", "p90"} & set(predictions.columns)

@@ -36,6 +36,10 @@ def test_jepa_kan_tiny_trains_from_the_command_line(tmp_path, capsys):
         rel=1e-4,
     )
     assert metrics["heldout"]["windows"] > 0 and not metrics["heldout"]["collapsed"]
+    # The held-out loss on the last tenth of the training rows, every 6 of the 60 steps, and its plot.
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "val_loss" in r] == list(range(6, 61, 6))
+    assert np.isfinite(final["val_loss"]) and (out / "loss.png").read_bytes().startswith(b"\x89PNG")
     model, inputs, meta = load_pretrained(out)
     assert tuple(inputs.features) == feature_set(load("sp500"), "close+indicators")
     assert {"rsi_14", "bb_width_20_2"} <= set(inputs.features)

@@ -33,7 +33,11 @@ def test_the_job_writes_every_output_and_the_metrics_it_returns(tmp_path):
     for name in ("predictions.csv", "telemetry.csv", "metrics.json", "telemetry.png", "meta.json"):
         assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
-    assert len(pd.read_csv(out / "predictions.csv")) == 119
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert len(predictions) == 119
+    # A file's rows, 0-based (row 0 only starts the state); no text lines: the frame was loaded.
+    assert predictions["row"].tolist() == list(range(1, 120)) and predictions["line"].isna().all()
+    assert (predictions["0.1"] <= predictions["0.9"]).all()
     telemetry = pd.read_csv(out / "telemetry.csv")
     np.testing.assert_allclose(telemetry.filter(like="weight_").sum(axis=1), 1.0, atol=1e-5)
     assert json.loads((out / "meta.json").read_text())["seed"] == STREAM.seed
@@ -46,6 +50,27 @@ def test_a_bad_line_is_raised_after_the_good_rows_are_written(tmp_path):
     with pytest.raises(DataError, match="line 42"):
         stream.run(config, lines=lines)
     assert len(pd.read_csv(tmp_path / "out" / "predictions.csv")) == 39
+
+
+def test_stdin_takes_json_objects_beside_csv_lines_and_numbers_rows_and_lines_as_read(tmp_path):
+    import json as json_module
+
+    from chaosfm.predictor import PREDICTION_COLUMNS
+
+    values = _walk(40)
+    stamps = [str(t) for t in pd.bdate_range("2021-01-01", periods=40)]
+    lines = ["Date,Close", *[f"{stamps[i]},{values[i]:.4f}" for i in range(20)], "",
+             *[json_module.dumps({"Date": stamps[i], "Close": float(values[i])}) for i in range(20, 40)]]
+    config = stream.read(None, {"data": "-", "out": str(tmp_path / "out"), "stream.compilation_cache": False,
+                                "stream.predictor.dgm.fit_steps": 0, "stream.plot": False})
+    metrics = stream.run(config, lines=lines)
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert list(predictions.columns) == list(PREDICTION_COLUMNS)
+    assert metrics["bad_lines"] == [] and metrics["observations"] == 40
+    np.testing.assert_allclose(predictions["observed"], values[1:], atol=1e-4)
+    # line: the 1-based line of stdin (the header and the blank line count); row: the data row.
+    assert predictions["line"].tolist() == list(range(3, 22)) + list(range(23, 43))
+    assert predictions["row"].tolist() == list(range(1, 40))
 
 
 def test_a_live_feed_skips_bad_lines_unless_told_otherwise(tmp_path):

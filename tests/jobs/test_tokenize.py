@@ -111,10 +111,15 @@ def test_fsq_run_fits_before_the_cutoff_only(candles, tmp_path):
     assert metrics["trained_through"] == {a: str(t.isoformat()) for a, t in zip(["a", "b"], cutoff)}
     tokenizer = load_tokenizer(tmp_path / "run")
     again = tokenizer_of(config).fit(
-        candles.groupby("asset").head(150).reset_index(drop=True), key=jax.random.key(0), steps=20
+        candles.groupby("asset").head(150).reset_index(drop=True), key=jax.random.key(0), steps=20,
+        val_fraction=0.1,  # the config's default: the last rows of each asset only scored, never trained on
     )
     np.testing.assert_array_equal(tokenizer.encode(candles), again.encode(candles))
-    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 20
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(20))
+    # The held-out loss before the first step, every 20 // 10 = 2 steps, and after the last.
+    assert [r["step"] for r in records if "val_loss" in r] == [*range(0, 20, 2), 20]
+    assert (tmp_path / "run" / "loss.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_config_presets_parse():

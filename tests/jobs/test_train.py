@@ -1,6 +1,7 @@
 """`chaosfm train --config` (``jobs.train``): config checks before training, the fence on the tokenizer, the run folder."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +62,6 @@ def test_vocab_mismatch_and_long_context_fail_before_training(tmp_path):
     with pytest.raises(ConfigError, match="model.context_length"):
         train_job.run(config)
     assert not (tmp_path / "a" / "model.eqx").exists() and not (tmp_path / "b").exists()
-    with pytest.raises(ConfigError, match="out"):
-        train_job.run(parse_train_run_file(lorenz_config()))  # no run folder named
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +103,7 @@ def test_resume_refuses_changed_data(trained):
 @pytest.mark.parametrize("name", ["gpt-tiny", "mamba-tiny", "lorenz-gpt", "lorenz-mamba", "gpt-indices"])
 def test_presets_parse(name):
     config = train_job.read(CONFIGS / f"{name}.yaml")
-    assert config.out is None and not config.resume
+    assert re.fullmatch(r"runs/train-\d{8}-\d{6}", config.out.as_posix()) and not config.resume  # the default folder
 
 
 def test_flags_override_the_file_and_typos_name_the_key(tmp_path):
@@ -116,3 +115,16 @@ def test_flags_override_the_file_and_typos_name_the_key(tmp_path):
     assert config.out == tmp_path / "o"
     with pytest.raises(ConfigError, match=r"train\.stpes"):
         train_job.read(file, {"train.stpes": 3})
+
+
+def test_the_held_out_loss_is_logged_and_drawn(trained):
+    import matplotlib.image
+
+    out, returned = trained
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    # 6 steps: eval_every unset is a tenth of the steps, at least 1, so every step has one.
+    held = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in held] == [1, 2, 3, 4, 5, 6] and all(np.isfinite(r["val_loss"]) for r in held)
+    assert returned["final_val_loss"] == held[-1]["val_loss"]
+    image = matplotlib.image.imread(out / "loss.png")
+    assert image.ndim == 3 and min(image.shape[:2]) > 100

@@ -42,7 +42,7 @@ def test_two_runs_with_one_seed_are_bit_identical(tmp_path):
     # ... and the comparison is not vacuous: another seed draws other samples.
     other, _, _ = _run(DETERMINISTIC.model_copy(update={"seed": 1}), tmp_path / "c", series=series)
     warm = [i for i, row in enumerate(first) if row["warm"]]
-    assert any(first[i]["q10_next"] != other[i]["q10_next"] for i in warm)
+    assert any(first[i]["0.1"] != other[i]["0.1"] for i in warm)
 
 
 @pytest.mark.parametrize("cut", [20, 45])  # before warm-up ends (restores started=False) and after
@@ -56,7 +56,7 @@ def test_restore_equals_uninterrupted_step_for_step(cut, tmp_path):
     tail, tail_telemetry, tail_metrics = _run(DETERMINISTIC.model_copy(update={"restore": snapshot}),
                                               tmp_path / "tail", series=series)
     assert head + tail == whole
-    assert [row["line"] for row in tail] == list(range(cut + 1, LENGTH + 1))
+    assert [row["row"] for row in tail] == list(range(cut, LENGTH))  # rows of the series, 0-based
     expected = whole_telemetry.iloc[cut - 1 :].reset_index(drop=True)
     pd.testing.assert_frame_equal(tail_telemetry, expected, check_exact=True)
     # The restored last prediction is scored against the first new value: the two halves' scores
@@ -73,10 +73,10 @@ def test_restore_continues_a_live_feed(tmp_path):
     whole, _, _ = _run(DETERMINISTIC, tmp_path / "whole", lines=values)
     snapshot = tmp_path / "s.msgpack"
     head, _, _ = _run(DETERMINISTIC.model_copy(update={"snapshot": snapshot}), tmp_path / "head", lines=values[:37])
-    # A feed gives only new lines, numbered from 1 again.
+    # A feed gives only new lines, numbered from 1 (and rows from 0) again.
     tail, _, _ = _run(DETERMINISTIC.model_copy(update={"restore": snapshot}), tmp_path / "tail", lines=values[37:])
-    drop_line = [{k: v for k, v in row.items() if k != "line"} for row in whole]
-    assert [{k: v for k, v in row.items() if k != "line"} for row in head + tail] == drop_line
+    drop_line = [{k: v for k, v in row.items() if k not in ("row", "line")} for row in whole]
+    assert [{k: v for k, v in row.items() if k not in ("row", "line")} for row in head + tail] == drop_line
 
 
 @pytest.mark.slow  # one more restore through this module's compiled step
@@ -88,4 +88,4 @@ def test_restore_keeps_the_adaptive_conformal_levels(tmp_path):
     head, _, _ = _run(calibrated.model_copy(update={"snapshot": snapshot}), tmp_path / "head", series=series[:50])
     tail, _, _ = _run(calibrated.model_copy(update={"restore": snapshot}), tmp_path / "tail", series=series)
     assert head + tail == whole
-    assert whole[-1]["level_q90"] != 0.9  # the levels did move
+    assert whole[-1]["level_0.9"] != 0.9  # the levels did move

@@ -196,17 +196,17 @@ def test_adaptive_conformal_levels_move_by_gamma_after_each_observation():
     result = run_stream(STREAM.model_copy(update={"calibration_gamma": gamma}), series=series)
     rows = pd.DataFrame(result.predictions)
     warm = rows[rows["warm"]]
-    assert {"level_q10", "level_q90"} <= set(rows.columns)
-    steps = np.diff(warm["level_q90"].to_numpy())
+    assert {"level_0.1", "level_0.9"} <= set(rows.columns)
+    steps = np.diff(warm["level_0.9"].to_numpy())
     # Gibbs & Candes: +gamma * 0.9 after a miss above the 0.9 quantile, -gamma * 0.1 otherwise.
     np.testing.assert_allclose(np.minimum(np.abs(steps - 0.9 * gamma), np.abs(steps + 0.1 * gamma)), 0.0, atol=1e-12)
     assert (np.abs(steps - 0.9 * gamma) < 1e-12).any() and (np.abs(steps + 0.1 * gamma) < 1e-12).any()
-    low = np.diff(warm["level_q10"].to_numpy())
+    low = np.diff(warm["level_0.1"].to_numpy())
     np.testing.assert_allclose(np.minimum(np.abs(low - 0.1 * gamma), np.abs(low + 0.9 * gamma)), 0.0, atol=1e-12)
     # The stream's 10-90% interval is read at the adapted levels: it is no longer the raw one.
     raw = pd.DataFrame(run_stream(STREAM, series=series).predictions)
-    assert not np.allclose(raw.loc[warm.index, "q90_next"], warm["q90_next"])
-    assert "level_q90" not in raw.columns
+    assert not np.allclose(raw.loc[warm.index, "0.9"], warm["0.9"])
+    assert "level_0.9" not in raw.columns
 
 
 def _yahoo_lines(n, seed=0):

@@ -57,7 +57,7 @@ def test_a_damaged_run_file_is_named(gpt_run, tmp_path):
     run, _ = gpt_run
     copy = tmp_path / "copy"
     copy.mkdir()
-    for name in ("meta.json", "model_config.json", "config.yaml", "metrics.json", "log.jsonl", "model.eqx"):
+    for name in ("meta.json", "model_config.json", "config.yaml", "metrics.json", "log.jsonl", "loss.png", "model.eqx"):
         (copy / name).write_bytes((run / name).read_bytes())
     for path in (run / "checkpoints").rglob("*"):
         target = copy / path.relative_to(run)

@@ -10,7 +10,14 @@ import pytest
 from chaosfm._config import ConfigError
 from chaosfm.data import feature_warmup, forward_labels, validate
 from chaosfm.models import FeatureMamba, MultitaskConfig
-from chaosfm.train import MultitaskSettings, multitask_batches, predict_history, prepare_multitask_data, tbptt_loss
+from chaosfm.train import (
+    MultitaskSettings,
+    multitask_batches,
+    multitask_heldout,
+    predict_history,
+    prepare_multitask_data,
+    tbptt_loss,
+)
 
 
 def perturb(model, seed):
@@ -118,6 +125,29 @@ def test_training_windows_stay_before_the_train_boundary(prepared):
                                        rtol=1e-5, atol=1e-6)
             checked += 1
     assert checked > 0
+
+
+
+def test_held_out_windows_score_the_validation_rows_only(prepared):
+    frame, settings, data = prepared
+    batch = multitask_heldout(data, settings, count=100)
+    window, warmup = settings.window, feature_warmup()
+    # By hand: windows tile each asset backwards from its cutoff row, none starting in the warm-up,
+    # kept when a validation row lies past the burn-in.
+    expected = []
+    for asset in ("a", "b"):
+        for end in range(CUT + 1, warmup + window - 1, -window):
+            rows = np.arange(end - window, end)
+            mask = (data.split[asset][rows] == 1) & (np.arange(window) >= settings.burn_in)
+            if mask.any():
+                expected.append((asset, rows, mask))
+    assert len(expected) >= 2 and batch["features"].shape == (len(expected), window, 16)
+    for i, (asset, rows, mask) in enumerate(expected):
+        np.testing.assert_array_equal(batch["features"][i], data.features[asset][rows])
+        np.testing.assert_array_equal(batch["mask"][i], mask)
+        assert rows[-1] <= CUT  # never past the cutoff
+    assert batch["mask"].any() and not any((data.split[a][r] != 1)[m].any() for a, r, m in expected)
+    assert multitask_heldout(data, settings, count=1)["features"].shape[0] == 1
 
 
 def test_tbptt_carries_the_state_forward_and_stops_its_gradient():

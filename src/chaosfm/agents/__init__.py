@@ -85,12 +85,13 @@ from chaosfm.agents._tdmpc2_trainer import (
 )
 from chaosfm.agents._evaluation import evaluate_agent, evaluate_gate
 from chaosfm.agents._tdmpc2_market import (
+    ACTORS,
     MarketTDMPC2Agent,
     MarketTDMPC2Config,
-    evaluate_tdmpc2_market,
     market_tdmpc2_agent,
     train_tdmpc2_market,
 )
+from chaosfm.agents._tdmpc2_market_eval import evaluate_tdmpc2_market
 from chaosfm.agents._trainer import AgentTrainConfig, train_agent
 
 __all__ = [
@@ -171,6 +172,7 @@ __all__ = [
     "lorenz_observation",
     "run_tdmpc2_episodes",
     "train_tdmpc2_lorenz",
+    "ACTORS",
     "MarketTDMPC2Agent",
     "MarketTDMPC2Config",
     "evaluate_tdmpc2_market",

@@ -14,7 +14,8 @@ and assets of :func:`market_panel` (its ``stamps`` and ``names``), ready for its
   parameters; each value is carried forward over the asset's later rows until the next computed
   one, so the value at ``t`` is the one computed at the latest computed row at or before ``t``.
   Convergence reads the first rollout step only, so mvx's ``steps`` does not change it and is not
-  drawn.
+  drawn. The same clouds give the **bifurcation index** and a one-step **Lyapunov proxy** (the
+  log-spread slope from the perturbation to the first rollout step), carried forward alike.
 
 Both are NaN where the asset has no row at ``t``, and before its first full context (the
 features' warm-up plus ``context_length - 1`` rows). Leakage is the caller's to keep:
@@ -51,10 +52,14 @@ class EncoderFeatures(NamedTuple):
         embeddings: ``(T, A, E)`` float32, the embedding of the context ending at each row.
         convergence: ``(T, A)`` float32 Multiverse Crossing convergence in [0, 1], carried forward
             from the latest computed row; None when not asked for (``convergence=False``).
+        bifurcation: ``(T, A)`` the bifurcation index of the same clouds, or None.
+        lyapunov: ``(T, A)`` the Lyapunov proxy of the same clouds over their one rollout step, or None.
     """
 
     embeddings: Float[np.ndarray, "T A E"]
     convergence: Float[np.ndarray, "T A"] | None
+    bifurcation: Float[np.ndarray, "T A"] | None = None
+    lyapunov: Float[np.ndarray, "T A"] | None = None
 
 
 @eqx.filter_jit
@@ -160,8 +165,8 @@ def encoder_features(
     if not convergence:
         return EncoderFeatures(embeddings, None)
     return EncoderFeatures(
-        embeddings, _convergence(model, embeddings, origins, frame, panel_rows, names, key, universes, samples,
-                                 scale, chunk)
+        embeddings, *_convergence(model, embeddings, origins, frame, panel_rows, names, key, universes, samples,
+                                  scale, chunk)
     )
 
 
@@ -177,13 +182,14 @@ def _convergence(
     samples: int,
     scale: float,
     chunk: int,
-) -> np.ndarray:
-    """``(T, A)`` convergence at the origins, carried forward over each asset's rows."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(T, A)`` convergence, bifurcation index and Lyapunov proxy at the origins, each carried
+    forward over each asset's rows."""
     columns = np.concatenate([np.full(len(ends), column) for column, ends, _ in origins]) if origins else np.zeros(0)
     stream_rows = np.concatenate([ends for _, ends, _ in origins]) if origins else np.zeros(0)
     rows = np.concatenate([r for _, _, r in origins]) if origins else np.zeros(0)
     columns, stream_rows, rows = (np.asarray(a, np.int64) for a in (columns, stream_rows, rows))
-    computed = np.full(len(columns), np.nan)
+    computed = np.full((3, len(columns)), np.nan)  # convergence, bifurcation, lyapunov
     for start in progress(range(0, len(columns), chunk), "encoder convergence", total=-(-len(columns) // chunk)):
         part = slice(start, min(start + chunk, len(columns)))
         size = part.stop - part.start
@@ -191,13 +197,17 @@ def _convergence(
         z = jnp.asarray(embeddings[rows[pad], columns[pad]])
         keys = _origin_keys(key, jnp.asarray(columns[pad], jnp.uint32), jnp.asarray(stream_rows[pad], jnp.uint32))
         starts, futures = (np.asarray(a) for a in _first_clouds(model, z, keys, universes, samples, scale))
-        computed[part] = [crossing_scores(starts[i], futures[i]).convergence for i in range(size)]
-    out = np.full((len(panel_rows), len(names)), np.nan)
-    out[rows, columns] = computed
-    # Carry forward within each asset: the latest computed value at or before each row (never a later one).
-    out = pd.DataFrame(out).ffill().to_numpy()
-    has_row = np.zeros(out.shape, bool)
+        computed[:, part] = np.transpose([tuple(crossing_scores(starts[i], futures[i])) for i in range(size)])
+    has_row = np.zeros((len(panel_rows), len(names)), bool)
     for column, name in enumerate(names):
         present = panel_rows.get_indexer(pd.Index(frame.loc[frame["asset"].astype(str) == name, "timestamp"]))
         has_row[present[present >= 0], column] = True
-    return np.where(has_row, out, np.nan).astype(np.float32)
+
+    def laid_out(values):
+        out = np.full(has_row.shape, np.nan)
+        out[rows, columns] = values
+        # Carry forward within each asset: the latest computed value at or before each row (never a later one).
+        out = pd.DataFrame(out).ffill().to_numpy()
+        return np.where(has_row, out, np.nan).astype(np.float32)
+
+    return tuple(laid_out(values) for values in computed)

@@ -12,7 +12,10 @@ layers processing one example (batch with ``jax.vmap``):
 * reward ``R(z, a)``, a scalar (regressed by squared error; TD-MPC2 uses a two-hot cross-entropy);
 * ``num_q`` critics ``Q_k(z, a)``, each ``N`` quantile atoms of the return (QR-DQN, Dabney et al.
   2018, in place of TD-MPC2's two-hot value bins), with an EMA copy of them as target critics;
-* a policy prior ``pi(z)``, a Gaussian squashed by ``tanh`` into ``[-1, 1]^A``.
+* a policy prior ``pi(z, alpha)``, a Gaussian squashed by ``tanh`` into ``[-1, 1]^A``; with
+  ``alpha_input`` the CVaR level ``alpha`` it is trained for is one more input, so one policy acts
+  risk-averse or risk-neutral as the level of the moment asks (dynamic CVaR); without, it ignores
+  ``alpha`` (the Lorenz task's single fixed level).
 
 The losses on one sub-trajectory ``(o_0..o_H, a_0..a_{H-1}, r_0..r_{H-1})`` from replay (their
 Eq. 3), with ``z_0 = h(o_0)``, ``z_{t+1} = d(z_t, a_t)`` and ``w_t = rho^t``:
@@ -21,21 +24,23 @@ Eq. 3), with ``z_0 = h(o_0)``, ``z_{t+1} = d(z_t, a_t)`` and ``w_t = rho^t``:
     reward      = (1/H) sum_t w_t (R(z_t, a_t) - r_t)^2
     td          = (1/(H K)) sum_t w_t sum_k QH(Q_k(z_t, a_t), r_t + gamma * Qbar(sg(h(o_{t+1})), a'_{t+1}))
 
-``QH`` is the quantile Huber loss (:func:`quantile_huber_loss`), ``a'`` a sample of ``pi``, and
+``QH`` is the quantile Huber loss (:func:`quantile_huber_loss`), ``a'`` a sample of ``pi`` at the
+sub-trajectory's ``alpha``, and
 ``Qbar`` the atoms of 2 target critics drawn at random, each sorted, then reduced atom by atom
 (``target_reduce``: ``min``, pessimistic as TD-MPC2's min over two Q values, or ``mean``). The model
 minimises ``consistency_coef * consistency + reward_coef * reward + value_coef * td``. The policy
 (their Eq. 4), with the critics frozen and ``z_t`` under ``stop_gradient``, minimises
 
-    (1/(H+1)) sum_{t=0..H} w_t (entropy_coef * log pi(a_t | z_t) - CVaR_alpha(Qavg(z_t, a_t)) / S)
+    (1/(H+1)) sum_{t=0..H} w_t (entropy_coef * log pi(a_t | z_t, alpha) - CVaR_alpha(Qavg(z_t, a_t)) / S)
 
-with ``a_t ~ pi(z_t)``, ``Qavg`` the atom-by-atom mean of the sorted atoms of all ``num_q`` critics
+with ``a_t ~ pi(z_t, alpha)``, ``Qavg`` the atom-by-atom mean of the sorted atoms of all ``num_q`` critics
 and ``S`` a running scale of the critic's values (their 5th-95th percentile range, as TD-MPC2's
 ``RunningScale``). ``alpha`` is an input: :func:`cvar_alpha` maps the Multiverse Crossing
 convergence score to it (and to a no-trade flag).
 
 :func:`tdmpc2_plan` plans with :func:`mppi_plan` in the latent space: dynamics ``d``, reward ``R``,
-terminal value ``CVaR_alpha(Qavg(z, mode(pi(z))))``, and ``pi``'s rollouts among the candidates.
+terminal value ``CVaR_alpha(Qavg(z, mode(pi(z, alpha))))``, and ``pi``'s rollouts at ``alpha`` among
+the candidates.
 
 Dimension letters: O observation width, A action width, L latent width, K critics, N quantile
 atoms, H sub-trajectory length, T decisions, B batch.
@@ -112,6 +117,7 @@ class TDMPC2Config:
     convergence_high: float = 0.8  # convergence at which alpha reaches alpha_max
     alpha_min: float = 0.1  # CVaR level at low convergence: the mean of the worst 10% of returns
     alpha_max: float = 1.0  # CVaR level at high convergence: 1 is the plain mean (risk-neutral)
+    alpha_input: bool = False  # the policy sees alpha as an input: one policy per risk level (dynamic CVaR)
 
     def __post_init__(self) -> None:
         positive = ("obs_dim", "action_dim", "latent_dim", "simnorm_dim", "hidden", "hidden_layers", "num_q",
@@ -279,24 +285,33 @@ class TDMPC2WorldModel(eqx.Module):
 
 
 class TDMPC2Policy(eqx.Module):
-    """``pi(z)``: a Gaussian of mean ``mu(z)`` and log deviation squashed into ``[log_std_min,
-    log_std_max]``, the sample passed through ``tanh`` (TD-MPC2 Sec. 3, as in SAC)."""
+    """``pi(z, alpha)``: a Gaussian of mean ``mu(z, alpha)`` and log deviation squashed into
+    ``[log_std_min, log_std_max]``, the sample passed through ``tanh`` (TD-MPC2 Sec. 3, as in SAC).
+
+    With ``config.alpha_input`` the CVaR level ``alpha`` in (0, 1] is concatenated to the latent, so
+    the action depends on it; without, ``alpha`` is ignored (and the network's width is the
+    latent's, as weights saved before the option have it)."""
 
     config: TDMPC2Config = eqx.field(static=True)
     mlp: _NormedMLP
 
     def __init__(self, config: TDMPC2Config, *, key: PRNGKeyArray):
         self.config = config
-        self.mlp = _NormedMLP(config.latent_dim, config.hidden, config.hidden_layers, 2 * config.action_dim, key=key)
+        width = config.latent_dim + int(config.alpha_input)
+        self.mlp = _NormedMLP(width, config.hidden, config.hidden_layers, 2 * config.action_dim, key=key)
 
-    def _moments(self, z):
+    def _moments(self, z, alpha):
+        if self.config.alpha_input:
+            z = jnp.concatenate([z, jnp.reshape(jnp.asarray(alpha, z.dtype), (1,))])
         mu, raw = jnp.split(self.mlp(z), 2)
         c = self.config
         return mu, c.log_std_min + 0.5 * (c.log_std_max - c.log_std_min) * (jnp.tanh(raw) + 1.0)
 
-    def sample(self, z: Float[Array, " L"], *, key: PRNGKeyArray) -> tuple[Float[Array, " A"], Float[Array, ""]]:
-        """An action in ``[-1, 1]^A`` and its log-density (with the ``tanh`` change of variables)."""
-        mu, log_std = self._moments(z)
+    def sample(self, z: Float[Array, " L"], alpha: float | Float[Array, ""], *, key: PRNGKeyArray
+               ) -> tuple[Float[Array, " A"], Float[Array, ""]]:
+        """An action in ``[-1, 1]^A`` for the CVaR level ``alpha`` and its log-density (with the
+        ``tanh`` change of variables)."""
+        mu, log_std = self._moments(z, alpha)
         eps = jax.random.normal(key, mu.shape, mu.dtype)
         u = mu + jnp.exp(log_std) * eps
         gaussian = jnp.sum(-0.5 * eps**2 - log_std - 0.5 * jnp.log(2.0 * jnp.pi))
@@ -304,12 +319,13 @@ class TDMPC2Policy(eqx.Module):
         squash = jnp.sum(2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u)))
         return jnp.tanh(u), gaussian - squash
 
-    def mode(self, z: Float[Array, " L"]) -> Float[Array, " A"]:
-        """``tanh(mu(z))``: the deterministic action."""
-        return jnp.tanh(self._moments(z)[0])
+    def mode(self, z: Float[Array, " L"], alpha: float | Float[Array, ""]) -> Float[Array, " A"]:
+        """``tanh(mu(z, alpha))``: the deterministic action."""
+        return jnp.tanh(self._moments(z, alpha)[0])
 
-    def __call__(self, z: Float[Array, " L"], *, key: PRNGKeyArray) -> Float[Array, " A"]:
-        return self.sample(z, key=key)[0]
+    def __call__(self, z: Float[Array, " L"], alpha: float | Float[Array, ""], *, key: PRNGKeyArray
+                 ) -> Float[Array, " A"]:
+        return self.sample(z, alpha, key=key)[0]
 
 
 def ensemble_cvar(quantiles: Float[Array, "... K N"], alpha: float | Float[Array, "..."]) -> Float[Array, "..."]:
@@ -378,9 +394,11 @@ class TDMPC2Batch(NamedTuple):
 
 def tdmpc2_world_model_loss(
     model: TDMPC2WorldModel, target_critics: _NormedMLP, policy: TDMPC2Policy, batch: TDMPC2Batch,
-    *, key: PRNGKeyArray,
+    alpha: float | Float[Array, " B"], *, key: PRNGKeyArray,
 ) -> tuple[Float[Array, ""], dict[str, Array]]:
-    """The model's loss (module docstring) averaged over a batch ``(B, ...)`` of sub-trajectories.
+    """The model's loss (module docstring) averaged over a batch ``(B, ...)`` of sub-trajectories,
+    the TD target's next actions drawn from the policy at each sub-trajectory's CVaR level ``alpha``
+    (one for all or one per sub-trajectory).
 
     Returns:
         The total loss and metrics: ``consistency``, ``reward``, ``td``, ``total`` and ``latents``
@@ -393,7 +411,7 @@ def tdmpc2_world_model_loss(
     chosen = eqx.combine(chosen, eqx.filter(target_critics, eqx.is_array, inverse=True))
     frozen_policy = jax.lax.stop_gradient(policy)
 
-    def one(item: TDMPC2Batch, item_key):
+    def one(item: TDMPC2Batch, item_key, level):
         next_z = jax.lax.stop_gradient(jax.vmap(model.encode)(item.obs[1:]))  # (H, L)
 
         def advance(z, action):
@@ -405,7 +423,7 @@ def tdmpc2_world_model_loss(
         latents = jnp.concatenate([z0[None], rolled], axis=0)  # (H + 1, L)
         consistency = consistency_loss(rolled, next_z, config.rho)
         rewards = jax.vmap(model.reward)(latents[:-1], item.action)
-        next_actions = jax.vmap(lambda z, k: frozen_policy.sample(z, key=k)[0])(
+        next_actions = jax.vmap(lambda z, k: frozen_policy.sample(z, level, key=k)[0])(
             next_z, jax.random.split(item_key, config.horizon))
         next_q = jax.vmap(lambda z, a: model.quantiles(z, a, chosen))(next_z, next_actions)  # (H, S, N)
         target = td_target(item.reward, jnp.swapaxes(next_q, 0, 1), config.discount, config.target_reduce)
@@ -414,7 +432,8 @@ def tdmpc2_world_model_loss(
         return consistency, reward_loss(rewards, item.reward, config.rho), td, latents
 
     keys = jax.random.split(policy_key, batch.reward.shape[0])
-    consistency, reward, td, latents = jax.vmap(one)(batch, keys)
+    alpha = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), batch.reward.shape[:1])
+    consistency, reward, td, latents = jax.vmap(one)(batch, keys, alpha)
     consistency, reward, td = jnp.mean(consistency), jnp.mean(reward), jnp.mean(td)
     total = config.consistency_coef * consistency + config.reward_coef * reward + config.value_coef * td
     return total, {"consistency": consistency, "reward": reward, "td": td, "total": total, "latents": latents}
@@ -446,7 +465,7 @@ def tdmpc2_policy_loss(
     keys = jax.random.split(key, batch * length).reshape(batch, length)
 
     def one(z, k, level):
-        action, log_prob = policy.sample(z, key=k)
+        action, log_prob = policy.sample(z, level, key=k)
         return ensemble_cvar(frozen.quantiles(z, action), level), log_prob
 
     cvar, log_prob = jax.vmap(jax.vmap(one, (0, 0, None)), (0, 0, 0))(latents, keys, alpha)  # (B, T) each
@@ -522,7 +541,7 @@ def tdmpc2_update(
     config = state.model.config
     model_key, policy_key = jax.random.split(key)
     (_, metrics), grads = eqx.filter_value_and_grad(tdmpc2_world_model_loss, has_aux=True)(
-        state.model, state.target_critics, state.policy, batch, key=model_key)
+        state.model, state.target_critics, state.policy, batch, alpha, key=model_key)
     updates, model_opt_state = _model_optimizer(config).update(
         grads, state.model_opt_state, eqx.filter(state.model, eqx.is_inexact_array))
     model = eqx.apply_updates(state.model, updates)

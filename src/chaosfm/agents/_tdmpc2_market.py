@@ -15,23 +15,35 @@ moving from the previous level, per unit of capital and in percent. Each asset's
 trajectory of ``S`` decisions; every window of ``H`` decisions enters the replay buffer as a
 sub-trajectory (:func:`~chaosfm.agents.episode_windows`).
 
+**The levels.** Each asset's level at a rebalance is chosen by the configured ``actor``, one of
+:data:`ACTORS`: ``"mppi"`` (the default) plans it by :func:`~chaosfm.agents.tdmpc2_plan`, MPPI in
+the latent space from ``h(o)`` with the latent dynamics, the reward head and the critics'
+``CVaR_alpha`` as terminal value, ``plan_policy_samples`` rollouts of the policy prior among the
+candidates, on the budget ``plan_iterations`` x ``plan_samples`` (``plan_elites`` refitted) over
+``plan_horizon`` decisions; ``"policy"`` takes the prior's deterministic level ``tanh(mu(h(o),
+alpha))`` (the comparison, and the cheaper actor). The plans of the ``K`` assets and ``B``
+portfolios are one vmapped call; a plan starts from the centre of ``[-1, 1]`` and the prior's
+rollouts (no warm start: an asset's next decision may be in another portfolio's episode).
+
 **The book.** The environment's target weights are :func:`~chaosfm.agents.soft_allocation` of the
-policy's deterministic scores ``tanh(mu(h(o)))`` (one per asset), with the configured temperature,
-net exposure and gross leverage: exploration (Gaussian noise on the level, uniform levels in the
-first ``seed_iterations``) changes only the recorded actions, never the book, as for QR-DQN. The
-book trades the policy prior, not :func:`~chaosfm.agents.tdmpc2_plan`: one MPPI plan per asset,
-rebalance and portfolio of a 256-portfolio calendar costs hundreds of thousands of plans, and as
-prices are exogenous an asset's level reaches the future only through the cost of the next trade.
+levels (one score per asset), with the configured temperature, net exposure and gross leverage:
+exploration (Gaussian noise on the level, uniform levels in the first ``seed_iterations``)
+changes only the recorded actions, never the book, as for QR-DQN.
 
 **Dynamic CVaR.** With a ``(T, A)`` Multiverse Crossing convergence (an encoder run's) the CVaR
 level of each asset's sub-trajectory is :func:`~chaosfm.agents.cvar_alpha` of the convergence at
 its first decision, and an asset below ``no_trade`` (or of unknown convergence, NaN) is not traded:
 its level is 0 and the allocation is made over the others (the gate of
 :func:`~chaosfm.agents.evaluate_gate`). Without it, or with ``fixed_alpha``, the level is the fixed
-``alpha`` and every asset trades.
+``alpha`` and every asset trades. The level of the moment is also what the agent acts at: the
+policy prior's input (the model's ``alpha_input``, on by default here), the CVaR of the planner's
+terminal value and the level of the policy's rollouts among the candidates.
 
-**Evaluation** (:func:`evaluate_tdmpc2_market`) is :func:`~chaosfm.agents.evaluate_agent`'s
-calendar, portfolios and reference books, the agent's book replaced by this one.
+**Evaluation** (:func:`~chaosfm.agents.evaluate_tdmpc2_market`, in
+:mod:`chaosfm.agents._tdmpc2_market_eval`) is :func:`~chaosfm.agents.evaluate_agent`'s
+calendar, portfolios and reference books, the agent's book replaced by this one; it also returns
+the agent's telemetry: one record per decision (rebalance, portfolio, asset) with the CVaR level,
+the planned and the prior's level, the target weight and the realised reward.
 
 Dimension letters: T rows of the panel, A assets of the panel, F features per asset, O = F + 1,
 K assets per portfolio, B portfolios per iteration, S rebalances per episode, H sub-trajectory
@@ -51,16 +63,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from chaosfm._progress import progress
+from chaosfm._progress import COMPILING, progress
 from chaosfm.agents._env import EnvConfig, EnvState, MarketPanel, env_reset, env_step
-from chaosfm.agents._evaluation import (
-    STRATEGIES,
-    _gated_allocation,
-    _over_calendar,
-    _prepare,
-    _reference_rollouts,
-    _summary,
-)
+from chaosfm.agents._evaluation import _gated_allocation
+from chaosfm.agents._mppi import MPPIConfig
 from chaosfm.agents._replay import ReplayState, replay_add_batch, replay_init, replay_sample
 from chaosfm.agents._tdmpc2 import (
     TDMPC2Batch,
@@ -72,20 +78,21 @@ from chaosfm.agents._tdmpc2 import (
     tdmpc2_init,
     tdmpc2_update,
 )
+from chaosfm.agents._tdmpc2_plan import tdmpc2_plan
 from chaosfm.agents._tdmpc2_trainer import episode_windows
 from chaosfm.agents._trainer import AgentTrainConfig, _check, _observe, _reward
 
 __all__ = [
+    "ACTORS",
     "MarketTDMPC2Agent",
     "MarketTDMPC2Config",
-    "evaluate_tdmpc2_market",
     "market_tdmpc2_agent",
     "train_tdmpc2_market",
 ]
 
 
 def _default_model() -> TDMPC2Config:
-    return TDMPC2Config(obs_dim=5, action_dim=1, latent_dim=32, hidden=64, discount=0.5)
+    return TDMPC2Config(obs_dim=5, action_dim=1, latent_dim=32, hidden=64, discount=0.5, alpha_input=True)
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,13 @@ class MarketTDMPC2Config:
     exploration_std: float = 0.3  # Gaussian noise on the recorded level, in [-1, 1] units
     alpha: float = 0.5  # the CVaR level without a convergence score (or with fixed_alpha)
     fixed_alpha: bool = False  # ignore the convergence: fixed alpha, every asset traded (the comparison)
+    actor: str = "mppi"  # how a level is chosen (a key of ACTORS): "mppi" plans; "policy" takes the prior's mode
+    plan_horizon: int = 2  # decisions the planner looks ahead; the critics' CVaR stands in for the rest
+    plan_iterations: int = 2  # MPPI refits per decision: one plan per asset, rebalance and portfolio adds up
+    plan_samples: int = 32  # sequences scored per refit, the prior's rollouts included
+    plan_elites: int = 4  # best sequences the sampling distribution is refitted to
+    plan_policy_samples: int = 4  # of plan_samples, rollouts of the policy prior (at the asset's alpha)
+    plan_temperature: float = 0.5  # in reward units (percent per hold): elites within ~this share the weight
 
     def __post_init__(self) -> None:
         problems = [f"{name}: must be >= 1, got {getattr(self, name)}" for name in
@@ -124,6 +138,13 @@ class MarketTDMPC2Config:
         if self.book.env.episode_rebalances < self.model.horizon:
             problems.append(f"horizon: must be <= env.episode_rebalances ({self.book.env.episode_rebalances}), "
                             f"got {self.model.horizon}")
+        if self.actor not in ACTORS:
+            problems.append(f"actor: must be one of {sorted(ACTORS)}, got {self.actor!r}")
+        try:
+            self.planner
+        except ValueError as error:
+            problems.append(f"the planner (plan_horizon, plan_iterations, plan_samples, plan_elites, "
+                            f"plan_policy_samples, plan_temperature): {error}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -148,6 +169,14 @@ class MarketTDMPC2Config:
         """The episodes' shape and costs (the book's)."""
         return self.book.env
 
+    @property
+    def planner(self) -> MPPIConfig:
+        """The planner's budget and rule (its discount the critics': the planner must use theirs)."""
+        return MPPIConfig(action_dim=1, horizon=self.plan_horizon, num_samples=self.plan_samples,
+                          num_elites=self.plan_elites, iterations=self.plan_iterations,
+                          temperature=self.plan_temperature, discount=self.model.discount,
+                          num_policy_samples=self.plan_policy_samples)
+
     def replace(self, **changes: Any) -> "MarketTDMPC2Config":
         return dataclasses.replace(self, **changes)
 
@@ -162,9 +191,28 @@ class MarketTDMPC2Agent(eqx.Module):
     def config(self) -> TDMPC2Config:
         return self.model.config
 
-    def scores(self, obs: Float[Array, "K O"]) -> Float[Array, " K"]:
-        """The policy's deterministic level ``tanh(mu(h(o)))`` of each asset: what the book allocates on."""
-        return jax.vmap(lambda o: self.policy.mode(self.model.encode(o))[0])(obs)
+    def scores(self, obs: Float[Array, "K O"], alpha: Float[Array, " K"]) -> Float[Array, " K"]:
+        """The policy prior's deterministic level ``tanh(mu(h(o), alpha))`` of each asset."""
+        return jax.vmap(lambda o, a: self.policy.mode(self.model.encode(o), a)[0])(obs, alpha)
+
+    def plan(self, obs: Float[Array, "K O"], alpha: Float[Array, " K"], planner: MPPIConfig,
+             keys: PRNGKeyArray) -> Float[Array, " K"]:
+        """Each asset's level by :func:`~chaosfm.agents.tdmpc2_plan` at its CVaR level, one key per asset."""
+        return jax.vmap(lambda o, a, k: tdmpc2_plan(self.model, self.policy, o, alpha=a, config=planner,
+                                                    key=k).action[0])(obs, alpha, keys)
+
+
+def _prior_levels(agent: MarketTDMPC2Agent, obs, alpha, config: "MarketTDMPC2Config", keys) -> Float[Array, " K"]:
+    del config, keys  # the prior's mode draws nothing
+    return agent.scores(obs, alpha)
+
+
+def _planned_levels(agent: MarketTDMPC2Agent, obs, alpha, config: "MarketTDMPC2Config", keys) -> Float[Array, " K"]:
+    return agent.plan(obs, alpha, config.planner, keys)
+
+
+ACTORS: dict[str, Callable[..., Array]] = {"mppi": _planned_levels, "policy": _prior_levels}
+"""``actor`` -> ``(agent, obs (K, O), alpha (K,), config, keys (K,)) -> levels (K,)`` in ``[-1, 1]``."""
 
 
 def market_tdmpc2_agent(config: TDMPC2Config, *, key: PRNGKeyArray) -> MarketTDMPC2Agent:
@@ -197,8 +245,9 @@ def _episode(agent: MarketTDMPC2Agent, panel: MarketPanel, convergence: Float[Ar
         state, level = carry
         obs = _observe(panel, state, level)  # (K, O)
         alpha, trade = _risk(config, convergence, state)
-        scores = agent.scores(obs)
         noise_key, uniform_key = jax.random.split(step_key)
+        act_key = jax.random.fold_in(step_key, 2)  # apart from split(step_key)'s two: exploration draws as before
+        scores = ACTORS[config.actor](agent, obs, alpha, config, jax.random.split(act_key, obs.shape[0]))
         explored = jnp.clip(scores + config.exploration_std * jax.random.normal(noise_key, scores.shape), -1.0, 1.0)
         uniform = jax.random.uniform(uniform_key, scores.shape, minval=-1.0, maxval=1.0)
         action = jnp.where(trade, jnp.where(seeding, uniform, explored), 0.0)
@@ -303,7 +352,7 @@ def train_tdmpc2_market(
     bounds = jnp.asarray(first, jnp.int32), jnp.asarray(last, jnp.int32)
     summaries = []
     keys = jax.random.split(loop_key, config.iterations)
-    for index, iteration_key in enumerate(progress(keys, "training TD-MPC2", total=config.iterations)):
+    for index, iteration_key in enumerate(progress(keys, "training TD-MPC2", total=config.iterations, first=COMPILING)):
         seeding = jnp.asarray(index < config.seed_iterations)
         state, buffer, summary = _iteration(state, buffer, panel, convergence, iteration_key, *bounds, seeding, config)
         summaries.append(summary)
@@ -311,52 +360,3 @@ def train_tdmpc2_market(
             on_iteration(index, {name: float(value) for name, value in summary.items()})
     history = {name: np.stack([np.asarray(s[name]) for s in summaries]) for name in summaries[0]}
     return state, history
-
-
-@eqx.filter_jit
-def _agent_rollouts(agent: MarketTDMPC2Agent, panel: MarketPanel, convergence: Array | None, keys: PRNGKeyArray,
-                    starts: Int[Array, " G"], lengths: Int[Array, " G"], config: MarketTDMPC2Config):
-    def book(state, level):
-        scores = agent.scores(_observe(panel, state, level))
-        _, trade = _risk(config, convergence, state)
-        weights = _gated_allocation(scores, trade, config.book)
-        level = jnp.where(trade, scores, 0.0)
-        extra = {"non_flat": jnp.mean((level != 0).astype(jnp.float32)),
-                 "traded": jnp.mean(trade.astype(jnp.float32))}
-        return weights, level, extra
-
-    return _over_calendar(book, panel, config.book, keys, starts, lengths)
-
-
-def evaluate_tdmpc2_market(
-    panel: MarketPanel,
-    agent: MarketTDMPC2Agent,
-    config: MarketTDMPC2Config,
-    *,
-    first: int,
-    last: int,
-    key: PRNGKeyArray,
-    n_portfolios: int,
-    stamps: np.ndarray | None = None,
-    convergence: Float[np.ndarray, "T A"] | None = None,
-) -> dict[str, Any]:
-    """The agent's book beside the equal-weight and momentum books on the rebalance calendar of rows
-    ``[first, last]``: :func:`~chaosfm.agents.evaluate_agent`'s result (same calendar, portfolios,
-    draws and keys, so the reference books are identical), the agent's entry with
-    ``non_flat_fraction`` and ``traded_fraction`` (asset-rebalances with a non-zero level / allowed
-    to trade by the convergence).
-
-    Raises:
-        ValueError: as :func:`~chaosfm.agents.evaluate_agent`, or ``convergence`` not ``(T, A)``.
-    """
-    calendar, keys, starts, lengths = _prepare(panel, agent, config.book, first, last, key, n_portfolios)
-    records, assets = {}, {}
-    records["agent"], assets["agent"] = _agent_rollouts(agent, panel, _convergence(panel, convergence), keys, starts,
-                                                        lengths, config)
-    for name, (record, drawn) in _reference_rollouts(panel, keys, starts, lengths, config=config.book).items():
-        records[name], assets[name] = record, drawn
-    drawn = np.asarray(assets["agent"])
-    for name in STRATEGIES[1:]:  # one draw per key and row: every book trades the same assets
-        assert np.array_equal(drawn, np.asarray(assets[name]))
-    result: dict[str, Any] = {name: _summary(records[name], calendar, stamps, config.book) for name in STRATEGIES}
-    return {**result, "rows": calendar.rows, "assets": drawn, "periods_per_year": config.book.periods_per_year}

@@ -35,7 +35,17 @@ class _TerminalValue(eqx.Module):
     alpha: Array
 
     def __call__(self, z):
-        return ensemble_cvar(self.model.quantiles(z, self.policy.mode(z)), self.alpha)
+        return ensemble_cvar(self.model.quantiles(z, self.policy.mode(z, self.alpha)), self.alpha)
+
+
+class _Prior(eqx.Module):
+    """The policy at the decision's CVaR level, as :func:`mppi_plan` calls a prior."""
+
+    policy: TDMPC2Policy
+    alpha: Array
+
+    def __call__(self, z, *, key):
+        return self.policy(z, self.alpha, key=key)
 
 
 @eqx.filter_jit
@@ -48,7 +58,8 @@ def tdmpc2_plan(
 
     Dynamics ``d``, reward ``R``, terminal value ``CVaR_alpha`` of the ensemble-averaged critic at
     ``pi``'s deterministic action, and ``config.num_policy_samples`` rollouts of ``pi`` among the
-    candidates (TD-MPC2 Sec. 3, "Planning"). With ``trade`` false the action is 0 (flat); the
+    candidates (TD-MPC2 Sec. 3, "Planning"), ``pi`` at the level ``alpha`` (its input when the
+    model's ``alpha_input`` is set). With ``trade`` false the action is 0 (flat); the
     rest of the result is the plan's.
 
     Raises:
@@ -65,8 +76,9 @@ def tdmpc2_plan(
     if config.action_low < -1 or config.action_high > 1:
         raise ValueError(f"config.action_low, action_high: must lie within the model's [-1, 1], got "
                          f"{config.action_low}, {config.action_high}")
-    value = _TerminalValue(model, policy, jnp.asarray(alpha, jnp.float32))
-    prior = policy if config.num_policy_samples > 0 else None
+    alpha = jnp.asarray(alpha, jnp.float32)
+    value = _TerminalValue(model, policy, alpha)
+    prior = _Prior(policy, alpha) if config.num_policy_samples > 0 else None
     result = mppi_plan(config, _LatentDynamics(model), _LatentReward(model), value, model.encode(obs), mean, prior,
                        key=key)
     return result._replace(action=jnp.where(jnp.asarray(trade), result.action, jnp.zeros_like(result.action)))

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from chaosfm._progress import progress
+from chaosfm._progress import COMPILING, progress
 from chaosfm.agents._allocation import soft_allocation
 from chaosfm.agents._env import EnvConfig, EnvState, MarketPanel, eligible_starts, env_observe, env_reset, env_step
 from chaosfm.agents._qrdqn import AgentState, QRDQNConfig, QuantileNetwork, qrdqn_init, qrdqn_train_step
@@ -253,7 +253,7 @@ def train_agent(
     bounds = jnp.asarray(first, jnp.int32), jnp.asarray(last, jnp.int32)
     keys = jax.random.split(loop_key, config.iterations)
     summaries = []
-    for index, iteration_key in enumerate(progress(keys, "training the agent", total=config.iterations)):
+    for index, iteration_key in enumerate(progress(keys, "training the agent", total=config.iterations, first=COMPILING)):
         agent, buffer, summary = _iteration(agent, buffer, panel, iteration_key, *bounds, config=config)
         summaries.append(summary)
         if on_iteration is not None:

@@ -61,10 +61,11 @@ def add(commands: Any) -> None:
                                    "model, quantile critics and a policy)")
     p.set_defaults(run=cmd_agent_train)
     p = agent_commands.add_parser("eval", help="trade a trained agent on the fresh calendar beside equal-weight "
-                                               "and momentum books", parents=common("out", "seed"))
+                                               "and momentum books", parents=common("out", "seed", helps={
+                                      "out": "folder to write (default: RUN/eval)"}))
     p.add_argument("--run", dest="run_dir", type=Path, required=True, help="a `chaosfm agent train` run folder")
     p.add_argument("--portfolios", type=int, help="portfolios of each book's fund (default 256)")
     p.add_argument("--mvx-thresholds", dest="mvx_thresholds", metavar="T1,T2,...",
                    help="gate the agent by Multiverse Crossing convergence at these thresholds (the best chosen "
-                        "on the training rows; needs an agent trained with an encoder run)")
+                        "on the training rows; needs an agent trained with an encoder run; default: no gate)")
     p.set_defaults(run=cmd_agent_eval)

@@ -46,11 +46,12 @@ def add(commands: Any) -> None:
     p = commands.add_parser("backtest", help="trade an evaluation's forecasts: P&L, Sharpe, PSR, DSR, PBO, tearsheet",
                             parents=common("out", "config", "set"))
     p.add_argument("--run", dest="eval_dir", type=Path, metavar="EVAL_DIR",
-                   help="run folder of `chaosfm evaluate` (its forecasts.parquet and config.yaml)")
+                   help="run folder of `chaosfm evaluate` (its forecasts.parquet and config.yaml; default: the "
+                        "config's run key)")
     p.add_argument("--rule", help="rules, comma-separated: sign_median, kelly, vol_target, long_short "
                                   "(default: sign_median)")
     p.add_argument("--models", help="models to trade, comma-separated (default: every model of the forecasts)")
     p.add_argument("--holding", type=int, help="rows each position is held, at most the horizon (default: the horizon)")
-    p.add_argument("--cost-bps", type=float, help="proportional cost in basis points of the capital traded")
-    p.add_argument("--impact", type=float, help="quadratic impact coefficient: cost impact * trade^2")
+    p.add_argument("--cost-bps", type=float, help="proportional cost in basis points of the capital traded (default: 1)")
+    p.add_argument("--impact", type=float, help="quadratic impact coefficient: cost impact * trade^2 (default: 0)")
     p.set_defaults(run=cmd_backtest)

@@ -45,6 +45,7 @@ def add(commands: Any) -> None:
                                  parents=common(*READ_FLAGS))
     p.add_argument("path", help="file path or built-in name")
     p.add_argument("--write", type=Path, metavar="FILE",
-                   help="save the checked (and repaired) data here in canonical columns: .csv, .parquet or .pq")
+                   help="save the checked (and repaired) data here in canonical columns: .csv, .parquet or .pq "
+                        "(default: nothing written)")
     p.add_argument("--force", action="store_true", help="with --write: replace the file if it exists")
     p.set_defaults(run=cmd_data_check)

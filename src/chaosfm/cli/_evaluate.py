@@ -56,8 +56,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     if args.config is None and not args.data:
         raise UsageError("chaosfm evaluate: --data is required (or --config FILE with a datasets key)")
-    values = overrides(args, evaluate.FLAGS, ("horizon", "num_samples", "embargo", "step", "max_windows", "seed",
-                                              "context_length", "cutoff", "out", "lyapunov", "dt"))
+    values = overrides(args, evaluate.FLAGS, ("horizon", "num_samples", "embargo", "every", "max_windows", "seed",
+                                              "context_length", "cutoff", "out", "lyapunov", "dt", "x64"))
     names = split(args.data)
     if names:
         values["datasets"] = [{"name": n} for n in names]
@@ -113,14 +113,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def add(commands: Any) -> None:
     p = commands.add_parser("evaluate", help="fit up to a cutoff and score under the leakage protocol",
-                            parents=common("data", "cutoff", "seed", "out", "config", "set"))
+                            parents=common("data", "cutoff", "seed", "out", "config", "set", "x64"))
     p.add_argument("--models", help="model names, comma-separated (default: every baseline that applies)")
-    p.add_argument("--horizon", type=int, help="steps forecast from each origin")
-    p.add_argument("--num-samples", type=int, help="sample paths per forecast")
-    p.add_argument("--embargo", type=int, help="observations after training data that are not fresh")
-    p.add_argument("--step", type=int, help="rows between forecast origins")
-    p.add_argument("--context-length", type=int, help="rows of history given to each forecast")
-    p.add_argument("--max-windows", type=int, help="score at most this many origins per asset")
+    p.add_argument("--horizon", type=int, help="rows (steps) forecast from each origin (default: 5)")
+    p.add_argument("--num-samples", type=int, help="sample paths per forecast (default: 100)")
+    p.add_argument("--embargo", type=int, help="rows after a model's training data that are not fresh (default: 5)")
+    p.add_argument("--every", type=int, help="rows between forecast origins (default: the horizon)")
+    p.add_argument("--context-length", type=int, help="rows of history given to each forecast (default: 512)")
+    p.add_argument("--max-windows", type=int, help="score at most this many origins per asset, evenly spaced "
+                                                    "(default: every origin)")
     p.add_argument("--lyapunov", type=positive, metavar="LAMBDA",
                    help="largest Lyapunov exponent per unit time, for valid prediction time (default: the "
                         "data's: a built-in system's, or NAME.json beside a file)")
@@ -129,10 +130,11 @@ def add(commands: Any) -> None:
                         "evenly spaced numeric timestamps)")
     p.add_argument("--run", dest="run_dirs", type=Path, action="append",
                    help="run folder of `chaosfm train`, `stage` or `pretrain` to evaluate beside the baselines "
-                        "(repeatable)")
+                        "(repeatable; default: baselines only)")
     p.add_argument("--calibrate", metavar="METHODS",
                    help="also score a conformally calibrated copy of every model, named MODEL+METHOD: split, aci "
-                        "(adaptive conformal inference), agaci (aggregated over step sizes); comma-separated")
+                        "(adaptive conformal inference), agaci (aggregated over step sizes); comma-separated "
+                        "(default: none)")
     p.add_argument("--skip-in-sample", action="store_true",
                    help="do not score the windows a model trained on (config: protocol.score_in_sample: false)")
     p.add_argument("--reference", metavar="MODEL",

@@ -9,7 +9,7 @@ from typing import Any
 from chaosfm.cli._output import say, show
 from chaosfm.cli._parser import common, overrides
 
-_FLAGS = ("spot", "strike", "vol", "rate", "maturity", "weights", "correlation", "paths", "batch_size", "seed", "out")
+_FLAGS = ("spot", "strike", "vol", "rate", "maturity", "weights", "correlation", "paths", "batch_size", "seed", "out", "x64")
 
 
 def cmd_greeks(args: argparse.Namespace) -> None:
@@ -27,14 +27,15 @@ def cmd_greeks(args: argparse.Namespace) -> None:
 
 def add(commands: Any) -> None:
     p = commands.add_parser("greeks", help="price, delta, gamma and vega of a basket digital by Malliavin weights",
-                            parents=common("seed", "out", "config", "set"))
-    p.add_argument("--spot", help="S_i(0) of each asset, comma-separated (D values)")
-    p.add_argument("--strike", type=float, help="K: the digital pays 1 when sum_i w_i S_i(T) > K")
-    p.add_argument("--vol", help="sigma_i per year, comma-separated (one value: every asset)")
+                            parents=common("seed", "out", "config", "set", "x64"))
+    p.add_argument("--spot", help="S_i(0) of each asset, comma-separated (D values; default: the config's)")
+    p.add_argument("--strike", type=float, help="K: the digital pays 1 when sum_i w_i S_i(T) > K (default: the config's)")
+    p.add_argument("--vol", help="sigma_i per year, comma-separated (one value: every asset; default: the config's)")
     p.add_argument("--rate", type=float, help="r per year, continuously compounded (default 0)")
     p.add_argument("--maturity", type=float, help="T in years (default 1)")
     p.add_argument("--weights", help="basket weights w_i, comma-separated (default 1/D each)")
-    p.add_argument("--correlation", help="one number for every pair, or D*D numbers row by row, comma-separated")
+    p.add_argument("--correlation", help="one number for every pair, or D*D numbers row by row, comma-separated "
+                                          "(default: 0)")
     p.add_argument("--paths", type=int, help="Monte Carlo paths (default 1048576)")
     p.add_argument("--batch-size", type=int, help="paths drawn at once (default 262144)")
     p.set_defaults(run=cmd_greeks)

@@ -23,6 +23,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 def add(commands: Any) -> None:
     p = commands.add_parser("inspect", help="a model run's parameters per layer (shape, count, |w|, std) and config",
-                            parents=common("out", "config", "set"))
+                            parents=common("out", "config", "set", helps={
+                                "out": "folder for parameters.csv and inspect.json (default: none written)"}))
     p.add_argument("run_dir", help="a run folder of chaosfm train or chaosfm stage")
     p.set_defaults(run=cmd_inspect)

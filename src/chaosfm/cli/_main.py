@@ -7,6 +7,7 @@ or flag is reported at once.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import traceback
 
@@ -15,7 +16,7 @@ from chaosfm.cli import _agent, _backtest, _bench, _data, _evaluate, _multitask,
 from chaosfm.cli import _config_size
 from chaosfm.cli import _greeks
 from chaosfm.cli import _inspect
-from chaosfm.cli._parser import Parser, UsageError
+from chaosfm.cli._parser import HELP_FOOTER, Parser, UsageError, name_commands
 
 
 def build_parser() -> Parser:
@@ -23,8 +24,10 @@ def build_parser() -> Parser:
     parser = Parser(
         prog="chaosfm",
         description="Forecast chaotic and financial time series, and tell the truth about how well it did.",
+        epilog=HELP_FOOTER,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors (anywhere on the line)")
     parser.add_argument("--version", action="version", version=f"chaosfm {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     _data.add(commands)
@@ -44,7 +47,26 @@ def build_parser() -> Parser:
     _greeks.add(commands)
     _inspect.add(commands)
     _bench.add(commands)
+    _own(parser)
     return parser
+
+
+def _own(parser: argparse.ArgumentParser) -> None:
+    """Let each (sub)command's namespace name its parser, so an argument no parser took is reported
+    by the command it was meant for, with that command's flags to suggest from."""
+    parser.set_defaults(cli_parser=parser)
+    name_commands(parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                _own(sub)
+
+
+def _split_debug(args: list[str]) -> tuple[list[str], bool]:
+    """``args`` without ``--debug`` (accepted anywhere before a ``--``), and whether it was there."""
+    end = args.index("--") if "--" in args else len(args)
+    kept = [arg for arg in args[:end] if arg != "--debug"] + args[end:]
+    return kept, len(kept) != len(args)
 
 
 def _is_bad_input(error: BaseException) -> bool:
@@ -59,13 +81,14 @@ def _is_bad_input(error: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``chaosfm`` console script; returns the exit code."""
-    args_list = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in args_list
+    args_list, debug = _split_debug(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser()
     try:
-        args = parser.parse_args(args_list)
+        args, extras = parser.parse_known_args(args_list)
+        if extras:
+            args.cli_parser.unrecognized(extras)
         if not hasattr(args, "run"):
-            (parser if args.command is None else parser._subparsers._group_actions[0].choices[args.command]).print_help()
+            args.cli_parser.print_help()
             return 0 if args.command is None and not args_list else 2
         code = args.run(args)
     except KeyboardInterrupt:

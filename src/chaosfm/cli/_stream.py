@@ -22,7 +22,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     values = overrides(args, stream.FLAGS, ("data", "out", "asset", "length", "column", "seed", "on_bad_line",
                                             "snapshot", "snapshot_every", "restore", "metrics_port", "cache_dir",
-                                            "calibration_gamma"))
+                                            "calibration_gamma", "x64"))
     values.update({"stream.deterministic": True if args.deterministic else None,
                    "stream.compilation_cache": False if args.no_compilation_cache else None,
                    "stream.warm_up": False if args.no_warm_up else None})
@@ -45,7 +45,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     lines = None
-    if config.live:
+    if config.stdin:  # a feed URL (also live) is read by the job
         # A byte that is not UTF-8 must cost its line (reported, skipped), not the stream: decoding
         # strictly would raise inside the loop over stdin.
         if hasattr(sys.stdin, "reconfigure"):
@@ -90,8 +90,8 @@ def _stream_summary(target: Any, metrics: dict[str, Any]) -> None:
     target.print(f"step latency p50 {cell(latency.get('p50'))} ms, p99 {cell(latency.get('p99'))} ms; flags: {flags}")
 
 
-_TUNE_FLAGS = ("data", "asset", "cutoff", "cutoff_fraction", "length", "max_memory", "horizon", "step", "max_folds",
-               "num_samples", "metric", "trials", "storage", "study", "seed", "heartbeat_seconds", "retries", "out")
+_TUNE_FLAGS = ("data", "asset", "cutoff", "cutoff_fraction", "length", "max_memory", "horizon", "every", "max_windows",
+               "num_samples", "metric", "trials", "storage", "study", "seed", "heartbeat_seconds", "retries", "out", "x64")
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -120,17 +120,19 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 
 def add(commands: Any) -> None:
-    p = commands.add_parser("stream", help="run the online stochastic predictor over a series or stdin",
-                            parents=common("data", "out", "seed", "config", "set", required=("data", "out")))
+    p = commands.add_parser("stream", help="run the online stochastic predictor over a series, stdin or a live feed",
+                            parents=common("data", "out", "seed", "config", "set", "x64", required=("data",), helps={
+                                "data": "a dataset name or CSV/Parquet path, - for stdin, or a live feed "
+                                        "ws://HOST:PORT/PATH or tcp://HOST:PORT (reconnects: --set feed.max_retries=N)"}))
     p.add_argument("--column", help="column to stream (default: close; x0 for trajectories)")
     p.add_argument("--asset", help="asset of a multi-asset frame (default: the first)")
-    p.add_argument("--length", type=int, help="stream only the first N rows")
+    p.add_argument("--length", type=int, help="stream only the first N rows (default: every row)")
     p.add_argument("--on-bad-line", choices=["raise", "skip"],
                    help="bad input: stop (default for files) or report and skip (default for stdin)")
-    p.add_argument("--snapshot", type=Path, help="write the predictor state here (end of run, and every N steps)")
+    p.add_argument("--snapshot", type=Path, help="write the predictor state here (end of run, and every N steps; default: none)")
     p.add_argument("--snapshot-every", type=int, help="steps between snapshots (default: only at the end)")
-    p.add_argument("--restore", type=Path, help="resume from this snapshot (same --config it was written with)")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT (0: a free port)")
+    p.add_argument("--restore", type=Path, help="resume from this snapshot (same --config it was written with; default: a cold start)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT (0: a free port; default: off)")
     p.add_argument("--cache-dir", type=Path,
                    help="persistent compilation cache (default $CHAOSFM_CACHE_DIR or the user cache dir); must be"
                         " yours and not group/other-writable, else the default is used")
@@ -145,21 +147,21 @@ def add(commands: Any) -> None:
 
 def add_tune(commands: Any) -> None:
     p = commands.add_parser("tune", help="walk-forward tuning of the online predictor with Optuna (TPE)",
-                            parents=common("data", "cutoff", "seed", "out", "config", "set"))
+                            parents=common("data", "cutoff", "seed", "out", "config", "set", "x64"))
     p.add_argument("--asset", help="asset of a multi-asset frame (default: the first)")
     p.add_argument("--cutoff-fraction", type=float, help="default cutoff as a share of each asset's rows (0.8)")
     p.add_argument("--length", type=int, help="rows ending at the cutoff tuned on (default 1500)")
     p.add_argument("--max-memory", type=int, help="rows each fold's predictor is fitted on (default 250)")
     p.add_argument("--horizon", type=int, help="steps scored after each fold's cutoff (default 5)")
-    p.add_argument("--step", type=int, help="rows between fold cutoffs (default: horizon)")
-    p.add_argument("--max-folds", type=int, help="at most this many folds, evenly spaced (default 8)")
+    p.add_argument("--every", type=int, help="rows between fold cutoffs (default: the horizon)")
+    p.add_argument("--max-windows", type=int, help="at most this many folds, evenly spaced (default: 8)")
     p.add_argument("--num-samples", type=int, help="forecast sample paths per fold (default 100)")
     p.add_argument("--metric", choices=["crps", "mae", "rmse", "smape", "mase", "wql"],
                    help="score minimised (default crps)")
     p.add_argument("--trials", type=int, help="completed trials in the study, over all workers (default 20)")
     p.add_argument("--storage", help="Optuna RDB URL shared by workers (default sqlite:///OUT/optuna.db)")
     p.add_argument("--study", help="study name (default chaosfm-tune); same storage and study: one search")
-    p.add_argument("--heartbeat-seconds", type=int, help="trial heartbeat; silent for 2x: failed, re-queued (30)")
+    p.add_argument("--heartbeat-seconds", type=int, help="trial heartbeat in seconds; silent for 2x: failed, re-queued (default: 30)")
     p.add_argument("--retries", type=int, help="times an interrupted trial is re-queued (default 2)")
-    p.add_argument("--base", type=Path, help="YAML StreamConfig the tuned values are written into")
+    p.add_argument("--base", type=Path, help="YAML StreamConfig the tuned values are written into (default: the predictor's defaults)")
     p.set_defaults(run=cmd_tune)

@@ -17,9 +17,6 @@ _PATTERN_COLUMNS = ["n", "rank", "pattern", "train_count", "train_mean", "train_
 def cmd_analyze(args: argparse.Namespace) -> None:
     from chaosfm.jobs import tokenize
 
-    if not args.run_dir:
-        raise UsageError("usage: chaosfm tokenize analyze RUN_DIR [--data NAME] [--top-k 20] [--ngram 3] "
-                         "[--horizon 5] [--out DIR]")
     values = overrides(args, {}, _ANALYZE_FLAGS)
     values["run"] = args.run_dir
     if args.data:
@@ -35,21 +32,17 @@ def cmd_analyze(args: argparse.Namespace) -> None:
         say("no rare codes")
 
 
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from chaosfm.jobs import tokenize
+
+    report = tokenize.inspect(args.run_dir)
+    show(f"tokenizer health: {args.run_dir}", report["table"])
+    say(f"wrote {report['plot']}")
+
+
 def cmd_tokenize(args: argparse.Namespace) -> None:
     from chaosfm.jobs import tokenize
 
-    if args.action == "inspect":
-        if not args.run_dir:
-            raise UsageError("usage: chaosfm tokenize inspect RUN_DIR")
-        report = tokenize.inspect(args.run_dir)
-        show(f"tokenizer health: {args.run_dir}", report["table"])
-        say(f"wrote {report['plot']}")
-        return
-    if args.action == "analyze":
-        cmd_analyze(args)
-        return
-    if args.action is not None:
-        raise UsageError(f"unknown tokenize action {args.action!r}; use: chaosfm tokenize inspect|analyze RUN_DIR")
     if args.config is None and not args.data:
         raise UsageError("chaosfm tokenize: --data is required (or --config FILE with a data key)")
     values = overrides(args, {}, _FLAGS)
@@ -67,21 +60,29 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 def add(commands: Any) -> None:
     p = commands.add_parser("tokenize", help="fit a tokenizer (fsq, vqvae, bins) and report its health",
                             parents=common("data", "cutoff", "seed", "out", "config", "set"))
-    p.add_argument("action", nargs="?",
-                   help="'inspect' to re-read a run folder, 'analyze' to analyse its codes")
-    p.add_argument("run_dir", nargs="?", help="with inspect or analyze: the run folder")
-    p.add_argument("--tokenizer", choices=["fsq", "vqvae", "bins"], help="which tokenizer (default fsq)")
-    p.add_argument("--levels", help="FSQ levels, e.g. 8,8,4,4")
-    p.add_argument("--codebook", type=int, help="VQ-VAE codebook size")
-    p.add_argument("--patch", type=int, help="candles per code (FSQ, VQ-VAE; default 1)")
+    p.add_argument("--tokenizer", choices=["fsq", "vqvae", "bins"], help="which tokenizer (default: fsq)")
+    p.add_argument("--levels", help="FSQ levels, comma-separated (default: 8,8,4,4)")
+    p.add_argument("--codebook", type=int, help="VQ-VAE codebook size (default: 512)")
+    p.add_argument("--patch", type=int, help="candles per code (FSQ, VQ-VAE; default: 1)")
     p.add_argument("--no-restarts", dest="restarts", action="store_false", default=None,
-                   help="VQ-VAE: do not restart dead codes")
-    p.add_argument("--bins", choices=["uniform", "quantile"], help="bin tokenizer kind (default uniform)")
-    p.add_argument("--vocab-size", type=int, help="bin tokenizer codes, PAD and EOS included (default 4096)")
-    p.add_argument("--steps", type=int, help="optimiser steps")
-    p.add_argument("--top-k", type=int, help="analyze: codes in top-k coverage and patterns kept per n (default 20)")
-    p.add_argument("--ngram", type=int, help="analyze: longest code pattern (default 3)")
-    p.add_argument("--horizon", type=int, help="analyze: rows of the forward move after a pattern (default 5)")
-    p.add_argument("--embargo", type=int, help="analyze: rows after trained_through not yet fresh (default: horizon)")
-    p.add_argument("--min-count", type=int, help="analyze: training occurrences a ranked pattern needs (default 10)")
+                   help="VQ-VAE: do not restart dead codes (default: restart them)")
+    p.add_argument("--bins", choices=["uniform", "quantile"], help="bin tokenizer kind (default: uniform)")
+    p.add_argument("--vocab-size", type=int, help="bin tokenizer codes, PAD and EOS included (default: 4096)")
+    p.add_argument("--steps", type=int, help="optimizer updates (default: the tokenizer's, 2000)")
     p.set_defaults(run=cmd_tokenize)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
+    inspect = actions.add_parser("inspect", help="re-read a tokenizer run: health table and plot",
+                                 description="re-read a tokenizer run: health table and plot")
+    inspect.add_argument("run_dir", help="the run folder of `chaosfm tokenize`")
+    inspect.set_defaults(run=cmd_inspect)
+    analyze = actions.add_parser(
+        "analyze", help="code spread, patterns and their forward moves on training vs fresh rows",
+        description="code spread, patterns and their forward moves on training vs fresh rows",
+        parents=common("data", "seed", "out", "config", "set", helps={"out": "analysis folder (default: RUN/analysis)"}))
+    analyze.add_argument("run_dir", help="the run folder of `chaosfm tokenize`")
+    analyze.add_argument("--top-k", type=int, help="codes in top-k coverage and patterns kept per n (default: 20)")
+    analyze.add_argument("--ngram", type=int, help="longest code pattern (default: 3)")
+    analyze.add_argument("--horizon", type=int, help="rows of the forward move after a pattern (default: 5)")
+    analyze.add_argument("--embargo", type=int, help="rows after trained_through not yet fresh (default: the horizon)")
+    analyze.add_argument("--min-count", type=int, help="training occurrences a ranked pattern needs (default: 10)")
+    analyze.set_defaults(run=cmd_analyze)

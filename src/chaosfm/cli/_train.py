@@ -18,7 +18,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                                            "process_id"))
     if args.data:
         values["data.names"] = split(args.data)
-    metrics = train.run(train.read(args.config, values))
+    config = train.read(args.config, values)
+    metrics = train.run(config)
     heldout = metrics.get("heldout") or {}
     if heldout:
         say(
@@ -26,7 +27,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             f"{cell(heldout.get('unigram_perplexity'))}), accuracy {cell(heldout.get('accuracy'))}, "
             f"top-5 {cell(heldout.get('top5_accuracy'))} over {heldout.get('tokens')} codes"
         )
-    say(f"wrote the run to {args.out}")
+    say(f"wrote the run to {config.out}")
 
 
 def cmd_stage(args: argparse.Namespace) -> None:
@@ -35,7 +36,7 @@ def cmd_stage(args: argparse.Namespace) -> None:
     from chaosfm.jobs import stage
 
     values = overrides(args, stage.FLAGS, ("stage", "parent", "cutoff", "embargo", "lr", "steps", "batch_size", "seed",
-                                           "epochs", "context_len", "horizon", "reward", "kl_coef", "samples", "out",
+                                           "epochs", "context_length", "horizon", "reward", "kl_coef", "num_samples", "out",
                                            "resume"))
     if args.data:
         values["data.names"] = split(args.data)
@@ -54,7 +55,7 @@ def cmd_stage(args: argparse.Namespace) -> None:
     if "reward" in metrics:
         row.update({"reward first": metrics["reward"]["first"], "reward last": metrics["reward"]["last"]})
     show(f"{config.stage}: next-code scores on held-out codes", pd.DataFrame([row]))
-    say(f"wrote the {config.stage} run to {args.out}")
+    say(f"wrote the {config.stage} run to {config.out}")
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
@@ -63,12 +64,13 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     from chaosfm.jobs import pipeline
 
     started = time.perf_counter()
-    metrics = pipeline.run(pipeline.read(args.config, overrides(args, pipeline.FLAGS, ("seed", "out"))))
+    config = pipeline.read(args.config, overrides(args, pipeline.FLAGS, ("seed", "out")))
+    metrics = pipeline.run(config)
     title = f"{metrics['dataset']}: every stage on the same {metrics['windows']['common_fresh']} fresh windows"
     show(title, pd.DataFrame(metrics["table"]))
     confidence = metrics["protocol"]["confidence"]
     show("paired differences to pretrain, same windows", pipeline.paired_table(metrics["paired_vs_pretrain"], confidence))
-    say(f"wrote {args.out}/metrics.json, comparison.csv and comparison.md in {time.perf_counter() - started:.0f} s")
+    say(f"wrote {config.out}/metrics.json, comparison.csv and comparison.md in {time.perf_counter() - started:.0f} s")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -97,36 +99,47 @@ def cmd_forecast(args: argparse.Namespace) -> None:
 def add_train(commands: Any) -> None:
     p = commands.add_parser("train", help="fit a tokenizer and train a GPT or Mamba on its codes",
                             parents=common("config", "out", "resume", "data", "cutoff", "seed", "set",
-                                           required=("config", "out")))
+                                           required=("config",)))
     several = p.add_argument_group("several processes (JAX's multi-controller runtime; all unset: one process)")
     several.add_argument("--coordinator", metavar="HOST:PORT",
                          help="process 0's coordinator address, the same for every process; auto: detect the "
-                              "cluster (SLURM, Open MPI, Cloud TPU)")
-    several.add_argument("--num-processes", type=int, metavar="N", help="processes in the run")
-    several.add_argument("--process-id", type=int, metavar="I", help="this process's rank, 0 .. N-1")
+                              "cluster (SLURM, Open MPI, Cloud TPU) (default: one process)")
+    several.add_argument("--num-processes", type=int, metavar="N", help="processes in the run (default: 1)")
+    several.add_argument("--process-id", type=int, metavar="I", help="this process's rank, 0 .. N-1 (default: 0)")
     p.set_defaults(run=cmd_train)
 
 
 def add_stages(commands: Any) -> None:
-    p = commands.add_parser("stage", help="one training stage (pretrain, midtrain, sft, rl) from its parent's run",
-                            parents=common("out", "config", "data", "cutoff", "seed", "resume", "set", required=("out",)))
-    p.add_argument("stage", choices=["pretrain", "midtrain", "sft", "rl"], help="which stage")
-    p.add_argument("--in", dest="parent", type=Path, help="run folder of the previous stage (pretrain: optional)")
-    p.add_argument("--embargo", type=int, help="rows after the cutoff left out of the held-out codes")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: the parent's times 1, 0.1, 0.5, 0.1)")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="optimizer updates")
-    length.add_argument("--epochs", type=float, help="passes over the training windows (sets the steps)")
-    p.add_argument("--batch-size", type=int, help="windows per update")
-    p.add_argument("--context-len", type=int, help="sft/rl: context codes (default: model context - horizon)")
-    p.add_argument("--horizon", type=int, help="sft/rl: codes predicted after each context (default 5)")
-    p.add_argument("--reward", choices=["token_accuracy", "return_mse"], help="rl: the reward (default token_accuracy)")
-    p.add_argument("--kl-coef", type=float, help="rl: weight of KL(policy || sft model) (default 0.05)")
-    p.add_argument("--samples", type=int, help="rl: horizons sampled per context (default 8)")
-    p.set_defaults(run=cmd_stage)
+    group = commands.add_parser("stage", help="one training stage (pretrain, midtrain, sft, rl) from its parent's run")
+    stages = group.add_subparsers(dest="stage", metavar="STAGE", parser_class=type(group))
+    learning_rates = {"pretrain": "the parent's, else the preset's", "midtrain": "0.1x the parent's", "sft": "0.5x the parent's",
+                      "rl": "0.1x the parent's"}
+    for name, what in (("pretrain", "next-code pretraining on codes up to the cutoff"),
+                       ("midtrain", "continued next-code training from a pretrain run (new data, lower rate)"),
+                       ("sft", "fit the next --horizon codes after --context-length codes, from a midtrain run"),
+                       ("rl", "REINFORCE on sampled horizons with a KL leash to the sft run")):
+        p = stages.add_parser(name, help=what, description=what,
+                              parents=common("out", "config", "data", "cutoff", "seed", "resume", "set"))
+        p.add_argument("--in", dest="parent", type=Path,
+                       help="run folder of the previous stage" + (" (default: none, a fresh model)" if name == "pretrain"
+                                                                  else " (default: none; required by this stage)"))
+        p.add_argument("--embargo", type=int, help="rows after the cutoff left out of the held-out codes (default: 0)")
+        p.add_argument("--lr", type=float, help=f"peak learning rate (default: {learning_rates[name]})")
+        length = p.add_mutually_exclusive_group()
+        length.add_argument("--steps", type=int, help="optimizer updates (default: the parent's, else the preset's)")
+        length.add_argument("--epochs", type=float, help="passes over the training windows; sets --steps (default: off)")
+        p.add_argument("--batch-size", type=int, help="windows per update (default: the parent's, else the preset's)")
+        if name in ("sft", "rl"):
+            p.add_argument("--context-length", type=int, help="context codes (default: model context - horizon)")
+            p.add_argument("--horizon", type=int, help="codes predicted after each context (default: 5)")
+        if name == "rl":
+            p.add_argument("--reward", choices=["token_accuracy", "return_mse"], help="the reward (default: token_accuracy)")
+            p.add_argument("--kl-coef", type=float, help="weight of KL(policy || sft model) (default: 0.05)")
+            p.add_argument("--num-samples", type=int, help="horizons sampled per context (default: 8)")
+        p.set_defaults(run=cmd_stage)
 
     p = commands.add_parser("pipeline", help="pretrain, midtrain, sft and rl in turn, compared on the same fresh windows",
-                            parents=common("config", "out", "seed", "set", required=("config", "out")))
+                            parents=common("config", "out", "seed", "set", required=("config",)))
     p.set_defaults(run=cmd_pipeline)
 
 
@@ -137,20 +150,21 @@ def add_sampling(commands: Any) -> None:
     p.add_argument("--prompt", required=True, help='codes to continue, e.g. "80 81 83"')
     p.add_argument("-n", type=int, help="codes to generate (default 50)")
     p.add_argument("--temperature", type=float, help="0 is greedy (default 1)")
-    p.add_argument("--top-k", type=int, help="sample among the k most likely codes")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely codes (default: all codes)")
     p.add_argument("--num-samples", type=int, help="paths to sample, one per line (default 1)")
     p.set_defaults(run=cmd_generate)
 
     p = commands.add_parser("forecast", help="fit any forecaster on a dataset and forecast after its last row",
-                            parents=common("data", "out", "seed", "set", required=("data", "out")))
+                            parents=common("data", "out", "seed", "set", required=("data",), helps={
+                                "out": "the table to write, .csv or .parquet (default: runs/forecast-YYYYmmdd-HHMMSS.csv)"}))
     p.add_argument("--model", help="a forecaster name (garch, ar, context_parroting, esn, online_predictor, ...) "
-                                   "or a run folder")
-    p.add_argument("--run", dest="run_dir", type=Path, help="a run folder (the same as --model RUN_DIR)")
+                                   "or a run folder (default: give this or --run)")
+    p.add_argument("--run", dest="run_dir", type=Path, help="a run folder, the same as --model RUN_DIR (default: none)")
     p.add_argument("--horizon", type=int, required=True, help="steps to forecast")
     p.add_argument("--num-samples", type=int, help="sample paths (default 100)")
     p.add_argument("--asset", help="the asset to forecast (default: every asset)")
     p.add_argument("--context-length", type=int, help="rows of history to forecast from (default: all)")
     p.add_argument("--quantiles", help="quantile levels, comma-separated (default 0.05,0.1,0.25,0.5,0.75,0.9,0.95)")
     p.add_argument("--temperature", type=float, help="a code model's sampling temperature (default 1)")
-    p.add_argument("--top-k", type=int, help="a code model samples among its k most likely codes")
+    p.add_argument("--top-k", type=int, help="a code model samples among its k most likely codes (default: all codes)")
     p.set_defaults(run=cmd_forecast)

@@ -27,7 +27,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     values = overrides(args, pretrain.FLAGS, ("cutoff", "seed", "out", "resume"))
     if args.data:
         values["data.names"] = split(args.data)
-    metrics = pretrain.run(pretrain.read(args.config, values))
+    config = pretrain.read(args.config, values)
+    metrics = pretrain.run(config)
     heldout = metrics.get("heldout") or {}
     target = cell(metrics["variance_target_std"])
     say(
@@ -42,7 +43,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
             f"{heldout['dims_below_target']} below): ", verdict(heldout['all_dims_above_target']))
     else:
         say(f"  {heldout.get('note', 'no held-out check')}")
-    say(f"wrote the run to {args.out}")
+    say(f"wrote the run to {config.out}")
 
 
 def cmd_mvx(args: argparse.Namespace) -> None:
@@ -51,12 +52,13 @@ def cmd_mvx(args: argparse.Namespace) -> None:
     from chaosfm._config import read_config
     from chaosfm.jobs import mvx
 
-    values = overrides(args, mvx.FLAGS, ("run_dir", "data", "out", "universes", "samples", "steps", "scale", "every",
-                                         "max_origins", "seed"))
-    summary = mvx.run(read_config(mvx.MvxConfig, None, values))
+    values = overrides(args, mvx.FLAGS, ("run_dir", "data", "out", "universes", "num_samples", "rollout_steps", "scale",
+                                         "every", "max_windows", "seed"))
+    config = read_config(mvx.MvxConfig, None, values)
+    summary = mvx.run(config)
     rows = [{"score": k, **v} for k, v in summary["scores"].items()]
     show(f"Multiverse Crossing over {summary['origins']} origins of {args.data}", pd.DataFrame(rows))
-    say(f"wrote {args.out}/scores.csv, mvx.png and metrics.json")
+    say(f"wrote {config.out}/scores.csv, mvx.png and metrics.json")
 
 
 def cmd_leakage(args: argparse.Namespace) -> None:
@@ -81,19 +83,20 @@ def cmd_leakage(args: argparse.Namespace) -> None:
 def add(commands: Any) -> None:
     p = commands.add_parser("pretrain", help="self-supervised JEPA pretraining (VICReg, EMA target, CFM head)",
                             parents=common("config", "out", "resume", "data", "cutoff", "seed", "set",
-                                           required=("config", "out")))
+                                           required=("config",)))
     p.set_defaults(run=cmd_pretrain)
 
     p = commands.add_parser("mvx", help="Multiverse Crossing scores over time from a pretrained JEPA+CFM",
-                            parents=common("data", "out", "seed", "set", required=("data", "out")))
+                            parents=common("data", "out", "seed", "set", required=("data",)))
     p.add_argument("--run", dest="run_dir", type=Path, required=True,
                    help="run folder of `chaosfm pretrain` (with cfm_weight > 0)")
     p.add_argument("--universes", type=int, help="perturbed copies of each context embedding (default 8)")
-    p.add_argument("--samples", type=int, help="flow samples per universe (default 16)")
-    p.add_argument("--steps", type=int, help="rollout steps for the Lyapunov proxy (default 3)")
+    p.add_argument("--num-samples", type=int, help="flow samples per universe (default: 16)")
+    p.add_argument("--rollout-steps", type=int,
+                   help="rollout steps for the Lyapunov proxy, each cfm_horizon candles (default: 3)")
     p.add_argument("--scale", type=float, help="std of the tangent-plane perturbation (default 0.05)")
     p.add_argument("--every", type=int, help="rows between scored origins (default 5)")
-    p.add_argument("--max-origins", type=int, help="most recent origins scored per asset (default 400)")
+    p.add_argument("--max-windows", type=int, help="most recent origins scored per asset (default: 400)")
     p.set_defaults(run=cmd_mvx)
 
     p = commands.add_parser(
@@ -106,18 +109,20 @@ def add(commands: Any) -> None:
         ),
         parents=common("data", "seed", "out", "config", "set"),
     )
-    p.add_argument("--cutoff", "--pretrain-cutoff", dest="cutoff",
-                   help="DATE or NAME=DATE,...: fenced encoders and all heads fit up to here (pretrain_cutoff)")
-    p.add_argument("--fresh-start", help="DATE or NAME=DATE,...: leaky encoders see rows before it; fresh after")
-    p.add_argument("--models", help="jepa,jepa_cfm (default both)")
+    p.add_argument("--cutoff", dest="cutoff",
+                   help="DATE or NAME=DATE,...: fenced encoders and all heads fit up to here (pretrain_cutoff; "
+                        "default: 50%% of each dataset's rows)")
+    p.add_argument("--fresh-start", help="DATE or NAME=DATE,...: leaky encoders see rows before it; fresh after "
+                                                   "(default: 75%% of each dataset's rows)")
+    p.add_argument("--models", help="jepa,jepa_cfm (default: both)")
     p.add_argument("--cfm-weight", type=float, help="share of the flow-matching loss in jepa_cfm (default 1)")
-    p.add_argument("--steps", type=int, help="pretraining steps per encoder (train.steps, default 300)")
+    p.add_argument("--steps", type=int, help="pretraining optimizer updates per encoder (train.steps; default: 300)")
     p.add_argument("--tokenizer", choices=["fsq", "vqvae"],
                    help="encoders read this candle tokenizer's codes (tokenizer.kind; default: candle features)")
-    p.add_argument("--tokenizer-steps", type=int, help="optimiser steps of each tokenizer fit (tokenizer.steps)")
+    p.add_argument("--tokenizer-steps", type=int, help="optimizer updates of each tokenizer fit (tokenizer.steps; default: 2000)")
     p.add_argument("--horizon", type=int, help="forecast and probe horizon in rows (default 5)")
     p.add_argument("--max-windows", type=int, help="scored origins per dataset (default 150)")
-    p.add_argument("--agent", action="store_true", default=None,
-                   help="score the cross-sectional agent (Sharpe) on each encoder instead of the forecasting heads "
-                        "(agent; its settings: agent_options)")
+    p.add_argument("--agent", nargs="?", const="qrdqn", default=None, metavar="{qrdqn,tdmpc2}",
+                   help="score this cross-sectional agent (Sharpe) on each encoder instead of the forecasting heads; "
+                        "bare --agent: qrdqn (agent; its settings: agent_options; default: off, the heads)")
     p.set_defaults(run=cmd_leakage)

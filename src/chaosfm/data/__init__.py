@@ -39,6 +39,7 @@ from chaosfm.data._fence import (
     trained_through_from_json,
     trained_through_to_json,
 )
+from chaosfm.data._heldout import HeldoutSplit, heldout_split, heldout_windows
 from chaosfm.data._labels import (
     DIRECTION_NAMES,
     EMBARGOED,
@@ -71,6 +72,9 @@ from chaosfm.data._systems import SYSTEMS, ChaoticSystem
 from chaosfm.data._trajectory import time_step, to_trajectory_frame
 
 __all__ = [
+    "HeldoutSplit",
+    "heldout_split",
+    "heldout_windows",
     "CALENDAR_COLUMNS",
     "INDICATORS",
     "Indicator",

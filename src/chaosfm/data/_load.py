@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from chaosfm._config import did_you_mean
 from chaosfm._progress import status
 from chaosfm.data._builtin import MARKET, market_frame
 from chaosfm.data._errors import DataError, EmptyDataError, FileFormatError, UnknownDatasetError
@@ -108,7 +109,8 @@ def load(name_or_path: str | os.PathLike[str], *, repair: bool = False, **option
     path = Path(text).expanduser()
     if not path.exists():
         raise UnknownDatasetError(
-            f"no built-in dataset and no file of that name; built-ins are {', '.join(builtin_names())}",
+            f"no built-in dataset and no file of that name{did_you_mean(text, builtin_names())}; built-ins are "
+            f"{', '.join(builtin_names())}",
             source=text,
         )
     asset = options.pop("asset", None)

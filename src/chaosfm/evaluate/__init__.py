@@ -5,6 +5,9 @@ is scored through ``fit``/``forecast``, whatever it is. The protocol and the bas
 re-exported here for code written against earlier versions.
 """
 
+import sys
+import types
+
 from chaosfm.evaluate._backtest import PNL_COLUMNS, PORTFOLIO, backtest, instrument_labels, strategy_name
 from chaosfm.evaluate._backtest_rules import RULES, BacktestSettings, forecast_volatility, get_rule, trade_cost
 from chaosfm.evaluate._backtest_stats import (
@@ -16,6 +19,7 @@ from chaosfm.evaluate._backtest_stats import (
 )
 from chaosfm.evaluate._bootstrap import bootstrap_interval, mean_difference, no_interval
 from chaosfm.evaluate._forecasts import ForecastTable, quantile_names, reliability
+from chaosfm.evaluate._frame import evaluate_frame
 from chaosfm.evaluate._metrics import (
     coverage,
     crps,
@@ -180,4 +184,18 @@ __all__ = [
     "SeasonalNaive",
     "make_forecaster",
     "require_key",
+    # the frame API
+    "evaluate_frame",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """``chaosfm.evaluate(df, models, h)`` is :func:`evaluate_frame`: the field's libraries call
+    their frame scorer ``evaluate`` (utilsforecast), and that name is this package's, so the
+    package itself answers the call (module ``__class__`` assignment, supported since Python 3.5)."""
+
+    def __call__(self, df, models, h=5, **options):  # noqa: ANN001 - evaluate_frame's signature
+        return evaluate_frame(df, models, h, **options)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -7,7 +7,8 @@ feature scaler upstream of it (the ``chaosfm multitask`` job does both), and sco
 
 - direction head: balanced accuracy (mean recall over the true classes present), accuracy and the
   3x3 confusion matrix (rows true down/flat/up, columns predicted);
-- quantiles: pinball loss at 0.1 and 0.9 and the coverage of ``[p10, p90]`` (nominal 0.8) of the
+- quantiles: pinball loss at 0.1 and 0.9 and the coverage of the interval between the columns
+  ``0.1`` and ``0.9`` (nominal 0.8) of the
   forward log return, beside *climatology*: the training windows' own 10% and 90% quantiles;
 - volatility: RMSE of the annualised forward realized volatility, beside the *persistence*
   baseline (the trailing realized volatility over the same number of rows).
@@ -41,7 +42,7 @@ def _class_scores(part: pd.DataFrame, horizon: int, climatology: tuple[float, fl
         return {"n_windows": 0, "n_nonoverlapping": 0}
     truth, guess = part["direction"].to_numpy(), part["predicted_direction"].to_numpy()
     y = part["forward_return"].to_numpy()
-    quantiles = part[["p10", "p90"]].to_numpy().T  # (2, n)
+    quantiles = part[["0.1", "0.9"]].to_numpy().T  # (2, n)
     clim = np.broadcast_to(np.asarray(climatology)[:, None], quantiles.shape)
     loss, clim_loss = pinball(quantiles, y, (0.1, 0.9)), pinball(clim, y, (0.1, 0.9))
     with warnings.catch_warnings():  # a class the head predicts but no window has is not news
@@ -68,7 +69,7 @@ def _class_scores(part: pd.DataFrame, horizon: int, climatology: tuple[float, fl
 
 def score_multitask(predictions: pd.DataFrame, horizon: int) -> dict[str, Any]:
     """Per-class scores of a multitask head from its predictions (one row per window in a split:
-    ``asset, split, window_class``, the labels, ``predicted_direction``, ``p10``, ``p90``,
+    ``asset, split, window_class``, the labels, ``predicted_direction``, the quantiles ``0.1`` and ``0.9``,
     ``predicted_vol``, ``persistence_vol``).
 
     Returns:
@@ -83,7 +84,7 @@ def score_multitask(predictions: pd.DataFrame, horizon: int) -> dict[str, Any]:
     }
     agreement = pd.crosstab(predictions["split"], predictions["window_class"])
     return nan_to_none({
-        "climatology_quantiles": {"p10": climatology[0], "p90": climatology[1]},
+        "climatology_quantiles": {"0.1": climatology[0], "0.9": climatology[1]},
         "classes": classes,
         "n_embargoed_by_protocol": int(np.sum(predictions["window_class"] == "embargoed")),
         "split_by_class": {s: {c: int(v) for c, v in row.items() if v} for s, row in agreement.iterrows()},
@@ -103,7 +104,7 @@ def multitask_table(metrics: dict[str, Any]) -> pd.DataFrame:
             "acc": entry.get("accuracy"),
             "pinball .1": entry.get("pinball_10"),
             "pinball .9": entry.get("pinball_90"),
-            "cover p10-p90": entry.get("coverage_80"),
+            "cover 0.1-0.9": entry.get("coverage_80"),
             "climat. cover": entry.get("climatology_coverage_80"),
             "vol RMSE": entry.get("vol_rmse"),
             "persist. RMSE": entry.get("persistence_vol_rmse"),

@@ -337,7 +337,9 @@ def evaluate(
     examples: dict[str, Example] = {}
     kept = ForecastTable(protocol.quantile_levels) if keep_forecasts else None
     plan = list(_windows(frame, protocol))
-    for asset_index, asset, part, origin in progress(plan, "evaluating windows"):
+    # Every model makes its first forecast in the first window: the jitted ones compile there.
+    first = "compiling (first forecast of each model)..."
+    for asset_index, asset, part, origin in progress(plan, "evaluating windows", first=first):
         values = part[columns].to_numpy(dtype=np.float64)
         stamps = part["timestamp"].to_numpy()
         start = 0 if protocol.context_length is None else max(0, origin - protocol.context_length)

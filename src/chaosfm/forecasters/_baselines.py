@@ -220,7 +220,7 @@ def infer_season(frame: pd.DataFrame) -> int:
     if spacing < pd.Timedelta(hours=20):  # intraday: one trading day of rows
         return max(1, int(stamps.to_series().groupby(stamps.normalize()).size().median()))
     if spacing <= pd.Timedelta(days=4):  # daily: one week of rows
-        return 7 if bool((stamps.dayofweek >= 5).any()) else 5
+        return 7 if bool((stamps.day_of_week >= 5).any()) else 5
     if spacing <= pd.Timedelta(days=10):
         return 52
     if spacing <= pd.Timedelta(days=45):

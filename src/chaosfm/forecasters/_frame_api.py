@@ -343,6 +343,15 @@ class Forecaster:
             table = table.drop(columns="asset")
         return table.rename(columns={"asset": layout.id_column, "timestamp": layout.time_column})
 
+    def frame(self, df: pd.DataFrame) -> pd.DataFrame:
+        """``df`` (Nixtla, Chronos or chaosfm layout) as chaosfm's validated long frame, read as
+        this forecaster reads it (``values``).
+
+        Raises:
+            DataError: a rule broken, naming the input's own column.
+        """
+        return self._read(df)[0]
+
     def _layout(self, df: pd.DataFrame) -> _Layout:
         """Which of ``df``'s columns are the id, the time and the target.
 

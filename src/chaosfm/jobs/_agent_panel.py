@@ -62,6 +62,8 @@ class AgentPanel:
         encoder_through: the latest row of each asset the encoder run or its upstream (a tokenizer)
             saw (JSON form), or None without one.
         convergence: ``(T, A)`` the encoder's Multiverse Crossing convergence, when asked for.
+        bifurcation: ``(T, A)`` its bifurcation index, alongside the convergence.
+        lyapunov: ``(T, A)`` its one-step Lyapunov proxy, alongside the convergence.
     """
 
     frame: pd.DataFrame
@@ -73,6 +75,8 @@ class AgentPanel:
     fit_end: pd.Timestamp
     encoder_through: dict[str, Any] | None = None
     convergence: np.ndarray | None = None
+    bifurcation: np.ndarray | None = None
+    lyapunov: np.ndarray | None = None
 
 
 def _standardised(values: np.ndarray, fit_rows: int) -> np.ndarray:
@@ -138,8 +142,9 @@ def build_panel(
     records = [meta.get("trained_through") or {}, meta.get("upstream_trained_through") or {}]
     seen_by_encoder = trained_through_to_json({asset: latest_seen(records, asset)
                                                for asset in dict.fromkeys([*records[0], *records[1]])} or None)
-    return AgentPanel(frame, seen, panel, stamps, names, last, fit_end, seen_by_encoder,
-                      None if found.convergence is None else np.asarray(found.convergence, np.float64))
+    scores = [None if values is None else np.asarray(values, np.float64)
+              for values in (found.convergence, found.bifurcation, found.lyapunov)]
+    return AgentPanel(frame, seen, panel, stamps, names, last, fit_end, seen_by_encoder, *scores)
 
 
 def period_rows(universe: AgentPanel, embargo: int, env: EnvConfig) -> dict[str, tuple[int, int] | None]:

@@ -8,6 +8,7 @@ command.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,12 +17,28 @@ from typing import Annotated, Any
 import pandas as pd
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
-from chaosfm._artifacts import write_meta, write_yaml
+from chaosfm._artifacts import atomic_write_bytes, write_meta, write_yaml
 from chaosfm._config import ConfigError, split_commas
 from chaosfm.data import DataError, TimeFence, load
 
 DEFAULT_CUTOFF_FRACTION = 0.8
 """With no cutoff, every command fences each asset after its first 80% of rows."""
+
+
+def default_out(command: str, suffix: str = "") -> Path:
+    """Where a command writes when ``--out`` is not given: ``runs/<command>-<YYYYmmdd-HHMMSS><suffix>``
+    (local time), a new name each second, so a second run never lands on the first."""
+    from datetime import datetime
+
+    return Path("runs") / f"{command}-{datetime.now():%Y%m%d-%H%M%S}{suffix}"
+
+
+def out_field(command: str, what: str = "the run folder", suffix: str = "") -> Any:
+    """The ``out`` field of a job's config: ``what`` to write, defaulting to :func:`default_out`."""
+    from functools import partial
+
+    return Field(default_factory=partial(default_out, command, suffix),
+                 description=f"{what} (--out; default: runs/{command}-YYYYmmdd-HHMMSS{suffix})")
 
 def _some(names: list[str]) -> list[str]:
     if not names:
@@ -153,7 +170,36 @@ def finish_run(out: Path, *, seed: int | None, trained_through: Any = None, **ex
     write_meta(out, seed=seed, trained_through=trained_through, extra=extra or None)
 
 
-_MAY_CHANGE_ON_RESUME = {"steps", "checkpoint_every", "keep_checkpoints", "log_every"}
+LOSS_PLOT_FILE = "loss.png"
+
+
+def write_loss_plot(out: Path, *, loss_label: str = "loss", title: str = "training loss") -> Path | None:
+    """Draw ``out/log.jsonl`` into ``out/loss.png``: training loss (raw and smoothed) and held-out
+    loss against step (:func:`chaosfm.report.loss_curve`). A training job calls it at each
+    checkpoint and at the end.
+
+    Returns:
+        The file written, or None while the log holds no loss yet.
+    """
+    from chaosfm.report import loss_curve  # matplotlib only for the jobs that draw
+
+    log = Path(out) / "log.jsonl"
+    if not log.is_file():
+        return None
+    records = []
+    for line in log.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # the line a killed run was writing; the loop drops it on resume too
+    if not any("loss" in r or "val_loss" in r for r in records):
+        return None
+    path = Path(out) / LOSS_PLOT_FILE
+    atomic_write_bytes(path, loss_curve(records, loss_label=loss_label, title=title))
+    return path
+
+
+_MAY_CHANGE_ON_RESUME = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every"}
 """``train:`` keys a resumed run may change: how long it runs and how often it reports."""
 
 

@@ -1,9 +1,13 @@
 """``chaosfm leakage --agent``: the leakage study in Sharpe ratios, for the cross-sectional agent.
 
 The encoders of the study (``jepa`` and ``jepa_cfm``, each pretrained leaky and fenced; see
-:mod:`chaosfm.jobs.leakage`) each hand their frozen embeddings to the same agent recipe (the
-QR-DQN with a CVaR critic of ``chaosfm agent train``, with ``agent_options`` on top), trained on
-the rows up to the pretrain cutoff; a ``features only`` agent without an encoder is the reference.
+:mod:`chaosfm.jobs.leakage`) each hand their frozen embeddings to the same agent recipe (the agent
+``agent`` of ``chaosfm agent train``, a key of :data:`chaosfm.jobs.agent.AGENTS`: ``qrdqn``, QR-DQN
+with a CVaR critic, or ``tdmpc2``, with ``agent_options`` on top), trained on the rows up to the
+pretrain cutoff; a ``features only`` agent without an encoder is the reference. The study trains,
+saves nothing of, and scores each agent through that table, as ``agent train`` and ``agent eval``
+do: a TD-MPC2 agent on an encoder with a flow head (``jepa_cfm``) takes its CVaR level from that
+encoder's Multiverse Crossing convergence (unless ``tdmpc2.fixed_alpha``), the others a fixed one.
 Every agent is scored on one rebalance calendar per period, each book a fund of
 ``agent_portfolios`` portfolios drawn with one key, so two agents trade the same assets on the
 same dates:
@@ -23,6 +27,7 @@ configurations tried).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +38,10 @@ import yaml
 
 from chaosfm._config import ConfigError
 from chaosfm._progress import say
-from chaosfm.agents import evaluate_agent, train_agent
 from chaosfm.data import TimeFence, trained_through_from_json
 from chaosfm.evaluate import bootstrap_interval, deflated_sharpe_ratio, sharpe_ratio
 from chaosfm.jobs._agent_panel import AgentPanel, build_panel, period_rows, score_classes
-from chaosfm.jobs.agent import AgentConfig
+from chaosfm.jobs.agent import AGENTS, AgentConfig
 
 __all__ = ["FEATURES_ONLY", "agent_report_lines", "agent_study", "agent_tables", "interval_sign"]
 
@@ -83,11 +87,17 @@ def _paired(a: np.ndarray, b: np.ndarray, periods: float, config: Any) -> dict[s
 
 
 def _train(universe: AgentPanel, base: AgentConfig, name: str):
-    trainer = base.trainer(int(universe.panel.features.shape[-1]))
-    say(f"training the agent on {name} ({trainer.iterations} iterations)")
+    kind = AGENTS[base.agent]
+    trainer = kind.trainer(base, int(universe.panel.features.shape[-1]))
+    say(f"training the {kind.label} agent on {name} ({base.iterations} iterations)")
     key = jax.random.split(jax.random.key(base.seed))[0]  # the same key for every agent, as `agent train`
-    state, _ = train_agent(universe.panel, trainer, first=0, last=universe.last, key=key)
-    return state.params, trainer
+    weights, _ = kind.fit(universe, trainer, key)
+    return weights, trainer
+
+
+def _has_flow(run: Path) -> bool:
+    """The pretrain run's encoder has a flow head (what Multiverse Crossing needs), by its saved config."""
+    return float(json.loads((run / "model_config.json").read_text()).get("cfm_weight", 0.0)) > 0
 
 
 def agent_study(config: Any, frame: pd.DataFrame, dates: dict[str, tuple[pd.Timestamp, pd.Timestamp]],
@@ -101,17 +111,22 @@ def agent_study(config: Any, frame: pd.DataFrame, dates: dict[str, tuple[pd.Time
         runs: ``"kind (protocol)"`` -> its pretrain run folder.
     """
     cutoff = {asset: str(c.date()) for asset, (c, _) in dates.items()}
+    if "agent" in config.agent_options:
+        raise ConfigError("agent_options: the agent is chosen by `agent` (--agent qrdqn|tdmpc2), not agent_options")
     try:
         base = AgentConfig(data=",".join(config.data), cutoff=cutoff, embargo=config.embargo, seed=config.seed,
-                           **config.agent_options)
+                           agent=config.agent, **config.agent_options)
     except ValueError as error:
         raise ConfigError(f"agent_options: {error}") from None
+    kind = AGENTS[base.agent]
     data = ",".join(config.data)
     fence = TimeFence({asset: pd.Timestamp(c) for asset, c in cutoff.items()})
     universes = {FEATURES_ONLY: build_panel(data, cutoff, config.embargo, frame=frame)}
     for name, run in runs.items():
         say(f"reading the embeddings of {name}")
-        universes[name] = build_panel(data, cutoff, config.embargo, run, frame=frame)
+        dynamic = kind.convergence(base.model_copy(update={"encoder": str(run)})) and _has_flow(run)
+        universes[name] = build_panel(data, cutoff, config.embargo, run, convergence=dynamic, seed=config.seed,
+                                      frame=frame)
         if name.endswith("(fenced)"):  # checked on what the run says it saw, not on the config
             fence.check_trained_through(trained_through_from_json(universes[name].encoder_through), str(run))
     key = jax.random.split(jax.random.key(config.seed))[1]
@@ -120,10 +135,10 @@ def agent_study(config: Any, frame: pd.DataFrame, dates: dict[str, tuple[pd.Time
         params, trainer = _train(universe, base, name)
         spans = period_rows(universe, config.embargo, trainer.env)
         scored = score_classes(universe, params, trainer, embargo=config.embargo, key=key,
-                               portfolios=config.agent_portfolios, classes=_COLUMNS)
+                               portfolios=config.agent_portfolios, classes=_COLUMNS, evaluate=kind.evaluator(universe))
         agents[name] = (universe, params, trainer, spans)
         results[name] = scored
-        periods_per_year = trainer.periods_per_year
+        periods_per_year = kind.book(trainer).periods_per_year
     # The same periods for every agent: between the cutoff and the fresh start, and after it (the
     # leaky encoders' within-pretrain and fresh rows).
     leaky = next((n for n in runs if n.endswith("(leaky)")), None)
@@ -138,8 +153,9 @@ def agent_study(config: Any, frame: pd.DataFrame, dates: dict[str, tuple[pd.Time
             continue
         nets = {}
         for name, (universe, params, trainer, _) in agents.items():
-            nets[name] = _net(evaluate_agent(universe.panel, params, trainer, first=span[0], last=span[1], key=key,
-                                             n_portfolios=config.agent_portfolios, stamps=universe.stamps))
+            nets[name] = _net(kind.evaluator(universe)(universe.panel, params, trainer, first=span[0], last=span[1],
+                                                       key=key, n_portfolios=config.agent_portfolios,
+                                                       stamps=universe.stamps))
         same[period] = {kind: _paired(nets[f"{kind} (leaky)"], nets[f"{kind} (fenced)"], periods_per_year, config)
                         for kind in config.models}
         same[period][f"{FEATURES_ONLY} (reference)"] = {
@@ -154,14 +170,17 @@ def agent_study(config: Any, frame: pd.DataFrame, dates: dict[str, tuple[pd.Time
                                 if "fresh" in scored and "within_pretrain" in scored else
                                 {"value": None, "ci_low": None, "ci_high": None})
         entry["params"] = _params(runs.get(name))
+        entry["alpha"] = kind.risk(agents[name][2], agents[name][0])
         entry["encoder_trained_through"] = agents[name][0].encoder_through
         models[name] = entry
-    env = agents[FEATURES_ONLY][2].env
+    features_only = agents[FEATURES_ONLY]
+    env = features_only[2].env
     return {
         "agents": models,
         "same_periods_leaky_minus_fenced": same,
         "periods_per_year": periods_per_year,
-        "agent": {"alpha": agents[FEATURES_ONLY][2].qrdqn.alpha, "n_assets": env.n_assets, "holding": env.holding,
+        "agent": {"name": base.agent, "label": kind.label, "alpha": kind.risk(features_only[2], features_only[0]),
+                  "n_assets": env.n_assets, "holding": env.holding,
                   "cost_bps": env.cost_bps, "impact": env.impact, "portfolios": config.agent_portfolios,
                   "iterations": base.iterations, "n_trials": len(trials)},
     }

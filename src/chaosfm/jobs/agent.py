@@ -16,9 +16,13 @@ and a momentum book on the same assets and dates (:func:`chaosfm.agents.evaluate
 one dated P&L (a fund of ``portfolios`` portfolios). It writes ``metrics.json`` (per book: Sharpe,
 its standard error and interval, PSR, hit rate, turnover, costs, drawdown), ``returns.parquet``
 (book, timestamp, net, turnover, cost) and ``report.html`` (the backtest's tearsheet of the agent,
-the two reference books beside it). With ``mvx_thresholds`` it also gates the agent by Multiverse
-Crossing convergence (:func:`chaosfm.agents.evaluate_gate`), the threshold chosen on the training
-rows; the convergence comes from the run's encoder (``encoder``: a pretrained JEPA with a flow head).
+the two reference books beside it); a TD-MPC2 run adds ``telemetry.parquet``, one row per decision
+(rebalance, portfolio, asset; :data:`TELEMETRY_COLUMNS`): the encoder's convergence, bifurcation
+index and Lyapunov proxy at the decision (NaN without them), the CVaR level acted at, the level
+planned and the prior's, the weight, the portfolio's gross exposure, the realised reward. With
+``mvx_thresholds`` it also gates the agent by Multiverse Crossing convergence
+(:func:`chaosfm.agents.evaluate_gate`), the threshold chosen on the training rows; the convergence
+comes from the run's encoder (``encoder``: a pretrained JEPA with a flow head).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from chaosfm.agents import (
 from chaosfm.data import trained_through, trained_through_to_json
 from chaosfm.evaluate import PORTFOLIO, backtest_statistics
 from chaosfm.jobs._agent_panel import AgentPanel, build_panel, period_rows, score_classes
-from chaosfm.jobs._common import ReadOptions, finish_run, load_data, write_config
+from chaosfm.jobs._common import ReadOptions, finish_run, load_data, out_field, write_config
 from chaosfm.report import tearsheet_section, write_report
 
 __all__ = ["AgentConfig", "AgentEvalConfig", "FLAGS", "EVAL_FLAGS", "evaluate", "read", "train"]
@@ -89,8 +93,9 @@ class AgentConfig(ReadOptions):
     critic: dict[str, Any] = Field(default_factory=dict, description="QRDQNConfig fields: alpha, hidden, ... "
                                                                      "(agent: qrdqn)")
     tdmpc2: dict[str, Any] = Field(default_factory=dict, description="agent: tdmpc2: TDMPC2Config fields (latent_dim, "
-                                   "hidden, horizon, alpha_min, ...) and MarketTDMPC2Config's (alpha, fixed_alpha, "
-                                   "batch_size, exploration_std, ...)")
+                                   "hidden, horizon, alpha_min, alpha_input, ...) and MarketTDMPC2Config's (alpha, "
+                                   "fixed_alpha, actor: mppi|policy, plan_iterations, plan_samples, plan_elites, "
+                                   "batch_size, ...)")
     portfolios: int = Field(32, ge=1, description="episodes collected per iteration")
     iterations: int = Field(200, ge=1, description="collect-then-update rounds")
     updates_per_iteration: int = Field(8, ge=1, description="gradient steps per round")
@@ -98,7 +103,7 @@ class AgentConfig(ReadOptions):
     encoder: str | None = Field(None, description="a `chaosfm pretrain` run (JEPA): its frozen embedding of each "
                                                   "asset's last context joins the features")
     seed: int = 0
-    out: Path = Path("runs/agent")
+    out: Path = out_field("agent-train")
 
     def trainer(self, features: int) -> AgentTrainConfig:
         """The library's config for a panel of ``features`` per asset (bad fields name the key)."""
@@ -168,6 +173,7 @@ def _universe(config: AgentConfig, convergence: bool = False) -> AgentPanel:
 class _Agent:
     """How the job trains, saves, reads back and scores one agent: the only place where they differ."""
 
+    label: str  # the agent's name in reports
     trainer: Callable[[AgentConfig, int], Any]  # the library's config for a panel of F features per asset
     fit: Callable[[AgentPanel, Any, Any], tuple[eqx.Module, dict[str, np.ndarray]]]  # (universe, trainer, key)
     saved_config: Callable[[Any], dict[str, Any] | None]  # what WEIGHTS_CONFIG records of the weights' shapes
@@ -200,12 +206,12 @@ def _tdmpc2_risk(trainer: MarketTDMPC2Config, universe: AgentPanel) -> Any:
 
 AGENTS = {
     "qrdqn": _Agent(
-        trainer=AgentConfig.trainer, fit=_fit_qrdqn, saved_config=lambda trainer: None,
+        label="QR-DQN", trainer=AgentConfig.trainer, fit=_fit_qrdqn, saved_config=lambda trainer: None,
         like=lambda trainer, saved: qrdqn_init(trainer.qrdqn, key=jax.random.key(0)).params,
         evaluator=lambda universe: evaluate_agent, book=lambda trainer: trainer,
         risk=lambda trainer, universe: trainer.qrdqn.alpha, convergence=lambda config: False, gate=True),
     "tdmpc2": _Agent(
-        trainer=AgentConfig.tdmpc2_trainer, fit=_fit_tdmpc2,
+        label="TD-MPC2", trainer=AgentConfig.tdmpc2_trainer, fit=_fit_tdmpc2,
         saved_config=lambda trainer: dataclasses.asdict(trainer.model),
         like=lambda trainer, saved: market_tdmpc2_agent(TDMPC2Config(**saved), key=jax.random.key(0)),
         evaluator=lambda universe: functools.partial(evaluate_tdmpc2_market, convergence=universe.convergence),
@@ -215,6 +221,11 @@ AGENTS = {
 }
 """``agent`` -> how the job handles it."""
 WEIGHTS_CONFIG = "weights.json"
+TELEMETRY = "telemetry.parquet"
+TELEMETRY_COLUMNS = ("timestamp", "hold_end", "window_class", "portfolio", "asset", "convergence", "bifurcation",
+                     "lyapunov", "alpha", "traded", "action", "prior_action", "weight", "gross_exposure", "reward",
+                     "portfolio_return")
+"""``agent eval``'s per-decision telemetry of a TD-MPC2 run: one row per (rebalance, portfolio, asset)."""
 """The weights' own config (TD-MPC2's TDMPC2Config), read to rebuild their template."""
 
 
@@ -259,6 +270,25 @@ def _tearsheet_pnl(result: dict[str, Any], window_class: str) -> pd.DataFrame:
     parts = [result[book]["pnl"].assign(strategy=book, model=book, rule="calendar", asset=PORTFOLIO, position=np.nan,
                                         window_class=window_class) for book in BOOKS]
     return pd.concat(parts, ignore_index=True).assign(timestamp=lambda f: pd.to_datetime(f["timestamp"]))
+
+
+def _telemetry_frame(records: dict[str, np.ndarray], universe: AgentPanel, window_class: str,
+                     holding: int) -> pd.DataFrame:
+    """The evaluator's per-decision records as :data:`TELEMETRY_COLUMNS`: dated, the assets named,
+    the encoder's Multiverse Crossing scores at each decision's (row, asset) beside them."""
+    rows, assets = np.asarray(records["row"]), np.asarray(records["asset"])
+    stamps = pd.DatetimeIndex(pd.to_datetime(universe.stamps))
+
+    def at_decision(values: np.ndarray | None) -> np.ndarray:
+        return np.full(len(rows), np.nan) if values is None else np.asarray(values, np.float64)[rows, assets]
+
+    frame = pd.DataFrame({
+        "timestamp": stamps[rows], "hold_end": stamps[rows + holding], "window_class": window_class,
+        "portfolio": records["portfolio"], "asset": np.asarray(universe.names, object)[assets],
+        "convergence": at_decision(universe.convergence), "bifurcation": at_decision(universe.bifurcation),
+        "lyapunov": at_decision(universe.lyapunov),
+        **{name: records[name] for name in TELEMETRY_COLUMNS[8:]}})
+    return frame[list(TELEMETRY_COLUMNS)]
 
 
 def _gate_metrics(sweep: dict[str, Any]) -> dict[str, Any]:
@@ -316,6 +346,10 @@ def evaluate(config: AgentEvalConfig) -> dict[str, Any]:
     returns = pnl[["strategy", "timestamp", "window_class", "net", "turnover", "cost"]].rename(
         columns={"strategy": "book"})
     atomic_write_bytes(out / "returns.parquet", returns.to_parquet(index=False))
+    telemetry = [_telemetry_frame(part["telemetry"], universe, name, trainer.env.holding)
+                 for name, part in scored.items() if "telemetry" in part]
+    if telemetry:  # the evaluator records its decisions (TD-MPC2)
+        atomic_write_bytes(out / TELEMETRY, pd.concat(telemetry, ignore_index=True).to_parquet(index=False))
     periods = float(result["periods_per_year"])
     metrics = nan_to_none({
         "fresh_from": str(stamps[first]), "fresh_to": str(stamps[-1]), "rebalances": len(result["rows"]),

@@ -20,7 +20,7 @@ from chaosfm._artifacts import atomic_write_bytes, nan_to_none, write_json
 from chaosfm._config import CommaList, ConfigError, parse_config, read_config, read_yaml
 from chaosfm._progress import status
 from chaosfm.evaluate import RULES, BacktestSettings, backtest, backtest_statistics
-from chaosfm.jobs._common import finish_run, load_data, write_config
+from chaosfm.jobs._common import finish_run, load_data, out_field, write_config
 from chaosfm.jobs.evaluate import EvaluateConfig
 from chaosfm.report import tearsheet_section, write_report
 
@@ -50,7 +50,7 @@ class BacktestConfig(BaseModel):
     confidence: float = Field(0.95, gt=0, lt=1, description="level of the Sharpe interval")
     pbo_blocks: int = Field(16, ge=2, multiple_of=2, description="CSCV blocks for PBO (even)")
     rolling_window: int = Field(63, ge=3, description="rows of the tearsheet's rolling Sharpe ratio")
-    out: Path = Path("runs/backtest")
+    out: Path = out_field("backtest")
     title: str = "chaosfm backtest"
 
     def settings(self) -> BacktestSettings:

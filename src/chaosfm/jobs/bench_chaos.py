@@ -48,7 +48,7 @@ from chaosfm._progress import progress, say
 from chaosfm.data import SYSTEMS, chaotic_system
 from chaosfm.evaluate import Protocol, bootstrap_interval, evaluate
 from chaosfm.forecasters import FORECASTERS, make_forecaster
-from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, finish_run, resolve_fence, write_config
+from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, finish_run, out_field, resolve_fence, write_config
 from chaosfm.report import chaos_bench_section, vpt_by_system, write_report
 
 __all__ = ["BENCH_OPTIONS", "FAST", "FLAGS", "BenchChaosConfig", "read", "run", "summarise"]
@@ -141,7 +141,7 @@ class BenchChaosConfig(BaseModel):
     first_test_seed: int = Field(
         1001, description="test trajectories use seeds first_test_seed, +1, ..: never looked at while the models were built"
     )
-    out: Path = Path("runs/bench-chaos")
+    out: Path = out_field("bench-chaos")
 
     @model_validator(mode="after")
     def _default_options(self) -> "BenchChaosConfig":

@@ -19,7 +19,7 @@ from chaosfm.evaluate import Protocol
 from chaosfm.jobs import evaluate as evaluate_job
 from chaosfm.jobs import pretrain as pretrain_job
 from chaosfm.jobs import train as train_job
-from chaosfm.jobs._common import finish_run
+from chaosfm.jobs._common import finish_run, out_field
 from chaosfm.jobs.evaluate import DatasetSpec, EvaluateConfig
 from chaosfm.jobs.pretrain import PretrainConfig
 from chaosfm.jobs.train import TokenizerSection, parse_train_run_file
@@ -39,7 +39,7 @@ class DemoConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    out: Path = Field(Path("runs/demo"), description="run folder")
+    out: Path = out_field("demo")
     fast: bool = Field(False, description="fewer windows, samples and steps: under 3 minutes on 2 cores")
     models: bool = Field(True, description="train the code models (False: baselines only)")
 
@@ -136,7 +136,7 @@ def demo_train_files(fast: bool = False) -> dict[str, tuple[str, Any]]:
 def demo_jepa_config(out: Path | None = None) -> PretrainConfig:
     """The demo's JEPA+CFM: ``configs/jepa-tiny.yaml`` on sp500 alone, fenced at the demo's cutoff."""
     return PretrainConfig.model_validate({
-        "out": None if out is None else str(out),
+        **({} if out is None else {"out": str(out)}),
         "data": {"names": ["sp500"], "cutoff": DEMO_MARKET_CUTOFF, "embargo": 5},
         "model": {"context_length": 64, "d_model": 32, "n_layers": 2, "d_embed": 32, "d_pred": 16,
                   "cfm_weight": 1.0, "cfm_horizon": 5},

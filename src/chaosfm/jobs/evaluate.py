@@ -24,7 +24,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from chaosfm._artifacts import atomic_write_bytes, nan_to_none, write_json
-from chaosfm._config import ConfigError, read_config
+from chaosfm._config import ConfigError, did_you_mean, enable_x64, read_config
 from chaosfm._progress import say
 from chaosfm.data import (
     DataError,
@@ -53,6 +53,7 @@ from chaosfm.jobs._common import (
     available_memory,
     finish_run,
     load_data,
+    out_field,
     resolve_fence,
     write_config,
 )
@@ -62,7 +63,8 @@ __all__ = ["DEFAULT_MODELS", "FLAGS", "DatasetSpec", "EvaluateConfig", "read", "
 
 FLAGS = {
     **{name: f"protocol.{name}" for name in
-       ("horizon", "num_samples", "embargo", "step", "max_windows", "seed", "context_length", "dt")},
+       ("horizon", "num_samples", "embargo", "max_windows", "seed", "context_length", "dt")},
+    "every": "protocol.step",
     "lyapunov": "protocol.lyapunov_exponent",
 }
 """CLI flag -> config key (protocol flags; the rest are top-level keys of the same name)."""
@@ -115,8 +117,12 @@ class EvaluateConfig(ReadOptions):
     calibration: dict[str, Any] = Field(
         default_factory=dict, description="options of the calibrated copies (chaosfm.forecasters.ConformalForecaster)"
     )
-    out: Path = Path("runs/evaluate")
+    out: Path = out_field("evaluate")
     title: str = "chaosfm evaluation"
+    x64: bool = Field(
+        False, description="compute in float64 (default float32; also CHAOSFM_X64=1): every model, the"
+        " online predictor included, then fits and forecasts in float64"
+    )
 
 
 DEFAULT_MODELS = {
@@ -194,7 +200,8 @@ def prepare_dataset(
     names = spec.models or config.models or _default_models(kind)
     unknown = [n for n in names if n not in FORECASTERS]
     if unknown:
-        raise ConfigError(f"unknown model(s) {unknown}; known: {', '.join(FORECASTERS)}")
+        raise ConfigError(f"unknown model(s) {unknown}{did_you_mean(unknown[0], FORECASTERS)}; known: "
+                          f"{', '.join(FORECASTERS)}")
     unsupported = [n for n in names if kind not in FORECASTERS[n].kinds]
     if unsupported:
         raise ConfigError(f"model(s) {unsupported} do not support {kind} data ({spec.name})")
@@ -420,7 +427,8 @@ def _fit_models(
 
 def run(config: EvaluateConfig) -> dict[str, Any]:
     """Run an evaluation and write its run folder; return the ``metrics.json`` content."""
-    metrics: dict[str, Any] = {"datasets": {}}
+    x64 = enable_x64(config.x64)  # before any array is made
+    metrics: dict[str, Any] = {"datasets": {}, "x64": x64}
     sections: list[str] = []
     tables: list[pd.DataFrame] = []
     forecasts: dict[str, pd.DataFrame] = {}

@@ -18,11 +18,11 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chaosfm._artifacts import atomic_write_bytes, atomic_write_text
-from chaosfm._config import ConfigError
+from chaosfm._config import ConfigError, did_you_mean
 from chaosfm._progress import status
 from chaosfm.data import DataError, trained_through_to_json
 from chaosfm.forecasters import FORECASTERS, Forecaster, forecast_table, future_timestamps  # noqa: F401 - re-exported
-from chaosfm.jobs._common import ReadOptions, load_data, pick_asset
+from chaosfm.jobs._common import ReadOptions, load_data, out_field, pick_asset
 
 __all__ = ["FLAGS", "TABLE_FORMATS", "ForecastConfig", "GenerateConfig", "forecast", "future_timestamps", "generate",
            "build_forecaster", "run", "write_table"]
@@ -82,7 +82,7 @@ class ForecastConfig(ReadOptions):
     data: str = Field(description="built-in name or CSV/Parquet path")
     horizon: int = Field(ge=1, description="steps to forecast")
     num_samples: int = Field(100, ge=1, description="sample paths")
-    out: Path = Field(description="table of the mean and quantiles per step (.csv or .parquet)")
+    out: Path = out_field("forecast", "table of the mean and quantiles per step (.csv or .parquet)", ".csv")
     asset: str | None = Field(None, description="the asset to forecast (default: every asset)")
     context_length: int | None = Field(None, ge=1, description="rows of history to forecast from (default: all)")
     quantiles: list[float] = Field(default_factory=lambda: list(DEFAULT_QUANTILES), description="quantile levels")
@@ -157,7 +157,8 @@ def build_forecaster(config: ForecastConfig) -> Any:
             raise ConfigError(f"--model {config.model}: {error}") from None
     if config.run is None and not Path(config.model).is_dir():
         raise ConfigError(
-            f"--model {config.model}: neither a forecaster name nor a run folder; names: {', '.join(FORECASTERS)}"
+            f"--model {config.model}: neither a forecaster name nor a run folder{did_you_mean(config.model, FORECASTERS)}; "
+            f"names: {', '.join(FORECASTERS)}"
         )
     return Forecaster.load(config.run if config.run is not None else Path(config.model), **options)
 

@@ -18,8 +18,8 @@ import pandas as pd
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from chaosfm._artifacts import write_json
-from chaosfm._config import ConfigError, read_config
-from chaosfm.jobs._common import finish_run, write_config
+from chaosfm._config import ConfigError, enable_x64, read_config
+from chaosfm.jobs._common import finish_run, out_field, write_config
 
 __all__ = ["FLAGS", "GreeksConfig", "read", "run"]
 
@@ -57,7 +57,10 @@ class GreeksConfig(BaseModel):
     paths: int = Field(1 << 20, ge=2, description="Monte Carlo paths")
     batch_size: int = Field(1 << 18, ge=1, description="paths drawn at once (bounds memory)")
     seed: int = 0
-    out: Path = Field(description="folder to write")
+    out: Path = out_field("greeks", "folder to write")
+    x64: bool = Field(
+        False, description="draw the paths and weights in float64 (default float32; also CHAOSFM_X64=1)"
+    )
 
 
 def read(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None = None) -> GreeksConfig:
@@ -121,6 +124,7 @@ def run(config: GreeksConfig) -> dict[str, Any]:
 
     from chaosfm.predictor import basket_digital_greeks, digital_closed_form
 
+    x64 = enable_x64(config.x64)  # before any array is made
     inputs = market(config)
     greeks = basket_digital_greeks(
         inputs["spots"], inputs["weights"], config.strike, inputs["vols"], inputs["correlation"], config.rate,
@@ -147,6 +151,7 @@ def run(config: GreeksConfig) -> dict[str, Any]:
         "vega": {"value": greeks.vega.tolist(), "standard_error": greeks.vega_se.tolist()},
         "closed_form": closed_form,
         "max_abs_error_in_se": None if closed_form is None else float(frame["error_in_se"].abs().max()),
+        "x64": x64,
     }
     write_json(out / "metrics.json", metrics)
     finish_run(out, seed=config.seed, trained_through=None, kind="greeks")

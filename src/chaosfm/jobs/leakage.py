@@ -23,9 +23,9 @@ out, the cutoff is each dataset's row at ``pretrain_fraction`` (the one cutoff r
 command, at the study's own fraction) and the fresh start the row after its row at
 ``fresh_fraction``.
 
-With ``agent`` (``--agent``) the heads are replaced by the cross-sectional trading agent of
-``chaosfm agent train``: the same recipe on each encoder's frozen embeddings (and on the features
-alone), scored in Sharpe ratios per window class, with the gap and the paired leaky - fenced
+With ``agent`` (``--agent qrdqn`` or ``--agent tdmpc2``; a bare ``--agent`` or ``agent: true``
+is ``qrdqn``) the heads are replaced by that cross-sectional trading agent of ``chaosfm agent
+train``: the same recipe on each encoder's frozen embeddings (and on the features alone), scored in Sharpe ratios per window class, with the gap and the paired leaky - fenced
 difference on the same dates (:mod:`chaosfm.jobs._leakage_agent`).
 
 The study has one seed, ``seed``: it is every encoder's ``train.seed`` (initial weights, batches,
@@ -45,7 +45,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator
 from scipy import stats
 
 from chaosfm._artifacts import atomic_write_text, nan_to_none, sha256, write_json
@@ -55,8 +55,18 @@ from chaosfm.data import TimeFence, trained_through_to_json
 from chaosfm.evaluate import Protocol, bootstrap_interval, evaluate, fit_through, probe_scores, sharpe_ratio, sharpe_standard_error
 from chaosfm.forecasters import JEPAForecaster, probe_windows
 from chaosfm.jobs import pretrain as pretrain_job
-from chaosfm.jobs._common import DatasetNames, ReadOptions, finish_run, load_data, parse_cutoff, resolve_fence, write_config
+from chaosfm.jobs._common import (
+    DatasetNames,
+    ReadOptions,
+    finish_run,
+    load_data,
+    out_field,
+    parse_cutoff,
+    resolve_fence,
+    write_config,
+)
 from chaosfm.jobs._leakage_agent import agent_report_lines, agent_study, agent_tables, interval_sign
+from chaosfm.jobs.agent import AGENTS
 from chaosfm.jobs.train import TokenizerSection
 from chaosfm.train import TrainConfig, load_pretrained
 
@@ -103,13 +113,25 @@ class LeakageConfig(ReadOptions):
     alpha: float = Field(1.0, gt=0, description="ridge penalty of probes and readouts")
     n_bootstrap: int = Field(1000, ge=100)
     confidence: float = Field(0.95, gt=0, lt=1)
-    agent: bool = Field(False, description="score the cross-sectional agent on each encoder (Sharpe) instead of "
-                                            "the forecasting heads")
+    agent: str | None = Field(None, description="score this cross-sectional agent (qrdqn or tdmpc2, as `chaosfm "
+                                                "agent train --agent`; true means qrdqn) on each encoder (Sharpe) "
+                                                "instead of the forecasting heads")
     agent_options: dict[str, Any] = Field(default_factory=dict, description="`chaosfm agent train` keys for the "
                                           "agent of --agent: env, critic, portfolios, iterations, ...")
     agent_portfolios: int = Field(256, ge=1, description="portfolios of each scored book (--agent)")
     seed: int = 0
-    out: Path = Path("runs/leakage")
+    out: Path = out_field("leakage")
+
+    @field_validator("agent", mode="before")
+    @classmethod
+    def _agent_name(cls, agent: Any) -> str | None:
+        if agent is True:  # `agent: true`, written when the key was a switch for the one agent there was
+            return "qrdqn"
+        if agent is False or agent is None:
+            return None
+        if agent not in AGENTS:
+            raise ValueError(f"must be one of {sorted(AGENTS)} (or true, meaning qrdqn), got {agent!r}")
+        return agent
 
 
 def _resolve(frame: pd.DataFrame, config: LeakageConfig, window: int) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
@@ -149,7 +171,7 @@ def _resolve(frame: pd.DataFrame, config: LeakageConfig, window: int) -> dict[st
             raise ConfigError(
                 f"{asset}: needs {first} < pretrain_cutoff ({cutoff.date()}) < fresh_start ({fresh.date()}) "
                 f"<= {last}, the dataset's range ({_RANGES}); give one date per dataset, e.g. "
-                "--pretrain-cutoff sp500=2010-12-31,ndx=1996-12-31"
+                "--cutoff sp500=2010-12-31,ndx=1996-12-31"
             )
         need = window + 60
         if before < need or after < need:
@@ -375,7 +397,8 @@ def _finish_agent_study(config: LeakageConfig, frame: pd.DataFrame, dates: dict[
     agent = metrics["agent"]
     lines = ["# Leakage study: the agent", "",
              f"Data {', '.join(config.data)} ({len(dates)} assets; cutoff {first['pretrain_cutoff']}, fresh from "
-             f"{first['fresh_start']}); the agent: QR-DQN, CVaR {agent['alpha']:g}, {agent['n_assets']} assets per "
+             f"{first['fresh_start']}); the agent: {agent['label']}, CVaR {agent['alpha']:g} on the features alone, "
+             f"{agent['n_assets']} assets per "
              f"portfolio, {agent['holding']}-row holds, {agent['cost_bps']:g} bp costs, {agent['iterations']} "
              f"iterations; each book a fund of {agent['portfolios']} portfolios on one rebalance calendar; "
              f"{agent['n_trials']} agents (the DSR's trials).", "",

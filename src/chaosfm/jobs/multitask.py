@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chaosfm._artifacts import atomic_write_bytes, atomic_write_text, write_json
 from chaosfm._config import ConfigError, read_config
+from chaosfm._progress import say
 from chaosfm._random import run_keys
 from chaosfm.data import (
     DIRECTION_NAMES,
@@ -46,8 +47,10 @@ from chaosfm.jobs._common import (
     check_resume,
     finish_run,
     load_data,
+    out_field,
     resolve_fence,
     write_config,
+    write_loss_plot,
 )
 from chaosfm.models import FeatureMamba, MultitaskConfig, count_params
 from chaosfm.train import (
@@ -60,6 +63,7 @@ from chaosfm.train import (
     TrainResult,
     data_mesh,
     multitask_batches,
+    multitask_heldout,
     predict_history,
     prepare_multitask_data,
     serialise,
@@ -81,7 +85,7 @@ class MultitaskModelSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Small on purpose: sp500 up to 2015 holds ~35 non-overlapping 90-day outcomes, and wider or
-    # longer-trained nets memorised them (validation coverage of [p10, p90] fell below 0.2).
+    # longer-trained nets memorised them (validation coverage of the [0.1, 0.9] quantile interval fell below 0.2).
     d_model: int = Field(16, gt=0)
     n_layers: int = Field(2, gt=0)
     d_state: int = Field(8, gt=0)
@@ -125,7 +129,7 @@ class MultitaskRunConfig(ReadOptions):
     segment_length: int = Field(128, gt=1, description="rows per TBPTT segment (and per scoring segment)")
     burn_in: int = Field(128, ge=0, description="first rows of a training window that only warm the state")
     causal_checks: int = Field(3, ge=0, description="truncation points at which features are re-checked causal")
-    out: str | None = Field(None, description="run folder")
+    out: Path = out_field("multitask")
     resume: bool = Field(False, description="continue from the run folder's newest checkpoint (--resume)")
     model: MultitaskModelSection = Field(default_factory=MultitaskModelSection)
     train: TrainConfig = Field(default_factory=_default_train)
@@ -171,7 +175,17 @@ def train_head(
     *,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[FeatureMamba, MultitaskData, TrainResult]:
-    """Train the head on ``frame`` with the shared loop; write its files into ``out``."""
+    """Train the head on ``frame`` with the shared loop; write its files into ``out``.
+
+    The held-out loss (``val_loss`` in ``log.jsonl``, every ``train.eval_every`` steps) is the
+    loss on the validation rows (the top-level ``val_fraction`` of the rows up to the cutoff);
+    ``loss.png`` draws it beside the training loss.
+    """
+    if "val_fraction" in config.train.model_fields_set:
+        raise ConfigError(
+            f"train.val_fraction: {config.train.val_fraction} is not read by multitask; its held-out rows are "
+            f"the validation split, set by the top-level val_fraction ({config.val_fraction})"
+        )
     data = prepare(frame, config)
     model_config = config.model.to_config(len(data.scaler["features"]))
     resolved = config.model_dump(mode="json", exclude={"out", "resume"})
@@ -188,9 +202,18 @@ def train_head(
     def loss_fn(model, batch, key):
         return tbptt_loss(model, batch, key, segments=segments)
 
+    heldout = multitask_heldout(data, config.settings, config.train.batch_size)
+    if heldout is None:
+        say("train multitask: no held-out loss: no window of the validation rows fits (val_fraction, segment_length)")
+
+    def draw(step: int) -> None:
+        write_loss_plot(out, loss_label="multitask loss (Kendall-weighted; unitless)", title="train multitask")
+
     result = train(model, loss_fn, batches, config.train, out, resume=config.resume, mesh=mesh, on_step=on_step,
-                   tokens_per_step=config.train.batch_size * config.window, description="train multitask")
+                   tokens_per_step=config.train.batch_size * config.window, description="train multitask",
+                   heldout=heldout, on_checkpoint=draw)
     atomic_write_bytes(out / MODEL_FILE, serialise(result.model))
+    draw(result.step)
     return result.model, data, result
 
 
@@ -230,8 +253,9 @@ def predictions(model: FeatureMamba, data: MultitaskData, config: MultitaskRunCo
                 "predicted_direction": int(np.argmax(logits[i])),
                 **{f"p_{name}": float(p) for name, p in zip(DIRECTION_NAMES, probabilities[i])},
                 "forward_return": float(labels["forward_return"].iloc[t]),
-                "p10": float(quantiles[i, 0]),
-                "p90": float(quantiles[i, 1]),
+                # Quantile columns named by their level, as chaosfm forecast and forecasts.parquet name them.
+                "0.1": float(quantiles[i, 0]),
+                "0.9": float(quantiles[i, 1]),
                 "forward_vol": float(labels["forward_vol"].iloc[t]),
                 "predicted_vol": float(vol[i]),
                 "persistence_vol": float(data.persistence[asset][t]),
@@ -257,8 +281,6 @@ def run(
         frame: the data (default: ``config.data`` loaded).
         on_step: the training loop's per-step hook.
     """
-    if config.out is None:
-        raise ConfigError("out: name the run folder (--out)")
     out = Path(config.out)
     frame = load_data(config.data, read=config) if frame is None else frame
     model, data, result = train_head(config, out, frame, on_step=on_step)
@@ -284,6 +306,7 @@ def run(
         "params": count_params(model),
         "steps": result.step,
         "final_train_loss": history[-1]["loss"] if history else None,
+        "final_val_loss": next((e["val_loss"] for e in reversed(history) if "val_loss" in e), None),
         # Kendall et al.'s effective weights of the two losses at the end of training.
         "task_weights": {"direction": float(np.exp(-log_vars[0])), "regression": float(0.5 * np.exp(-log_vars[1]))},
     }

@@ -24,13 +24,13 @@ from chaosfm._config import ConfigError
 from chaosfm._progress import progress
 from chaosfm.agents import CrossingScores, crossing_scores, multiverse
 from chaosfm.data import trained_through_to_json
-from chaosfm.jobs._common import ReadOptions, finish_run, load_data
+from chaosfm.jobs._common import ReadOptions, finish_run, load_data, out_field
 from chaosfm.report import to_png
 from chaosfm.train import embed_windows, load_pretrained
 
 __all__ = ["FLAGS", "MvxConfig", "run"]
 
-FLAGS = {"run_dir": "run"}
+FLAGS = {"run_dir": "run", "num_samples": "samples", "rollout_steps": "steps", "max_windows": "max_origins"}
 """CLI flag -> config key."""
 
 
@@ -41,7 +41,7 @@ class MvxConfig(ReadOptions):
 
     run: Path = Field(description="a `chaosfm pretrain` run with a flow head")
     data: str = Field(description="dataset name or path (market data)")
-    out: Path = Field(description="folder to write")
+    out: Path = out_field("mvx", "folder to write")
     universes: int = Field(8, ge=2, description="perturbed copies M of each context embedding")
     samples: int = Field(16, ge=2, description="flow samples N per universe")
     steps: int = Field(3, ge=2, description="rollout steps K (each cfm_horizon candles)")

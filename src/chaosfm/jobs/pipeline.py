@@ -33,7 +33,7 @@ from chaosfm._config import ConfigError, parse_config, read_config
 from chaosfm.evaluate import Protocol, bootstrap_interval, evaluate, fit_through
 from chaosfm.forecasters import TokenForecaster, make_forecaster
 from chaosfm.jobs import stage as stage_job
-from chaosfm.jobs._common import finish_run, load_data, write_config
+from chaosfm.jobs._common import finish_run, load_data, out_field, write_config
 from chaosfm.train import STAGES, exo_series, next_token_metrics
 
 __all__ = ["FLAGS", "PipelineConfig", "PipelineEvaluation", "paired_table", "read", "run"]
@@ -68,7 +68,7 @@ class PipelineConfig(BaseModel):
     seed: int | None = Field(
         None, description="the pipeline's one seed: every stage's train.seed and the evaluation's (default: the file's)"
     )
-    out: Path | None = Field(None, description="folder for the stage runs and the comparison (--out)")
+    out: Path = out_field("pipeline", "folder for the stage runs and the comparison")
 
     def stage_config(self, name: str, parent: str | None, out: Path | None = None) -> stage_job.StageConfig:
         """The stage config of stage ``name`` (shared data under its own, the pipeline's seed)."""
@@ -79,7 +79,7 @@ class PipelineConfig(BaseModel):
         section["data"] = {**self.data, **(section.get("data") or {})}
         if self.seed is not None:
             section["train"] = {**(section.get("train") or {}), "seed": self.seed}
-        values = {**section, "stage": name, "parent": parent, "out": None if out is None else str(out)}
+        values = {**section, "stage": name, "parent": parent, **({} if out is None else {"out": str(out)})}
         return parse_config(stage_job.StageConfig, values, name)
 
     @property
@@ -109,8 +109,6 @@ def run(config: PipelineConfig) -> dict[str, Any]:
     import shutil
     import time
 
-    if config.out is None:
-        raise ConfigError("out: name the folder for the stage runs and the comparison (--out)")
     out = Path(config.out)
     write_config(out, config.model_dump(mode="json"))
     runs: dict[str, Path] = {}

@@ -15,9 +15,10 @@ loop's keys derive from it.
 ``post_update`` hook; ``train.devices`` spreads the batch over a device mesh), checks for collapse
 on held-out rows (after the cutoff and the embargo) and writes the run folder: ``config.yaml``,
 ``model_config.json``, ``scaler.json``, ``tokenizer/`` (codes only), ``model.eqx``,
-``metrics.json``, ``log.jsonl``, ``checkpoints/`` and ``meta.json`` with ``trained_through``: the
-last timestamp of every asset whose rows reached the encoder, and ``upstream_trained_through``,
-the tokenizer's. :func:`chaosfm.train.load_pretrained` reads it back, checking hashes.
+``metrics.json``, ``log.jsonl`` (with ``val_loss``: the loss on the last ``train.val_fraction`` of
+the training rows, kept out of the gradient), ``loss.png``, ``checkpoints/`` and ``meta.json``
+with ``trained_through``: the last timestamp of every asset whose rows reached the encoder, and
+``upstream_trained_through``, the tokenizer's. :func:`chaosfm.train.load_pretrained` reads it back, checking hashes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,18 @@ from chaosfm._artifacts import atomic_write_bytes, write_json
 from chaosfm._config import ConfigError, read_config
 from chaosfm._random import run_keys
 from chaosfm.data import TimeFence, require_ohlc, trained_through, trained_through_to_json
-from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, DatasetNames, ReadOptions, finish_run, load_data, resolve_fence, write_config
+from chaosfm.jobs._common import (
+    DEFAULT_CUTOFF_FRACTION,
+    Cutoff,
+    DatasetNames,
+    ReadOptions,
+    finish_run,
+    load_data,
+    out_field,
+    resolve_fence,
+    write_config,
+    write_loss_plot,
+)
 from chaosfm.jobs.train import TokenizerSection
 from chaosfm.models import JEPA, JEPAConfig, count_params, ema_post_update, jepa_loss
 from chaosfm.tokenizers import load_tokenizer, make_tokenizer
@@ -54,6 +66,7 @@ from chaosfm.train import (
     feature_set,
     feature_streams,
     heldout_spread,
+    hold_out,
     serialise,
     train,
 )
@@ -96,7 +109,7 @@ class PretrainConfig(BaseModel):
     tokenizer: TokenizerSection | None = Field(
         None, description="a candle tokenizer to fit (kind: fsq or vqvae) or load (path): the encoder reads its codes"
     )
-    out: Path | None = Field(None, description="the run folder (--out)")
+    out: Path = out_field("pretrain")
     resume: bool = Field(False, description="continue from the run folder's newest checkpoint (--resume)")
 
     @field_validator("tokenizer")
@@ -152,8 +165,6 @@ def run(config: PretrainConfig, *, frame: pd.DataFrame | None = None) -> dict[st
     Raises:
         ConfigError, DataError; LeakageError if a saved tokenizer saw rows past the cutoff.
     """
-    if config.out is None:
-        raise ConfigError("out: name the run folder (--out)")
     config.check("config")
     if frame is None:
         frame = load_data(config.data.names, read=config.data)
@@ -178,8 +189,14 @@ def run(config: PretrainConfig, *, frame: pd.DataFrame | None = None) -> dict[st
     if tokenizer is not None:
         tokenizer.save(out / TOKENIZER_DIR)
     model = JEPA(model_config, key=run_keys(tc.seed).init)
+    label = f"pretrain {model.kind}"
+    train_inputs, heldout = hold_out(train_inputs, tc.val_fraction, model_config.context_length, tc.batch_size,
+                                     label=label)
     sampler = WindowSampler(train_inputs, model_config.context_length, tc.batch_size, tc.seed,
                             what="model.context_length")
+
+    def draw(step: int) -> None:
+        write_loss_plot(out, loss_label=_JEPA_LOSS, title=label)
     result = train(
         model,
         jepa_loss,
@@ -189,10 +206,13 @@ def run(config: PretrainConfig, *, frame: pd.DataFrame | None = None) -> dict[st
         resume=config.resume,
         mesh=mesh,
         tokens_per_step=tc.batch_size * model_config.context_length,
-        description=f"pretrain {model.kind}",
+        description=label,
         post_update=ema_post_update(model_config.ema_decay),
+        heldout=heldout,
+        on_checkpoint=draw,
     )
     atomic_write_bytes(out / MODEL_FILE, serialise(result.model))
+    draw(result.step)
     metrics: dict[str, Any] = {
         "model": result.model.kind,
         "input": inputs.kind,
@@ -218,6 +238,9 @@ def run(config: PretrainConfig, *, frame: pd.DataFrame | None = None) -> dict[st
         upstream_trained_through=trained_through_to_json(inputs.upstream_trained_through),
     )
     return metrics
+
+
+_JEPA_LOSS = "JEPA loss (prediction + VICReg terms, unitless)"
 
 
 def _tokenizer(

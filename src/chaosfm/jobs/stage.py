@@ -41,7 +41,8 @@ from chaosfm._artifacts import atomic_write_bytes, nan_to_none, verify_run, writ
 from chaosfm._config import ConfigError, parse_config, read_config
 from chaosfm.data import trained_through, trained_through_from_json
 from chaosfm.jobs import train as train_job
-from chaosfm.jobs._common import ReadOptions, load_data, resolve_fence, write_config
+from chaosfm._progress import say
+from chaosfm.jobs._common import ReadOptions, default_out, load_data, resolve_fence, write_config, write_loss_plot
 from chaosfm.jobs._lineage import Parent, check_tokenizer, copy_parent_files, write_meta_for_stage
 from chaosfm.report import reward_curve
 from chaosfm.train import (
@@ -55,6 +56,7 @@ from chaosfm.train import (
     WindowSampler,
     data_mesh,
     evaluate_codes,
+    hold_out,
     serialise,
     train,
 )
@@ -64,6 +66,7 @@ __all__ = ["FLAGS", "StageConfig", "StageData", "read", "run"]
 REWARD_PLOT = "reward_curve.png"
 FLAGS = {"data": "data.names", "cutoff": "data.cutoff", "embargo": "data.embargo", "seed": "train.seed",
          "steps": "train.steps", "lr": "train.learning_rate", "batch_size": "train.batch_size",
+         "context_length": "context_len", "num_samples": "samples",
          **{key: f"data.{key}" for key in ReadOptions.model_fields}}
 """CLI flag -> config key."""
 
@@ -100,7 +103,8 @@ class StageConfig(BaseModel):
     kl_coef: float = Field(0.05, ge=0, description="rl: weight of KL(policy || sft model)")
     samples: int = Field(8, ge=1, description="rl: horizons sampled per context")
     temperature: float = Field(1.0, gt=0, description="rl: sampling temperature of the policy")
-    out: Path | None = Field(None, description="the run folder (--out)")
+    out: Path = Field(default_factory=lambda data: default_out(f"stage-{data.get('stage', 'run')}"),
+                      description="the run folder (--out; default: runs/stage-STAGE-YYYYmmdd-HHMMSS)")
     resume: bool = Field(False, description="continue from the run folder's newest checkpoint (--resume)")
 
     @property
@@ -156,8 +160,6 @@ def run(config: StageConfig) -> dict[str, Any]:
     Raises:
         ConfigError, ArtifactError, DataError: before any training, naming the key, file or rule.
     """
-    if config.out is None:
-        raise ConfigError("out: name the run folder (--out)")
     out = Path(config.out)
     stage = STAGES[config.stage]
     if config.parent is None:
@@ -266,6 +268,12 @@ def _train_stage(
         if rewarded_returns:
             patch = parent.tokenizer.rows_per_code or 1
             streams[asset]["returns"] = _per_code_returns(parts[asset], ends[asset], patch)
+    label = f"{stage.name} {model.kind}"
+    heldout = None
+    if stage.heldout_loss:
+        streams, heldout = hold_out(streams, train_config.val_fraction, window, train_config.batch_size, label=label)
+    elif train_config.val_fraction > 0:
+        say(f"{label}: no held-out loss: the {stage.name} stage is read by its reward curve ({REWARD_PLOT})")
     sampler = WindowSampler(streams, window, train_config.batch_size, train_config.seed,
                             what=f"context_len/horizon: a {stage.name} window")
     if config.epochs is not None:
@@ -283,16 +291,23 @@ def _train_stage(
         context_len=context,
     )
     write_config(out, resolved)
+
+    def draw(step: int) -> None:
+        write_loss_plot(out, loss_label=stage.loss_label, title=label)
+
     result = train(
         model, loss_fn, sampler, train_config, out, resume=config.resume, mesh=mesh,
-        tokens_per_step=train_config.batch_size * (window - 1), description=f"{stage.name} {model.kind}",
+        tokens_per_step=train_config.batch_size * (window - 1), description=label, heldout=heldout,
+        on_checkpoint=draw,
     )
     atomic_write_bytes(out / MODEL_FILE, serialise(result.model))
+    draw(result.step)
     metrics: dict[str, Any] = {
         "stage": stage.name,
         "parent": str(parent.path),
         "steps": result.step,
         "final_train_loss": result.history[-1]["loss"] if result.history else None,
+        "final_val_loss": next((e["val_loss"] for e in reversed(result.history) if "val_loss" in e), None),
         "data": list(data.names),
         "codes": {
             "train": int(sum(np.asarray(c).size for c in codes.train.values())),

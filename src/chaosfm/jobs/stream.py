@@ -1,4 +1,5 @@
-"""``chaosfm stream``: the online predictor over one column of a dataset, or over CSV lines on stdin.
+"""``chaosfm stream``: the online predictor over one column of a dataset, over lines on stdin, or
+over a live feed (``--data ws://HOST:PORT/PATH`` or ``tcp://HOST:PORT``: ``_feed.py``).
 
 The predictor's own settings and its operations (snapshots, warm start, determinism, the metrics
 endpoint) are a :class:`~chaosfm.predictor.StreamConfig` (the file ``--config`` names, and what
@@ -21,23 +22,26 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from chaosfm._artifacts import atomic_write_bytes, atomic_write_text, write_json
-from chaosfm._config import ConfigError, read_config
+from chaosfm._config import ConfigError, enable_x64, read_config
 from chaosfm.data import frame_kind
-from chaosfm.jobs._common import ReadOptions, finish_run, load_data, pick_asset
+from chaosfm._progress import say
+from chaosfm.jobs._common import ReadOptions, finish_run, load_data, out_field, pick_asset
+from chaosfm.jobs._feed import Feed, FeedConfig, FeedLost, is_feed
 from chaosfm.predictor import (
     PREDICTION_COLUMNS,
     STREAM_TELEMETRY_COLUMNS,
+    Resent,
     StreamConfig,
     StreamResult,
     run_stream,
-    telemetry_png,
 )
+from chaosfm.report import stream_telemetry, to_png
 
-__all__ = ["FLAGS", "StreamInterrupted", "StreamJob", "live_lines", "read", "run"]
+__all__ = ["FLAGS", "FeedConfig", "FeedLost", "StreamInterrupted", "StreamJob", "live_lines", "read", "run"]
 
 FLAGS = {name: f"stream.{name}" for name in
          ("column", "seed", "on_bad_line", "snapshot", "snapshot_every", "restore", "metrics_port", "cache_dir",
-          "deterministic", "compilation_cache", "warm_up", "calibration_gamma")}
+          "deterministic", "compilation_cache", "warm_up", "calibration_gamma", "x64")}
 """CLI flag -> config key."""
 
 STDIN = "-"
@@ -56,20 +60,28 @@ class StreamInterrupted(KeyboardInterrupt):
 
 
 class StreamJob(ReadOptions):
-    """What to stream (``data``: a dataset, a file, or ``-`` for CSV lines on stdin), where to write,
-    and the :class:`StreamConfig`."""
+    """What to stream (``data``: a dataset, a file, ``-`` for lines on stdin, or a feed URL), where
+    to write, how a feed reconnects, and the :class:`StreamConfig`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str = Field(description="built-in name, CSV/Parquet path, or - for CSV lines on stdin")
-    out: Path = Field(description="folder for predictions, telemetry, metrics, plot")
+    data: str = Field(description="built-in name, CSV/Parquet path, - for lines on stdin, or a live feed"
+                                  " ws://HOST:PORT/PATH or tcp://HOST:PORT")
+    out: Path = out_field("stream", "folder for predictions, telemetry, metrics, plot")
     asset: str | None = Field(None, description="asset of a multi-asset frame (default: the first)")
     length: int | None = Field(None, ge=1, description="stream only the first N rows")
     stream: StreamConfig = Field(default_factory=StreamConfig)
+    feed: FeedConfig = Field(default_factory=FeedConfig, description="reconnection of a live feed (--data URL)")
+
+    @property
+    def stdin(self) -> bool:
+        """The lines come from stdin (``--data -``), which the caller reads."""
+        return self.data == STDIN
 
     @property
     def live(self) -> bool:
-        return self.data == STDIN
+        """The input is live (stdin or a feed): predictions as they come, bad lines skipped."""
+        return self.stdin or is_feed(self.data)
 
 
 def read(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None = None) -> StreamJob:
@@ -78,21 +90,24 @@ def read(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None =
     values = dict(overrides or {})
     stream = {key.split(".", 1)[1]: value for key, value in values.items() if key.startswith("stream.")}
     top = {key: value for key, value in values.items() if not key.startswith("stream.")}
-    if top.get("data") == STDIN and "on_bad_line" not in stream:
+    if (top.get("data") == STDIN or is_feed(top.get("data"))) and "on_bad_line" not in stream:
         # A live feed keeps going past a bad line (reported at once, state kept); a file stops.
         stream["on_bad_line"] = "skip"
     config = read_config(StreamConfig, path, stream, source="command line")
     return read_config(StreamJob, None, {**top, "stream": config.model_dump(mode="json")}, source="command line")
 
 
-def live_lines(source: Iterable[str], *, buffered: int = 65_536, poll_seconds: float = 0.2) -> Iterator[str]:
-    """The lines of ``source`` (stdin), read by a daemon thread into a bounded queue.
+def live_lines(source: Iterable[str], *, buffered: int = 65_536, poll_seconds: float = 0.2,
+               name: str = "chaosfm-stdin") -> Iterator[str]:
+    """The lines of ``source`` (stdin, or a :class:`~chaosfm.jobs._feed.Feed`), read by a daemon
+    thread (called ``name``) into a bounded queue.
 
     Reading in the main thread would leave a Ctrl-C to chance: the kernel may hand SIGINT to one
     of XLA's threads, and a main thread blocked in ``read`` then sleeps on until the next line
     arrives. Here the main thread waits on the queue ``poll_seconds`` at a time, so Python runs a
     signal's handler within that, whatever thread took the signal. At most ``buffered`` lines
-    wait in the queue (the reader blocks beyond that, as a pipe does). An error of the reader is
+    wait in the queue (the reader blocks beyond that, as a pipe does; a socket's reader then stops
+    reading, and the sender is slowed by TCP's flow control). An error of the reader is
     raised where the lines are read.
     """
     pending: queue.Queue = queue.Queue(maxsize=buffered)
@@ -106,7 +121,7 @@ def live_lines(source: Iterable[str], *, buffered: int = 65_536, poll_seconds: f
             pending.put(error)
         pending.put(done)
 
-    threading.Thread(target=pump, name="chaosfm-stdin", daemon=True).start()
+    threading.Thread(target=pump, name=name, daemon=True).start()
     while True:
         try:
             item = pending.get(timeout=poll_seconds)
@@ -132,23 +147,34 @@ def run(
 
     Args:
         config: the job.
-        lines: CSV lines (with a header) when ``config.data`` is ``-``.
+        lines: the lines of stdin when ``config.data`` is ``-`` (a feed's are read here).
         on_prediction, on_bad_line, on_ready: hooks of :func:`chaosfm.predictor.run_stream`.
         column_given: whether the column was chosen; if not, a trajectory streams ``x0``.
 
     Raises:
         DataError: a bad line that stopped the stream (``on_bad_line: raise``), after the outputs of
             every good line before it are written.
+        FeedLost: (a DataError) a feed that could not be reached again after ``feed.max_retries``
+            attempts, naming its URL, after the outputs of every line it sent are written.
         ConfigError: ``out`` is not a writable folder, or ``stream.snapshot``'s folder does not
             exist or is not writable (checked before the first step).
         StreamInterrupted: a KeyboardInterrupt (SIGINT) during the stream, after the outputs of
             every line before it and the final snapshot are written.
     """
     stream = config.stream
+    if enable_x64(stream.x64) and not stream.x64:  # CHAOSFM_X64=1 without the key: say so in the run
+        stream = stream.model_copy(update={"x64": True})
     hooks = {"on_bad_line": on_bad_line, "on_ready": on_ready}
-    if config.live:
+    lost: list[FeedLost] = []
+    if config.stdin:
         _check_outputs(config)
         result = run_stream(stream, lines=lines, on_prediction=on_prediction, **hooks)
+    elif config.live:
+        if lines is not None:
+            raise ValueError(f"lines= is for --data -; the feed {config.data} is read by the job")
+        feed = Feed(config.data, config.feed)
+        _check_outputs(config)
+        result = _stream_feed(feed, stream, lost, on_prediction=on_prediction, **hooks)
     else:
         frame = load_data(config.data, read=config)
         if not column_given and stream.column not in frame.columns and frame_kind(frame) == "trajectory":
@@ -166,7 +192,33 @@ def run(
         raise result.error
     if result.interrupted:
         raise StreamInterrupted(result.metrics)
+    if lost:
+        raise lost[0]
     return result.metrics
+
+
+def _stream_feed(feed: Feed, stream: StreamConfig, lost: list[FeedLost], **hooks: Any) -> StreamResult:
+    """:func:`run_stream` over ``feed``'s lines, read by :func:`live_lines`' thread; a lost feed ends
+    the lines as stdin's end would (its error put in ``lost``), so every output is still written.
+
+    A row sent again after a reconnect is skipped by timestamp (``resends``) and noted on stderr.
+    """
+
+    def lines() -> Iterator[str]:
+        try:
+            yield from live_lines(feed, name="chaosfm-feed")
+        except FeedLost as error:
+            lost.append(error)
+
+    def report_resent(resent: Resent) -> None:
+        say(f"chaosfm: {feed.url}, {resent}: skipped")
+
+    try:
+        result = run_stream(stream, lines=lines(), source=feed.url, resends=True, on_resent=report_resent, **hooks)
+    finally:
+        feed.close()
+    result.metrics["feed"] = feed.summary()
+    return result
 
 
 def _check_outputs(config: StreamJob) -> None:
@@ -209,5 +261,5 @@ def write(out: Path, result: StreamResult, *, plot: bool = True, seed: int | Non
         atomic_write_text(out / name, buffer.getvalue())
     write_json(out / "metrics.json", result.metrics)
     if plot and result.telemetry:
-        atomic_write_bytes(out / "telemetry.png", telemetry_png(result.telemetry))
+        atomic_write_bytes(out / "telemetry.png", to_png(stream_telemetry(result.telemetry, result.predictions)))
     finish_run(out, seed=seed, trained_through=None, kind="stream")

@@ -8,7 +8,10 @@ tokenizer on the rows before it, measures its health on both sides and writes a 
 - ``metrics.json``: the health numbers (see ``_health.py``), data, cutoff and timings;
 - ``code_counts.json``: how often each code occurs on training and held-out rows;
 - ``example.json``: a held-out window of the tokenised values beside their reconstruction;
-- ``log.jsonl``: the training loss every few steps;
+- ``log.jsonl``: the training loss every few steps, and ``val_loss``: the loss on the last
+  ``val_fraction`` of each asset's training rows, kept out of the gradient (every ``eval_every``
+  steps, before the first and after the last);
+- ``loss.png``: both against step (FSQ, VQ-VAE; bins do not train by gradient);
 - ``meta.json``: versions, seed, ``trained_through`` and the sha256 of every file.
 
 :func:`inspect` checks those hashes, reloads the tokenizer, and writes ``inspect.png`` (code
@@ -39,7 +42,18 @@ from chaosfm._progress import say
 from chaosfm._random import run_keys
 from chaosfm.data import DataError, TimeFence, trained_through_to_json
 from chaosfm.evaluate import bootstrap_interval, window_class_at
-from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, DatasetNames, ReadOptions, finish_run, load_data, resolve_fence, write_config
+from chaosfm.jobs._common import (
+    DEFAULT_CUTOFF_FRACTION,
+    Cutoff,
+    DatasetNames,
+    ReadOptions,
+    finish_run,
+    load_data,
+    out_field,
+    resolve_fence,
+    write_config,
+    write_loss_plot,
+)
 from chaosfm.tokenizers import (
     AbstractTokenizer,
     CodeStream,
@@ -79,13 +93,20 @@ class TokenizeConfig(ReadOptions):
     vocab_size: int = Field(4096, description="bin tokenizer codes, PAD and EOS included")
     options: dict[str, Any] = Field(default_factory=dict, description="other tokenizer config fields")
     steps: int = Field(2000, ge=1, description="optimiser steps (FSQ, VQ-VAE)")
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="last fraction of each asset's training rows kept out of the gradient "
+        "for the held-out loss (FSQ, VQ-VAE); 0: none"
+    )
+    eval_every: int | None = Field(
+        None, gt=0, description="steps between held-out losses; null: a tenth of steps (at least 1)"
+    )
     cutoff: Cutoff = Field(None, description="last timestamp fitting may see (one, or NAME=DATE per asset)")
     cutoff_fraction: float = Field(
         DEFAULT_CUTOFF_FRACTION, gt=0, lt=1, description="default cutoff: this fraction of each asset's rows"
     )
     seed: int = 0
     speed_repeats: int = Field(5, ge=1, description="timed encoding runs for encode_candles_per_second")
-    out: Path = Path("runs/tokenize")
+    out: Path = out_field("tokenize")
 
 
 
@@ -125,7 +146,8 @@ def run(config: TokenizeConfig) -> dict[str, Any]:
     train = frame.loc[before].reset_index(drop=True)
     held_out = frame.loc[~before].reset_index(drop=True)
     started = time.perf_counter()
-    tokenizer.fit(train, key=run_keys(config.seed).tokenizer, steps=config.steps, fence=fence)
+    tokenizer.fit(train, key=run_keys(config.seed).tokenizer, steps=config.steps, fence=fence,
+                  val_fraction=config.val_fraction, eval_every=config.eval_every)
     fit_seconds = time.perf_counter() - started
     health = tokenizer_health(tokenizer, train, held_out, repeats=config.speed_repeats)
     counts = health.pop("code_counts")
@@ -147,6 +169,8 @@ def run(config: TokenizeConfig) -> dict[str, Any]:
     write_json(out / "example.json", _example(tokenizer, shown if len(shown) else train))
     history = getattr(tokenizer, "history", [])
     atomic_write_text(out / "log.jsonl", "".join(json.dumps(record) + "\n" for record in history))
+    write_loss_plot(out, loss_label="reconstruction MSE + quantizer loss (standardised units²)",
+                    title=f"tokenize {tokenizer.name}")
     write_json(out / "metrics.json", metrics)
     finish_run(
         out, seed=config.seed, trained_through=trained_through_to_json(tokenizer.trained_through),

@@ -47,14 +47,16 @@ from chaosfm._random import run_keys
 from chaosfm.data import trained_through, trained_through_to_json
 from chaosfm.jobs._common import (
     DEFAULT_CUTOFF_FRACTION,
-    DatasetNames,
     Cutoff,
+    DatasetNames,
     ReadOptions,
     check_resume,
     finish_run,
     load_data,
+    out_field,
     resolve_fence,
     write_config,
+    write_loss_plot,
 )
 from chaosfm.models import config_to_json, count_params
 from chaosfm.tokenizers import AbstractTokenizer, load_tokenizer, make_tokenizer
@@ -171,7 +173,7 @@ class TrainRunFile(BaseModel):
     distributed: DistributedConfig = Field(
         default_factory=DistributedConfig, description="joining a multi-process run (unset: one process)"
     )
-    out: Path | None = Field(None, description="the run folder (--out)")
+    out: Path = out_field("train")
     resume: bool = Field(False, description="continue from the run folder's newest checkpoint (--resume)")
 
     def run_config(self, vocab_size: int | None = None) -> TrainRunConfig:
@@ -234,8 +236,6 @@ def run(config: TrainRunFile, *, on_step: Any = None) -> dict[str, Any]:
     Raises:
         ConfigError, DataError: before training starts, naming the key or the data problem.
     """
-    if config.out is None:
-        raise ConfigError("out: name the run folder (--out)")
     initialize_distributed(config.distributed)  # before any JAX computation
     writes = is_main_process()
     out, resume = Path(config.out), config.resume
@@ -362,13 +362,21 @@ def _same_run(saved: dict[str, Any], current: dict[str, Any]) -> None:
     check_resume(saved, current, sections=("model", "train"))
 
 
+_CODE_LOSS = "cross-entropy (nats per code)"
+
+
 def train_code_model(
     config: TrainRunConfig, out_dir: str | os.PathLike[str], data: CodeData, *, resume: bool = False,
     on_step: Any = None,
 ) -> TrainResult:
     """Train the configured code model on ``data`` and write its files into ``out_dir``:
     ``config.yaml`` (model and train), ``model_config.json``, ``model.eqx``, ``metrics.json`` (held-out
-    codes scored beside the unigram baseline), ``log.jsonl``, ``checkpoints/`` and ``meta.json``.
+    codes scored beside the unigram baseline), ``log.jsonl``, ``loss.png``, ``checkpoints/`` and
+    ``meta.json``.
+
+    The last ``train.val_fraction`` of each training stream (codes at or before the cutoff) is kept
+    out of the gradient; its loss is logged as ``val_loss`` every ``train.eval_every`` steps and
+    drawn in ``loss.png`` with the training loss.
 
     Raises:
         ConfigError: before training, naming the key, when the config does not fit the data.
@@ -393,15 +401,21 @@ def train_code_model(
         write_config(out, resolved)
         write_json(out / MODEL_CONFIG_FILE, config_to_json(model_config))
 
-    result = fit_code_model(config, data, out, resume=resume, mesh=mesh, on_step=on_step)
+    def draw(step: int) -> None:
+        write_loss_plot(out, loss_label=_CODE_LOSS, title=f"train {config.model.kind}")
+
+    result = fit_code_model(config, data, out, resume=resume, mesh=mesh, on_step=on_step,
+                            val_fraction=train_config.val_fraction, on_checkpoint=draw)
     if writes:
         atomic_write_bytes(out / MODEL_FILE, serialise(result.model))
+        draw(result.step)
     uses_exo = result.model.uses_exo
     metrics: dict[str, Any] = {
         "model": config.model.kind,
         "params": count_params(result.model),
         "steps": result.step,
         "final_train_loss": result.history[-1]["loss"] if result.history else None,
+        "final_val_loss": next((e["val_loss"] for e in reversed(result.history) if "val_loss" in e), None),
     }
     if data.valid:
         metrics["heldout"] = nan_to_none(evaluate_codes(

@@ -37,16 +37,25 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chaosfm._artifacts import atomic_write_text, write_json, write_yaml
-from chaosfm._config import ConfigError, parse_config, read_config
+from chaosfm._config import ConfigError, enable_x64, float_dtype, parse_config, read_config
 from chaosfm.data import LeakageError, trained_through, trained_through_to_json
 from chaosfm.evaluate import WalkForwardValidator
-from chaosfm.jobs._common import DEFAULT_CUTOFF_FRACTION, Cutoff, ReadOptions, finish_run, load_data, pick_asset, resolve_fence
+from chaosfm.jobs._common import (
+    DEFAULT_CUTOFF_FRACTION,
+    Cutoff,
+    ReadOptions,
+    finish_run,
+    load_data,
+    out_field,
+    pick_asset,
+    resolve_fence,
+)
 from chaosfm.jobs._tune_study import live_trials, open_study, redacted, work_left
 from chaosfm.predictor import OnlinePredictorForecaster, PredictorConfig, StreamConfig
 
 __all__ = ["DEFAULT_SPACE", "FLAGS", "SearchRange", "TuneConfig", "read", "run"]
 
-FLAGS: dict[str, str] = {}
+FLAGS: dict[str, str] = {"every": "step", "max_windows": "max_folds", "x64": "base.x64"}
 """CLI flag -> config key (every flag is a top-level key of the same name)."""
 
 
@@ -135,7 +144,7 @@ class TuneConfig(ReadOptions):
         30, ge=1, description="a running trial's heartbeat; one silent for 2x this is failed"
     )
     retries: int = Field(2, ge=0, description="times an interrupted trial's parameters are re-queued")
-    out: Path = Field(Path("runs/tune"), description="folder for best.yaml, trials.csv, metrics.json")
+    out: Path = out_field("tune", "folder for best.yaml, trials.csv, metrics.json")
     base: StreamConfig = Field(
         default_factory=StreamConfig, description="the stream config the tuned values are written into"
     )
@@ -194,9 +203,10 @@ def read(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None =
          base: str | os.PathLike[str] | None = None) -> TuneConfig:
     """The config file (optional) with flag ``overrides`` on top; ``base`` names a stream config
     file whose values the tuned ones are written into."""
-    values = dict(overrides or {})
-    if base is not None:
+    values: dict[str, Any] = {}
+    if base is not None:  # first, so a flag on one of its keys (base.x64) is merged over it
         values["base"] = read_config(StreamConfig, base).model_dump(mode="json")
+    values.update(overrides or {})
     return read_config(TuneConfig, path, values)
 
 
@@ -219,6 +229,7 @@ def run(
 
     from chaosfm._progress import say
 
+    enable_x64(config.base.x64)  # before any array: every trial's predictor then runs in float64
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if config.base.compilation_cache:
         # Trials differ in constants baked into the step, but the warm start's DGM training is
@@ -335,6 +346,7 @@ def write_outputs(config: TuneConfig, study, frame: pd.DataFrame, folds: int) ->
         "first_timestamp": frame["timestamp"].iloc[0],
         "trained_through": trained_through_to_json(trained_through(frame)),
         "folds": folds,
+        "x64": bool(float_dtype() == np.float64),  # what the trials computed in (run turned it on)
     }
     write_json(config.out / "metrics.json", metrics)
     write_yaml(config.out / "config.yaml", {**config.model_dump(mode="json"), "storage": metrics["storage"]})

@@ -25,6 +25,18 @@ from chaosfm.predictor._kernel_stable import (
     predict_stable,
     sample_stable,
 )
+from chaosfm.predictor._meta import (
+    MetaParams,
+    MetaState,
+    OneStep,
+    crps_and_gradient,
+    init_meta,
+    initial_meta,
+    meta_optimizer,
+    mixture_crps,
+    one_step_crps,
+    update_meta,
+)
 from chaosfm.predictor._orchestrator import (
     OrchestratorOutput,
     OrchestratorState,
@@ -41,8 +53,8 @@ from chaosfm.predictor._predictor import (
     update_predictor,
     warm_start,
 )
-from chaosfm.predictor._stream import PREDICTION_COLUMNS, STREAM_TELEMETRY_COLUMNS, StreamResult, run_stream
-from chaosfm.predictor._telemetry import FLAGS, TELEMETRY_COLUMNS, telemetry_png
+from chaosfm.predictor._stream import PREDICTION_COLUMNS, STREAM_TELEMETRY_COLUMNS, Resent, StreamResult, run_stream
+from chaosfm.predictor._telemetry import FLAGS, TELEMETRY_COLUMNS
 from chaosfm.predictor._metrics_server import MetricsServer
 from chaosfm.predictor._snapshot import Snapshot, SnapshotError, StreamProgress, load_snapshot, save_snapshot
 from chaosfm.predictor._warm import compilation_cache_dir, deterministic_mode, enable_compilation_cache, warm_up
@@ -80,11 +92,22 @@ __all__ = [
     "StableOutput",
     "StableParams",
     "StreamConfig",
+    "MetaParams",
+    "MetaState",
+    "OneStep",
+    "crps_and_gradient",
+    "init_meta",
+    "initial_meta",
+    "meta_optimizer",
+    "mixture_crps",
+    "one_step_crps",
+    "update_meta",
     "MetricsServer",
     "Snapshot",
     "SnapshotError",
     "StreamProgress",
     "StreamResult",
+    "Resent",
     "compilation_cache_dir",
     "deterministic_mode",
     "enable_compilation_cache",
@@ -97,7 +120,6 @@ __all__ = [
     "delta",
     "malliavin_path",
     "solve_terminal_pde",
-    "telemetry_png",
     "fit_stable",
     "hoelder_wtmm",
     "init_cusum",

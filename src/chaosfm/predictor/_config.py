@@ -222,6 +222,19 @@ class PredictorConfig(_Strict):
         4, ge=1, description="the slow parts (WTMM, stable fit, IMEX density, DGM refit) rerun every"
         " this many steps, one part per step, cached between: a step pays for one, not four"
     )
+    meta_learning: bool = Field(
+        False, description="learn the orchestrator's epsilon and step size and the kernels' spread"
+        " temperatures online, by Adam on the one-step CRPS of each forecast (_meta.py); off, the"
+        " step is the plain one (no gradient computed)"
+    )
+    meta_learning_rate: float = Field(
+        0.01, gt=0.0, description="Adam step size on the log meta-parameters: 0.01 moves a"
+        " parameter by at most ~1% per observation"
+    )
+    meta_gradient_clip: float = Field(
+        1.0, gt=0.0, description="global norm the meta-gradient is clipped to before Adam: one"
+        " outlier observation must not throw the meta-parameters"
+    )
     cusum: CusumConfig = CusumConfig()
     hoelder: HoelderConfig = HoelderConfig()
     stable: StableConfig = StableConfig()
@@ -266,6 +279,11 @@ class StreamConfig(_Strict):
         "raise", description="NaN/inf/non-numeric input: raise DataError, or record it and skip"
     )
     predictor: PredictorConfig = PredictorConfig()
+    x64: bool = Field(
+        False, description="compute in float64 (default float32; also CHAOSFM_X64=1): for levels whose"
+        " increments float32 cannot resolve (near 1e8 its spacing is 8); the job switches JAX's x64 on"
+        " before the run, and a snapshot restores only into a process of the dtype that wrote it"
+    )
     deterministic: bool = Field(
         False, description="bit-reproducible run: matmul precision 'highest' and the threefry2x32"
         " PRNG (partitionable) pinned for everything run_stream executes (see _stream.py)"

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from chaosfm._config import float_dtype
 from chaosfm.predictor._config import DGMConfig
 from chaosfm.predictor._kernel_dgm import TRAIN_COMPILER_OPTIONS, Params, init_params, optimizer, value
 
@@ -54,15 +55,16 @@ def terminal_loss(
 ) -> jax.Array:
     """Interior residual + terminal + boundary mismatch at ``config.collocation`` random points."""
     n = config.collocation
+    dtype = params["b_out"].dtype  # the network's: float64 with x64 on
     key_t, key_x, key_end, key_side = jax.random.split(key, 4)
-    t = jax.random.uniform(key_t, (n,), jnp.float32, 0.0, config.horizon)
-    x = jax.random.uniform(key_x, (n,), jnp.float32, -config.domain, config.domain)
+    t = jax.random.uniform(key_t, (n,), dtype, 0.0, config.horizon)
+    x = jax.random.uniform(key_x, (n,), dtype, -config.domain, config.domain)
     interior = jnp.mean(jax.vmap(lambda t, x: pde_residual(params, operator, t, x))(t, x) ** 2)
-    x_end = jax.random.uniform(key_end, (n,), jnp.float32, -config.domain, config.domain)
-    at_end = jax.vmap(value, in_axes=(None, None, 0))(params, jnp.float32(config.horizon), x_end)
+    x_end = jax.random.uniform(key_end, (n,), dtype, -config.domain, config.domain)
+    at_end = jax.vmap(value, in_axes=(None, None, 0))(params, jnp.asarray(config.horizon, dtype), x_end)
     end = jnp.mean((at_end - jax.vmap(terminal)(x_end)) ** 2)
-    t_side = jax.random.uniform(key_side, (n,), jnp.float32, 0.0, config.horizon)
-    side = jnp.where(jnp.arange(n) % 2 == 0, config.domain, -config.domain).astype(jnp.float32)
+    t_side = jax.random.uniform(key_side, (n,), dtype, 0.0, config.horizon)
+    side = jnp.where(jnp.arange(n) % 2 == 0, config.domain, -config.domain).astype(dtype)
     at_side = jax.vmap(value, in_axes=(None, 0, 0))(params, t_side, side)
     edge = jnp.mean((at_side - jax.vmap(boundary)(t_side, side)) ** 2)
     return interior + end + edge
@@ -99,7 +101,7 @@ def solve_terminal_pde(
     if not 0.0 < learning_rate_decay <= 1.0:
         raise ValueError(f"learning_rate_decay must be in (0, 1]; got {learning_rate_decay}")
     key_init, key_train = jax.random.split(key)
-    params = init_params(key_init, config)
+    params = init_params(key_init, config, float_dtype())
     schedule = optax.exponential_decay(config.learning_rate, steps, learning_rate_decay)
     opt = optimizer(config) if learning_rate_decay == 1.0 else optax.chain(
         optax.clip_by_global_norm(10.0), optax.adam(schedule)

@@ -46,8 +46,11 @@ Laplace returns the 50% interval then covered 0.55 rather than 0.50)."""
 
 
 @functools.lru_cache(maxsize=8)
-def _feedback_draws(config: PredictorConfig):
-    """``(packed state, key, count) -> (FEEDBACK_DRAWS,)`` draws of the next increment."""
+def _feedback_draws(config: PredictorConfig, dtype: str = "float32"):
+    """``(packed state, key, count) -> (FEEDBACK_DRAWS,)`` draws of the next increment.
+
+    ``dtype``, the packed state's float dtype, is part of the cache key: the layout differs.
+    """
     layout = packed_step(config).state_layout
     return jax.jit(lambda packed, key, count: mixture_draws(
         layout.unpack(packed), config, (FEEDBACK_DRAWS,), key=jax.random.fold_in(key, count)))
@@ -159,10 +162,11 @@ class OnlinePredictorForecaster(AbstractForecaster):
             if not np.isfinite(value):
                 raise DataError(f"value {value!r} is NaN or infinite", rule="finite values")
             if calibration is not None and out is not None and bool(out.warm):
-                draws = np.asarray(_feedback_draws(self.config)(packed, feedback_key, int(out.count)), np.float64)
+                draws = np.asarray(_feedback_draws(self.config, step.dtype.name)(packed, feedback_key, int(out.count)),
+                                   np.float64)
                 increment = math.log(value / previous) if self.config.increments == "log" else value - previous
                 calibration = self._calibrate(calibration, draws, increment)
-            packed_out, packed = step(packed, np.float32(value))
+            packed_out, packed = step(packed, step.value(value))
             out = step.output(packed_out)
             previous = float(value)
             if int(out.count) == self.config.warmup:

@@ -26,6 +26,7 @@ over ``[0, T]`` divided by ``T`` is ``G_i / (S_i(0) sigma_i T)``.
 
 Paths are drawn in batches of ``batch_size`` (one subkey each, split from ``key`` once), so
 memory is bounded by the batch, not by ``n_paths``; sums are accumulated on the host in float64.
+The paths are float32, or float64 when JAX's x64 is on (``chaosfm greeks --x64``).
 Dimension letters: P paths (of a batch), D assets.
 """
 
@@ -37,6 +38,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from chaosfm._config import float_dtype
 from chaosfm.predictor._malliavin import Greek
 
 _HIGHEST = jax.lax.Precision.HIGHEST  # accelerators default to bf16 passes in float32 matmuls
@@ -178,7 +181,7 @@ def basket_digital_greeks(
         cholesky = np.linalg.cholesky(correlation)
     except np.linalg.LinAlgError:
         raise ValueError(f"correlation must be positive definite; got {correlation.tolist()}") from None
-    arrays = [jnp.asarray(v, jnp.float32) for v in (spots, weights, strike, vols, cholesky, rate, maturity)]
+    arrays = [jnp.asarray(v, float_dtype()) for v in (spots, weights, strike, vols, cholesky, rate, maturity)]
     moments = _Moments()
     for subkey, paths in _batches(n_paths, batch_size, key):
         moments.add(_basket_terms(jax.random.normal(subkey, (paths, size)), *arrays))
@@ -235,7 +238,7 @@ def digital_greeks(
     _check(n_paths, maturity, batch_size)
     if not (spot > 0 and vol > 0):
         raise ValueError(f"spot and vol must be positive; got {spot} and {vol}")
-    arrays = [jnp.asarray(v, jnp.float32) for v in (spot, strike, vol, rate, maturity)]
+    arrays = [jnp.asarray(v, float_dtype()) for v in (spot, strike, vol, rate, maturity)]
     moments = _Moments()
     for subkey, paths in _batches(n_paths, batch_size, key):
         moments.add(_digital_terms(jax.random.normal(subkey, (paths, 1)), *arrays))

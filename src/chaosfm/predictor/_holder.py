@@ -68,7 +68,7 @@ def scales(config: HoelderConfig, length: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def _spectra(scale_values: tuple[float, ...], length: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _spectra(scale_values: tuple[float, ...], length: int, exact: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """Filter spectra and crop offsets that reproduce ``pywt.cwt`` for one buffer length.
 
     ``pywt.cwt`` convolves with the integrated wavelet ``f`` and differences the result; that is
@@ -77,8 +77,9 @@ def _spectra(scale_values: tuple[float, ...], length: int) -> tuple[np.ndarray, 
     centre-cropped as ``pywt.cwt`` does.
 
     Returns:
-        ``(S, F // 2 + 1)`` complex64 spectra of ``-sqrt(a) * diff_filter``, ``(S, N)`` gather
-        indices into the length-F linear convolution, and F.
+        ``(S, F // 2 + 1)`` complex64 spectra of ``-sqrt(a) * diff_filter`` (complex128 if
+        ``exact``, for float64 signals), ``(S, N)`` gather indices into the length-F linear
+        convolution, and F.
     """
     import pywt
 
@@ -96,7 +97,7 @@ def _spectra(scale_values: tuple[float, ...], length: int) -> tuple[np.ndarray, 
         excess = (taps.size - 2) / 2.0
         starts.append(1 + (math.floor(excess) if excess > 0 else 0))
     size = 1 << int(math.ceil(math.log2(length + max(f.size for f in filters))))
-    spectra = np.stack([np.fft.rfft(f, size) for f in filters]).astype(np.complex64)
+    spectra = np.stack([np.fft.rfft(f, size) for f in filters]).astype(np.complex128 if exact else np.complex64)
     gather = (np.asarray(starts)[:, None] + np.arange(length)[None, :]).astype(np.int32)
     return spectra, gather, size
 
@@ -107,13 +108,17 @@ _MATRIX_ENTRIES = 1 << 21
 
 
 @functools.lru_cache(maxsize=32)
-def _matrix(scale_values: tuple[float, ...], length: int) -> np.ndarray:
-    """The CWT as a linear map, ``(S * N, N)``: column m is the transform of the m-th impulse."""
-    spectra, gather, size = _spectra(scale_values, length)
+def _matrix(scale_values: tuple[float, ...], length: int, exact: bool = False) -> np.ndarray:
+    """The CWT as a linear map, ``(S * N, N)``: column m is the transform of the m-th impulse.
+
+    float32 from complex64 spectra; ``exact``: float64 from complex128 ones (for float64 signals:
+    a float32 map would leave its rounding, ~1e-7 of the signal, in every coefficient).
+    """
+    spectra, gather, size = _spectra(scale_values, length, exact)
     impulses = np.fft.rfft(np.eye(length), size)  # (N, F // 2 + 1)
     full = np.fft.irfft(spectra.astype(np.complex128)[None] * impulses[:, None, :], size)
     rows = np.take_along_axis(full, np.broadcast_to(gather, (length, *gather.shape)), axis=-1)
-    return np.ascontiguousarray(rows.reshape(length, -1).T).astype(np.float32)  # (S * N, N)
+    return np.ascontiguousarray(rows.reshape(length, -1).T).astype(np.float64 if exact else np.float32)  # (S * N, N)
 
 
 def cwt_jax(signal: jax.Array, scale_values: np.ndarray) -> jax.Array:
@@ -122,7 +127,7 @@ def cwt_jax(signal: jax.Array, scale_values: np.ndarray) -> jax.Array:
     A dense matmul for short buffers, one FFT convolution for long ones.
     """
     length = signal.shape[-1]
-    key = (tuple(float(s) for s in scale_values), length)
+    key = (tuple(float(s) for s in scale_values), length, signal.dtype == jnp.float64)
     if len(scale_values) * length * length <= _MATRIX_ENTRIES:
         with jax.default_matmul_precision("highest"):
             flat = jnp.asarray(_matrix(*key)) @ signal  # (S * N,)

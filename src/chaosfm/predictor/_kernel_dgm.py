@@ -188,7 +188,7 @@ def value_grid(config: DGMConfig, dtype=jnp.float32) -> jax.Array:
 
 def value_slope(params: Params, config: DGMConfig) -> jax.Array:
     """``V_z(0, z)`` on :func:`value_grid`: computed once per training, not once per step."""
-    grid = value_grid(config)
+    grid = value_grid(config, params["b_out"].dtype)  # the network's dtype (float64 with x64 on)
     return jax.vmap(jax.grad(value, argnums=2), in_axes=(None, None, 0))(params, jnp.zeros((), grid.dtype), grid)
 
 

@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chaosfm._config import float_dtype
+
 Scalar = Callable[[jax.Array], jax.Array]
 
 
@@ -84,7 +86,7 @@ def malliavin_path(
     import diffrax  # only the Greeks need it: `import chaosfm.predictor` stays light for a stream
 
     scalar = jnp.ndim(x0) == 0
-    x0 = jnp.atleast_1d(jnp.asarray(x0, jnp.float32))  # (D,)
+    x0 = jnp.atleast_1d(jnp.asarray(x0, float_dtype()))  # (D,); float64 with x64 on
     size = x0.shape[0]
     if scalar:
         vector_drift = lambda x: jnp.reshape(drift(x[0]), (1,))  # noqa: E731
@@ -161,7 +163,7 @@ def delta(
     if steps < 1:
         raise ValueError(f"steps must be positive; got {steps}")
     keys = jax.random.split(key, n_paths)
-    start = np.asarray(x0, np.float32)
+    start = np.asarray(x0, float_dtype())  # rounded as the paths will hold it
     start = float(start) if start.ndim == 0 else tuple(float(v) for v in start)  # hashable: static in the trace
     paths = _paths(drift, diffusion, start, float(T), int(steps), keys)
     values = np.asarray(payoff(paths.state), np.float64)
@@ -179,7 +181,7 @@ def delta(
 
 def _paths(drift, diffusion, x0, horizon, steps, keys) -> MalliavinPath:
     """``(P,)`` paths, jitted and vmapped over keys (functions are static: retraced per new b, s)."""
-    start = x0 if isinstance(x0, float) else jnp.asarray(x0, jnp.float32)
+    start = x0 if isinstance(x0, float) else jnp.asarray(x0, float_dtype())
     run = jax.jit(
         jax.vmap(lambda key: malliavin_path(drift, diffusion, start, horizon, key=key, steps=steps))
     )

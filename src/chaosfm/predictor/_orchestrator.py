@@ -104,11 +104,15 @@ def _sinkhorn(
     config: OrchestratorConfig,
     init: jax.Array | None = None,
     momentum: float = 1.0,
+    learned_epsilon: jax.Array | None = None,
 ):
     """One log-domain Sinkhorn solve; ``init`` ``(2, K)`` warm-starts the dual potentials.
 
     ``momentum`` > 1 over-relaxes the updates (ott ``Momentum``): the same fixed point in fewer
-    iterations.
+    iterations. ``learned_epsilon`` (a traced scalar, ``_meta.py``) replaces the geometry's
+    epsilon; the unbalanced marginal's ``tau`` stays that of ``epsilon``, since ott reads it at
+    trace time, so the learned epsilon moves ``rho = eps tau / (1 - tau)`` with it. ott's
+    implicit differentiation (its default) then gives the gradient of the marginal in it.
 
     Returns:
         the second marginal ``(K,)``, converged, iterations, and the potentials ``(2, K)``.
@@ -121,7 +125,7 @@ def _sinkhorn(
 
     # epsilon is a Python float: ott decides balanced vs unbalanced from tau_b at trace time.
     epsilon = float(epsilon)
-    geom = geometry.Geometry(cost_matrix=cost, epsilon=epsilon)
+    geom = geometry.Geometry(cost_matrix=cost, epsilon=epsilon if learned_epsilon is None else learned_epsilon)
     tau_target = config.marginal_relaxation / (config.marginal_relaxation + epsilon)
     problem = linear_problem.LinearProblem(geom, source, target, tau_a=1.0, tau_b=tau_target)
     solver = sinkhorn.Sinkhorn(
@@ -149,8 +153,11 @@ def project(
     predictions: jax.Array,
     config: OrchestratorConfig,
     potentials: jax.Array | None = None,
+    learned_epsilon: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
     """Entropic OT projection with retry and fallback.
+
+    ``learned_epsilon``: a traced epsilon replacing ``config.epsilon`` (see :func:`_sinkhorn`).
 
     ``potentials`` ``(2, K)`` warm-start the first attempt (the previous step's duals: weights
     and costs move little between steps), which is also over-relaxed by
@@ -167,12 +174,13 @@ def project(
     cost = cost / (1.0 + jnp.max(cost))
     epsilon = config.epsilon
     first, ok_first, iterations_first, duals_first = _sinkhorn(
-        weights, proposal, cost, epsilon, config, potentials, config.sinkhorn_momentum
+        weights, proposal, cost, epsilon, config, potentials, config.sinkhorn_momentum, learned_epsilon
     )
 
     def retry(_):
         second, ok_second, iterations_second, _ = _sinkhorn(
-            weights, proposal, cost, 2.0 * epsilon, config
+            weights, proposal, cost, 2.0 * epsilon, config,
+            learned_epsilon=None if learned_epsilon is None else 2.0 * learned_epsilon,
         )
         # Duals at 2 epsilon are no warm start at epsilon: the next step starts cold.
         return second, ok_second, iterations_first + iterations_second, jnp.zeros_like(duals_first)
@@ -194,8 +202,14 @@ def update_orchestrator(
     alarm: jax.Array,
     emergency: jax.Array,
     config: OrchestratorConfig,
+    step_size: jax.Array | None = None,
+    epsilon: jax.Array | None = None,
 ) -> tuple[OrchestratorOutput, OrchestratorState]:
-    """One weight step after observing ``observed`` given the kernels' ``(K,)`` predictions of it."""
+    """One weight step after observing ``observed`` given the kernels' ``(K,)`` predictions of it.
+
+    ``step_size`` and ``epsilon``, when given (traced scalars learned online, ``_meta.py``),
+    replace ``config.step_size`` and ``config.epsilon``; the step is differentiable in both.
+    """
     count = state.weights.shape[0]
     dtype = state.weights.dtype
     uniform = jnp.full((count,), 1.0 / count, dtype)
@@ -207,11 +221,12 @@ def update_orchestrator(
     gradient = energy_gradient(state.weights, predictions, observed, robust)
     gradient = jnp.clip(jnp.nan_to_num(gradient), -_GRADIENT_CLIP, _GRADIENT_CLIP)
     log_weights = jnp.log(jnp.maximum(state.weights, 1e-30))
-    proposal = jax.nn.softmax(log_weights - config.step_size * gradient)
+    tau = config.step_size if step_size is None else step_size
+    proposal = jax.nn.softmax(log_weights - tau * gradient)
 
     bounded = jnp.clip(predictions, -1e3, 1e3)  # the cost only needs the ordering of scales
     new, converged, iterations, fallback, potentials = project(
-        state.weights, proposal, bounded, config, state.potentials
+        state.weights, proposal, bounded, config, state.potentials, epsilon
     )
     new = (1.0 - config.weight_floor) * new + config.weight_floor * uniform
     new = jnp.where(alarm, uniform, new)

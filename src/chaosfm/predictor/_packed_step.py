@@ -41,7 +41,7 @@ def state_layout(config: PredictorConfig) -> TreeLayout:
 
     def trace(key):
         # Built from the traced state: shapes, dtypes and key implementations are all known here.
-        found.append(TreeLayout(init_predictor(config, jnp.float32(1.0), key=key)))
+        found.append(TreeLayout(init_predictor(config, 1.0, key=key)))
         return ()
 
     jax.eval_shape(trace, jax.random.key(0))
@@ -69,6 +69,8 @@ class PackedStep:
 
     A step is bound to the JAX trace settings it was made under (``context``; :func:`packed_step`
     keys on them): call it under the same ones, and under ``trace_settings()`` in another thread.
+    x64 is one of them: with it on, the state, the observations and the outputs are float64
+    (:attr:`dtype`; give observations as :meth:`value` makes them).
     """
 
     def __init__(
@@ -84,6 +86,16 @@ class PackedStep:
         self._programs: dict[tuple[str, str], Callable[..., Any]] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The float dtype of the state, the observations and the outputs (read off the context,
+        so a step loaded from its export knows it without a trace)."""
+        return np.dtype(np.float64 if self.context.get("x64") else np.float32)
+
+    def value(self, value) -> np.ndarray:
+        """An observation as the programs take it: a scalar of :attr:`dtype` (NaN: none fresh)."""
+        return np.asarray(value, self.dtype)
 
     @property
     def state_layout(self) -> TreeLayout:
@@ -120,7 +132,7 @@ class PackedStep:
         floats, ints = self.state_sizes
         # Arguments like the real call's (a committed state, the key's data), or the real call
         # would be compiled anew: a jit compiles per argument sharding.
-        zeros = Packed(jax.device_put(np.zeros(floats, np.float32)), jax.device_put(np.zeros(ints, np.int32)))
+        zeros = Packed(jax.device_put(np.zeros(floats, self.dtype)), jax.device_put(np.zeros(ints, np.int32)))
         state = _committed(zeros)
         self._key_program("warm_start", key).lower(state.floats, state.ints, jax.random.key_data(key)).compile()
 
@@ -183,8 +195,8 @@ class PackedStep:
 
         def specs():
             floats, ints = self.state_layout.sizes
-            return (jax.ShapeDtypeStruct((floats,), jnp.float32), jax.ShapeDtypeStruct((ints,), jnp.int32),
-                    jax.ShapeDtypeStruct((), jnp.float32))
+            return (jax.ShapeDtypeStruct((floats,), self.dtype), jax.ShapeDtypeStruct((ints,), jnp.int32),
+                    jax.ShapeDtypeStruct((), self.dtype))
 
         def output_leaves():
             return {"output": [[list(slot.shape), np.dtype(slot.dtype).name] for slot in self.output_layout.slots]}
@@ -205,7 +217,7 @@ class PackedStep:
             return tuple(self.state_layout.pack(init_predictor(config, value, key=key)))
 
         def specs():
-            return (jax.ShapeDtypeStruct((), jnp.float32), jax.ShapeDtypeStruct(key_shape, jnp.uint32))
+            return (jax.ShapeDtypeStruct((), self.dtype), jax.ShapeDtypeStruct(key_shape, jnp.uint32))
 
         return program("init", init, specs, config=config, cache=self.exports, context=self.context,
                        extra={"key": str(impl)})
@@ -219,7 +231,7 @@ class PackedStep:
 
         def specs():
             floats, ints = self.state_sizes
-            return (jax.ShapeDtypeStruct((floats,), jnp.float32), jax.ShapeDtypeStruct((ints,), jnp.int32),
+            return (jax.ShapeDtypeStruct((floats,), self.dtype), jax.ShapeDtypeStruct((ints,), jnp.int32),
                     jax.ShapeDtypeStruct(key_shape, jnp.uint32))
 
         return program("warm_start", warm, specs, config=config, cache=self.exports, context=self.context,

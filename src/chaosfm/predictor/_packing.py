@@ -1,11 +1,12 @@
-"""A pytree packed into one float32 and one int32 vector, so a jitted step moves two arrays.
+"""A pytree packed into one float and one int32 vector, so a jitted step moves two arrays.
 
 A jitted call pays per argument and per result leaf: on this CPU about 3-6 us each, so the
 predictor's state (about 120 leaves: network weights, Adam moments, buffers, a key) cost ~0.6 ms
 per step in dispatch alone, more than all of its arithmetic. :class:`TreeLayout` records where
 each leaf lives so the state can cross the jit boundary as two vectors and be rebuilt inside
 (slices and reshapes that XLA fuses away). Floats go to the float vector; integers, booleans and
-PRNG key data (bit-cast) to the int vector.
+PRNG key data (bit-cast) to the int vector. The float vector has the dtype of the tree's floats
+(float32, or float64 with x64 on), so packing never rounds a leaf.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 
 class Packed(NamedTuple):
-    floats: jax.Array  # (P,) float32
+    floats: jax.Array  # (P,) float32, or float64 for a float64 tree
     ints: jax.Array  # (I,) int32
 
 
@@ -57,6 +58,8 @@ class TreeLayout:
             used[vector] += size
         self.slots = tuple(slots)
         self.sizes = (used["float"], used["int"])
+        floats = [slot.dtype for slot in slots if slot.kind == "float"]
+        self.float_dtype = jnp.result_type(*floats) if floats else jnp.dtype(jnp.float32)
 
     def pack(self, tree: Any) -> Packed:
         """``tree -> Packed`` (inside jit or outside)."""
@@ -64,13 +67,13 @@ class TreeLayout:
         floats, ints = [], []
         for slot, leaf in zip(self.slots, leaves):
             if slot.kind == "float":
-                floats.append(jnp.ravel(jnp.asarray(leaf, jnp.float32)))
+                floats.append(jnp.ravel(jnp.asarray(leaf, self.float_dtype)))
             elif slot.kind == "key":
                 data = jax.random.key_data(leaf).astype(jnp.uint32)
                 ints.append(jnp.ravel(jax.lax.bitcast_convert_type(data, jnp.int32)))
             else:
                 ints.append(jnp.ravel(jnp.asarray(leaf).astype(jnp.int32)))
-        return Packed(_concatenate(floats, jnp.float32), _concatenate(ints, jnp.int32))
+        return Packed(_concatenate(floats, self.float_dtype), _concatenate(ints, jnp.int32))
 
     def unpack(self, packed: Packed) -> Any:
         """``Packed -> tree`` with the example's dtypes and shapes (inside jit or outside)."""

@@ -41,6 +41,11 @@ recomputes everything every step. What was recomputed is reported per step (``re
 bit mask over ``SLOW_PARTS``). The fast parts run every step: CUSUM, the orchestrator, the
 signature ridge, the DGM's drift at the current point, the mixture draws.
 
+Meta-parameters (``meta_learning``, off by default): the orchestrator's epsilon and step size
+and a spread temperature per kernel are then learned online, before each step, by Adam on the
+one-step CRPS of the forecast the previous step made (``_meta.py``); the learner lives in
+``state.meta`` (None when off, so the plain step and its state are unchanged).
+
 During the first ``warmup`` observations the prediction is the last value (a random walk), the
 Hölder exponent is NaN until ``hoelder.min_samples`` levels are buffered, and no flag but
 ``degraded_inference`` is raised. Dimension letters: N buffer,
@@ -56,6 +61,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from chaosfm._config import float_dtype
 from chaosfm.predictor._config import PredictorConfig
 from chaosfm.predictor._cusum import CusumState, init_cusum, update_cusum
 from chaosfm.predictor._holder import hoelder_wtmm
@@ -90,6 +96,16 @@ from chaosfm.predictor._kernel_signature import (
     update_signature,
 )
 from chaosfm.predictor._kernel_stable import StableOutput, StableParams, predict_stable, sample_stable
+from chaosfm.predictor._meta import (
+    MetaState,
+    OneStep,
+    init_meta,
+    initial_meta,
+    meta_optimizer,
+    remember,
+    tempered,
+    update_meta,
+)
 from chaosfm.predictor._orchestrator import (
     OrchestratorState,
     init_orchestrator,
@@ -143,6 +159,8 @@ class PredictorState(NamedTuple):
     dgm: DGMState
     cache: KernelCache
     key: jax.Array
+    # The online meta-parameter learner (config.meta_learning); None, no leaves, when it is off.
+    meta: MetaState | None = None
 
 
 class PredictorOutput(NamedTuple):
@@ -180,8 +198,12 @@ class PredictorOutput(NamedTuple):
 
 
 def init_predictor(config: PredictorConfig, first_value: float, *, key: jax.Array) -> PredictorState:
-    """The state after the first observation ``first_value``."""
-    dtype = jnp.float32
+    """The state after the first observation ``first_value``.
+
+    The state's floats are float64 when JAX's x64 is on (``--x64``, ``CHAOSFM_X64=1``), else
+    float32; every step then computes in that dtype (it follows the state's).
+    """
+    dtype = float_dtype()
     size = config.buffer_size
     key, key_dgm = jax.random.split(key)
     # Per-step draws and splits use XLA's RngBitGenerator ("unsafe_rbg" keys, derived from the
@@ -214,6 +236,7 @@ def init_predictor(config: PredictorConfig, first_value: float, *, key: jax.Arra
         dgm=init_dgm(key_dgm, problem, config.dgm),
         cache=_initial_cache(config, dtype),
         key=key,
+        meta=init_meta(initial_meta(config, len(KERNELS), dtype), meta_optimizer(config)) if config.meta_learning else None,
     )
 
 
@@ -313,6 +336,15 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
     raw_increment = _increment(config, x, state.last)
     safe_scale = jnp.where(state.scale > 0, state.scale, jnp.maximum(jnp.abs(raw_increment), 1e-8))
     standardised = jnp.clip(raw_increment / safe_scale, -50.0, 50.0)
+    meta_state, learned = state.meta, {}
+    if config.meta_learning:
+        # Score the forecast the previous step made and move the meta-parameters before this
+        # step uses them (causal: x is the newest data the gradient sees).
+        one_step = _one_step(state, standardised, fresh, config, jax.random.fold_in(key_draws, 1))
+        params, meta_state, _ = update_meta(
+            state.meta, one_step, config, meta_optimizer(config), SIGNATURE_KERNEL
+        )
+        learned = {"step_size": params.step_size, "epsilon": params.epsilon}
     orch_out, orch_state = update_orchestrator(
         state.orchestrator,
         state.kernel_predictions,
@@ -320,6 +352,7 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
         alarm=alarm,
         emergency=state.emergency,
         config=config.orchestrator,
+        **learned,
     )
     orch_state = jax.tree_util.tree_map(
         lambda n, o: jnp.where(warm_before & ~degraded, n, o), orch_state, state.orchestrator
@@ -439,6 +472,10 @@ def _update(state: PredictorState, x: jax.Array, config: PredictorConfig):
         dgm=dgm_state,
         cache=cache,
         key=key,
+        meta=None if meta_state is None else remember(
+            meta_state, state.orchestrator, state.kernel_predictions,
+            jnp.asarray(config.orchestrator.robust) | state.emergency, warm_before & ~degraded & ~alarm,
+        ),
     )
     # The mixture draws come from the new state alone, so a forecaster can draw more of them,
     # or paths of them, from the state the step leaves (mixture_draws).
@@ -535,6 +572,54 @@ def _kernel_spreads(state: PredictorState, config: PredictorConfig) -> tuple[jax
     return spreads, state.count >= config.warmup
 
 
+def _kernel_draws(
+    state: PredictorState, spreads: jax.Array, gauss: jax.Array, key_stable: jax.Array, key_imex: jax.Array
+) -> jax.Array:
+    """Draws ``(K, S)`` of the next standardised increment from each kernel (temperature 1):
+    the stable law of the last fit, the DGM drift and the signature ridge with Gaussian noise
+    ``gauss`` ``(S,)`` of their spreads, the IMEX density by inverse CDF."""
+    means = state.kernel_predictions
+    count = gauss.shape[0]
+    return jnp.stack(
+        [
+            sample_stable(key_stable, state.cache.stable.params, (count,)),
+            means[1] + gauss * spreads[1],
+            sample_density(key_imex, state.cache.imex, (count,)),
+            means[3] + gauss * spreads[3],
+        ]
+    )
+
+
+def _one_step(
+    state: PredictorState, target: jax.Array, fresh: jax.Array, config: PredictorConfig, key: jax.Array
+) -> OneStep:
+    """The forecast ``state`` made of the next standardised increment, scored against ``target``
+    (for the meta-parameters' gradient): fresh kernel draws at temperature 1."""
+    key_stable, key_imex, key_gauss, key_normal = jax.random.split(key, 4)
+    dtype = state.last.dtype
+    count = config.num_samples
+    spreads, warm = _kernel_spreads(state, config)
+    gauss = jax.random.normal(key_gauss, (count,), dtype)
+    suspended = (jnp.arange(len(KERNELS)) == DGM_KERNEL) & _dgm_suspended(state.collapsed_steps, config)
+    meta = state.meta
+    return OneStep(
+        orchestrator=meta.previous_orchestrator,
+        predictions=meta.previous_predictions,
+        observed=state.increments[-1],
+        robust=meta.previous_robust,
+        stepped=meta.previous_stepped,
+        weights=state.orchestrator.weights,
+        means=state.kernel_predictions,
+        spreads=spreads,
+        kernel_draws=_kernel_draws(state, spreads, gauss, key_stable, key_imex),
+        normal_draws=jax.random.normal(key_normal, (count,), dtype),
+        emergency=state.emergency,
+        suspended=suspended,
+        target=target,
+        active=warm & fresh,
+    )
+
+
 def _standardised_draws(
     state: PredictorState, config: PredictorConfig, shape: tuple[int, ...], key: jax.Array
 ) -> jax.Array:
@@ -555,14 +640,11 @@ def _standardised_draws(
     uniform = jax.random.uniform(key_pick, (count,), dtype) * jnp.sum(weights)
     pick = jnp.minimum(jnp.sum(uniform[:, None] >= jnp.cumsum(weights)[None, :], axis=1), len(KERNELS) - 1)
     gauss = jax.random.normal(key_gauss, (count,), dtype)
-    per_kernel = jnp.stack(
-        [
-            sample_stable(key_stable, state.cache.stable.params, (count,)),
-            means[1] + gauss * spreads[1],
-            sample_density(key_imex, state.cache.imex, (count,)),
-            means[3] + gauss * spreads[3],
-        ]
-    )  # (K, S)
+    per_kernel = _kernel_draws(state, spreads, gauss, key_stable, key_imex)  # (K, S)
+    if state.meta is not None:
+        temperatures = state.meta.params.temperatures
+        per_kernel = tempered(per_kernel, means, temperatures)
+        spreads = spreads * temperatures
     mixed = jnp.take_along_axis(per_kernel, pick[None, :], axis=0)[0]
     # drift < 1 moves the mixture's mean (the weighted kernel means) towards zero, shape kept.
     clipped = jnp.clip(jnp.nan_to_num(means), -20.0, 20.0)
@@ -603,7 +685,7 @@ def jitted_update(config: PredictorConfig):
 
 
 def _warm_start(state: PredictorState, config: PredictorConfig, key: jax.Array) -> PredictorState:
-    valid = (jnp.arange(config.buffer_size) >= config.buffer_size - (state.count - 1)).astype(jnp.float32)
+    valid = (jnp.arange(config.buffer_size) >= config.buffer_size - (state.count - 1)).astype(state.last.dtype)
     problem, _, _ = fit_problem(jnp.cumsum(state.increments), valid)
     trained, _ = train(state.dgm._replace(problem=problem), key, config.dgm.fit_steps, config.dgm)
     return state._replace(dgm=trained)

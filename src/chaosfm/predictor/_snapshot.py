@@ -11,13 +11,20 @@ File layout (msgpack map)::
     {"format": "chaosfm-predictor-snapshot", "format_version": 2,
      "sha256": hex digest of payload, "payload": bytes}
 
-``payload`` is itself msgpack: ``config`` (JSON-like dict), ``versions``, ``state`` (one entry per
-leaf: its pytree path such as ``.cusum.sigma``, dtype name, shape and raw little-endian bytes; a
-PRNG key leaf stores its key data and implementation name) and ``stream``. Nothing is pickled and
+``payload`` is itself msgpack: ``config`` (JSON-like dict), ``versions``, ``dtype`` (the state's
+float dtype: ``float32``, or ``float64`` when written with x64 on; a file without it is float32),
+``state`` (one entry per leaf: its pytree path such as ``.cusum.sigma``, dtype name, shape and raw
+little-endian bytes; a PRNG key leaf stores its key data and implementation name) and ``stream``. Nothing is pickled and
 no hook runs while decoding, so loading never executes code from the file. Loading checks, in
-order, the format name, the format version, the checksum, and that every leaf path, dtype and
-shape equals what ``init_predictor(config)`` produces; any failure is one :class:`SnapshotError`
-naming the file and the rule broken, and nothing is returned.
+order, the format name, the format version, the checksum, that the state's float dtype is the one
+this process computes in, and that every leaf path, dtype and shape equals what
+``init_predictor(config)`` produces; any failure is one :class:`SnapshotError` naming the file and
+the rule broken, and nothing is returned.
+
+A float64 snapshot is refused by a float32 process and the other way round, rather than converted:
+float64 to float32 rounds away what x64 was turned on to keep (a level near 1e8 loses its last
+digits), and float32 to float64 would pass off a float32 history as float64. Restore with the
+setting it was written with (``--x64`` or ``CHAOSFM_X64=1`` for float64).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from chaosfm._artifacts import ArtifactError, atomic_write_bytes, versions
+from chaosfm._config import float_dtype
 from chaosfm.predictor._config import PredictorConfig
 from chaosfm.predictor._predictor import PredictorState, init_predictor
 
@@ -89,6 +97,7 @@ def save_snapshot(
     payload = {
         "config": config.model_dump(mode="json"),
         "versions": _versions(),
+        "dtype": np.dtype(state.last.dtype).name,
         "state": [_encode_leaf(jax.tree_util.keystr(p), leaf)
                   for p, leaf in jax.tree_util.tree_flatten_with_path(state)[0]],
         "stream": None if stream is None else _encode_stream(stream),
@@ -254,6 +263,22 @@ def _decode(path: Path, payload: dict[str, Any]) -> Snapshot:
         config = PredictorConfig.model_validate(payload["config"])
     except ValidationError as error:
         raise SnapshotError(f"{path}: the stored predictor config is invalid: {error}") from None
+    _check_dtype(path, payload.get("dtype", "float32"))
     state = _decode_state(path, config, payload["state"])
     stream = None if payload["stream"] is None else _decode_stream(path, payload["stream"])
     return Snapshot(state, config, stream, dict(payload["versions"]), FORMAT_VERSION)
+
+
+def _check_dtype(path: Path, stored: Any) -> None:
+    """Refuse a state of another float dtype than this process computes in (see the module docstring)."""
+    here = np.dtype(float_dtype()).name
+    if stored == here:
+        return
+    how = ("with x64 on (--x64 or CHAOSFM_X64=1)" if stored == "float64"
+           else "without --x64 and with CHAOSFM_X64 unset" if stored == "float32" else None)
+    if how is None:
+        raise SnapshotError(f"{path}: state dtype {stored!r} is not one a predictor state has (float32 or float64)")
+    raise SnapshotError(
+        f"{path}: the snapshot holds a {stored} state but this process computes in {here}; a snapshot is"
+        f" not converted between dtypes: restore it {how}, as it was written"
+    )

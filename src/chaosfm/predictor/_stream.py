@@ -1,20 +1,28 @@
-"""``run_stream``: the online predictor over a series (an array) or over CSV lines (stdin).
+"""``run_stream``: the online predictor over a series (an array) or over text lines (stdin, a feed).
+
+Lines are CSV (a header naming the column, or one value per line) or JSON objects
+(``{"timestamp": ..., "close": ...}``), one observation each.
 
 It returns a :class:`StreamResult`: the metrics, one prediction row and one telemetry row per
 observation, and the bad line that stopped the stream, if one did. The ``chaosfm stream`` job
 writes them (``predictions.csv``, ``telemetry.csv``, ``metrics.json``, ``telemetry.png``).
 
-Bad input (NaN, inf, not a number, a value float32 cannot hold, a non-positive value with log
+Bad input (NaN, inf, not a number, a value the predictor's dtype cannot hold, a non-positive value with log
 increments; on stdin every rule :func:`chaosfm.data.validate` applies to a file, timestamp order
 included, and an unreadable CSV row): with ``config.on_bad_line == "raise"`` (default) the stream
 stops at the first bad line and the result carries its :class:`chaosfm.data.DataError` (naming
 the input line) beside the rows of every good line before it; the predictor's state is the last
-good one. With ``"skip"`` the line is recorded in ``metrics["bad_lines"]`` (line number and
-message), skipped, and the run goes on from the last good state; the predictor is stepped with
+good one. With ``"skip"`` the line is recorded in ``metrics["bad_lines"]`` (row, line number
+and message), skipped, and the run goes on from the last good state; the predictor is stepped with
 NaN for it (a missing observation: state kept, counted towards ``degraded_inference``, no row
 written). A KeyboardInterrupt (SIGINT)
 ends the stream as the input's end would: the rows so far are returned
-(``StreamResult.interrupted``) and the final snapshot is written.
+(``StreamResult.interrupted``) and the final snapshot is written. A feed that may send rows
+again after a reconnect (``resends=True``) has them skipped and counted, not reported as bad:
+see :class:`Resent`.
+
+The columns of a prediction row are :data:`PREDICTION_COLUMNS` (its docstring says what each
+holds); a series (file mode) shows its progress over rows on a terminal (``chaosfm._progress``).
 
 Operations: the predictor's programs are compiled, or loaded from the persistent
 compilation cache and their exports, by a warm-up pass before the first observation
@@ -22,12 +30,17 @@ compilation cache and their exports, by a warm-up pass before the first observat
 atomically every ``snapshot_every`` steps and at the end, and ``config.restore`` resumes from one
 (``_snapshot.py``); ``config.metrics_port`` serves the telemetry to Prometheus while the run lasts
 (``_metrics_server.py``); ``config.deterministic`` pins precision and PRNG (``_warm.py``).
+``config.x64`` says the run must compute in float64: JAX's x64 must then be on (the job turns it
+on, :func:`chaosfm._config.enable_x64`); the stream computes in whatever the process does and
+records it as ``metrics["x64"]``.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import time
+from functools import partial
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -36,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 from chaosfm._artifacts import nan_to_none
+from chaosfm._progress import compiling, progress
 from chaosfm.data import (
     DataError,
     FileFormatError,
@@ -43,6 +57,7 @@ from chaosfm.data import (
     NonFiniteError,
     NonNumericError,
     NonPositivePriceError,
+    TimestampOrderError,
     canonical_columns,
     frame_kind,
     state_columns,
@@ -57,8 +72,6 @@ from chaosfm.predictor._snapshot import Snapshot, SnapshotError, StreamProgress,
 from chaosfm.predictor._telemetry import FLAGS, TELEMETRY_COLUMNS, telemetry_record
 from chaosfm.predictor._warm import PRNG_IMPL, compilation_cache_dir, deterministic_mode, enable_compilation_cache, warm_up
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
 
 class _Lines:
     """CSV lines (stdin) checked one at a time by the rules files are: :func:`chaosfm.data.validate`.
@@ -67,19 +80,37 @@ class _Lines:
     :func:`~chaosfm.data.canonical_columns` knows); without one every line is one value of
     ``column``, and a line of several fields is refused (nothing says which field is meant). Each
     row is validated beside the last good one, so a duplicate or out-of-order timestamp is caught
-    as in a file. Calling it yields ``(line number, timestamp or None, value or DataError)``: an
-    error is yielded, not raised, so the caller decides whether the stream goes on. An error
-    without a row (a header naming no ``column``) stops it in any mode.
+    as in a file. A line that is a JSON object (``{"timestamp": "2024-01-02 10:00", "close":
+    101.5}``) carries its own names, read as a header's are; it needs no header line and may come
+    between CSV lines. Calling it yields ``(row, line number, timestamp or None, value or
+    DataError or Resent)``, ``row`` the 0-based data row (as validate numbers a file's rows, the
+    header not counted): an error is yielded, not raised, so the caller decides whether the stream
+    goes on. An error without a row (a header naming no ``column``) stops it in any mode.
+
+    With ``resends`` (a network feed, which may send again after a reconnect what it sent before
+    the drop) a row whose timestamp is not after the last good row's is a :class:`Resent`, not a
+    bad line, and the header line sent again is passed over.
     """
 
-    def __init__(self, column: str, log: bool, source: str = "<stdin>"):
-        self.column, self.log, self.source = column, log, source
+    def __init__(self, column: str, log: bool, source: str = "<stdin>", dtype: np.dtype = np.dtype(np.float32),
+                 *, resends: bool = False):
+        self.column, self.log, self.source, self.dtype = column, log, source, np.dtype(dtype)
+        self.resends = resends
         self.header: list[str] | None = None
+        self.header_names: list[str] | None = None  # the header line's fields as sent
         self.key = column  # the value's key in a record
-        self.rename: dict[str, str] = self._validated_as(["timestamp", column], column)
+        self.renames: dict[tuple[str, ...], dict[str, str]] = {}  # per layout of a record: see _renamed
         self.previous: dict[str, Any] | None = None  # the last good record
+        self.previous_stamp: Any = None  # its timestamp as sent (None: it had none)
+        self.seeded = False  # previous is a snapshot's last row (resume_after), not a line of this input
         self.rows = 0  # data rows seen (0-based row of the next one, as validate numbers a file's)
         self.first = True
+
+    def resume_after(self, timestamp: Any, value: float) -> None:
+        """Take the row a snapshot ended at as the last good one: with ``resends``, what the feed
+        sends again from before it (a server replaying after the restart) is then skipped too."""
+        self.previous, self.previous_stamp = {"timestamp": timestamp, self.column: repr(value)}, timestamp
+        self.seeded = True
 
     @staticmethod
     def _validated_as(names: list[str], key: str) -> dict[str, str]:
@@ -88,7 +119,7 @@ class _Lines:
         known = frame_kind(probe) == "market" or state_columns(probe)
         return {} if known or "x0" in names else {key: "x0"}
 
-    def __call__(self, lines: Iterable[str]) -> Iterator[tuple[int, Any, float | DataError]]:
+    def __call__(self, lines: Iterable[str]) -> Iterator[tuple[int | None, int, Any, float | DataError | Resent]]:
         for number, line in enumerate(lines, start=1):
             text = line.strip()
             if not text:
@@ -96,18 +127,48 @@ class _Lines:
             try:
                 parsed = self._parse(number, text)
             except DataError as error:
-                yield number, None, error
+                yield error.row, number, None, error
+                continue
+            except Resent as resent:
+                yield resent.row, number, resent.timestamp, resent
                 continue
             if parsed is not None:
-                yield number, *parsed
+                yield parsed[0], number, *parsed[1:]
 
-    def _parse(self, number: int, text: str) -> tuple[Any, float] | None:
+    def _parse(self, number: int, text: str) -> tuple[int, Any, float] | None:
         first, self.first = self.first, False
         row = self.rows
         if "\ufffd" in text:  # what the reader put where a byte was not UTF-8
             self.rows += 1
             raise FileFormatError("not UTF-8 text (an undecodable byte)", source=self.source, row=row, line=number,
                                   rule="UTF-8 text")
+        if text.startswith("{"):
+            self.rows += 1
+            record, key = self._json_record(text, row, number)
+        else:
+            record, key = self._csv_record(first, row, number, text), self.key
+            if record is None:
+                return None
+        stamp = record.get("timestamp")
+        if stamp is None:
+            record["timestamp"] = row
+        value = partial(_value, row=row, line=number, column=self.column, log=self.log, source=self.source,
+                        dtype=self.dtype)
+        if self.seeded and stamp is None:  # rows without timestamps cannot be ordered after the snapshot's
+            self.previous, self.seeded = None, False
+        if self.previous is not None and (stamp is None) != (self.previous_stamp is None):
+            # The row number standing in for a missing timestamp cannot be ordered against a date.
+            value(record[key])  # a line that is no value at all is reported as that first
+            raise MissingColumnError(f"{'no' if stamp is None else 'a'} timestamp, where the rows before had"
+                                     f" {'one' if stamp is None else 'none'}", source=self.source, row=row,
+                                     line=number, column="timestamp", rule="every row timestamped, or none")
+        self._validate(record, row, number, key)
+        observed = value(record[key])
+        self.previous, self.previous_stamp, self.seeded = record, stamp, False
+        return row, stamp, observed
+
+    def _csv_record(self, first: bool, row: int, number: int, text: str) -> dict[str, Any] | None:
+        """A CSV line as a record under the header's names, or None for a header line."""
         try:
             fields = next(csv.reader([text]))
         except csv.Error as error:
@@ -116,6 +177,8 @@ class _Lines:
                                   source=self.source, row=row, line=number, rule="readable CSV row") from None
         if first and self._read_header(number, fields):
             return None
+        if self.resends and self.header_names == [field.strip() for field in fields]:
+            return None  # the header again: a feed starts each connection with it
         self.rows += 1
         if self.header is None:
             if len(fields) > 1:
@@ -123,48 +186,119 @@ class _Lines:
                     f"{len(fields)} fields and no header naming them: start the feed with a header line naming"
                     f" {self.column!r} (e.g. Date,{self.column}), or send one value per line",
                     source=self.source, row=row, line=number, rule="a header names the fields of a row")
-            record: dict[str, Any] = {"timestamp": row, self.column: fields[0]}
-            stamp = None
-        else:
-            if len(fields) != len(self.header):
-                raise FileFormatError(f"{len(fields)} fields; the header has {len(self.header)}",
-                                      source=self.source, row=row, line=number, rule="as many fields as the header")
-            record = dict(zip(self.header, fields))
-            stamp = record.get("timestamp")
-            if stamp is None:
-                record["timestamp"] = row
-        self._validate(record, row, number)
-        value = _value(record[self.key], row=row, line=number, column=self.column, log=self.log, source=self.source)
-        self.previous = record
-        return stamp, value
+            return {self.column: fields[0]}
+        if len(fields) != len(self.header):
+            raise FileFormatError(f"{len(fields)} fields; the header has {len(self.header)}",
+                                  source=self.source, row=row, line=number, rule="as many fields as the header")
+        return dict(zip(self.header, fields))
+
+    def _json_record(self, text: str, row: int, number: int) -> tuple[dict[str, Any], str]:
+        """A JSON object line as a record under canonical names, and the key of ``column`` in it."""
+        where = {"source": self.source, "row": row, "line": number}
+        try:
+            # Numbers as text, as a CSV field is: validate reads both alike, and an integer too large
+            # for a float is then out of range, not an OverflowError.
+            parsed = json.loads(text, parse_int=str, parse_float=str, parse_constant=str)
+        except (json.JSONDecodeError, RecursionError) as error:
+            raise FileFormatError(f"not a readable JSON object ({error}; the line has {len(text)} characters)",
+                                  rule="readable JSON object", **where) from None
+        if not isinstance(parsed, dict):
+            raise FileFormatError(f"a JSON {type(parsed).__name__}, not an object of named fields",
+                                  rule="readable JSON object", **where)
+        names = [str(name).strip() for name in parsed]
+        try:
+            canonical = [str(c) for c in canonical_columns(pd.DataFrame(columns=names), self.source).columns]
+        except DataError as error:  # e.g. two names of one column: this line's fault, not the stream's
+            raise FileFormatError(error.detail, rule=error.rule, **where) from None
+        key = self._key_in(names, canonical)
+        if key is None:
+            raise MissingColumnError(f"the object has no {self.column!r} (its names: {', '.join(names)})",
+                                     rule="required columns", **where)
+        nested = [name for name, value in parsed.items() if isinstance(value, (dict, list))]
+        if nested:
+            raise NonNumericError(f"{nested[0]!r} holds a JSON {type(parsed[nested[0]]).__name__}, not a value",
+                                  column=nested[0], **where)
+        return dict(zip(canonical, parsed.values())), key
+
+    def _key_in(self, names: list[str], canonical: list[str]) -> str | None:
+        """The canonical name ``column`` has among ``names`` (as sent), or None."""
+        if self.column in canonical:
+            return self.column
+        lowered = [name.lower() for name in names]
+        if self.column in lowered:
+            return canonical[lowered.index(self.column)]
+        return None
 
     def _read_header(self, number: int, fields: list[str]) -> bool:
         names = [field.strip() for field in fields]
         canonical = [str(c) for c in canonical_columns(pd.DataFrame(columns=names), self.source).columns]
-        lowered = [name.lower() for name in names]
-        if self.column in canonical:
-            self.key = self.column
-        elif self.column in lowered:
-            self.key = canonical[lowered.index(self.column)]
+        key = self._key_in(names, canonical)
+        if key is not None:
+            self.key = key
         else:
             if len(names) > 1 and not any(_is_number(name) for name in names):
                 raise MissingColumnError(
                     f"line {number} is a header ({', '.join(names)}) without the column {self.column!r};"
                     " choose one with --column", source=self.source, rule="required columns")
             return False
-        self.header = canonical
-        self.rename = self._validated_as(canonical, self.key)
+        self.header, self.header_names = canonical, names
         return True
 
-    def _validate(self, record: dict[str, Any], row: int, line: int) -> None:
-        records = [r for r in (self.previous, record) if r is not None]
+    def _validate(self, record: dict[str, Any], row: int, line: int, key: str | None = None) -> None:
+        """``record`` by the rules of a file's rows, beside the last good record (timestamp order).
+
+        Raises:
+            DataError: a rule broken, naming the row, the line and the column.
+            Resent: (``resends``) the timestamp is not after the last good record's.
+        """
+        key = self.key if key is None else key
+        previous = self.previous
+        if previous is None or list(previous) == list(record):
+            self._check([r for r in (previous, record) if r is not None], row, line, self._renamed(record, key))
+            return
+        # Two layouts (a CSV row after a JSON object, objects of other names): the record's own
+        # rules, then the order over the names both have.
+        self._check([record], row, line, self._renamed(record, key))
+        shared = [name for name in ("timestamp", key) if name in previous]
+        pair = [{name: r[name] for name in shared} for r in (previous, record)]
+        self._check(pair, row, line, self._validated_as(shared, key))
+
+    def _renamed(self, record: dict[str, Any], key: str) -> dict[str, str]:
+        """:meth:`_validated_as` for ``record``'s names, worked out once per layout (it builds a frame)."""
+        layout = (*record, key)
+        if layout not in self.renames:
+            self.renames[layout] = self._validated_as(list(record), key)
+        return self.renames[layout]
+
+    def _check(self, records: list[dict[str, Any]], row: int, line: int, rename: dict[str, str]) -> None:
         try:
-            validate(pd.DataFrame(records).rename(columns=self.rename), self.source)
+            validate(pd.DataFrame(records).rename(columns=rename), self.source)
+        except TimestampOrderError as error:
+            if not self.resends or len(records) < 2:
+                self._reraise(error, row, line, rename)
+            raise Resent(row, records[-1]["timestamp"]) from None
         except DataError as error:
-            back = {v: k for k, v in self.rename.items()}
-            column = back.get(error.column, error.column) if error.column is not None else None
-            raise type(error)(error.detail, source=self.source, row=row, line=line, column=column,
-                              rule=error.rule) from None
+            self._reraise(error, row, line, rename)
+
+    def _reraise(self, error: DataError, row: int, line: int, rename: dict[str, str]) -> None:
+        """``error`` again, numbered as the stream's row and line, under the name the feed used."""
+        back = {v: k for k, v in rename.items()}
+        column = back.get(error.column, error.column) if error.column is not None else None
+        raise type(error)(error.detail, source=self.source, row=row, line=line, column=column,
+                          rule=error.rule) from None
+
+
+class Resent(Exception):  # noqa: N818 - an event of a feed, not an error: raised only to leave _parse
+    """A row a feed sent again: its timestamp is not after the last good row's (see :class:`_Lines`).
+
+    Attributes:
+        row: its 0-based data row in the input.
+        timestamp: its timestamp as sent.
+    """
+
+    def __init__(self, row: int, timestamp: Any):
+        super().__init__(f"row {row}: timestamp {timestamp} is not after the last one streamed (sent again)")
+        self.row, self.timestamp = row, timestamp
 
 
 def _is_number(text: str) -> bool:
@@ -175,8 +309,10 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _value(text: Any, *, row: int, line: int, column: str, log: bool, source: str) -> float:
-    """``text`` as a float the predictor can take in float32, or the rule it breaks."""
+def _value(text: Any, *, row: int, line: int, column: str, log: bool, source: str,
+           dtype: np.dtype = np.dtype(np.float32)) -> float:
+    """``text`` as a float the predictor can take in ``dtype`` (its state's), or the rule it breaks."""
+    name = np.dtype(dtype).name
     where = {"source": source, "row": row, "line": line, "column": column}
     try:
         value = float(text)
@@ -184,31 +320,52 @@ def _value(text: Any, *, row: int, line: int, column: str, log: bool, source: st
         raise NonNumericError(f"{text!r} is not a number", **where) from None
     if not np.isfinite(value):
         raise NonFiniteError(f"value {text!r} is NaN or infinite", **where)
-    if abs(value) > _FLOAT32_MAX:
-        raise NonFiniteError(f"{value!r} is beyond float32's largest value {_FLOAT32_MAX!r} (the predictor"
-                             " computes in float32)", rule="representable in float32", **where)
+    largest = float(np.finfo(dtype).max)
+    if abs(value) > largest:
+        raise NonFiniteError(f"{value!r} is beyond {name}'s largest value {largest!r} (the predictor"
+                             f" computes in {name})", rule=f"representable in {name}", **where)
     if log and value <= 0:
         raise NonPositivePriceError(f"{value:g} <= 0 cannot take log increments", **where)
-    if log and np.float32(value) == 0:
-        raise NonPositivePriceError(f"{value:g} > 0 rounds to 0 in float32 (the predictor computes in float32)",
-                                    rule="representable in float32", **where)
+    if log and np.asarray(value, dtype) == 0:
+        raise NonPositivePriceError(f"{value:g} > 0 rounds to 0 in {name} (the predictor computes in {name})",
+                                    rule=f"representable in {name}", **where)
     return value
 
 
-def _series_items(values: np.ndarray, stamps: list[Any], first: int, column: str, log: bool
-                  ) -> Iterator[tuple[int, Any, float | DataError]]:
-    """``(line, timestamp, value or DataError)`` per element of a series, from ``first``."""
+def _series_items(values: np.ndarray, stamps: list[Any], first: int, column: str, log: bool,
+                  dtype: np.dtype = np.dtype(np.float32)) -> Iterator[tuple[int, None, Any, float | DataError]]:
+    """``(row, None, timestamp, value or DataError)`` per element of a series, from ``first``: the
+    shape of :class:`_Lines`' items; a series has rows, not lines."""
     for i in range(first, len(values)):
         try:
-            yield i + 1, stamps[i], _value(values[i], row=i, line=i + 1, column=column, log=log, source="<series>")
+            yield i, None, stamps[i], _value(values[i], row=i, line=None, column=column, log=log, source="<series>",
+                                             dtype=dtype)
         except DataError as error:
-            yield i + 1, stamps[i], error
+            yield i, None, stamps[i], error
 
 
-STREAM_TELEMETRY_COLUMNS = (*TELEMETRY_COLUMNS, "line", "timestamp")
-"""The columns of a stream's telemetry row."""
-PREDICTION_COLUMNS = ("line", "timestamp", "observed", "previous", "prediction_next", "q10_next", "q90_next", "warm")
-"""The columns of a prediction row (with calibration, ``level_q10`` and ``level_q90`` follow)."""
+STREAM_TELEMETRY_COLUMNS = (*TELEMETRY_COLUMNS, "row", "line", "timestamp")
+"""The columns of a stream's telemetry row (``row``, ``line``, ``timestamp`` as in a prediction row)."""
+PREDICTION_COLUMNS = ("row", "line", "timestamp", "observed", "previous", "prediction_next", "0.1", "0.9", "warm")
+"""The columns of a prediction row, one per observation after the first:
+
+- ``row``: the observation's 0-based data row (as :func:`chaosfm.data.validate` numbers rows in
+  its errors): the position in the streamed series of a file or dataset (one asset, after
+  ``--length``); on stdin or a feed, the data lines read so far (header not counted, bad lines
+  counted).
+- ``line``: its 1-based line in the text read (stdin, a feed; the header counts), empty for a
+  file or dataset: a loaded frame's rows are no longer its file's lines (a Parquet file or a
+  built-in dataset has none; a repair may sort or drop rows).
+- ``timestamp``: as read (empty when the input has none).
+- ``observed``, ``previous``: this observation and the one before it.
+- ``prediction_next``: the mean of the predictor's one-step samples of the next observation.
+- ``0.1``, ``0.9``: their 10% and 90% quantiles, named as ``chaosfm forecast`` names quantile
+  columns (``forecasts.parquet``, Chronos' ``predict_df``).
+- ``warm``: whether the predictor was past its warm-up period (only warm rows are scored).
+
+With calibration (``calibration_gamma``), ``level_0.1`` and ``level_0.9`` follow: the levels the
+samples were read at to give ``0.1`` and ``0.9``.
+"""
 
 
 class StreamResult(NamedTuple):
@@ -242,6 +399,9 @@ def run_stream(
     on_bad_line: Callable[[DataError], None] | None = None,
     on_ready: Callable[[dict[str, Any]], None] | None = None,
     metrics_server: MetricsServer | None = None,
+    source: str | None = None,
+    resends: bool = False,
+    on_resent: Callable[[Resent], None] | None = None,
 ) -> StreamResult:
     """Run the predictor over ``series`` or ``lines``; return the metrics and the rows.
 
@@ -258,6 +418,13 @@ def run_stream(
             ``startup_seconds``, ``metrics_url``, ``compilation_cache`` and ``restored_from``.
         metrics_server: serve the telemetry on this :class:`MetricsServer` (left open); by
             default one is started on ``config.metrics_port`` (if set) and closed at the end.
+        source: the name of ``lines`` in errors (default ``<stdin>``; a feed's URL).
+        resends: ``lines`` come from a feed that may send rows again after a reconnect: a row
+            whose timestamp is not after the last good row's is skipped as sent again (counted in
+            ``metrics["resent_lines"]``, passed to ``on_resent``; the predictor is not stepped),
+            not reported as a bad line, and a header line sent again is passed over. With
+            ``config.restore`` the snapshot's last row counts as the last good one.
+        on_resent: called with the :class:`Resent` of every row skipped as sent again.
 
     With ``config.restore`` the run continues from a snapshot: the predictor state, its PRNG keys
     and the last prediction (scored against the first new value) come from the file, and a
@@ -276,38 +443,53 @@ def run_stream(
         cache, ``"exported"`` traced and written to it, ``"loaded"`` from it).
 
     Raises:
-        SnapshotError: ``config.restore`` is damaged, of another format, or of another config.
+        SnapshotError: ``config.restore`` is damaged, of another format, of another config, or of
+            another float dtype than this process computes in.
+        ValueError: ``config.x64`` is set but JAX's x64 is off in this process.
     """
     begin = time.perf_counter()
     if (series is None) == (lines is None):
         raise ValueError("give exactly one of series= and lines=")
+    if config.x64 and not jax.config.jax_enable_x64:
+        # Switching it on here would change every array the caller makes from now on: the caller
+        # (the job) decides, before it creates any.
+        raise ValueError("x64 is set but JAX computes in float32 here: call chaosfm._config.enable_x64(True)"
+                         " (or set CHAOSFM_X64=1) before creating any array")
     with deterministic_mode(config.deterministic):
-        return _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready, metrics_server, begin)
+        return _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready, metrics_server, begin,
+                    source=source, resends=resends, on_resent=on_resent)
 
 
-def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready, server, begin):
+def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready, server, begin, *, source,
+         resends, on_resent):
     predictor_config = config.predictor
     log = predictor_config.increments == "log"
     cache = enable_compilation_cache(compilation_cache_dir(config.cache_dir)) if config.compilation_cache else None
     restored = _restore(config) if config.restore is not None else None
     key = jax.random.key(config.seed, impl=PRNG_IMPL if config.deterministic else None)
     key, key_init, key_warm = jax.random.split(key, 3)
-    # Exported programs live beside the compilation cache: with both, a restart neither traces
-    # nor compiles (_export.py).
-    step = packed_step(predictor_config, export_dir=cache / "exports" if cache is not None else None)
-    compiling = (warm_up(step, predictor_config, key=key_warm, codec=config.snapshot is not None)
-                 if config.warm_up else None)
+    # A cold start compiles for tens of seconds (docs/predictor.md): say so rather than sit silent.
+    with compiling("the online predictor"):
+        # Exported programs live beside the compilation cache: with both, a restart neither traces
+        # nor compiles (_export.py).
+        step = packed_step(predictor_config, export_dir=cache / "exports" if cache is not None else None)
+        training_compile = (warm_up(step, predictor_config, key=key_warm, codec=config.snapshot is not None)
+                            if config.warm_up else None)
 
-    source = "<stdin>" if lines is not None else "<series>"
+    source = source or "<stdin>"
     if series is not None:
         values = np.asarray(series, dtype=np.float64).ravel()
         stamps = list(timestamps) if timestamps is not None else [None] * len(values)
         if len(stamps) != len(values):
             raise ValueError(f"{len(stamps)} timestamps for {len(values)} values")
         first = _resume_position(config.restore, restored.stream, stamps) if restored is not None else 0
-        items = _series_items(values, stamps, first, config.column, log)
+        items = progress(_series_items(values, stamps, first, config.column, log, step.dtype), "streaming",
+                         total=len(values) - first)
     else:
-        items = _Lines(config.column.lower(), log, source)(lines)
+        parser = _Lines(config.column.lower(), log, source, step.dtype, resends=resends)
+        if resends and restored is not None and restored.stream.timestamp is not None:
+            parser.resume_after(restored.stream.timestamp, restored.stream.previous_value)
+        items = parser(lines)
 
     state = None
     started, count, previous_value, previous_samples = False, 0, None, None
@@ -317,25 +499,25 @@ def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready
     carried: list[dict[str, Any]] = []  # the restored last prediction: scored, not rewritten
     last_line, last_stamp = 0, None
     if restored is not None:
-        progress = restored.stream
+        resumed = restored.stream
         state = step.pack(restored.state)
-        started, count, key_warm = progress.started, progress.steps, progress.key
-        previous_value, previous_samples = progress.previous_value, progress.previous_samples
-        carried = [progress.last_prediction] if progress.last_prediction is not None else []
-        last_line, last_stamp = progress.line, progress.timestamp
-        if aci is not None and progress.calibration_levels is not None:
-            aci = aci._replace(levels=np.asarray(progress.calibration_levels, np.float64).reshape(aci.levels.shape))
-            previous_quantiles = progress.previous_quantiles
+        started, count, key_warm = resumed.started, resumed.steps, resumed.key
+        previous_value, previous_samples = resumed.previous_value, resumed.previous_samples
+        carried = [resumed.last_prediction] if resumed.last_prediction is not None else []
+        last_line, last_stamp = resumed.line, resumed.timestamp
+        if aci is not None and resumed.calibration_levels is not None:
+            aci = aci._replace(levels=np.asarray(resumed.calibration_levels, np.float64).reshape(aci.levels.shape))
+            previous_quantiles = resumed.previous_quantiles
 
     def save() -> None:
-        progress = StreamProgress(
+        position = StreamProgress(
             line=last_line, timestamp=last_stamp, steps=count, started=started, key=key_warm,
             previous_value=previous_value, previous_samples=previous_samples,
             last_prediction=(carried + prediction_rows)[-1] if carried or prediction_rows else None,
             calibration_levels=None if aci is None else aci.levels.reshape(-1),
             previous_quantiles=previous_quantiles,
         )
-        save_snapshot(step.unpack(state), config.snapshot, config=predictor_config, stream=progress)
+        save_snapshot(step.unpack(state), config.snapshot, config=predictor_config, stream=position)
 
     own_server = server is None and config.metrics_port is not None
     if own_server:
@@ -354,32 +536,40 @@ def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready
     telemetry_rows: list[dict[str, Any]] = []
     sample_rows: list[np.ndarray] = []
     bad_lines: list[dict[str, Any]] = []
+    resent_lines = 0
     snapshots = 0
     pending: DataError | None = None
     interrupted = False
     try:
         try:
-            for line, stamp, value in items:
+            for data_row, line, stamp, value in items:
+                if isinstance(value, Resent):  # nothing is missing: the predictor already saw this row
+                    resent_lines += 1
+                    if on_resent is not None:
+                        on_resent(value)
+                    continue
                 if isinstance(value, DataError):
                     error = value
                     if config.on_bad_line == "raise" or error.row is None:  # no row: the header, nothing to skip
                         pending = error
                         break
-                    bad_lines.append({"line": line, "error": str(error)})
+                    bad_lines.append({"row": data_row, "line": line, "error": str(error)})
                     if on_bad_line is not None:
                         on_bad_line(error)
                     if state is not None:
                         # A missing observation: the step keeps the state but counts it towards
                         # degraded_inference (shown on the next good line's telemetry row).
-                        _, state = step(state, np.float32(np.nan))
+                        _, state = step(state, step.value(np.nan))
                     continue
-                last_line, last_stamp = line, None if stamp is None else str(stamp)
+                # A snapshot's ``line`` is where a restore resumes: rows done of a series, the last
+                # line read of a feed.
+                last_line, last_stamp = data_row + 1 if line is None else line, None if stamp is None else str(stamp)
                 if state is None:
-                    state = step.init(np.float32(value), key_init)
+                    state = step.init(step.value(value), key_init)
                     previous_value = value
                     continue
                 start = time.perf_counter()
-                packed_out, state = step(state, np.float32(value))
+                packed_out, state = step(state, step.value(value))
                 out = step.output(packed_out)  # one host copy of two small vectors
                 wall = time.perf_counter() - start
                 count += 1
@@ -387,7 +577,7 @@ def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready
                     state = step.warm_start(state, key_warm)
                     started = True
                 row = telemetry_record(count, out, value, wall)
-                row["line"], row["timestamp"] = line, stamp  # as STREAM_TELEMETRY_COLUMNS
+                row["row"], row["line"], row["timestamp"] = data_row, line, stamp  # as STREAM_TELEMETRY_COLUMNS
                 telemetry_rows.append(row)
                 if server is not None:
                     server.observe(row)
@@ -397,12 +587,12 @@ def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready
                         aci = aci_update(aci, 0, np.array([value]), previous_quantiles[None, None], np.ones(1), (gamma,))
                     samples, previous_quantiles = aci_samples(samples, aci.levels[0, 0, 0])
                 prediction = dict(zip(PREDICTION_COLUMNS, (
-                    line, stamp, value, previous_value, float(out.prediction), float(np.quantile(samples, 0.1)),
-                    float(np.quantile(samples, 0.9)), bool(out.warm))))
-                if aci is not None:  # the levels q10_next and q90_next were read at
+                    data_row, line, stamp, value, previous_value, float(out.prediction),
+                    float(np.quantile(samples, 0.1)), float(np.quantile(samples, 0.9)), bool(out.warm))))
+                if aci is not None:  # the levels the 0.1 and 0.9 columns were read at
                     grid = list(ACI_LEVELS)
-                    prediction["level_q10"] = float(aci.levels[0, 0, 0, grid.index(0.1)])
-                    prediction["level_q90"] = float(aci.levels[0, 0, 0, grid.index(0.9)])
+                    prediction["level_0.1"] = float(aci.levels[0, 0, 0, grid.index(0.1)])
+                    prediction["level_0.9"] = float(aci.levels[0, 0, 0, grid.index(0.9)])
                 if previous_samples is not None:  # before the row: an interrupt between them leaves both usable
                     sample_rows.append(previous_samples)
                 prediction_rows.append(prediction)
@@ -424,14 +614,17 @@ def _run(config, series, timestamps, lines, on_prediction, on_bad_line, on_ready
 
     metrics = _metrics(carried + prediction_rows, telemetry_rows, sample_rows, predictor_config.warmup, log)
     metrics["bad_lines"] = bad_lines
+    metrics["resent_lines"] = resent_lines
     metrics["observations"] = len(prediction_rows) + (state is not None and restored is None)
     metrics["startup_seconds"] = startup_seconds
     metrics["first_step_ms"] = telemetry_rows[0]["step_seconds"] * 1e3 if telemetry_rows else None
     metrics.update({k: v for k, v in ready.items() if k != "startup_seconds"})
     metrics["deterministic"] = config.deterministic
+    metrics["x64"] = step.dtype == np.float64  # what the run computed in, asked for or not
+    metrics["dtype"] = step.dtype.name
     metrics["snapshots_written"] = snapshots
-    if compiling is not None:  # a short stream may end before the background compile does
-        compiling.join()
+    if training_compile is not None:  # a short stream may end before the background compile does
+        training_compile.join()
     metrics["programs"] = dict(step.status)  # per program: traced, exported (written) or loaded
     metrics["interrupted"] = interrupted
     return StreamResult(nan_to_none(metrics), prediction_rows, telemetry_rows, pending, interrupted)

@@ -1,10 +1,8 @@
-"""Telemetry: one flat record per step, the CSV it goes to, and the telemetry plot."""
+"""Telemetry: one flat record per step and the CSV it goes to (``chaosfm.report.stream_telemetry``
+draws it)."""
 
 from __future__ import annotations
 
-import io
-
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -48,38 +46,3 @@ def telemetry_record(step: int, out: PredictorOutput, observed: float, wall_time
     row["refreshed"] = "+".join(p for j, p in enumerate(SLOW_PARTS) if int(out.refreshed) >> j & 1)
     row["step_seconds"] = float(wall_time)
     return row
-
-
-def telemetry_png(rows: Sequence[dict[str, Any]]) -> bytes:
-    """Price, Hölder exponent, CUSUM against its threshold and the kernel weights over time (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = np.array([r["step"] for r in rows])
-    fig, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
-    axes[0].plot(steps, [r["observed"] for r in rows], lw=0.8, label="observed")
-    axes[0].plot(steps, [r["prediction"] for r in rows], lw=0.8, alpha=0.7, label="prediction (made a step before)")
-    alarms = [r["step"] for r in rows if r["regime_change"]]
-    for s in alarms:
-        axes[0].axvline(s, color="red", lw=0.5, alpha=0.5)
-    axes[0].set_ylabel("value")
-    axes[0].legend(loc="upper left", fontsize=8)
-    axes[1].plot(steps, [r["hoelder"] for r in rows], lw=0.8)
-    axes[1].set_ylabel("Hölder h")
-    axes[2].plot(steps, [r["cusum_statistic"] for r in rows], lw=0.8, label="CUSUM")
-    axes[2].plot(steps, [r["cusum_threshold"] for r in rows], lw=0.8, label="threshold")
-    axes[2].legend(loc="upper left", fontsize=8)
-    axes[2].set_ylabel("error units")
-    weights = np.array([[r[f"weight_{k}"] for k in KERNELS] for r in rows])
-    axes[3].stackplot(steps, weights.T, labels=KERNELS)
-    axes[3].set_ylim(0, 1)
-    axes[3].set_ylabel("weights")
-    axes[3].legend(loc="upper left", fontsize=8, ncol=4)
-    axes[3].set_xlabel("step")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()

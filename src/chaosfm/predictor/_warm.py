@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import jax
-import numpy as np
 from jax.experimental.compilation_cache import compilation_cache
 
 # CACHE_DIR_ENV and compilation_cache_dir: re-exported, chaosfm.predictor imports them from here.
@@ -98,7 +97,7 @@ def warm_up(
         The thread compiling the warm start's training, or None (compiled already, or no training).
     """
     # The state init makes from a zero: the step then sees arrays exactly like the real ones.
-    packed_out, packed = step(step.init(np.float32(0.0), key), np.float32(0.0))
+    packed_out, packed = step(step.init(step.value(0.0), key), step.value(0.0))
     step.output(packed_out)
     if codec:
         jax.block_until_ready(step.pack(step.unpack(packed)))

@@ -1,4 +1,9 @@
-"""One self-contained ``report.html``: data, fan charts, scores per class, the leakage gap."""
+"""One self-contained ``report.html``: data, fan charts, scores per class, the leakage gap, the
+score over time against the random walk, and a glossary.
+
+A part with nothing to show (a class no model has a window of, a leakage gap no model can
+estimate) is left out with one line saying why, never drawn as a table of dashes.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +21,19 @@ from chaosfm import __version__
 from chaosfm._artifacts import atomic_write_text, machine
 from chaosfm.evaluate import COVERAGE_TARGETS, reliability
 from chaosfm.report import _plots
+from chaosfm.report._glossary import glossary_section, term
 
 _STYLE = """
-body{font-family:system-ui,-apple-system,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+body{font-family:system-ui,-apple-system,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0;display:block;max-width:100%;overflow-x:auto}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right}
-th{background:#f4f4f4}td.name{text-align:left;font-weight:600}
-.best{background:#e3f2e1}.note{color:#555;font-size:.9em}img{max-width:100%}
+th{background:#f4f4f4}th a{color:inherit}th.text,td.text{text-align:left}
+td.name{text-align:left;font-weight:600}
+.ci{color:#666;font-size:.85em}
+.best{background:#e3f2e1}.note{color:#555;font-size:.9em}.omitted{color:#555;font-style:italic}
+img{max-width:100%;height:auto;display:block;margin:.4em 0}
+dt{font-weight:600;margin-top:.4em}dd{margin-left:1.5em}
 """
 
 
@@ -39,11 +49,30 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _interval(value: Any, low: Any, high: Any) -> str:
+    """A cell's value with its interval on a second, smaller line (keeps wide tables narrow)."""
+    return f'{_fmt(value)}<br><span class="ci">[{_fmt(low)}, {_fmt(high)}]</span>'
+
+
+def _with_values(rows: Mapping[str, Mapping[str, Any]], metrics: Sequence[str]) -> list[str]:
+    """The metrics of ``metrics`` that some row of ``rows`` (``{model: {metric: value}}``) has a value of."""
+    return [m for m in metrics if any(row.get(m) is not None for row in rows.values())]
+
+
+def _empty_columns_note(metrics: Sequence[str], shown: Sequence[str]) -> str:
+    """One line naming the scores left out of a table because no model has a value of them."""
+    missing = [m for m in metrics if m not in shown]
+    if not missing:
+        return ""
+    return (f'<p class="note">Not shown, no value on these windows: {html.escape(", ".join(missing))} '
+            "(undefined on every window, e.g. VPT without a Lyapunov exponent).</p>")
+
+
 def _class_table(compared: Mapping[str, Any], metrics: Sequence[str], higher: set[str]) -> str:
     """Models side by side on the windows of one class they all scored (``Results.compared``);
-    ``windows`` is each model's own count of the class."""
+    ``windows`` is each model's own count of the class. ``metrics`` are the columns shown."""
     models = compared["models"]
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    head = "".join(f"<th>{term(m)}</th>" for m in metrics)
     best: dict[str, float] = {}
     for metric in metrics:
         values = [m.get(metric) for m in models.values()]
@@ -55,6 +84,8 @@ def _class_table(compared: Mapping[str, Any], metrics: Sequence[str], higher: se
                 best[metric] = max(values) if metric in higher else min(values)
     body = []
     for name, entry in models.items():
+        if not compared["windows"][name]:
+            continue  # no window of the class: windows_differ names it, a row of dashes would not
         cells = []
         for metric in metrics:
             value = entry.get(metric)
@@ -65,19 +96,69 @@ def _class_table(compared: Mapping[str, Any], metrics: Sequence[str], higher: se
     return f"<table><tr><th>model</th><th>windows</th>{head}</tr>{''.join(body)}</table>"
 
 
-def _gap_table(models: Mapping[str, Any], metrics: Sequence[str]) -> str:
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+_NO_WINDOWS = {
+    "within_pretrain": "no upstream artifact (tokenizer, pretrained encoder) of any model saw a scored "
+                       "window; baselines have none",
+    "in_sample": "no model was scored on rows it was fitted on",
+    "fresh": "every window after the cutoff fell in the embargo",
+}
+"""Why a class has no window at all, per class."""
+
+
+def _class_part(compared: Mapping[str, Any], window_class: str, metrics: Sequence[str], higher: set[str],
+                score_in_sample: bool = True) -> list[str]:
+    """The comparison table of one class, or one line saying why there is none."""
+    own = compared["windows"]
+    if not any(own.values()):
+        why = _NO_WINDOWS[window_class]
+        if window_class == "in_sample" and not score_in_sample:
+            why = "protocol.score_in_sample is false, so windows a model fitted on are not scored"
+        return [f'<p class="omitted">No {window_class} windows: {why}.</p>']
+    if not compared["n_windows"]:
+        counts = ", ".join(f"{model} {n}" for model, n in own.items())
+        return [f'<p class="omitted">No {window_class} table: no window of the class was scored by every model '
+                f"({html.escape(counts)}); each model's means over its own windows are in metrics.json "
+                "(models).</p>"]
+    shown = _with_values(compared["models"], metrics)
+    if not shown:
+        return [f'<p class="omitted">No {window_class} table: no score has a finite value on the '
+                f'{compared["n_windows"]} windows every model scored.</p>']
+    parts = [f"<h3>Scores: {window_class}, {compared_heading(compared)}</h3>"]
+    differ = windows_differ(compared)
+    if differ:
+        parts.append(f'<p class="note">{html.escape(differ)}</p>')
+    parts.append(_class_table(compared, shown, higher))
+    note = _empty_columns_note(metrics, shown)
+    return [*parts, note] if note else parts
+
+
+def _gap_part(models: Mapping[str, Any], metrics: Sequence[str]) -> list[str]:
+    """The leakage gap of every model that has one, or one line saying why no model has."""
+    gaps = {name: {m: summary["leakage_gap"][m]["value"] for m in metrics} for name, summary in models.items()}
+    estimable = {name: row for name, row in gaps.items() if any(v is not None for v in row.values())}
+    if not estimable:
+        most = {c: max((s[c]["n_windows"] for s in models.values()), default=0) for c in ("fresh", "within_pretrain")}
+        return [f'<p class="omitted">No leakage gap (fresh − within_pretrain): it needs two or more windows of '
+                f"both classes for one model, and the most any model has is {most['within_pretrain']} "
+                f"within_pretrain and {most['fresh']} fresh.</p>"]
+    shown = _with_values(estimable, metrics)
+    head = "".join(f"<th>{term(m)}</th>" for m in shown)
     body = []
-    for name, summary in models.items():
+    for name in estimable:
         cells = []
-        for metric in metrics:
-            gap = summary["leakage_gap"][metric]
-            if gap["value"] is None:
-                cells.append("<td>–</td>")
-            else:
-                cells.append(f"<td>{gap['value']:.4g} [{gap['ci_low']:.4g}, {gap['ci_high']:.4g}]</td>")
+        for metric in shown:
+            gap = models[name]["leakage_gap"][metric]
+            cells.append("<td>–</td>" if gap["value"] is None else
+                         f"<td>{_interval(gap['value'], gap['ci_low'], gap['ci_high'])}</td>")
         body.append(f'<tr><td class="name">{html.escape(name)}</td>{"".join(cells)}</tr>')
-    return f"<table><tr><th>model</th>{head}</tr>{''.join(body)}</table>"
+    left_out = [name for name in gaps if name not in estimable]
+    note = ("A dash: one of the two classes has fewer than two windows with a value, so the gap is not "
+            "estimable and is not filled in.")
+    if left_out:
+        note += f" Not estimable for any score, so not shown: {', '.join(left_out)}."
+    return ["<h3>Leakage gap (fresh − within_pretrain), 95% bootstrap interval</h3>",
+            f'<p class="note">{html.escape(note)}</p>',
+            f"<table><tr><th>model</th>{head}</tr>{''.join(body)}</table>"]
 
 
 def compared_heading(compared: Mapping[str, Any]) -> str:
@@ -107,7 +188,7 @@ def dataset_section(name: str, frame: pd.DataFrame, results: Any, columns: Seque
     parts = [f"<h2>{html.escape(name)}</h2>"]
     attrs = frame.attrs
     facts = [f"{len(frame):,} rows", f"{frame['asset'].nunique()} asset(s)",
-             f"{frame['timestamp'].min()} to {frame['timestamp'].max()}"]
+             f"{_plots.when(frame['timestamp'].min())} to {_plots.when(frame['timestamp'].max())}"]
     if attrs.get("source"):
         facts.append(f"source: {html.escape(str(attrs['source']))} ({html.escape(str(attrs.get('licence')))})")
     if attrs.get("lyapunov_exponent"):
@@ -118,31 +199,94 @@ def dataset_section(name: str, frame: pd.DataFrame, results: Any, columns: Seque
     parts.append(f'<p class="note">{"; ".join(facts)}. Cutoff {_fmt(shown)}, embargo '
                  f'{entry["embargo"]} observations, horizon {entry["horizon"]}, '
                  f'{entry["num_samples"]} samples per forecast.</p>')
-    parts.append(_img(_plots.data_plot(frame, columns, cutoff, f"{name}: target series"), "data"))
-    if results.examples:
-        parts.append("<h3>Forecasts on a fresh window</h3>")
-        parts.append(_img(_plots.fan_chart(results.examples), "fan chart"))
+    parts.append(_img(_plots.to_png(_plots.data_plot(frame, columns, cutoff, f"{name}: target series")), "data"))
+    parts.extend(_fan_part(frame, results, columns))
     for window_class in ("fresh", "within_pretrain", "in_sample"):
-        compared = entry["compared"][window_class]
-        parts.append(f"<h3>Scores: {window_class}, {compared_heading(compared)}</h3>")
-        differ = windows_differ(compared)
-        if differ:
-            parts.append(f'<p class="note">{html.escape(differ)}</p>')
-        parts.append(_class_table(compared, metrics, higher))
-    parts.append(
-        "<h3>Leakage gap (fresh − within_pretrain), 95% bootstrap interval</h3>"
-        '<p class="note">A dash means one of the two classes has fewer than two windows: the gap is '
-        "not estimable, and is not filled in. Baselines have no upstream artifacts, so every window "
-        "they did not fit on is fresh or embargoed.</p>"
-    )
-    parts.append(_gap_table(models, metrics))
+        parts.extend(_class_part(entry["compared"][window_class], window_class, metrics, higher,
+                                 results.protocol.score_in_sample))
+    parts.extend(_gap_part(models, metrics))
     parts.extend(_paired_part(entry.get("paired", {}).get("fresh", {}), metrics))
     parts.extend(_reliability_part(results))
-    headline = metrics[0]
-    if len(results.scores):
-        parts.append(f"<h3>{html.escape(headline)} per window over time</h3>")
-        parts.append(_img(_plots.scores_over_time(results.scores, headline), "scores over time"))
-    return "\n".join(parts)
+    parts.extend(_over_time_part(results, higher))
+    return f'<section id="dataset-{html.escape(name)}">' + "\n".join(parts) + "</section>"
+
+
+MAX_FAN_ASSETS = 3
+"""Fan charts drawn per dataset, one per asset, to keep the report small: the rest are named."""
+MAX_FAN_MODELS = 9
+"""Panels per fan chart (three rows of three)."""
+REFERENCE_OVER_TIME = "random_walk"
+"""The model the score-over-time chart divides by: the forecast with no skill on a price path."""
+ROLLING_ORIGINS = 5
+"""Origins per rolling sum (or mean) of the score-over-time chart: enough to smooth one odd window."""
+
+
+def _fan_part(frame: pd.DataFrame, results: Any, columns: Sequence[str]) -> list[str]:
+    """A fan chart per asset (up to :data:`MAX_FAN_ASSETS`) on a fresh window, or one line saying why none."""
+    forecasts = results.forecasts
+    if forecasts is None:
+        return ['<p class="omitted">No fan chart: the forecasts were not kept '
+                "(evaluate(..., keep_forecasts=True)).</p>"]
+    fresh = forecasts[forecasts["window_class"] == "fresh"]
+    if fresh.empty:
+        return ['<p class="omitted">No fan chart: no fresh window was scored.</p>']
+    column = columns[0]
+    assets = list(dict.fromkeys(fresh["asset"].astype(str)))
+    levels = results.protocol.quantile_levels
+    inner = f" and {100 * sorted(levels)[1]:g}-{100 * sorted(levels)[-2]:g}%" if len(levels) >= 4 else ""
+    parts = ["<h3>Forecasts on a fresh window</h3>",
+             f'<p class="note">Per asset, the latest fresh window the most models scored: the history (solid), '
+             f"what happened (dotted), each model's median and its {100 * min(levels):g}-{100 * max(levels):g}%"
+             f"{inner} bands, one panel per model on a shared scale"
+             + (f"; column {html.escape(column)} of {html.escape(', '.join(columns))}" if len(columns) > 1 else "")
+             + ".</p>"]
+    horizon = results.protocol.horizon
+    asset_names = frame["asset"].astype(str)
+    for asset in assets[:MAX_FAN_ASSETS]:
+        window = _plots.fan_window(fresh, asset, column)
+        part = frame[asset_names == asset]
+        # Enough history to see the series' recent path, not so much that the window is a sliver.
+        history = part[part["timestamp"] < window["timestamp"].min()].tail(max(10, 4 * horizon))
+        figure = _plots.fan_chart(window, history, column, levels, max_models=MAX_FAN_MODELS)
+        parts.append(_img(_plots.to_png(figure), f"fan chart: {asset}"))
+        models = window["model"].nunique()
+        if models > MAX_FAN_MODELS:
+            parts.append(f'<p class="note">{models - MAX_FAN_MODELS} more models scored this window; '
+                         "their forecasts are in forecasts.parquet.</p>")
+    if len(assets) > MAX_FAN_ASSETS:
+        rest = ", ".join(assets[MAX_FAN_ASSETS:])
+        parts.append(f'<p class="note">Not drawn, to keep the report small: {html.escape(rest)} '
+                     "(their forecasts are in forecasts.parquet).</p>")
+    return parts
+
+
+def _over_time_part(results: Any, higher: set[str]) -> list[str]:
+    """CRPS (else the first score) per window over time, relative to the random walk when it was
+    scored and the score is a loss; raw, with a note saying why, otherwise."""
+    scores = results.scores
+    if not len(scores):
+        return []
+    metrics = results.metric_names
+    metric = "crps" if "crps" in metrics else metrics[0]
+    loss = metric not in higher and metric not in COVERAGE_TARGETS
+    scored = REFERENCE_OVER_TIME in set(scores["model"])
+    if scored and loss and scores["model"].nunique() > 1:
+        figure = _plots.scores_over_time(scores, metric, reference=REFERENCE_OVER_TIME, every=ROLLING_ORIGINS)
+        heading = f"{metric} relative to {REFERENCE_OVER_TIME} over time"
+        note = (f"Each model's {metric} summed over the windows of the last {ROLLING_ORIGINS} origins (every asset), "
+                f"divided by "
+                f"{REFERENCE_OVER_TIME}'s over the same windows: below 1 beats the random walk. The ratio, unlike "
+                f"the raw {metric}, does not rise and fall with the series' volatility.")
+    else:
+        figure = _plots.scores_over_time(scores, metric, every=ROLLING_ORIGINS)
+        heading = f"{metric} per window over time"
+        why = (f"no {REFERENCE_OVER_TIME} was scored (add it to --models)" if not scored else
+               f"only {REFERENCE_OVER_TIME} was scored" if scores["model"].nunique() == 1 else
+               f"{metric} is not a loss, so a ratio to {REFERENCE_OVER_TIME} would not read as better or worse")
+        note = (f"Raw {metric}, rolling mean over {ROLLING_ORIGINS} origins: {why}. The raw score rises and "
+                "falls with the series' volatility, so compare models with each other, not a stretch with another.")
+    return [f"<h3>{html.escape(heading)}</h3>", f'<p class="note">{html.escape(note)}</p>',
+            _img(_plots.to_png(figure), heading)]
 
 
 def _paired_part(paired: Mapping[str, Any], metrics: Sequence[str]) -> list[str]:
@@ -150,11 +294,13 @@ def _paired_part(paired: Mapping[str, Any], metrics: Sequence[str]) -> list[str]
     if not paired.get("models"):
         return []
     reference = html.escape(str(paired["reference"]))
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    values = {model: {m: entries[m]["value"] for m in metrics} for model, entries in paired["models"].items()}
+    metrics = _with_values(values, metrics) or list(metrics)
+    head = "".join(f"<th>{term(m)}</th>" for m in metrics)
     body = []
     for model, entries in paired["models"].items():
         cells = "".join(
-            f"<td>{_fmt(entries[m]['value'])} [{_fmt(entries[m]['ci_low'])}, {_fmt(entries[m]['ci_high'])}]</td>"
+            f"<td>{_interval(entries[m]['value'], entries[m]['ci_low'], entries[m]['ci_high'])}</td>"
             for m in metrics
         )
         n = max((e["n_windows"] for e in entries.values()), default=0)
@@ -193,9 +339,11 @@ def _reliability_part(results: Any) -> list[str]:
 
 def write_report(path: str | os.PathLike[str], title: str, sections: Sequence[str],
                  intro: str = "") -> Path:
-    """Write the self-contained HTML report (plots embedded as PNG)."""
+    """Write the self-contained HTML report (plots embedded as PNG), ending with a glossary of the
+    window classes and of every score a section's tables link (:func:`term`)."""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     box = machine()
+    body = "".join(sections)
     document = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
@@ -203,61 +351,9 @@ def write_report(path: str | os.PathLike[str], title: str, sections: Sequence[st
 {box['cpu_count']} CPU core(s). Windows are classified from what each model and its upstream
 artifacts saw (<code>trained_through</code>): <b>in_sample</b> (the model fitted on it),
 <b>within_pretrain</b> (an upstream artifact saw it), <b>fresh</b> (nothing saw it, after the
-embargo).</p>
+embargo); see the <a href="#glossary">glossary</a> for these and every score.</p>
 {intro}
-{''.join(sections)}
+{body}
+{glossary_section(body)}
 </body></html>"""
     return atomic_write_text(path, document)
-
-
-def chaos_bench_section(summary: pd.DataFrame, overall: pd.DataFrame, systems: Mapping[str, Mapping[str, Any]],
-                        reference: str, png: bytes, zero_shot: pd.DataFrame | None = None,
-                        zero_info: Mapping[str, Any] | None = None) -> str:
-    """``report.html`` section of ``chaosfm bench chaos``: the per-system table, the medians over
-    systems, the VPT plot, and the zero-shot comparison when there is one."""
-    header = ("<tr><th>system</th><th>model</th><th>windows</th><th>mean VPT</th><th>95% CI</th>"
-              f"<th>median VPT</th><th>VPT / {html.escape(reference)}</th><th>95% CI</th><th>sMAPE</th>"
-              "<th>CRPS</th><th>coverage 80%</th></tr>")
-    body = []
-    for row in summary.itertuples():
-        cap = systems[row.system]["vpt_cap"]
-        body.append(
-            f'<tr><td class="name">{html.escape(row.system)} (cap {cap:.1f})</td>'
-            f'<td class="name">{html.escape(row.model)}</td><td>{row.windows}</td><td>{_fmt(row.vpt_mean)}</td>'
-            f"<td>{_fmt(row.vpt_mean_low)} – {_fmt(row.vpt_mean_high)}</td><td>{_fmt(row.vpt_median)}</td>"
-            f"<td>{_fmt(row.vpt_ratio)}</td><td>{_fmt(row.vpt_ratio_low)} – {_fmt(row.vpt_ratio_high)}</td>"
-            f"<td>{_fmt(row.smape)}</td><td>{_fmt(row.crps)}</td><td>{_fmt(row.coverage_80)}</td></tr>"
-        )
-    medians = "".join(
-        f'<tr><td class="name">{html.escape(row.model)}</td><td>{_fmt(row.median_system_vpt)}</td>'
-        f"<td>{_fmt(row.median_system_ratio)}</td><td>{row.systems}</td></tr>"
-        for row in overall.itertuples()
-    )
-    return f"""<h2>Chaotic systems: valid prediction time</h2>
-<p class="note">Fresh windows of independent test trajectories (initial conditions the models never
-saw, after each system's cutoff). VPT in Lyapunov times (threshold 0.4), capped at the horizon
-(<i>cap</i>); intervals are bootstrap intervals over test trajectories, the ratio's paired.</p>
-{_img(png, "mean VPT per system and model")}
-<h3>Median over systems</h3>
-<table><tr><th>model</th><th>median of mean VPT</th><th>median VPT / {html.escape(reference)}</th><th>systems</th></tr>
-{medians}</table>
-{_zero_shot_table(zero_shot, zero_info) if zero_shot is not None else ""}
-<h3>Per system</h3>
-<table>{header}{''.join(body)}</table>"""
-
-
-def _zero_shot_table(table: pd.DataFrame, info: Mapping[str, Any]) -> str:
-    rows = "".join(
-        f'<tr><td class="name">{html.escape(row.against)}</td><td>{row.systems}</td>'
-        f"<td>{_fmt(row.zero_shot_median_vpt)}</td><td>{_fmt(row.their_median_vpt)}</td>"
-        f"<td>{_fmt(row.median_difference)}</td><td>{_fmt(row.difference_low)} – {_fmt(row.difference_high)}</td>"
-        f"<td>{row.zero_shot_better_on}</td></tr>"
-        for row in table.itertuples()
-    )
-    seen = ", ".join(html.escape(n) for n in info["pretrained_on"])
-    return f"""<h3>Zero-shot on systems it never saw</h3>
-<p class="note">Pretrained on every row of {seen} (windows of those systems would be
-<b>in_sample</b> even on new initial conditions, so they are not scored); scored on
-{len(info["scored_on"])} systems it never saw, from their context alone (<b>fresh</b>).</p>
-<table><tr><th>against</th><th>systems</th><th>zero_shot median VPT</th><th>their median VPT</th>
-<th>median difference</th><th>95% CI</th><th>zero_shot better on</th></tr>{rows}</table>"""

@@ -92,8 +92,14 @@ class AbstractTokenizer(abc.ABC):
         key: Any = None,
         steps: int | None = None,
         fence: TimeFence | None = None,
+        val_fraction: float = 0.0,
+        eval_every: int | None = None,
     ) -> AbstractTokenizer:
-        """Fit on ``frame`` (every row at or before ``fence``'s cutoff) and return self."""
+        """Fit on ``frame`` (every row at or before ``fence``'s cutoff) and return self.
+
+        A tokenizer that learns by gradient keeps the last ``val_fraction`` of each asset's rows
+        out of its gradient and records its loss on them (``val_loss`` in ``history``) every
+        ``eval_every`` steps (None: a tenth of ``steps``); the others accept and ignore both."""
 
     @abc.abstractmethod
     def encode(self, frame: pd.DataFrame) -> np.ndarray:

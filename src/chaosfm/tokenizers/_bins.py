@@ -140,11 +140,13 @@ class BinTokenizer(AbstractTokenizer):
         key: Any = None,
         steps: int | None = None,
         fence: TimeFence | None = None,
+        val_fraction: float = 0.0,
+        eval_every: int | None = None,
     ) -> BinTokenizer:
         """Choose the channels, fit quantile bins if asked, record ``trained_through``.
 
-        ``key`` and ``steps`` are accepted for a common signature and unused: nothing is random
-        or trained by gradient here.
+        ``key``, ``steps``, ``val_fraction`` and ``eval_every`` are accepted for a common signature
+        and unused: nothing is random or trained by gradient here.
         """
         what = "BinTokenizer.fit"
         columns = self._columns_of(frame, what)

@@ -40,13 +40,15 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from chaosfm._config import ConfigError, require_int
 from chaosfm._random import numpy_rng
-from chaosfm._progress import progress
+from chaosfm._progress import COMPILING, progress
 from chaosfm.data import (
     FEATURE_COLUMNS,
     MARKET_COLUMNS,
     DataError,
     TimeFence,
     frame_kind,
+    heldout_split,
+    heldout_windows,
     require_ohlc,
     trained_through,
 )
@@ -239,6 +241,8 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         key: PRNGKeyArray | None = None,
         steps: int | None = 2000,
         fence: TimeFence | None = None,
+        val_fraction: float = 0.0,
+        eval_every: int | None = None,
     ) -> AbstractCandleTokenizer:
         """Train encoder, quantizer and decoder on ``frame`` with optax; return self.
 
@@ -249,6 +253,11 @@ class AbstractCandleTokenizer(AbstractTokenizer):
             key: PRNG key for initialisation and window sampling (required).
             steps: optimiser steps.
             fence: when given, rows past its cutoff raise :class:`~chaosfm.data.LeakageError`.
+            val_fraction: the last fraction of each asset's rows (at least one window) kept out
+                of the gradient and of the normalisation; the loss on up to ``batch_size`` windows
+                of them is ``val_loss`` in :attr:`history` (0: nothing held out).
+            eval_every: steps between held-out losses (None: a tenth of ``steps``, at least 1);
+                one is also taken before the first step and after the last.
 
         Raises:
             LeakageError, DataError, ConfigError.
@@ -259,7 +268,7 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         steps = require_int(2000 if steps is None else steps, "steps", 1)
         series = self.series(frame, what)
         check_fence(frame, fence, what)
-        data, starts, mean, std = self._training_windows(series, what)
+        data, starts, mean, std, heldout = self._training_windows(series, what, val_fraction)
         init_key, loop_key = jax.random.split(key)
         networks, quantizer = _initialise(self.config, self.latent_dim, self.make_quantizer, init_key)
         optimiser, step_fn, init_fn = _train_step(self.config)
@@ -276,14 +285,23 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         ).astype(np.int32)
         history = []
         every = max(1, steps // 100)
-        for step in progress(range(steps), f"{self.name} fit", total=steps):
+        every_eval = eval_every or max(1, steps // 10)
+        # A record's "step" counts the updates made to the weights its losses were measured with.
+        for step in progress(range(steps), f"{self.name} fit", total=steps, first=COMPILING):
+            held = {}
+            if heldout is not None and step % every_eval == 0:
+                held = {"val_loss": float(_heldout_loss(networks, quantizer, heldout))}
             networks, quantizer, opt_state, stats = step_fn(
                 networks, quantizer, opt_state, data, window_starts[step], restart_picks[step],
                 np.int32(step), np.int32(steps),
             )
             if step % every == 0 or step == steps - 1:
-                history.append({"step": step, **{k: float(v) for k, v in stats.items()}})
-        if not all(math.isfinite(h["loss"]) for h in history):
+                history.append({"step": step, **{k: float(v) for k, v in stats.items()}, **held})
+            elif held:
+                history.append({"step": step, **held})
+        if heldout is not None:
+            history.append({"step": steps, "val_loss": float(_heldout_loss(networks, quantizer, heldout))})
+        if not all(math.isfinite(h.get("loss", 0.0)) for h in history):
             raise FloatingPointError(f"{what}: the loss became NaN or inf; lower learning_rate")
         self._autoencoder, self._quantizer = networks, quantizer
         self._mean, self._std = mean, std
@@ -481,7 +499,7 @@ class AbstractCandleTokenizer(AbstractTokenizer):
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _training_windows(self, series, what):
+    def _training_windows(self, series, what, val_fraction: float = 0.0):
         window = self.config.window
         valid = [(asset, values[_warmup_length(values, what, asset):]) for asset, _, values in series]
         short = [(a, len(v)) for a, v in valid if len(v) < window]
@@ -492,6 +510,9 @@ class AbstractCandleTokenizer(AbstractTokenizer):
                 f"field, {self.receptive_field}) or drop the asset",
                 rule="window >= receptive field",
             )
+        split = heldout_split({a: {"x": v} for a, v in valid}, val_fraction, window)
+        held = heldout_windows(split.heldout, window, self.config.batch_size)
+        valid = [(asset, split.train[asset]["x"]) for asset, _ in valid]
         stacked = np.concatenate([v for _, v in valid])
         mean = stacked.mean(axis=0)
         std = np.maximum(stacked.std(axis=0), 1e-8)
@@ -503,7 +524,8 @@ class AbstractCandleTokenizer(AbstractTokenizer):
         for _, values in valid:
             starts.append(offset + np.arange(len(values) - window + 1))
             offset += len(values)
-        return jnp.asarray(data), np.concatenate(starts).astype(np.int32), mean, std
+        heldout = None if held is None else jnp.asarray((held["x"] - mean) / std, jnp.float32)  # (B, W, F)
+        return jnp.asarray(data), np.concatenate(starts).astype(np.int32), mean, std, heldout
 
     def _normalised(self, values: np.ndarray, what: str) -> np.ndarray:
         values = np.asarray(values, dtype=np.float64)
@@ -551,6 +573,23 @@ def learning_rate(step: Array, steps: Array, peak: float) -> Array:
     return jnp.where(step < warm, rising, falling)
 
 
+def _autoencoder_loss(networks: Any, quantizer: Any, batch: Float[Array, "B W F"]):
+    """Reconstruction MSE (standardised units) plus the quantizer's loss of a batch of windows,
+    with ``(mse, latents (N, D), codes (N,))`` for the step's statistics and quantizer update."""
+    z = jax.vmap(networks.encoder)(batch)  # (B, W / P, D)
+    flat = z.reshape(-1, z.shape[-1])  # (B * W / P, D)
+    z_q, codes, aux = quantizer.quantize(flat)
+    recon = jax.vmap(networks.decoder)(z_q.reshape(z.shape))  # (B, W, F)
+    mse = jnp.mean((recon - batch) ** 2)
+    return mse + aux, (mse, flat, codes)
+
+
+@eqx.filter_jit
+def _heldout_loss(networks: Any, quantizer: Any, batch: Float[Array, "B W F"]) -> Array:
+    """The training loss of held-out windows, without a gradient or a quantizer update."""
+    return _autoencoder_loss(networks, quantizer, batch)[0]
+
+
 @functools.lru_cache(maxsize=16)
 def _train_step(config: CandleConfig):
     """The optimiser (AdamW with clipping), its jitted ``init`` and one jitted training step.
@@ -574,12 +613,7 @@ def _train_step(config: CandleConfig):
         )  # (B, W, F)
 
         def loss_fn(nets):
-            z = jax.vmap(nets.encoder)(batch)  # (B, W / P, D)
-            flat = z.reshape(-1, z.shape[-1])  # (B * W / P, D)
-            z_q, codes, aux = quantizer.quantize(flat)
-            recon = jax.vmap(nets.decoder)(z_q.reshape(z.shape))  # (B, W, F)
-            mse = jnp.mean((recon - batch) ** 2)
-            return mse + aux, (mse, flat, codes)
+            return _autoencoder_loss(nets, quantizer, batch)
 
         (loss, (mse, flat, codes)), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(networks)
         updates, opt_state = optimiser.update(grads, opt_state, eqx.filter(networks, eqx.is_array))

@@ -52,6 +52,7 @@ from chaosfm.train._loop import (
     LOG_FILE,
     NonFiniteError,
     TrainResult,
+    eval_interval,
     learning_rate_schedule,
     make_optimizer,
     train,
@@ -68,6 +69,7 @@ from chaosfm.train._multitask import (
     MultitaskData,
     MultitaskSettings,
     multitask_batches,
+    multitask_heldout,
     predict_history,
     prepare_multitask_data,
     tbptt_loss,
@@ -121,7 +123,7 @@ from chaosfm.train._sizing import (
     warmup_steps_for,
 )
 from chaosfm.train._stages import STAGES, RL, SFT, AbstractStage, Midtrain, Pretrain, StageSettings
-from chaosfm.train._windows import WindowSampler
+from chaosfm.train._windows import WindowSampler, hold_out
 
 __all__ = [
     # the loop
@@ -129,6 +131,7 @@ __all__ = [
     "NonFiniteError",
     "TrainConfig",
     "TrainResult",
+    "eval_interval",
     "learning_rate_schedule",
     "make_optimizer",
     "train",
@@ -146,6 +149,7 @@ __all__ = [
     "load_newest_intact",
     "save_checkpoint",
     "WindowSampler",
+    "hold_out",
     # several processes
     "DistributedConfig",
     "barrier",
@@ -203,6 +207,7 @@ __all__ = [
     "MultitaskData",
     "MultitaskSettings",
     "multitask_batches",
+    "multitask_heldout",
     "predict_history",
     "prepare_multitask_data",
     "tbptt_loss",

@@ -34,7 +34,7 @@ from chaosfm._random import run_keys
 from chaosfm.models import AbstractCodeModel, build_model
 from chaosfm.train._config import TrainRunConfig
 from chaosfm.train._loop import TrainResult, train
-from chaosfm.train._windows import WindowSampler
+from chaosfm.train._windows import WindowSampler, hold_out
 
 __all__ = ["CodeData", "code_loss", "exo_series", "exo_statistics", "fit_code_model", "row_volatility"]
 
@@ -166,6 +166,8 @@ def fit_code_model(
     resume: bool = False,
     mesh: Mesh | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    val_fraction: float = 0.0,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train the configured code model on windows of ``data.train`` with :func:`~chaosfm.train.train`.
 
@@ -183,6 +185,10 @@ def fit_code_model(
         mesh: the devices to train on (a ``data`` Mesh from :func:`~chaosfm.train.data_mesh`,
             laid out as ``train.mesh`` says, or a ``('data', 'fsdp')`` mesh); None for one device.
         on_step: called as ``on_step(step, metrics)`` after each update.
+        val_fraction: the last fraction of each training stream kept out of the gradient and
+            scored as ``val_loss`` (:func:`~chaosfm.train.heldout_split`; ``chaosfm train``
+            passes ``train.val_fraction``); 0: every training code is trained on.
+        on_checkpoint: called as ``on_checkpoint(step)`` after each checkpoint.
     """
     train_config = config.train
     model_config = config.model.to_model_config()
@@ -195,6 +201,8 @@ def fit_code_model(
         | ({"exo": np.asarray(data.exo_train[asset], np.float32)} if uses_exo else {})
         for asset, codes in data.train.items()
     }
+    streams, heldout = hold_out(streams, val_fraction, window, train_config.batch_size,
+                                label=f"train {config.model.kind}")
     sampler = WindowSampler(streams, window, train_config.batch_size, train_config.seed,
                             what="model.context_length: a training window")
 
@@ -204,7 +212,7 @@ def fit_code_model(
     return train(
         model, loss_fn, sampler, train_config, run_dir, resume=resume, mesh=mesh,
         tokens_per_step=train_config.batch_size * (window - 1), on_step=on_step,
-        description=f"train {config.model.kind}",
+        description=f"train {config.model.kind}", heldout=heldout, on_checkpoint=on_checkpoint,
     )
 
 

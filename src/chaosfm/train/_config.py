@@ -79,6 +79,14 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(100, gt=0, description="steps between checkpoints (and at the end)")
     keep_checkpoints: int = Field(2, gt=0, description="newest checkpoints kept on disk")
     log_every: int = Field(10, gt=0, description="steps between log.jsonl lines")
+    eval_every: int | None = Field(
+        None, gt=0, description="steps between held-out losses (val_loss in log.jsonl); null: a tenth "
+        "of steps (at least 1), so a short run still gets ten points"
+    )
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="the last fraction of each asset's training rows (at or before "
+        "the cutoff) kept out of the gradient for the held-out loss; 0: no held-out loss"
+    )
     seed: int = Field(0, description="every key of the run derives from it")
     tbptt_segments: int = Field(
         1, ge=1, description="segments per window; the model state carries across them, gradient stopped"

@@ -14,7 +14,12 @@ metrics)`` and a batch source ``batch_at(step) -> batch`` that depends on the st
   key is checkpointed, so a resumed run (even after SIGKILL) ends bit-identical to an
   uninterrupted one;
 * ``log.jsonl``: one line of metrics every ``log_every`` steps; a progress bar with loss and
-  tokens/s when a person is watching;
+  tokens/s when a person is watching, which says ``compiling (first step)...`` until the first,
+  compiling step returns;
+* a held-out loss: given ``heldout`` (a fixed batch of windows the gradient never sees, e.g.
+  from :func:`~chaosfm.train.hold_out`), ``loss_fn`` on it with the current weights every
+  ``eval_every`` steps and at the end, with one fixed key, logged as ``val_loss`` and shown on
+  the progress bar;
 * a ``('data', 'fsdp')`` mesh (:func:`~chaosfm.train.training_mesh`): batches are split along
   their first axis over both mesh axes; parameters and optimizer state are split over ``fsdp`` by
   :func:`~chaosfm.train.param_sharding` (replicated when ``fsdp`` is 1: plain data parallelism),
@@ -48,7 +53,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from chaosfm._artifacts import ArtifactError
-from chaosfm._progress import progress, say
+from chaosfm._progress import COMPILING, progress, say
 from chaosfm._random import run_keys
 from chaosfm.train._checkpoint import (
     checkpoint_path,
@@ -68,9 +73,20 @@ from chaosfm.train._distributed import (
 )
 from chaosfm.train._mesh import batch_sharding, param_sharding, training_mesh
 
-__all__ = ["LOG_FILE", "NonFiniteError", "TrainResult", "learning_rate_schedule", "make_optimizer", "train"]
+__all__ = [
+    "LOG_FILE",
+    "NonFiniteError",
+    "TrainResult",
+    "eval_interval",
+    "learning_rate_schedule",
+    "make_optimizer",
+    "train",
+]
 
 LOG_FILE = "log.jsonl"
+_HELDOUT_KEY = 2
+"""``fold_in(loop key, 2)`` scores the held-out batch (1 is the model's initial weights): one key
+for every evaluation, so ``val_loss`` moves between steps only with the weights."""
 LossFn = Callable[[Any, Any, Any], tuple[jax.Array, dict[str, jax.Array]]]
 
 
@@ -199,6 +215,11 @@ def _state_bytes(config: TrainConfig, params: Any) -> int:
     return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in leaves)
 
 
+def eval_interval(config: TrainConfig) -> int:
+    """Steps between held-out losses: ``config.eval_every``, or a tenth of ``config.steps``."""
+    return config.eval_every or max(1, config.steps // 10)
+
+
 def _truncate_log(path: Path, step: int, *, write: bool = True) -> list[dict[str, Any]]:
     """Keep the log lines up to ``step`` (a killed run may have logged steps its checkpoint lacks);
     without ``write`` only read them. Every process reads before process 0 rewrites the file."""
@@ -232,6 +253,8 @@ def train(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     description: str = "train",
     post_update: Callable[[Any, Any, Any], Any] | None = None,
+    heldout: Any = None,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``config.steps`` updates, checkpointing into ``run_dir``.
 
@@ -252,6 +275,11 @@ def train(
         post_update: ``post_update(old_model, new_model, step) -> model`` applied inside the
             jitted step after the optimizer's update (e.g. a JEPA's EMA target encoder, which
             follows the online weights rather than a gradient); its result is what is kept.
+        heldout: a batch like ``batch_at``'s (its own number of rows) of windows the gradient
+            never sees; ``loss_fn`` on it is logged as ``val_loss`` every ``config.eval_every``
+            steps and at the end. None: no held-out loss.
+        on_checkpoint: called as ``on_checkpoint(step)`` by the writing process after each
+            checkpoint, once ``log.jsonl`` holds the step (a job redraws ``loss.png`` there).
 
     Returns:
         The trained model, the step reached, the last checkpoint and the logged history.
@@ -335,6 +363,16 @@ def train(
         return new_params, new_opt_state, key, report, flags
 
     update = jax.jit(update_step, **jit_kwargs)
+    every_eval = eval_interval(config)
+    if heldout is not None:
+        heldout_key = jax.random.fold_in(run_keys(config.seed).loop, _HELDOUT_KEY)
+        if mesh is not None:
+            whole = (heldout, heldout_key)
+            heldout, heldout_key = place(whole, jax.tree_util.tree_map(lambda _: replicated, whole))
+
+        @jax.jit
+        def heldout_loss(params, batch, key):
+            return loss_fn(eqx.combine(params, static), batch, key)[0]
 
     interrupted = threading.Event()
     previous_handler = None
@@ -368,12 +406,13 @@ def train(
         return checkpoint_path(run, step)
 
     live = _LiveText(description)
+    shown_loss, shown_val = "", ""  # the progress bar's latest training and held-out losses
     window_start, window_tokens = time.perf_counter(), 0
     started = time.perf_counter()
     done = start
     try:
         with open(log_path if writes else os.devnull, "a") as log:
-            for step in progress(range(start, config.steps), live, total=config.steps - start):
+            for step in progress(range(start, config.steps), live, total=config.steps - start, first=COMPILING):
                 batch = batch_at(step)
                 if batch_layout is not None and processes > 1:
                     mine = jax.tree_util.tree_map(lambda rows_all: np.asarray(rows_all)[rows], batch)
@@ -393,20 +432,33 @@ def train(
                 done = step + 1
                 window_tokens += tokens_per_step or 0
                 metrics = {name: float(value) for name, value in jax.device_get(report).items()}
+                val_loss = None
+                if heldout is not None and (done % every_eval == 0 or done == config.steps):
+                    evaluating = time.perf_counter()
+                    val_loss = float(jax.device_get(heldout_loss(params, heldout, heldout_key)))
+                    shown_val = f" · val {val_loss:.4f}"
+                    window_start += time.perf_counter() - evaluating  # tokens/s counts training time only
+                entry = None
                 if done % config.log_every == 0 or done == config.steps:
                     now = time.perf_counter()
                     entry = {"step": done, **metrics, "elapsed_s": round(now - started, 3)}
                     if tokens_per_step:
                         entry["tokens_per_s"] = round(window_tokens / max(now - window_start, 1e-9), 1)
-                        live.status = f"loss {metrics['loss']:.4f} · {entry['tokens_per_s']:,.0f} tok/s"
+                        shown_loss = f"loss {metrics['loss']:.4f} · {entry['tokens_per_s']:,.0f} tok/s"
                     else:
-                        live.status = f"loss {metrics['loss']:.4f}"
+                        shown_loss = f"loss {metrics['loss']:.4f}"
                     window_start, window_tokens = now, 0
+                if val_loss is not None:
+                    entry = (entry or {"step": done}) | {"val_loss": val_loss}
+                if entry is not None:
+                    live.status = shown_loss + shown_val
                     log.write(json.dumps(entry) + "\n")
                     log.flush()
                     history.append(entry)
                 if done % config.checkpoint_every == 0 or done == config.steps:
                     last_checkpoint = checkpoint(done)
+                    if on_checkpoint is not None and writes:
+                        on_checkpoint(done)
                 if on_step is not None:
                     on_step(done, metrics)
                 if interrupted.is_set():

@@ -42,6 +42,7 @@ from chaosfm.data import (
     assign_splits,
     check_causal,
     feature_warmup,
+    heldout_windows,
     label_frame,
     multitask_features,
     trailing_realized_vol,
@@ -50,8 +51,8 @@ from chaosfm.data import (
 from chaosfm.models import FeatureMamba, MultitaskOutput, multitask_loss
 from chaosfm.train._windows import WindowSampler
 
-__all__ = ["MultitaskData", "MultitaskSettings", "multitask_batches", "predict_history", "prepare_multitask_data",
-           "tbptt_loss"]
+__all__ = ["MultitaskData", "MultitaskSettings", "multitask_batches", "multitask_heldout", "predict_history",
+           "prepare_multitask_data", "tbptt_loss"]
 
 SPLITS = ("train", "validation", "test")
 _CLIP = 8.0  # standardised features beyond 8 deviations are clipped: one bad print must not dominate
@@ -202,12 +203,7 @@ def multitask_batches(data: MultitaskData, settings: MultitaskSettings, batch_si
     with ``mask`` true on the training rows past the burn-in: the network never reads a row past
     an asset's train boundary."""
     window, warmup = settings.window, feature_warmup()
-    streams = {}
-    for asset, feats in data.features.items():
-        rows = slice(0, data.boundaries[asset][0] + 1)
-        direction, ret, vol = _standardised_targets(data.labels[asset], data.targets)
-        streams[asset] = {"features": feats[rows], "direction": direction[rows], "ret": ret[rows], "vol": vol[rows],
-                          "train": (data.split[asset] == 0)[rows]}
+    streams = _streams(data, split=0, boundary=0)
     sampler = WindowSampler(
         streams, window, batch_size, seed, first_start=warmup,
         what="segment_length: a training window of segment_length * train.tbptt_segments",
@@ -216,11 +212,43 @@ def multitask_batches(data: MultitaskData, settings: MultitaskSettings, batch_si
 
     def batches(step: int) -> dict[str, np.ndarray]:
         batch = sampler(step)
-        batch["mask"] = batch.pop("train") & after_burn_in
+        batch["mask"] = batch.pop("scored") & after_burn_in
         return batch
 
     batches.windows = sampler.windows  # type: ignore[attr-defined]
     return batches
+
+
+def _streams(data: MultitaskData, *, split: int, boundary: int) -> dict[str, dict[str, np.ndarray]]:
+    """Per asset, features and standardised targets up to its ``boundary`` (0: train, 1: the
+    cutoff), with ``scored`` true on the rows of ``split`` (0 train, 1 validation)."""
+    streams = {}
+    for asset, feats in data.features.items():
+        rows = slice(0, data.boundaries[asset][boundary] + 1)
+        direction, ret, vol = _standardised_targets(data.labels[asset], data.targets)
+        streams[asset] = {"features": feats[rows], "direction": direction[rows], "ret": ret[rows], "vol": vol[rows],
+                          "scored": (data.split[asset] == split)[rows]}
+    return streams
+
+
+def multitask_heldout(data: MultitaskData, settings: MultitaskSettings, count: int) -> dict[str, np.ndarray] | None:
+    """The validation rows as one batch for the loop's held-out loss, like a training batch.
+
+    Windows of ``settings.window`` rows tile each asset backwards from its cutoff row (no window
+    starts in the feature warm-up); ``mask`` is true on validation rows past the burn-in only,
+    so the loss reads labels the gradient never saw (train rows earlier in a window only warm the
+    state). At most ``count`` windows, evenly spread; None when no window holds a validation row.
+    """
+    window, warmup = settings.window, feature_warmup()
+    after_burn_in = np.arange(window) >= settings.burn_in
+    streams = {
+        asset: {name: array[warmup:] for name, array in stream.items()}
+        for asset, stream in _streams(data, split=1, boundary=1).items()
+    }
+    batch = heldout_windows(streams, window, count, keep=lambda piece: bool((piece["scored"] & after_burn_in).any()))
+    if batch is not None:
+        batch["mask"] = batch.pop("scored") & after_burn_in[None, :]
+    return batch
 
 
 def tbptt_loss(model: FeatureMamba, batch: dict[str, jax.Array], key: Any = None, *, segments: int = 1):

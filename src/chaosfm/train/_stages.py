@@ -60,12 +60,17 @@ class AbstractStage(abc.ABC):
             None: it may start from nothing).
         lr_scale: its default learning rate is its parent's times this.
         single_asset: it trains on one asset.
+        heldout_loss: its loss on held-out training windows (``val_loss``) says how well it
+            generalises; False where the loss is a surrogate with no such reading.
+        loss_label: what its loss is, with its unit (``loss.png``'s y axis).
     """
 
     name: ClassVar[str]
     parents: ClassVar[tuple[str | None, ...]]
     lr_scale: ClassVar[float]
     single_asset: ClassVar[bool] = False
+    heldout_loss: ClassVar[bool] = True
+    loss_label: ClassVar[str] = "cross-entropy (nats per code)"
 
     @property
     def from_scratch(self) -> bool:
@@ -158,6 +163,10 @@ class RL(_Horizon):
     name = "rl"
     parents = ("sft",)
     lr_scale = 0.1
+    # REINFORCE's surrogate averages to about 0 whatever the policy's quality; the reward curve
+    # (reward_curve.png) is what an RL stage is read by.
+    heldout_loss = False
+    loss_label = "REINFORCE surrogate + KL penalty (nats)"
 
     def train_defaults(self, given: dict[str, Any]) -> dict[str, Any]:
         # The reward curve has a point per step unless train.log_every says otherwise.

@@ -6,6 +6,9 @@ labels), one stream per asset. Windows of ``window`` consecutive positions are d
 every start position of every stream that holds one, with ``numpy.random.default_rng([seed,
 step])``: the batch of a step never depends on the steps before it, so a resumed run sees the
 batches an uninterrupted one would.
+
+:func:`hold_out` first keeps the last rows of each stream out of the sampler, as the fixed batch
+a run's held-out loss (``val_loss``) is measured on.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from chaosfm._config import ConfigError
+from chaosfm._progress import say
+from chaosfm.data import heldout_split, heldout_windows
 
-__all__ = ["WindowSampler"]
+__all__ = ["WindowSampler", "hold_out"]
 
 
 class WindowSampler:
@@ -75,3 +80,37 @@ class WindowSampler:
         starts = self.starts[rng.integers(0, self.starts.size, self.batch_size)]
         index = starts[:, None] + np.arange(self.window)[None, :]  # (batch, window)
         return {name: array[index] for name, array in self.arrays.items()}
+
+
+def hold_out(
+    streams: Mapping[str, Mapping[str, np.ndarray]],
+    fraction: float,
+    window: int,
+    count: int,
+    *,
+    first_start: int = 0,
+    label: str = "train",
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray] | None]:
+    """Split the streams of a training run for its held-out loss.
+
+    The last ``fraction`` of each stream (:func:`chaosfm.data.heldout_split`: rows at or before
+    the cutoff, at least one window) leaves the training streams and becomes at most ``count``
+    fixed windows (:func:`chaosfm.data.heldout_windows`).
+
+    Args:
+        streams: asset -> {name: array}, what :class:`WindowSampler` would read.
+        fraction: share of each stream to hold out (``train.val_fraction``); 0: none.
+        window: positions per window.
+        count: the most held-out windows (the batch size).
+        first_start: warm-up positions no window starts in.
+        label: names the run in the note said when nothing could be held out.
+
+    Returns:
+        The training streams, and the held-out batch (None when nothing was held out; with
+        ``fraction`` above 0 a note then says why, so a run without ``val_loss`` is never silent).
+    """
+    split = heldout_split(streams, fraction, window, first_start=first_start)
+    batch = heldout_windows(split.heldout, window, count)
+    if batch is None and fraction > 0:
+        say(f"{label}: no held-out loss: {split.note}")
+    return split.train, batch
