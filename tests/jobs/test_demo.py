@@ -1,5 +1,6 @@
 """``chaosfm demo``: the models it trains are the shipped configs."""
 
+import re
 from pathlib import Path
 
 import yaml
@@ -38,7 +39,7 @@ def test_demo_models_are_the_shipped_configs():
 def test_fast_demo_trains_only_the_lorenz_models_in_its_own_folder():
     assert set(demo_train_files(fast=True)) == {"lorenz-gpt", "lorenz-mamba"}
     config = DemoConfig()
-    assert config.out == Path("runs/demo") and config.fast is False and config.models is True
+    assert re.fullmatch(r"runs/demo-\d{8}-\d{6}", config.out.as_posix()) and config.fast is False and config.models
     evaluation = demo_config(Path("x"), fast=True, runs={"lorenz63": ["r"]})
     assert [d.name for d in evaluation.datasets] == ["sp500", "lorenz63"]
     assert evaluation.datasets[1].runs == ["r"] and evaluation.out == Path("x")

@@ -115,7 +115,7 @@ def test_cli_forecast_refuses_an_unknown_extension_a_bad_model_and_a_model_that_
     assert "unknown extension '.xlsx'" in err and ".csv or .parquet" in err
     assert not (tmp_path / "fc.xlsx").exists()
     assert main([*base, "--model", "garhc", "--out", str(tmp_path / "fc.csv")]) == 2
-    assert "neither a forecaster name nor a run folder; names: " in capsys.readouterr().err
+    assert "neither a forecaster name nor a run folder; did you mean 'garch'?; names: " in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "fc.csv")]) == 2
     assert "--model NAME_OR_RUN_DIR" in capsys.readouterr().err
     assert main(["forecast", "--data", str(trajectory), "--horizon", "3", "--model", "garch",
