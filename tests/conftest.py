@@ -10,10 +10,6 @@ os.environ.setdefault("CHAOSFM_PROGRESS", "0")
 os.environ.setdefault("CHAOSFM_CACHE_DIR", tempfile.mkdtemp(prefix="chaosfm-test-cache-"))
 os.environ.setdefault("CHAOSFM_CONFIG_DIR", tempfile.mkdtemp(prefix="chaosfm-test-config-"))  # the export key
 os.environ.setdefault("CHAOSFM_QUIET", "1")
-# The suite's models are tiny, so its time is mostly XLA compiling them: the backend's optimisation
-# passes cost more than they save here (a quarter of tests/agents/test_tdmpc2.py's time). Results
-# stay correct at any level, and subprocesses inherit the setting.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
