@@ -13,8 +13,9 @@ import pytest
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "chaosfm"
 
-CORE = {"_config", "_artifacts", "_progress", "_random"}
-"""The small core every package may import (DESIGN.md: data imports nothing else of chaosfm)."""
+CORE = {"_config", "_artifacts", "_progress", "_random", "_lazy"}
+"""The small core every package may import (DESIGN.md: data imports nothing else of chaosfm);
+``_lazy`` is how a package imports its modules on first use."""
 
 LAYERS = [
     {"data"},
@@ -143,3 +144,39 @@ def test_importing_the_evaluator_or_the_predictor_loads_no_model_code(package):
     heavy = [m for m in loaded if m.split(".")[1] in ("train", "models", "tokenizers", "jobs", "cli")]
     assert not heavy, f"import {package} loaded {heavy}"
     assert f"{package}" in loaded
+
+
+def _loaded_after(script: str) -> list[str]:
+    """The modules a fresh interpreter holds after running ``script``."""
+    code = f"{script}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    process = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120)
+    assert process.returncode == 0, process.stderr.decode()[-2000:]
+    return json.loads(process.stdout.decode().strip().splitlines()[-1])
+
+
+HEAVY_FOR_A_STREAM = ("matplotlib", "scoringrules", "numba", "optax", "ott", "signax", "diffrax", "sklearn",
+                      "optuna", "scipy.stats", "equinox")
+"""Libraries a restarted ``chaosfm stream`` does not need before its first prediction: plots, the
+scores of finished predictions, the training code of the kernels, the models."""
+
+
+def test_the_stream_job_imports_nothing_its_first_prediction_does_not_need():
+    loaded = set(_loaded_after("import chaosfm.jobs.stream\nfrom chaosfm.predictor import run_stream"))
+    heavy = sorted(m for m in HEAVY_FOR_A_STREAM if m in loaded)
+    assert not heavy, f"importing the stream job loaded {heavy}"
+    assert "chaosfm.predictor._stream" in loaded and "jax" in loaded
+
+
+def test_a_lazy_package_imports_a_module_on_first_read_only():
+    loaded = set(_loaded_after("import chaosfm.report"))
+    assert "chaosfm.report" in loaded and "chaosfm.report._plots" not in loaded and "matplotlib" not in loaded
+    loaded = set(_loaded_after("from chaosfm.report import term"))  # the glossary, not the plots
+    assert "chaosfm.report._glossary" in loaded and "chaosfm.report._plots" not in loaded
+    import chaosfm.report as report
+
+    assert "to_png" in dir(report) and set(report.__all__) <= set(dir(report))
+    with pytest.raises(AttributeError, match=r"module 'chaosfm.report' has no attribute 'to_pgn'"):
+        report.to_pgn  # noqa: B018
+    first = report.to_png
+    assert "to_png" in vars(report) and report.to_png is first  # bound once, then an ordinary attribute

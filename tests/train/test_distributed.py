@@ -120,7 +120,7 @@ def _free_port() -> int:
 
 
 def _launch(workdir: Path, env: dict, out: Path, devices: int, extra: list[str], tag: str) -> subprocess.Popen:
-    child = dict(env, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    child = dict(env, JAX_PLATFORMS="cpu", XLA_FLAGS=f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip(),
                  SAVES_FILE=str(workdir / f"saves-{tag}.txt"))
     child.pop("JAX_COORDINATOR_ADDRESS", None)
     command = [sys.executable, str(workdir / "worker.py"), "train", "--config", str(workdir / "config.yaml"),

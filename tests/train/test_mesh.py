@@ -181,7 +181,8 @@ batch's mean, the gradient's all-reduce, the global norm summed per leaf with fs
 
 
 def _eight_devices(subprocess_env, root) -> dict:
-    env = {**subprocess_env, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    flags = f"{subprocess_env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
+    env = {**subprocess_env, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
     tests_dir = str(Path(__file__).resolve().parents[1])
     script = _SCRIPT.format(tests=tests_dir, root=str(root))
     process = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=900)

@@ -1,75 +1,153 @@
 """Loading, validating and featurising market data and chaotic trajectories."""
 
-from chaosfm.data._chaos import chaotic_system, dominant_period, largest_lyapunov_exponent
-from chaosfm.data._errors import (
-    CandleShapeError,
-    DataError,
-    EmptyDataError,
-    FileFormatError,
-    LeakageError,
-    MissingColumnError,
-    NegativeVolumeError,
-    NonFiniteError,
-    NonNumericError,
-    NonPositivePriceError,
-    TimestampOrderError,
-    UnknownDatasetError,
-)
-from chaosfm.data._exogenous import (
-    CALENDAR_COLUMNS,
-    INDICATORS,
-    Indicator,
-    atr,
-    bollinger_width,
-    calendar_features,
-    ema,
-    exogenous_features,
-    indicator_columns,
-    macd,
-    rsi,
-)
-from chaosfm.data._features import FEATURE_COLUMNS, candle_features, symlog, warmup_rows
-from chaosfm.data._fence import (
-    TimeFence,
-    TrainedThrough,
-    as_timestamp_like,
-    latest_seen,
-    merge_trained_through,
-    trained_through,
-    trained_through_from_json,
-    trained_through_to_json,
-)
-from chaosfm.data._heldout import HeldoutSplit, heldout_split, heldout_windows
-from chaosfm.data._labels import (
-    DIRECTION_NAMES,
-    EMBARGOED,
-    PURGED,
-    UNLABELLED,
-    WARMUP,
-    assign_splits,
-    boundary_rows,
-    check_causal,
-    feature_warmup,
-    forward_labels,
-    label_frame,
-    multitask_features,
-    trailing_realized_vol,
-)
-from chaosfm.data._frame import (
-    MARKET_COLUMNS,
-    assets,
-    canonical_columns,
-    frame_kind,
-    has_ohlc,
-    require_ohlc,
-    split_assets,
-    state_columns,
-    target_columns,
-    validate,
-)
-from chaosfm.data._load import builtin_names, datasets, describe, load, read_file
-from chaosfm.data._systems import SYSTEMS, ChaoticSystem
-from chaosfm.data._trajectory import time_step, to_trajectory_frame
+from typing import TYPE_CHECKING
+
+from chaosfm._lazy import attach
+
+if TYPE_CHECKING:  # what each name is, for readers and type checkers; at run time `attach` imports on first use
+    from chaosfm.data._chaos import chaotic_system, dominant_period, largest_lyapunov_exponent
+    from chaosfm.data._errors import (
+        CandleShapeError,
+        DataError,
+        EmptyDataError,
+        FileFormatError,
+        LeakageError,
+        MissingColumnError,
+        NegativeVolumeError,
+        NonFiniteError,
+        NonNumericError,
+        NonPositivePriceError,
+        TimestampOrderError,
+        UnknownDatasetError,
+    )
+    from chaosfm.data._exogenous import (
+        CALENDAR_COLUMNS,
+        INDICATORS,
+        Indicator,
+        atr,
+        bollinger_width,
+        calendar_features,
+        ema,
+        exogenous_features,
+        indicator_columns,
+        macd,
+        rsi,
+    )
+    from chaosfm.data._features import FEATURE_COLUMNS, candle_features, symlog, warmup_rows
+    from chaosfm.data._fence import (
+        TimeFence,
+        TrainedThrough,
+        as_timestamp_like,
+        latest_seen,
+        merge_trained_through,
+        trained_through,
+        trained_through_from_json,
+        trained_through_to_json,
+    )
+    from chaosfm.data._heldout import HeldoutSplit, heldout_split, heldout_windows
+    from chaosfm.data._labels import (
+        DIRECTION_NAMES,
+        EMBARGOED,
+        PURGED,
+        UNLABELLED,
+        WARMUP,
+        assign_splits,
+        boundary_rows,
+        check_causal,
+        feature_warmup,
+        forward_labels,
+        label_frame,
+        multitask_features,
+        trailing_realized_vol,
+    )
+    from chaosfm.data._frame import (
+        MARKET_COLUMNS,
+        assets,
+        canonical_columns,
+        frame_kind,
+        has_ohlc,
+        require_ohlc,
+        split_assets,
+        state_columns,
+        target_columns,
+        validate,
+    )
+    from chaosfm.data._load import builtin_names, datasets, describe, load, read_file
+    from chaosfm.data._systems import SYSTEMS, ChaoticSystem
+    from chaosfm.data._trajectory import time_step, to_trajectory_frame
+
+__getattr__, __dir__ = attach(__name__, {
+    "chaosfm.data._chaos": ("chaotic_system", "dominant_period", "largest_lyapunov_exponent"),
+    "chaosfm.data._errors": (
+        "CandleShapeError",
+        "DataError",
+        "EmptyDataError",
+        "FileFormatError",
+        "LeakageError",
+        "MissingColumnError",
+        "NegativeVolumeError",
+        "NonFiniteError",
+        "NonNumericError",
+        "NonPositivePriceError",
+        "TimestampOrderError",
+        "UnknownDatasetError",
+    ),
+    "chaosfm.data._exogenous": (
+        "CALENDAR_COLUMNS",
+        "INDICATORS",
+        "Indicator",
+        "atr",
+        "bollinger_width",
+        "calendar_features",
+        "ema",
+        "exogenous_features",
+        "indicator_columns",
+        "macd",
+        "rsi",
+    ),
+    "chaosfm.data._features": ("FEATURE_COLUMNS", "candle_features", "symlog", "warmup_rows"),
+    "chaosfm.data._fence": (
+        "TimeFence",
+        "TrainedThrough",
+        "as_timestamp_like",
+        "latest_seen",
+        "merge_trained_through",
+        "trained_through",
+        "trained_through_from_json",
+        "trained_through_to_json",
+    ),
+    "chaosfm.data._heldout": ("HeldoutSplit", "heldout_split", "heldout_windows"),
+    "chaosfm.data._labels": (
+        "DIRECTION_NAMES",
+        "EMBARGOED",
+        "PURGED",
+        "UNLABELLED",
+        "WARMUP",
+        "assign_splits",
+        "boundary_rows",
+        "check_causal",
+        "feature_warmup",
+        "forward_labels",
+        "label_frame",
+        "multitask_features",
+        "trailing_realized_vol",
+    ),
+    "chaosfm.data._frame": (
+        "MARKET_COLUMNS",
+        "assets",
+        "canonical_columns",
+        "frame_kind",
+        "has_ohlc",
+        "require_ohlc",
+        "split_assets",
+        "state_columns",
+        "target_columns",
+        "validate",
+    ),
+    "chaosfm.data._load": ("builtin_names", "datasets", "describe", "load", "read_file"),
+    "chaosfm.data._systems": ("SYSTEMS", "ChaoticSystem"),
+    "chaosfm.data._trajectory": ("time_step", "to_trajectory_frame"),
+})
 
 __all__ = [
     "HeldoutSplit",

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import scoringrules
 
 Axis = int | tuple[int, ...] | None
 
@@ -96,6 +95,8 @@ def crps(samples: Any, observed: Any) -> np.ndarray:
     _require_leading_axis(samples, "samples", "S", observed)
     if samples.shape[0] == 1:
         return np.abs(samples[0] - observed)
+    import scoringrules  # on first use: it imports numba (about 0.4 s), which no step of a stream needs
+
     # Backend pinned: scoringrules would otherwise use whichever backend is active (jax, numba).
     score = scoringrules.crps_ensemble(
         observed, samples, m_axis=0, estimator="pwm", backend="numpy"

@@ -31,31 +31,80 @@ The online predictor's forecaster is ``chaosfm.predictor.OnlinePredictorForecast
 sits above this package, so its adapter lives with it.
 """
 
-from chaosfm.forecasters._base import AbstractForecaster, Forecast, require_key
-from chaosfm.forecasters._aci import (
-    ACI_LEVELS,
-    AGACI_GAMMAS,
-    ACIState,
-    aci_init,
-    aci_samples,
-    aci_update,
-    aci_weights,
-    usable_levels,
-)
-from chaosfm.forecasters._calibrate import ConformalForecaster
-from chaosfm.forecasters._baselines import AutoRegressive, Garch, LastValue, RandomWalk, SeasonalNaive, infer_season
-from chaosfm.forecasters._har import HarRV
-from chaosfm.forecasters._mlp_flow import MLPFlow
-from chaosfm.forecasters._parroting import ContextParroting, parrot
-from chaosfm.forecasters._reservoir import EchoStateNetwork, NextGenerationReservoir
-from chaosfm.forecasters._registry import FORECASTERS, make_forecaster
-from chaosfm.forecasters._frame_api import (
-    Forecaster,
-    forecast_table,
-    future_timestamps,
-    quantile_column,
-    series_key,
-)
+from typing import TYPE_CHECKING
+
+from chaosfm._lazy import attach
+
+if TYPE_CHECKING:  # what each name is, for readers and type checkers; at run time `attach` imports on first use
+    from chaosfm.forecasters._base import AbstractForecaster, Forecast, require_key
+    from chaosfm.forecasters._aci import (
+        ACI_LEVELS,
+        AGACI_GAMMAS,
+        ACIState,
+        aci_init,
+        aci_samples,
+        aci_update,
+        aci_weights,
+        usable_levels,
+    )
+    from chaosfm.forecasters._calibrate import ConformalForecaster
+    from chaosfm.forecasters._baselines import AutoRegressive, Garch, LastValue, RandomWalk, SeasonalNaive, infer_season
+    from chaosfm.forecasters._har import HarRV
+    from chaosfm.forecasters._mlp_flow import MLPFlow
+    from chaosfm.forecasters._parroting import ContextParroting, parrot
+    from chaosfm.forecasters._reservoir import EchoStateNetwork, NextGenerationReservoir
+    from chaosfm.forecasters._registry import FORECASTERS, make_forecaster
+    from chaosfm.forecasters._frame_api import (
+        Forecaster,
+        forecast_table,
+        future_timestamps,
+        quantile_column,
+        series_key,
+    )
+
+__getattr__, __dir__ = attach(__name__, {
+    "chaosfm.forecasters._base": ("AbstractForecaster", "Forecast", "require_key"),
+    "chaosfm.forecasters._aci": (
+        "ACI_LEVELS",
+        "AGACI_GAMMAS",
+        "ACIState",
+        "aci_init",
+        "aci_samples",
+        "aci_update",
+        "aci_weights",
+        "usable_levels",
+    ),
+    "chaosfm.forecasters._calibrate": ("ConformalForecaster",),
+    "chaosfm.forecasters._baselines": (
+        "AutoRegressive",
+        "Garch",
+        "LastValue",
+        "RandomWalk",
+        "SeasonalNaive",
+        "infer_season",
+    ),
+    "chaosfm.forecasters._har": ("HarRV",),
+    "chaosfm.forecasters._mlp_flow": ("MLPFlow",),
+    "chaosfm.forecasters._parroting": ("ContextParroting", "parrot"),
+    "chaosfm.forecasters._reservoir": ("EchoStateNetwork", "NextGenerationReservoir"),
+    "chaosfm.forecasters._registry": ("FORECASTERS", "make_forecaster"),
+    "chaosfm.forecasters._frame_api": (
+        "Forecaster",
+        "forecast_table",
+        "future_timestamps",
+        "quantile_column",
+        "series_key",
+    ),
+    # The model-backed forecasters bring the model and training code (seconds of imports): the
+    # evaluator and the predictor need only the protocol and the baselines above.
+    "chaosfm.forecasters._flow": ("FlowMambaForecaster", "FlowSettings"),
+    "chaosfm.forecasters._token": ("TokenForecaster",),
+    "chaosfm.forecasters._token_fit": ("CodeModelSettings", "TokenGPTForecaster", "TokenMambaForecaster"),
+    "chaosfm.forecasters._market": ("CrossAssetForecaster", "MarketModelConfig"),
+    "chaosfm.forecasters._ensemble": ("Ensemble",),
+    "chaosfm.forecasters._jepa": ("JEPAForecaster", "probe_windows"),
+    "chaosfm.forecasters._from_run": ("RUN_FORECASTERS", "load_forecaster"),
+})
 
 __all__ = [
     "AbstractForecaster",
@@ -103,30 +152,3 @@ __all__ = [
     "quantile_column",
     "series_key",
 ]
-
-_MODEL_BACKED = {
-    "FlowMambaForecaster": "chaosfm.forecasters._flow",
-    "FlowSettings": "chaosfm.forecasters._flow",
-    "TokenForecaster": "chaosfm.forecasters._token",
-    "CodeModelSettings": "chaosfm.forecasters._token_fit",
-    "TokenGPTForecaster": "chaosfm.forecasters._token_fit",
-    "TokenMambaForecaster": "chaosfm.forecasters._token_fit",
-    "CrossAssetForecaster": "chaosfm.forecasters._market",
-    "MarketModelConfig": "chaosfm.forecasters._market",
-    "Ensemble": "chaosfm.forecasters._ensemble",
-    "JEPAForecaster": "chaosfm.forecasters._jepa",
-    "probe_windows": "chaosfm.forecasters._jepa",
-    "RUN_FORECASTERS": "chaosfm.forecasters._from_run",
-    "load_forecaster": "chaosfm.forecasters._from_run",
-}
-
-
-def __getattr__(name: str):
-    # The protocol and the baselines are what the evaluator and the predictor need; the
-    # model-backed forecasters bring the model and training code (seconds of imports) and load
-    # on first use, so `import chaosfm.evaluate` stays numpy-light.
-    if name in _MODEL_BACKED:
-        import importlib
-
-        return getattr(importlib.import_module(_MODEL_BACKED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,7 +35,6 @@ from chaosfm.predictor import (
     StreamResult,
     run_stream,
 )
-from chaosfm.report import stream_telemetry, to_png
 
 __all__ = ["FLAGS", "FeedConfig", "FeedLost", "StreamInterrupted", "StreamJob", "live_lines", "read", "run"]
 
@@ -261,5 +260,7 @@ def write(out: Path, result: StreamResult, *, plot: bool = True, seed: int | Non
         atomic_write_text(out / name, buffer.getvalue())
     write_json(out / "metrics.json", result.metrics)
     if plot and result.telemetry:
+        from chaosfm.report import stream_telemetry, to_png  # matplotlib: not before the first prediction
+
         atomic_write_bytes(out / "telemetry.png", to_png(stream_telemetry(result.telemetry, result.predictions)))
     finish_run(out, seed=seed, trained_through=None, kind="stream")

@@ -26,13 +26,15 @@ Collapse monitor: the Gibbs density ``rho(z) ~ exp(-V(0, z))`` on a grid has nor
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from chaosfm.predictor._config import DGMConfig
+
+if TYPE_CHECKING:
+    import optax
 
 Params = dict
 
@@ -153,6 +155,8 @@ def galerkin_loss(
 
 
 def optimizer(config: DGMConfig) -> optax.GradientTransformation:
+    import optax  # on first trace: a restart that loads its programs never needs it
+
     return optax.chain(optax.clip_by_global_norm(10.0), optax.adam(config.learning_rate))
 
 
@@ -160,6 +164,8 @@ def train(
     state: DGMState, key: jax.Array, steps: int, config: DGMConfig, **loss_options
 ) -> tuple[DGMState, jax.Array]:
     """``steps`` Adam steps on the Galerkin loss; returns the state and the last loss."""
+    import optax
+
     opt = optimizer(config)
 
     def step(carry, key):

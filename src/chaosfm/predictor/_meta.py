@@ -29,14 +29,16 @@ get a gradient. Dimension letters: K kernels, S draws per kernel.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from chaosfm.predictor._config import PredictorConfig
 from chaosfm.predictor._orchestrator import OrchestratorState, mixing_weights, update_orchestrator
+
+if TYPE_CHECKING:
+    import optax
 
 
 class MetaParams(NamedTuple):
@@ -106,6 +108,8 @@ def initial_meta(config: PredictorConfig, num_kernels: int, dtype=jnp.float32) -
 
 def meta_optimizer(config: PredictorConfig) -> optax.GradientTransformation:
     """Global-norm clipping, then Adam at ``meta_learning_rate``."""
+    import optax  # on first trace (meta-learning is off by default)
+
     return optax.chain(
         optax.clip_by_global_norm(config.meta_gradient_clip), optax.adam(config.meta_learning_rate)
     )
@@ -231,6 +235,8 @@ def update_meta(
         the new parameters, the learner (its remembered weight step unchanged: see
         :func:`remember`), and the step's CRPS at the old parameters (NaN if not active).
     """
+    import optax
+
     score, grads = crps_and_gradient(state.params, step, config, emergency_kernel)
     finite = jnp.isfinite(score) & jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in grads]))
     use = step.active & finite
