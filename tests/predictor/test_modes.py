@@ -10,13 +10,8 @@ from chaosfm._config import ConfigError, parse_config
 from chaosfm.predictor import PredictorConfig, init_predictor
 from chaosfm.predictor._kernel_dgm import _with_params
 from chaosfm.predictor._packed_step import packed_step
-from chaosfm.predictor._predictor import (
-    DGM_KERNEL,
-    FRESHNESS_FIELDS,
-    KERNELS,
-    _keep_if_finite,
-    freshness_mask,
-)
+from chaosfm.predictor._draws import DGM_KERNEL, KERNELS
+from chaosfm.predictor._predictor import FRESHNESS_FIELDS, _keep_if_finite, freshness_mask
 
 # fit_steps=0: no network training needed here; ttl 5 so the exit count is ceil(0.8 * 5) = 4.
 # One config for every test: the production step (packed_step) is compiled once for all.

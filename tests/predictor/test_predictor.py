@@ -90,7 +90,7 @@ def test_warm_start_trains_the_network_and_the_step_runs_on(key):
 
 def _one_step_intervals(levels: np.ndarray, skip: int, draws: int = 2000):
     """(low80, high80, low50, high50) of the predictor's next-value draws, from step ``skip`` on."""
-    from chaosfm.predictor._predictor import mixture_draws
+    from chaosfm.predictor._draws import mixture_draws
 
     step = packed_step(PREDICTOR)
     sample = jax.jit(lambda state, key: mixture_draws(state, PREDICTOR, (draws,), key=key))
@@ -149,7 +149,7 @@ def test_telemetry_reports_spreads_that_match_the_realised_increments(tmp_path):
 
 
 def test_drift_zero_centres_the_mixture_on_the_last_value():
-    from chaosfm.predictor._predictor import mixture_draws
+    from chaosfm.predictor._draws import mixture_draws
 
     # A trending series: the kernels predict a positive mean increment.
     rng = np.random.default_rng(5)
@@ -181,7 +181,7 @@ def _state_after(levels: np.ndarray):
 
 def test_unit_spread_leaves_the_width_to_the_scale_and_the_shape_to_the_kernels():
     from chaosfm.predictor._orchestrator import mixing_weights
-    from chaosfm.predictor._predictor import SIGNATURE_KERNEL, _kernel_spreads, mixture_draws
+    from chaosfm.predictor._draws import SIGNATURE_KERNEL, _kernel_spreads, mixture_draws
 
     state = _state_after(_gbm(300, 8))
     key = jax.random.key(3)
@@ -204,7 +204,7 @@ def test_unit_spread_leaves_the_width_to_the_scale_and_the_shape_to_the_kernels(
 def test_gaussian_share_draws_that_share_from_a_unit_normal_and_the_rest_from_the_kernels():
     from scipy import stats
 
-    from chaosfm.predictor._predictor import mixture_draws
+    from chaosfm.predictor._draws import mixture_draws
 
     state = _state_after(_gbm(300, 9))
     key, n = jax.random.key(4), 20000
@@ -223,7 +223,7 @@ def test_gaussian_share_draws_that_share_from_a_unit_normal_and_the_rest_from_th
 def test_default_draws_are_the_normal_of_the_ema_scale_worked_out_by_hand():
     from scipy import stats
 
-    from chaosfm.predictor._predictor import mixture_draws
+    from chaosfm.predictor._draws import mixture_draws
 
     levels = _gbm(300, 10)
     state = _state_after(levels)

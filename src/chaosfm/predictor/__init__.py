@@ -49,8 +49,8 @@ if TYPE_CHECKING:  # what each name is, for readers and type checkers; at run ti
         mixing_weights,
         update_orchestrator,
     )
+    from chaosfm.predictor._draws import KERNELS
     from chaosfm.predictor._predictor import (
-        KERNELS,
         PredictorOutput,
         PredictorState,
         init_predictor,
@@ -114,8 +114,8 @@ __getattr__, __dir__ = attach(__name__, {
         "mixing_weights",
         "update_orchestrator",
     ),
+    "chaosfm.predictor._draws": ("KERNELS",),
     "chaosfm.predictor._predictor": (
-        "KERNELS",
         "PredictorOutput",
         "PredictorState",
         "init_predictor",

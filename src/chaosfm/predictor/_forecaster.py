@@ -23,14 +23,9 @@ from chaosfm.forecasters import (
     usable_levels,
 )
 from chaosfm.predictor._config import PredictorConfig
+from chaosfm.predictor._draws import mixture_draws
 from chaosfm.predictor._packed_step import packed_step
-from chaosfm.predictor._predictor import (
-    PredictorOutput,
-    init_predictor,
-    mixture_draws,
-    resume_after_gap,
-    warm_start,
-)
+from chaosfm.predictor._predictor import PredictorOutput, init_predictor, resume_after_gap, warm_start
 
 
 @functools.lru_cache(maxsize=8)

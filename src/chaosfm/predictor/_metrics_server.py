@@ -25,7 +25,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from chaosfm._config import ConfigError
-from chaosfm.predictor._predictor import KERNELS
+from chaosfm.predictor._draws import KERNELS
 from chaosfm.predictor._telemetry import FLAGS
 
 # Step latency buckets, seconds: the step is ~1 ms; a compile or a refit shows up in the tail.

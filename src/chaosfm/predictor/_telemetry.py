@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from chaosfm.predictor._predictor import KERNELS, SLOW_PARTS, PredictorOutput
+from chaosfm.predictor._draws import KERNELS
+from chaosfm.predictor._predictor import SLOW_PARTS, PredictorOutput
 
 # Each a bool per step; docs/predictor.md#flags-and-modes says what raises and clears each.
 FLAGS = ("sinkhorn_fallback", "degraded_inference", "emergency", "regime_change", "mode_collapse", "dgm_suspended",
