@@ -19,6 +19,10 @@ The predictions of the three runs are compared: a loaded export and a cached exe
 predict what a fresh trace and compile do. The machine is shared: rounds are interleaved, the
 median round's ratio is printed, and the load average before and after.
 
+Each round also times the floor: a fresh interpreter that imports JAX and computes one array
+(:data:`FLOOR`). What a warm start spends above it is chaosfm's: its imports, config, loading
+the programs and the first step.
+
 Usage: ``python bench/warm_start.py [--rounds 2] [--length 200]``.
 """
 
@@ -67,6 +71,18 @@ def _run(feed: str, out: Path, cache: Path | None) -> dict[str, float]:
             "total": total, "programs": "+".join(programs)}
 
 
+FLOOR = "import jax, jax.numpy as jnp; jnp.zeros(1).block_until_ready()"
+"""What any JAX program pays before its first result: the interpreter, ``import jax`` and the CPU
+client. A warm stream cannot start faster than this."""
+
+
+def _floor() -> float:
+    """Seconds from ``Popen`` to the exit of a fresh interpreter that runs :data:`FLOOR`."""
+    begin = time.perf_counter()
+    subprocess.run([sys.executable, "-c", FLOOR], check=True)
+    return time.perf_counter() - begin
+
+
 def _size(folder: Path) -> tuple[int, float]:
     files = [p for p in folder.rglob("*") if p.is_file()]
     return len(files), sum(p.stat().st_size for p in files) / 1e6
@@ -79,8 +95,9 @@ def main() -> None:
     options = parser.parse_args()
     feed = _feed(options.length)
     load_before = os.getloadavg()
-    rows, ratios, identical = [], [], []
+    rows, ratios, identical, floors = [], [], [], []
     for round_ in range(1, options.rounds + 1):
+        floors.append(_floor())
         with tempfile.TemporaryDirectory(prefix="chaosfm-warm-") as temp:
             temp = Path(temp)
             cache = temp / "cache"
@@ -103,6 +120,9 @@ def main() -> None:
     print(f"cold / warm time to first prediction: median {np.median(ratios):.1f}x "
           f"(rounds: {', '.join(f'{r:.1f}x' for r in ratios)}); "
           f"cold, warm and no-cache predictions identical: {all(identical)}")
+    above = [warm["first"] - floor for (_, _, warm), floor in zip(rows[1::3], floors)]
+    print(f"floor (python -c '{FLOOR}'): {', '.join(f'{f:.2f}' for f in floors)} s; warm runs' first "
+          f"prediction minus the floor: {', '.join(f'{a:.2f}' for a in above)} s")
     print(f"load average (1 min) before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; "
           f"{os.cpu_count()} CPUs")
 
