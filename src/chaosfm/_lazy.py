@@ -6,7 +6,7 @@
 import: matplotlib, scipy, optax, scoringrules, the chaotic systems. A restarted ``chaosfm
 stream`` spent more time there than in its first prediction. With ``attach`` a package imports
 only the module that defines the name asked for, once; ``dir()`` and ``__all__`` still list
-everything.
+everything, from the one table the package gives ``attach``.
 
 Written here rather than taken from scientific-python's ``lazy_loader`` (whose ``attach`` is the
 same idea): these twenty lines are all of it, and a dependency for them would have to be pinned
@@ -20,10 +20,12 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 
 
-def attach(package: str, modules: Mapping[str, Iterable[str]]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package``: ``modules`` maps a module's full name to the
-    names the package re-exports from it. A name read is imported from its module and bound in the
-    package, so the next read is an ordinary attribute."""
+def attach(
+    package: str, modules: Mapping[str, Iterable[str]]
+) -> tuple[Callable[[str], object], Callable[[], list[str]], list[str]]:
+    """``(__getattr__, __dir__, __all__)`` for ``package``: ``modules`` maps a module's full name to
+    the names the package re-exports from it. A name read is imported from its module and bound in
+    the package, so the next read is an ordinary attribute."""
     where = {name: module for module, names in modules.items() for name in names}
 
     def __getattr__(name: str) -> object:
@@ -37,4 +39,4 @@ def attach(package: str, modules: Mapping[str, Iterable[str]]) -> tuple[Callable
     def __dir__() -> list[str]:
         return sorted({*vars(sys.modules[package]), *where})
 
-    return __getattr__, __dir__
+    return __getattr__, __dir__, list(where)

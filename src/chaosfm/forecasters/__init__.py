@@ -31,38 +31,9 @@ The online predictor's forecaster is ``chaosfm.predictor.OnlinePredictorForecast
 sits above this package, so its adapter lives with it.
 """
 
-from typing import TYPE_CHECKING
-
 from chaosfm._lazy import attach
 
-if TYPE_CHECKING:  # what each name is, for readers and type checkers; at run time `attach` imports on first use
-    from chaosfm.forecasters._base import AbstractForecaster, Forecast, require_key
-    from chaosfm.forecasters._aci import (
-        ACI_LEVELS,
-        AGACI_GAMMAS,
-        ACIState,
-        aci_init,
-        aci_samples,
-        aci_update,
-        aci_weights,
-        usable_levels,
-    )
-    from chaosfm.forecasters._calibrate import ConformalForecaster
-    from chaosfm.forecasters._baselines import AutoRegressive, Garch, LastValue, RandomWalk, SeasonalNaive, infer_season
-    from chaosfm.forecasters._har import HarRV
-    from chaosfm.forecasters._mlp_flow import MLPFlow
-    from chaosfm.forecasters._parroting import ContextParroting, parrot
-    from chaosfm.forecasters._reservoir import EchoStateNetwork, NextGenerationReservoir
-    from chaosfm.forecasters._registry import FORECASTERS, make_forecaster
-    from chaosfm.forecasters._frame_api import (
-        Forecaster,
-        forecast_table,
-        future_timestamps,
-        quantile_column,
-        series_key,
-    )
-
-__getattr__, __dir__ = attach(__name__, {
+__getattr__, __dir__, __all__ = attach(__name__, {
     "chaosfm.forecasters._base": ("AbstractForecaster", "Forecast", "require_key"),
     "chaosfm.forecasters._aci": (
         "ACI_LEVELS",
@@ -105,50 +76,3 @@ __getattr__, __dir__ = attach(__name__, {
     "chaosfm.forecasters._jepa": ("JEPAForecaster", "probe_windows"),
     "chaosfm.forecasters._from_run": ("RUN_FORECASTERS", "load_forecaster"),
 })
-
-__all__ = [
-    "AbstractForecaster",
-    "Forecast",
-    "require_key",
-    "AutoRegressive",
-    "ACIState",
-    "ConformalForecaster",
-    "aci_init",
-    "aci_samples",
-    "ACI_LEVELS",
-    "AGACI_GAMMAS",
-    "aci_update",
-    "aci_weights",
-    "usable_levels",
-    "FORECASTERS",
-    "ContextParroting",
-    "EchoStateNetwork",
-    "Garch",
-    "HarRV",
-    "LastValue",
-    "MLPFlow",
-    "NextGenerationReservoir",
-    "RandomWalk",
-    "SeasonalNaive",
-    "infer_season",
-    "make_forecaster",
-    "parrot",
-    "FlowMambaForecaster",
-    "FlowSettings",
-    "JEPAForecaster",
-    "RUN_FORECASTERS",
-    "TokenForecaster",
-    "CodeModelSettings",
-    "TokenGPTForecaster",
-    "TokenMambaForecaster",
-    "CrossAssetForecaster",
-    "MarketModelConfig",
-    "Ensemble",
-    "load_forecaster",
-    "probe_windows",
-    "Forecaster",
-    "forecast_table",
-    "future_timestamps",
-    "quantile_column",
-    "series_key",
-]
