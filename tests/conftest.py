@@ -10,12 +10,8 @@ os.environ.setdefault("CHAOSFM_PROGRESS", "0")
 os.environ.setdefault("CHAOSFM_CACHE_DIR", tempfile.mkdtemp(prefix="chaosfm-test-cache-"))
 os.environ.setdefault("CHAOSFM_CONFIG_DIR", tempfile.mkdtemp(prefix="chaosfm-test-config-"))  # the export key
 os.environ.setdefault("CHAOSFM_QUIET", "1")
-# XLA compiles a test's tiny programs for longer than it runs them (61% of the suite's time in
-# compilation, measured per test from JAX's own compile events). LLVM's level 1 instead of 2 cut
-# the compile time of tests/agents/test_tdmpc2_market.py by 35% with the same results; level 0
-# cut more but changed the MPPI results. Tests that start a Python child pass it on.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=1".strip()
+# LLVM's level 1 (--xla_backend_optimization_level=1) was tried for the suite and taken out: it cut
+# compile-bound files by a third but CI's whole suite got slower (docs/development.md).
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
