@@ -48,3 +48,30 @@ def test_jepa_kan_tiny_trains_from_the_command_line(tmp_path, capsys):
     assert all(isinstance(block, KANLayer) and block.basis == "bspline" for block in model.predictor.blocks)
     assert model.predictor.w_in.shape == (shipped["d_embed"], shipped["d_pred"])
     assert "sp500" in meta["trained_through"]
+
+
+@pytest.mark.slow  # ~30 s on a busy 2-core machine
+def test_jepa_mamba3_trains_on_a_market_clock_from_the_command_line(tmp_path, capsys):
+    from chaosfm.data import session_clock
+    from chaosfm.models import Mamba2Mixer
+    from chaosfm.models._gpt import Block
+
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", str(CONFIGS / "jepa-mamba3.yaml"), "--out", str(out),
+                 "--set", "train.steps=4", "--set", "train.log_every=2", "--set", "train.checkpoint_every=4"]) == 0
+    assert f"wrote the run to {out}" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and np.isfinite(metrics["final"]["loss"])
+    model, inputs, _ = load_pretrained(out)
+    config = model.config
+    # The shipped options, and what the job measured: daily bars, one trading day per bar.
+    assert config.trapezoidal and config.complex_phase and config.bc_norm and config.exo_clock
+    assert config.session == "weekdays" and config.clock_unit == 86_400.0
+    assert config.exo_column == list(inputs.features).index("realized_vol")
+    assert [type(layer) for layer in model.encoder.layers] == [Mamba2Mixer, Mamba2Mixer, Block]
+    # Every stream ends in the session clock of its rows: 1 for most bars, 2 or more after a holiday.
+    frame = load("sp500")
+    stream = inputs.streams(frame)["sp500"]
+    assert stream.inputs.shape[1] == len(inputs.features) + 1
+    np.testing.assert_array_equal(stream.inputs[:, -1], session_clock(stream.stamps, "weekdays", 86_400.0))
+    assert np.mean(stream.inputs[:, -1] == 1.0) > 0.9 and stream.inputs[:, -1].max() >= 2.0

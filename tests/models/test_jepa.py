@@ -330,3 +330,57 @@ def test_barlow_and_cross_resolution_terms_join_the_loss(key):
     assert float(metrics["barlow"]) == pytest.approx(barlow, rel=1e-3)
     assert float(metrics["cross_resolution"]) == pytest.approx(cross, rel=1e-3, abs=1e-6)
     assert float(with_terms - vicreg) == pytest.approx(0.3 * barlow + 2.0 * cross, rel=1e-3)
+
+
+EVERY_OPTION = dict(
+    TINY, n_layers=3, trapezoidal=True, complex_phase=True, bc_norm=True, attention_every=3, attention_heads=2,
+    attention_kv_heads=1, exo_clock=True, exo_column=1, session="weekdays", clock_unit=86_400.0,
+)
+
+
+@pytest.mark.slow  # ~20 s on a busy 2-core machine: a three-layer hybrid compiles forward and backward
+def test_the_encoder_takes_every_sequence_model_option(key):
+    from chaosfm.models import Mamba2Mixer
+    from chaosfm.models._gpt import Block
+
+    config = JEPAConfig(**EVERY_OPTION)
+    model = perturb(JEPA(config, key=key))
+    encoder = model.encoder
+    # The code models' own layers: two Mamba-3 mixers with both clocks and BC normalisation, then attention.
+    assert [type(layer) for layer in encoder.layers] == [Mamba2Mixer, Mamba2Mixer, Block]
+    mixer = encoder.layers[0]
+    assert mixer.trapezoidal and mixer.complex_phase and mixer.b_gain is not None and mixer.clock_gain is not None
+    assert config.input_width == 4 and encoder.clocked and encoder.exo_column == 1
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal((16, 3)), np.ones((16, 1))], axis=1).astype(np.float32)
+    embed = eqx.filter_jit(lambda m, x: m.encoder(x))
+    base = np.asarray(embed(model, jnp.asarray(x)))
+    # Causal: changing step 9 onwards (features and clock) leaves steps 0-8 as they were.
+    later = x.copy()
+    later[9:] = rng.standard_normal((7, 4))
+    changed = np.asarray(embed(model, jnp.asarray(later)))
+    np.testing.assert_allclose(changed[:9], base[:9], atol=1e-6)
+    assert not np.allclose(changed[9:], base[9:])
+    # Both clocks reach the output: the volatility column (beyond its place among the features) and the session clock.
+    for column in (1, 3):
+        moved = x.copy()
+        moved[4, column] = 0.0 if column == 3 else moved[4, column] + 1.0
+        assert not np.allclose(np.asarray(embed(model, jnp.asarray(moved)))[4:], base[4:])
+    # It trains: the loss has finite gradients in every part, the clock gains and BC gains included.
+    batch = np.concatenate([rng.standard_normal((4, 16, 3)), np.ones((4, 16, 1))], axis=2).astype(np.float32)
+    grads = eqx.filter_jit(eqx.filter_grad(lambda m: jepa_loss(m, {"features": jnp.asarray(batch)}, jax.random.key(1))[0]))(model)
+    leaves = jax.tree_util.tree_leaves(grads)
+    assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in leaves)
+    assert np.any(np.asarray(grads.encoder.layers[0].b_gain) != 0)
+    assert np.any(np.asarray(grads.encoder.layers[0].clock_gain) != 0)
+
+
+def test_encoder_option_rules_name_the_key():
+    with pytest.raises(ValueError, match="exo_clock: and session need feature inputs"):
+        JEPAConfig(**{**TINY, "vocab_size": 5}, session="weekdays")
+    with pytest.raises(ValueError, match="exo_column: must name one of the 3 feature columns"):
+        JEPAConfig(**TINY, exo_clock=True)
+    with pytest.raises(ValueError, match="session: 'monday' is not one of"):
+        JEPAConfig(**TINY, session="monday")
+    with pytest.raises(ValueError, match="attention_heads"):
+        JEPAConfig(**TINY, attention_every=1, attention_heads=3)

@@ -92,6 +92,7 @@ EVERYTHING = CONFIG.replace(
     exo_clock=True,
     trapezoidal=True,
     complex_phase=True,
+    bc_norm=True,
     attention_every=2,
     attention_heads=2,
     attention_kv_heads=1,
@@ -177,6 +178,73 @@ def test_exo_clock_at_zero_is_plain_mamba_and_volatility_changes_the_clock():
         clocked(codes)
     with pytest.raises(ValueError, match="exo"):
         plain(codes, exo=exo)
+
+
+_GAPS = np.array([5, 6, 13, 20])  # rows inside a market closure: clock 0
+
+
+@pytest.mark.parametrize("trapezoidal, complex_phase", [(False, False), (True, True)])
+def test_a_closed_row_passes_the_state_as_if_it_were_not_there(key, trapezoidal, complex_phase):
+    inputs = _scan_inputs(key)
+    time = inputs["x"].shape[0]
+    open_rows = np.setdiff1d(np.arange(time), _GAPS)
+    inputs["dt"] = inputs["dt"].at[_GAPS].set(0.0)  # what a clock of 0 makes of dt
+    if trapezoidal:  # the mixer's rule: the step after a closed row has no open one to pair with
+        after = np.setdiff1d(_GAPS + 1, _GAPS)
+        inputs["lam"] = inputs["lam"].at[after].set(1.0)
+    else:
+        inputs["lam"] = None
+    if not complex_phase:
+        inputs["theta"] = None
+    y, carry = selective_scan(**inputs, chunk_size=5)
+    y_ref, carry_ref = selective_scan_reference(**inputs)
+    assert max_error((y, carry), (y_ref, carry_ref)) <= 1e-5  # the chunked path against the literal one
+    # The same series with the closed rows deleted: the same outputs on every open row, the same state.
+    deleted = {k: (v if v is None or k == "a" else v[open_rows]) for k, v in inputs.items()}
+    if trapezoidal:  # the step after a gap follows a deleted row: it keeps the Euler rule
+        deleted["lam"] = deleted["lam"].at[np.searchsorted(open_rows, after)].set(1.0)
+    y_open, carry_open = selective_scan_reference(**deleted)
+    assert max_error((y[open_rows], carry), (y_open, carry_open)) <= 1e-5
+    # Not a vacuous check: with the calendar's dt on those rows the open rows after them read otherwise.
+    y_calendar, _ = selective_scan_reference(**{**inputs, "dt": _scan_inputs(key)["dt"]})
+    assert max_error(y_calendar[open_rows], y_open) > 1e-3
+
+
+def test_the_mixer_clock_scales_the_step_and_closes_rows():
+    mixer = perturb(Mamba(CONFIG.replace(trapezoidal=True), key=jax.random.key(2))).layers[0]
+    x = jax.random.normal(jax.random.key(1), (13, 16))
+    plain, _ = mixer(x)
+    ones, _ = mixer(x, clock=jnp.ones(13))
+    assert max_error(ones, plain) <= 1e-6
+    closed, _ = mixer(x, clock=jnp.ones(13).at[6].set(0.0))
+    assert max_error(closed[:6], plain[:6]) <= 1e-6 and max_error(closed[6:], plain[6:]) > 1e-4
+    # The chunked scan and the literal one agree on a clocked mixer with a closure.
+    reference, _ = mixer(x, clock=jnp.ones(13).at[6].set(0.0), reference=True)
+    assert max_error(closed, reference) <= 1e-5
+
+
+def test_bc_norm_gives_b_and_c_the_rms_of_their_gains(monkeypatch):
+    import chaosfm.models._mamba as mamba_module
+
+    seen = []
+
+    def capture(x, dt, a, b, c, **kwargs):
+        seen.append((np.asarray(b), np.asarray(c)))
+        return selective_scan(x, dt, a, b, c, **kwargs)
+
+    monkeypatch.setattr(mamba_module, "selective_scan", capture)
+    gains = np.asarray([0.5, 1.0, 2.0, 3.0], np.float32)
+    x = 3.0 * jax.random.normal(jax.random.key(1), (13, 16))
+    normed = Mamba(CONFIG.replace(bc_norm=True), key=jax.random.key(2)).layers[0]
+    normed = eqx.tree_at(lambda m: (m.b_gain, m.c_gain), normed, (jnp.asarray(gains), jnp.asarray(2 * gains)))
+    normed(x)
+    b, c = seen.pop()
+    # Each step's B divided by the gains has unit RMS over the state (C likewise, with twice the gains).
+    np.testing.assert_allclose(np.sqrt(np.mean((b / gains) ** 2, axis=-1)), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(np.sqrt(np.mean((c / (2 * gains)) ** 2, axis=-1)), 1.0, rtol=1e-4)
+    Mamba(CONFIG, key=jax.random.key(2)).layers[0](x)  # without it, the projections' own sizes
+    b, _ = seen.pop()
+    assert np.ptp(np.sqrt(np.mean(b**2, axis=-1))) > 0.1
 
 
 def test_hybrid_layout_puts_attention_every_n_layers():

@@ -71,6 +71,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
         "validate",
     ),
     "chaosfm.data._load": ("builtin_names", "datasets", "describe", "load", "read_file"),
+    "chaosfm.data._sessions": ("SESSIONS", "in_session", "open_seconds", "parse_session", "session_clock", "session_unit"),
     "chaosfm.data._systems": ("SYSTEMS", "ChaoticSystem"),
     "chaosfm.data._trajectory": ("time_step", "to_trajectory_frame"),
 })

@@ -28,13 +28,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chaosfm._artifacts import atomic_write_bytes, write_json
 from chaosfm._config import ConfigError, read_config
 from chaosfm._random import run_keys
-from chaosfm.data import TimeFence, require_ohlc, trained_through, trained_through_to_json
+from chaosfm.data import TimeFence, require_ohlc, session_unit, trained_through, trained_through_to_json
 from chaosfm.jobs._common import (
     DEFAULT_CUTOFF_FRACTION,
     Cutoff,
@@ -125,17 +126,22 @@ class PretrainConfig(BaseModel):
             check_candle_tokenizer(make_tokenizer(section.kind, section.options), "tokenizer")
         return section
 
-    def jepa_config(self, vocab_size: int | None = None, n_features: int = len(FEATURES)) -> JEPAConfig:
+    def jepa_config(
+        self, vocab_size: int | None = None, features: tuple[str, ...] = FEATURES, clock_unit: float = 0.0
+    ) -> JEPAConfig:
         """The model section as a JEPAConfig; ``vocab_size`` is the tokenizer's (a stand-in until
-        it is fitted, 0 without one), ``n_features`` the size of the data's feature set."""
-        allowed = {f.name for f in dataclasses.fields(JEPAConfig)} - {"n_features", "vocab_size"}
+        it is fitted, 0 without one), ``features`` the data's feature set (the exo clock reads its
+        ``realized_vol``), ``clock_unit`` the session clock's bar (0 until measured)."""
+        allowed = {f.name for f in dataclasses.fields(JEPAConfig)} - {"n_features", "vocab_size", "exo_column",
+                                                                      "clock_unit"}
         unknown = sorted(set(self.model) - allowed)
         if unknown:
             raise ConfigError(f"model: unknown key(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
         if vocab_size is None:
             vocab_size = 2 if self.tokenizer is not None else 0
         try:
-            return JEPAConfig(n_features=n_features, vocab_size=vocab_size, **self.model)
+            return JEPAConfig(n_features=len(features), vocab_size=vocab_size, exo_column=features.index("realized_vol"),
+                              clock_unit=clock_unit, **self.model)
         except (ValueError, TypeError) as error:
             raise ConfigError("; ".join(f"model.{p}" for p in str(error).split("; "))) from None
 
@@ -179,9 +185,12 @@ def run(config: PretrainConfig, *, frame: pd.DataFrame | None = None) -> dict[st
     features = feature_set(frame, config.data.features)
     train_streams = feature_streams(train_rows, config.data.vol_window, features)
     train_features = {asset: values for asset, (values, _) in train_streams.items()}
-    inputs = EncoderInputs(FeatureScaler.fit(train_features, features), config.data.vol_window, tokenizer)
+    session = str(config.model.get("session") or "")
+    unit = _clock_unit(train_streams, session) if session else 0.0
+    inputs = EncoderInputs(FeatureScaler.fit(train_features, features), config.data.vol_window, tokenizer,
+                           session=session, clock_unit=unit)
     train_inputs = {a: {inputs.kind: stream.inputs} for a, stream in inputs.streams(train_rows).items()}
-    model_config = config.jepa_config(inputs.vocab_size, len(features))
+    model_config = config.jepa_config(inputs.vocab_size, features, unit)
 
     write_config(out, config.model_dump(mode="json", exclude={"out", "resume"}))
     write_json(out / MODEL_CONFIG_FILE, dataclasses.asdict(model_config))
@@ -238,6 +247,14 @@ def run(config: PretrainConfig, *, frame: pd.DataFrame | None = None) -> dict[st
         upstream_trained_through=trained_through_to_json(inputs.upstream_trained_through),
     )
     return metrics
+
+
+def _clock_unit(streams: dict[str, tuple[np.ndarray, pd.Series]], session: str) -> float:
+    """Seconds of market time per bar: the median over the training assets' own units."""
+    try:
+        return float(np.median([session_unit(stamps, session) for _, stamps in streams.values()]))
+    except ValueError as error:
+        raise ConfigError(f"model.session: {error}") from None
 
 
 _JEPA_LOSS = "JEPA loss (prediction + VICReg terms, unitless)"

@@ -31,6 +31,7 @@ from chaosfm.models._mamba import (
     MambaConfig,
     MixerState,
     ScanCarry,
+    mamba_layers,
     selective_scan,
     selective_scan_reference,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "rms_norm",
     "rope",
     "sample_logits",
+    "mamba_layers",
     "selective_scan",
     "selective_scan_reference",
     "ssd_chunked",

@@ -7,8 +7,14 @@
   with training-row statistics), with ``window_norm`` standardised again by the window's own
   running mean and std up to that step (:func:`causal_window_norm`; with ``window_scale`` each
   feature's running log-std joins them, so the volatility level survives) and projected to
-  ``d_model``. Either way the tokens are read by a stack of :class:`Mamba2Mixer` layers
-  with pre-norm residuals. With ``depth_attention`` each layer reads a softmax mix of the outputs
+  ``d_model``. Either way the tokens are read by the layer stack of the code models
+  (:func:`chaosfm.models.mamba_layers`: Mamba mixers with pre-norm residuals, a GPT block every
+  ``attention_every``-th layer), with every option of theirs: Mamba-3's ``trapezoidal`` rule,
+  ``complex_phase`` and ``bc_norm``, and two clocks on the step size. ``exo_clock`` stretches it
+  by the standardised realized volatility (feature column ``exo_column``); with a ``session``
+  (:func:`chaosfm.data.session_clock`) each step's size is multiplied by the market time since
+  the bar before, read from the rows' timestamps, which the inputs carry as one extra last
+  column: 0 inside a closure, so the state passes a weekend or holiday row without decay. With ``depth_attention`` each layer reads a softmax mix of the outputs
   of every earlier layer instead of their plain sum ("attention residuals across depth": a
   learned query per layer scores each earlier output). A linear map to ``d_embed`` and an L2
   normalisation put embeddings on the unit sphere.
@@ -60,7 +66,8 @@ from chaosfm.models._base import init_rng, normal_init, rms_norm
 from chaosfm.models._cfm import VelocityField, sample_flow
 from chaosfm.models._gpt import MLP, Attention, Block
 from chaosfm.models._kan import KAN_BASES, KANLayer
-from chaosfm.models._mamba import Mamba2Mixer, MambaConfig
+from chaosfm.data import parse_session
+from chaosfm.models._mamba import Mamba2Mixer, MambaConfig, mamba_layers
 
 __all__ = [
     "PREDICTORS",
@@ -162,9 +169,38 @@ class JEPAConfig:
     cfm_noise: float = 0.0  # std of the flow's source noise; 0 means 1/sqrt(d_embed)
     cfm_steps: int = 8  # Heun steps when sampling
     cfm_epsilon: float = 0.05  # Sinkhorn regularisation, relative to the mean squared distance
+    # The encoder's sequence-model options (features and codes alike unless said):
+    trapezoidal: bool = False  # Mamba-3 trapezoidal discretisation
+    complex_phase: bool = False  # Mamba-3 rotating state
+    bc_norm: bool = False  # Mamba-3 BC normalisation
+    attention_every: int = 0  # N > 0: every N-th encoder layer is a sliding-window attention block
+    attention_heads: int = 2
+    attention_kv_heads: int = 1
+    exo_clock: bool = False  # features only: dt stretched by the realized volatility ...
+    exo_column: int = -1  # ... read from this standardised feature column (set by `chaosfm pretrain`)
+    # Features only: "" (off), "24/7", "weekdays" or "weekdays HH:MM-HH:MM" (UTC): dt scaled by the
+    # market time since the previous bar, 0 inside closures (chaosfm.data.session_clock).
+    session: str = ""
+    clock_unit: float = 0.0  # seconds of market time per bar, measured on the training rows
 
     def __post_init__(self) -> None:
         problems = []
+        if self.vocab_size > 0 and (self.exo_clock or self.session):
+            problems.append(("exo_clock", "and session need feature inputs (vocab_size 0): codes carry no "
+                                          "volatility or timestamps"))
+        if self.exo_clock and not 0 <= self.exo_column < self.n_features:
+            problems.append(("exo_column", f"must name one of the {self.n_features} feature columns for exo_clock"))
+        if self.session:
+            try:
+                parse_session(self.session)
+            except ValueError as error:
+                problems.append(("session", str(error).removeprefix("session: ")))
+        if self.clock_unit < 0:
+            problems.append(("clock_unit", "must be >= 0 (0: measured on the training rows)"))
+        try:
+            self.mamba_config()
+        except ValueError as error:
+            problems.extend(tuple(p.split(": ", 1)) for p in str(error).split("; "))
         if self.vocab_size < 0:
             problems.append(("vocab_size", "must be >= 0 (0: the encoder reads features, not codes)"))
         if self.d_pred >= self.d_model:
@@ -219,6 +255,11 @@ class JEPAConfig:
     def noise_scale(self) -> float:
         return self.cfm_noise or 1.0 / math.sqrt(self.d_embed)
 
+    @property
+    def input_width(self) -> int:
+        """Columns of a features window: the features, and the session clock last when ``session``."""
+        return self.n_features + (1 if self.session else 0)
+
     def mamba_config(self) -> MambaConfig:
         return MambaConfig(
             vocab_size=2,
@@ -228,6 +269,13 @@ class JEPAConfig:
             d_state=self.d_state,
             head_dim=self.head_dim,
             chunk_size=min(64, self.context_length),
+            attention_every=self.attention_every,
+            attention_heads=self.attention_heads,
+            attention_kv_heads=self.attention_kv_heads,
+            exo_clock=self.exo_clock,
+            trapezoidal=self.trapezoidal,
+            complex_phase=self.complex_phase,
+            bc_norm=self.bc_norm,
         )
 
     def replace(self, **changes: Any) -> "JEPAConfig":
@@ -239,11 +287,13 @@ class JEPAEncoder(eqx.Module):
 
     w_in: Float[Array, "inputs d_model"] | None
     embedding: Float[Array, "codes d_model"] | None  # vocab_size + 1 rows; the last is the hidden step
-    layers: tuple[Mamba2Mixer, ...]
+    layers: tuple[Mamba2Mixer | Block, ...]
     depth_queries: Float[Array, "layers d_model"] | None
     w_out: Float[Array, "d_model d_embed"]
     window_norm: bool = eqx.field(static=True)
     window_scale: bool = eqx.field(static=True)
+    exo_column: int | None = eqx.field(static=True)  # the exo_clock's feature column
+    clocked: bool = eqx.field(static=True)  # the inputs' last column is the session clock
 
     def __init__(self, config: JEPAConfig, *, key: PRNGKeyArray | np.random.Generator):
         rng = init_rng(key)
@@ -256,7 +306,9 @@ class JEPAEncoder(eqx.Module):
             self.w_in = normal_init(rng, (inputs, config.d_model), inputs**-0.5)
             self.embedding = None
         self.window_norm, self.window_scale = config.window_norm, config.window_scale
-        self.layers = tuple(Mamba2Mixer(mamba, key=rng) for _ in range(config.n_layers))
+        self.exo_column = config.exo_column if config.exo_clock else None
+        self.clocked = bool(config.session)
+        self.layers = mamba_layers(mamba, rng)
         # Zero queries start as a uniform mix over depth.
         self.depth_queries = (
             jnp.zeros((config.n_layers + 1, config.d_model), _F32) if config.depth_attention else None
@@ -265,11 +317,23 @@ class JEPAEncoder(eqx.Module):
 
     def hidden(self, x: Float[Array, "time features"] | Int[Array, " time"]) -> Float[Array, "time d_model"]:
         """The last residual stream (before the output map), float32."""
-        h = self.embedding[x].astype(_F32) if self.embedding is not None else self.inputs(x) @ self.w_in
+        clock = exo = None
+        if self.embedding is not None:
+            h = self.embedding[x].astype(_F32)
+        else:
+            if self.clocked:
+                x, clock = x[:, :-1], x[:, -1]
+            if self.exo_column is not None:
+                exo = x[:, self.exo_column]
+            h = self.inputs(x) @ self.w_in
         outputs = [h]  # outputs of the embedding and of each layer, for depth attention
         for index, layer in enumerate(self.layers):
             x = h if self.depth_queries is None else self._depth_mix(outputs, index)
-            update, _ = layer(rms_norm(x))
+            if isinstance(layer, Block):
+                out, _ = layer(x, None)
+                update = out - x
+            else:
+                update, _ = layer(rms_norm(x), None, exo, clock=clock)
             outputs.append(update.astype(_F32))
             h = x + update.astype(_F32) if self.depth_queries is None else update.astype(_F32)
         if self.depth_queries is not None:

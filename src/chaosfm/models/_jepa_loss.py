@@ -74,7 +74,10 @@ def _one_window(model: JEPA, features: Array, key: PRNGKeyArray) -> dict[str, Ar
     out["last"] = context[last]  # the window's embedding: its last visible step
     if config.cross_resolution_weight > 0:
         # The same window at half the sampling rate, read whole by the context encoder.
-        out["coarse"] = model.encoder(downsample_pairs(features))
+        coarse = downsample_pairs(features)
+        if model.encoder.clocked:  # a coarse step spans both bars' market time: the sum, not the mean
+            coarse = coarse.at[:, -1].multiply(2.0)
+        out["coarse"] = model.encoder(coarse)
     if model.flow is not None:
         out["condition"] = context[last]
         out["future"] = target[last + config.cfm_horizon]

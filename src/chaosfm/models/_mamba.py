@@ -18,6 +18,18 @@ head; the output is ``norm(y * silu(z)) W_out``. Options, each off by default:
 * ``complex_phase`` (Mamba-3, §3.2): a complex-valued state whose pairs rotate by a
   data-dependent angle ``dt_t theta_t`` each step. Equivalently (the "RoPE trick"), a real
   state with ``B`` and ``C`` rotated by the cumulative angle, which is how it is computed.
+* ``bc_norm`` (Mamba-3's BC normalisation, the SSM's counterpart of QK-norm): ``B`` and ``C``
+  are RMS-normalised over the state at each step, each with a learned gain (initialised 1), so
+  the size of ``C_t^T B_s`` is set by the gains and the step sizes rather than by how large the
+  input projections grow.
+* A per-step ``clock`` (the mixer's call, not the config): ``dt_t`` is multiplied by
+  ``clock_t >= 0``, the market time that passed since the previous step in bar units
+  (:func:`chaosfm.data.session_clock`). ``clock_t = 0`` (a row inside a market closure) gives
+  ``dt_t = 0``: no decay, no input and no rotation, so the state passes the row unchanged
+  (session gating); a bar after a missing one advances the clock by 2. With ``trapezoidal`` the
+  step after a closed row takes the Euler rule: the trapezoid pairs a step with its predecessor,
+  and across a closure there is no open predecessor (within one call: a segment that starts right
+  after a closed row, when streaming, still pairs with it).
 
 Both Mamba-3 variants are folded into the one chunked SSD kernel: the rotation becomes rotated
 ``B, C``; the trapezoid becomes a per-step input weight ``e_t = g_t + (1 - lam_{t+1}) dt_{t+1}``
@@ -53,6 +65,7 @@ __all__ = [
     "MambaConfig",
     "MixerState",
     "ScanCarry",
+    "mamba_layers",
     "selective_scan",
     "selective_scan_reference",
 ]
@@ -92,6 +105,7 @@ class MambaConfig:
     exo_clock: bool = False  # dt modulated by an exogenous series (realized volatility)
     trapezoidal: bool = False  # Mamba-3 trapezoidal discretisation
     complex_phase: bool = False  # Mamba-3 complex (rotating) state via rotary B, C
+    bc_norm: bool = False  # Mamba-3 BC normalisation: RMS-normalised B and C with learned gains
     dtype: str = "float32"  # activation dtype; SSM cumsums, decays and states stay float32
 
     def __post_init__(self) -> None:
@@ -321,6 +335,8 @@ class Mamba2Mixer(eqx.Module):
     skip: Float[Array, " heads"]
     w_out: Float[Array, "inner d_model"]
     clock_gain: Float[Array, " heads"] | None
+    b_gain: Float[Array, " state"] | None  # bc_norm's learned gains; None without it
+    c_gain: Float[Array, " state"] | None
     heads: int = eqx.field(static=True)
     head_dim: int = eqx.field(static=True)
     d_state: int = eqx.field(static=True)
@@ -344,6 +360,8 @@ class Mamba2Mixer(eqx.Module):
         self.skip = jnp.ones((heads,), _F32)
         self.w_out = jnp.zeros((inner, config.d_model), _F32)
         self.clock_gain = jnp.ones((heads,), _F32) if config.exo_clock else None
+        self.b_gain = jnp.ones((state,), _F32) if config.bc_norm else None
+        self.c_gain = jnp.ones((state,), _F32) if config.bc_norm else None
         self.heads, self.head_dim, self.d_state = heads, config.head_dim, state
         self.chunk_size = config.chunk_size
         self.trapezoidal, self.complex_phase = config.trapezoidal, config.complex_phase
@@ -368,8 +386,14 @@ class Mamba2Mixer(eqx.Module):
         state: MixerState | None = None,
         exo: Float[Array, " time"] | None = None,
         *,
+        clock: Float[Array, " time"] | None = None,
         reference: bool = False,
     ) -> tuple[Float[Array, "time d_model"], MixerState | None]:
+        """The mixer's output for ``x`` and, when ``state`` is given, the state after it.
+
+        ``exo``: the exogenous series of an ``exo_clock`` mixer; ``clock``: the market time of each
+        step in bar units (0 inside a closure: the state passes the step unchanged), None for 1;
+        ``reference``: the literal scan (tests)."""
         dtype = jnp.dtype(self.dtype)
         time = x.shape[0]
         inner, n, heads = self.heads * self.head_dim, self.d_state, self.heads
@@ -391,6 +415,9 @@ class Mamba2Mixer(eqx.Module):
         xbc = jax.nn.silu(mixed)
         x_ssm, b, c = jnp.split(xbc, [inner, inner + n], axis=-1)
         x_ssm = x_ssm.reshape(time, heads, self.head_dim)  # (time, heads, head_dim)
+        if self.b_gain is not None:
+            b = (rms_norm(b).astype(_F32) * self.b_gain[None, :]).astype(dtype)
+            c = (rms_norm(c).astype(_F32) * self.c_gain[None, :]).astype(dtype)
 
         dt = jax.nn.softplus(dt_raw.astype(_F32) + self.dt_bias[None, :])
         if self.clock_gain is not None:
@@ -400,6 +427,14 @@ class Mamba2Mixer(eqx.Module):
                 self.clock_gain[None, :] * exo.astype(_F32)[:, None], -_CLOCK_LIMIT, _CLOCK_LIMIT
             )
             dt = dt * jnp.exp(stretch)
+        if clock is not None:
+            clock = clock.astype(_F32)
+            dt = dt * clock[:, None]
+            if lam is not None:
+                # The trapezoid pairs a step with the one before it; after a closed row there is no
+                # open one to pair with, so that step takes the Euler rule (lam = 1).
+                after_closure = jnp.concatenate([jnp.zeros((1,), bool), clock[:-1] == 0])
+                lam = jnp.where(after_closure[:, None], 1.0, lam)
         a = -jnp.exp(self.a_log)
         scan = selective_scan_reference if reference else selective_scan
         y, carry = scan(
@@ -422,6 +457,27 @@ class Mamba2Mixer(eqx.Module):
 
 
 
+def mamba_layers(config: MambaConfig, rng: np.random.Generator) -> tuple[Mamba2Mixer | Block, ...]:
+    """The layer stack of ``config``: Mamba mixers, with a GPT block (sliding-window attention +
+    MLP) as every ``attention_every``-th layer; shared by :class:`Mamba` and the JEPA encoder."""
+    layers: list[Mamba2Mixer | Block] = []
+    for index in range(config.n_layers):
+        if config.is_attention(index):
+            attention = Attention(
+                config.d_model,
+                config.attention_heads,
+                config.attention_kv_heads,
+                config.context_length,
+                dtype=config.dtype,
+                key=rng,
+            )
+            mlp = MLP(config.d_model, config.mlp_ratio * config.d_model, dtype=config.dtype, key=rng)
+            layers.append(Block(attention, mlp))
+        else:
+            layers.append(Mamba2Mixer(config, key=rng))
+    return tuple(layers)
+
+
 def initial_layer_states(layers) -> tuple[MixerState | KVMemory, ...]:
     """The state of a stack of mixers and attention blocks before any step (zeros, empty memory)."""
     return tuple(layer.attention.init_memory() if isinstance(layer, Block) else layer.init_state() for layer in layers)
@@ -440,22 +496,7 @@ class Mamba(AbstractCodeModel):
         self.config = config
         self.embedding = normal_init(rng, (config.vocab_size, config.d_model), 1.0)
         self.head = normal_init(rng, (config.d_model, config.vocab_size), 0.02)
-        layers: list[Mamba2Mixer | Block] = []
-        for index in range(config.n_layers):
-            if config.is_attention(index):
-                attention = Attention(
-                    config.d_model,
-                    config.attention_heads,
-                    config.attention_kv_heads,
-                    config.context_length,
-                    dtype=config.dtype,
-                    key=rng,
-                )
-                mlp = MLP(config.d_model, config.mlp_ratio * config.d_model, dtype=config.dtype, key=rng)
-                layers.append(Block(attention, mlp))
-            else:
-                layers.append(Mamba2Mixer(config, key=rng))
-        self.layers = tuple(layers)
+        self.layers = mamba_layers(config, rng)
 
     @property
     def uses_exo(self) -> bool:

@@ -168,6 +168,7 @@ class MambaSection(_ModelSectionBase):
     exo_clock: bool = False
     trapezoidal: bool = False
     complex_phase: bool = False
+    bc_norm: bool = False
 
     def to_model_config(self) -> MambaConfig:
         return _build(MambaConfig, self.size, self._overrides())

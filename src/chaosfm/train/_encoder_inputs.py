@@ -50,6 +50,7 @@ from chaosfm.data import (
     frame_kind,
     has_ohlc,
     require_ohlc,
+    session_clock,
 )
 
 __all__ = [
@@ -227,14 +228,29 @@ class EncoderStream:
     stamps: pd.Series
 
 
+def _clocked(stream: EncoderStream, session: str, unit: float) -> EncoderStream:
+    """``stream`` with its rows' session clock (:func:`chaosfm.data.session_clock`) as a last input column."""
+    clock = session_clock(stream.stamps, session, unit)
+    return EncoderStream(stream.features, np.concatenate([stream.inputs, clock[:, None]], axis=1), stream.stamps)
+
+
 @dataclass(frozen=True)
 class EncoderInputs:
     """The scaler (always fitted: features are kept for targets) and, for a code-reading encoder,
-    its tokenizer."""
+    its tokenizer; for a session-clocked encoder (``JEPAConfig.session``), its session and bar unit,
+    and every stream's inputs then end in the clock column."""
 
     scaler: FeatureScaler
     vol_window: int = 20
     tokenizer: Any = None
+    session: str = ""
+    clock_unit: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.session and self.tokenizer is not None:
+            raise ConfigError("model.session: a session clock needs feature inputs, not tokenizer codes")
+        if self.session and not self.clock_unit > 0:
+            raise ValueError(f"clock_unit: {self.clock_unit!r} must be positive with session {self.session!r}")
 
     @property
     def kind(self) -> str:
@@ -267,7 +283,10 @@ class EncoderInputs:
             require_ohlc(frame, f"a JEPA encoder reading {self.tokenizer.name} codes")
         rows = _feature_rows(frame, self.vol_window, self.scaler.features)
         if self.tokenizer is None:
-            return {asset: EncoderStream(values, self.scaler(values), stamps) for asset, (values, stamps, _) in rows.items()}
+            streams = {asset: EncoderStream(values, self.scaler(values), stamps) for asset, (values, stamps, _) in rows.items()}
+            if self.session:
+                streams = {asset: _clocked(stream, self.session, self.clock_unit) for asset, stream in streams.items()}
+            return streams
         out = {}
         for asset, _, candles in self.tokenizer.series(frame, "JEPA encoder inputs"):
             values, stamps, positions = rows[asset]
@@ -281,10 +300,11 @@ class EncoderInputs:
         return out
 
     @classmethod
-    def load(cls, root: Path, scaler: FeatureScaler, vol_window: int, tokenizer_dir: str | None) -> "EncoderInputs":
+    def load(cls, root: Path, scaler: FeatureScaler, vol_window: int, tokenizer_dir: str | None,
+             session: str = "", clock_unit: float = 0.0) -> "EncoderInputs":
         """The inputs of a pretrain run folder (its tokenizer from ``root / tokenizer_dir``)."""
         if tokenizer_dir is None:
-            return cls(scaler, vol_window)
+            return cls(scaler, vol_window, session=session, clock_unit=clock_unit)
         from chaosfm.tokenizers import load_tokenizer
 
         tokenizer = load_tokenizer(root / tokenizer_dir)

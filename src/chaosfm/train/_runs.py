@@ -196,7 +196,8 @@ def load_pretrained(run_dir: str | os.PathLike[str]) -> tuple[JEPA, EncoderInput
     except (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as error:
         raise ArtifactError(f"{root}: config.yaml, model_config.json or scaler.json cannot be read ({error})") from None
     try:
-        inputs = EncoderInputs.load(root, scaler, vol_window, TOKENIZER_DIR if model_config.reads_codes else None)
+        inputs = EncoderInputs.load(root, scaler, vol_window, TOKENIZER_DIR if model_config.reads_codes else None,
+                                    model_config.session, model_config.clock_unit)
     except (OSError, ValueError, ConfigError) as error:
         raise ArtifactError(f"{root / TOKENIZER_DIR}: the encoder's tokenizer cannot be loaded ({error})") from None
     if inputs.vocab_size != model_config.vocab_size:
