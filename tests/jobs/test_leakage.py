@@ -224,3 +224,54 @@ def test_the_agent_study_runs_tdmpc2_through_the_cli_with_dynamic_cvar_on_the_fl
         pair, sharpe = period["jepa_cfm"], period["features only (reference)"]["sharpe"]
         assert abs(pair["value"] - (sharpe["jepa_cfm (leaky)"] - sharpe["jepa_cfm (fenced)"])) < 1e-9
     assert "the agent: TD-MPC2, CVaR 0.5 on the features alone" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow  # four leakage studies (two sizes x two flow weights), a few steps each
+def test_the_capacity_grid_runs_one_study_per_cell_from_the_command_line(tmp_path, capsys):
+    from chaosfm.cli import main
+    from chaosfm.jobs._capacity import JEPA_SIZES
+
+    path = _slice(tmp_path, "sp500", "2004-01-01", "2007-12-31")
+    out = tmp_path / "grid"
+    model = ",".join(f"model.{k}={v}" for k, v in TINY_MODEL.items() if k not in JEPA_SIZES["nano"])
+    args = ["leakage", "--data", path, "--cutoff", "2005-12-30", "--fresh-start", "2006-12-29", "--horizon", "3",
+            "--fast", "--out", str(out)]
+    for assignment in model.split(","):
+        args += ["--set", assignment]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "capacity study" in printed and "capacity.md" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    cells = metrics["cells"]
+    assert [(c["size"], c["cfm_weight"], c["model"]) for c in cells] == [
+        ("nano", 0.0, "jepa"), ("nano", 1.0, "jepa_cfm"), ("tiny", 0.0, "jepa"), ("tiny", 1.0, "jepa_cfm")]
+    # Each cell is a whole leakage study: its encoders at that size and weight, its own numbers.
+    for cell in cells:
+        folder = out / "cells" / f"{cell['size']}-cfm{cell['cfm_weight']:g}"
+        study = json.loads((folder / "metrics.json").read_text())
+        leaky = study["models"][f"{cell['model']} (leaky)"]
+        saved = json.loads((folder / "runs" / f"{cell['model']}-fenced" / "model_config.json").read_text())
+        assert saved["d_model"] == JEPA_SIZES[cell["size"]]["d_model"] and saved["cfm_weight"] == cell["cfm_weight"]
+        assert saved["context_length"] == TINY_MODEL["context_length"]  # the config's other keys still apply
+        assert cell["params"] == leaky["params"]
+        gap = leaky["crps_pct"]["leakage_gap"]
+        assert (cell["crps_gap"], cell["crps_gap_low"], cell["crps_gap_high"]) == (gap["value"], gap["ci_low"], gap["ci_high"])
+        same = study["same_windows_leaky_minus_fenced"][cell["model"]]
+        assert cell["same_windows_n"] == same["n_windows"] > 0
+        assert json.loads((folder / "runs" / f"{cell['model']}-leaky" / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
+    tiny = [c["params"] for c in cells if c["size"] == "tiny"]
+    assert min(tiny) > max(c["params"] for c in cells if c["size"] == "nano")
+    table = pd.read_csv(out / "capacity.csv")
+    assert len(table) == 4 and {"crps_gap", "same_windows", "sharpe_gap"} <= set(table.columns)
+    assert "| size | cfm weight |" in (out / "capacity.md").read_text()
+    assert (out / "capacity.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_capacity_grid_names_a_bad_size_or_weight(tmp_path):
+    config = LeakageConfig(data=["sp500"], sizes="tiny,huge", out=tmp_path / "grid")
+    with pytest.raises(ConfigError, match="sizes: unknown 'huge'; known: nano, tiny, small, medium"):
+        leakage.run(config)
+    with pytest.raises(ConfigError, match="cfm_weights: -1 is negative"):
+        leakage.run(LeakageConfig(data=["sp500"], cfm_weights="0,-1", out=tmp_path / "grid"))
+    with pytest.raises(ConfigError, match="leave out agent"):
+        leakage.run(LeakageConfig(data=["sp500"], sizes="tiny", agent="qrdqn", out=tmp_path / "grid"))

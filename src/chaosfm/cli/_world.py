@@ -69,15 +69,18 @@ def cmd_leakage(args: argparse.Namespace) -> None:
         raise UsageError("chaosfm leakage: --data is required (or --config FILE with a data key)")
     values = overrides(args, leakage.FLAGS, ("cutoff", "fresh_start", "cfm_weight", "max_windows", "seed", "horizon",
                                              "out", "steps", "tokenizer", "tokenizer_steps", "agent"))
-    for name in ("data", "models"):
+    for name in ("data", "models", "sizes", "cfm_weights"):
         if getattr(args, name):
             values[name] = split(getattr(args, name))
+    if args.fast:
+        values["fast"] = True
     config = read_config(leakage.LeakageConfig, args.config, values)
     started = time.perf_counter()
     metrics = leakage.run(config)
     for title, frame in leakage.leakage_tables(metrics).items():
         show(title, frame)
-    say(f"wrote {config.out}/metrics.json and report.md in {time.perf_counter() - started:.0f} s")
+    written = "capacity.md, capacity.csv and capacity.png" if "cells" in metrics else "report.md"
+    say(f"wrote {config.out}/metrics.json and {written} in {time.perf_counter() - started:.0f} s")
 
 
 def add(commands: Any) -> None:
@@ -125,4 +128,9 @@ def add(commands: Any) -> None:
     p.add_argument("--agent", nargs="?", const="qrdqn", default=None, metavar="{qrdqn,tdmpc2}",
                    help="score this cross-sectional agent (Sharpe) on each encoder instead of the forecasting heads; "
                         "bare --agent: qrdqn (agent; its settings: agent_options; default: off, the heads)")
+    p.add_argument("--sizes", help="capacity study: encoder sizes nano,tiny,small,medium; one leakage study per "
+                                   "(size, cfm weight) cell")
+    p.add_argument("--cfm-weights", help="capacity study: flow-matching weights, e.g. 0,0.5,1,2 (0: no flow head)")
+    p.add_argument("--fast", action="store_true",
+                   help="capacity study on the fast grid: nano,tiny x 0,1, three steps per encoder")
     p.set_defaults(run=cmd_leakage)

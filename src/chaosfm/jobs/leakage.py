@@ -119,6 +119,11 @@ class LeakageConfig(ReadOptions):
     agent_options: dict[str, Any] = Field(default_factory=dict, description="`chaosfm agent train` keys for the "
                                           "agent of --agent: env, critic, portfolios, iterations, ...")
     agent_portfolios: int = Field(256, ge=1, description="portfolios of each scored book (--agent)")
+    sizes: Annotated[list[str] | None, BeforeValidator(split_commas)] = Field(
+        None, description="the capacity grid's encoder sizes (nano, tiny, small, medium); one study per cell")
+    cfm_weights: Annotated[list[float] | None, BeforeValidator(split_commas)] = Field(
+        None, description="the capacity grid's flow-matching weights (0: no flow head)")
+    fast: bool = Field(False, description="the capacity grid's fast setting: nano,tiny x 0,1, three steps per encoder")
     seed: int = 0
     out: Path = out_field("leakage")
 
@@ -282,10 +287,15 @@ def _same_windows(scores: pd.DataFrame, leaky: str, fenced: str, start: dict[str
 
 def run(config: LeakageConfig) -> dict[str, Any]:
     """Pretrain leaky and fenced encoders, fit the heads, score per window class; write the folder.
+    With ``sizes``, ``cfm_weights`` or ``fast``, the capacity grid instead (:mod:`chaosfm.jobs._capacity`).
 
     Writes ``config.yaml``, ``metrics.json``, ``report.md``, ``scores.csv``, ``runs/<model>-<protocol>/``
     (the pretrain runs) and ``meta.json``; returns the metrics.
     """
+    if config.sizes or config.cfm_weights or config.fast:
+        from chaosfm.jobs._capacity import run_grid
+
+        return run_grid(config, _one_study)
     started = time.perf_counter()
     if config.tokenizer is not None:
         config.tokenizer.check("tokenizer", config.seed)
@@ -380,6 +390,11 @@ def run(config: LeakageConfig) -> dict[str, Any]:
     return metrics
 
 
+def _one_study(config: LeakageConfig) -> dict[str, Any]:
+    """One cell of the capacity grid: the study :func:`run` runs (``run`` names a local there)."""
+    return run(config)
+
+
 def _finish_agent_study(config: LeakageConfig, frame: pd.DataFrame, dates: dict[str, Any], runs: dict[str, Path],
                         started: float) -> dict[str, Any]:
     """``--agent``: the agents on every encoder, scored in Sharpe (:mod:`chaosfm.jobs._leakage_agent`)."""
@@ -436,6 +451,10 @@ def leakage_tables(metrics: dict[str, Any]) -> dict[str, pd.DataFrame]:
     (the agent study's tables for the metrics of ``--agent``)."""
     if "agents" in metrics:
         return agent_tables(metrics)
+    if "cells" in metrics:
+        from chaosfm.jobs._capacity import capacity_table
+
+        return {"capacity study: leakage over encoder size and flow weight": capacity_table(pd.DataFrame(metrics["cells"]))}
     specs = {
         "probe R² (realized volatility)": lambda m: (m["probe_r2"]["realized_vol"], "r2", 3),
         "probe R² (next-horizon return)": lambda m: (m["probe_r2"]["next_return"], "r2", 3),
