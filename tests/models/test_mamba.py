@@ -93,6 +93,7 @@ EVERYTHING = CONFIG.replace(
     trapezoidal=True,
     complex_phase=True,
     bc_norm=True,
+    gated_mlp=True,
     attention_every=2,
     attention_heads=2,
     attention_kv_heads=1,
@@ -245,6 +246,30 @@ def test_bc_norm_gives_b_and_c_the_rms_of_their_gains(monkeypatch):
     Mamba(CONFIG, key=jax.random.key(2)).layers[0](x)  # without it, the projections' own sizes
     b, _ = seen.pop()
     assert np.ptp(np.sqrt(np.mean(b**2, axis=-1))) > 0.1
+
+
+def test_the_gated_mlp_follows_each_mixer_in_its_own_residual():
+    from chaosfm.models import MambaBlock
+    from chaosfm.models._base import rms_norm
+
+    model = perturb(Mamba(CONFIG.replace(gated_mlp=True), key=jax.random.key(4)))
+    assert [type(layer) for layer in model.layers] == [MambaBlock, MambaBlock]
+    block = model.layers[0]
+    h = jax.random.normal(jax.random.key(5), (11, 16))
+    out, _ = block(h)
+    # By hand, in numpy: the mixer's update on the normed stream, then the SwiGLU MLP on the normed result.
+    update, _ = block.mixer(rms_norm(h))
+    mid = np.asarray(h, np.float64) + np.asarray(update, np.float64)
+    x = mid / np.sqrt(np.mean(mid**2, axis=-1, keepdims=True) + 1e-6)
+    gate, up, down = (np.asarray(w, np.float64) for w in (block.mlp.w_gate, block.mlp.w_up, block.mlp.w_down))
+    silu = lambda v: v / (1.0 + np.exp(-v))  # noqa: E731
+    expected = mid + (silu(x @ gate) * (x @ up)) @ down
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-4, atol=1e-5)
+    # Freshly built, the MLP's output map is zero: the block starts as the mixer alone.
+    fresh = Mamba(CONFIG.replace(gated_mlp=True), key=jax.random.key(4)).layers[0]
+    start, _ = fresh(h)
+    mixer_only, _ = fresh.mixer(rms_norm(h))
+    assert max_error(start, h + mixer_only) <= 1e-6
 
 
 def test_hybrid_layout_puts_attention_every_n_layers():

@@ -10,7 +10,16 @@ import pytest
 from scipy import stats
 
 from chaosfm.models import GPT, GPTConfig
-from chaosfm.train import exact_kl, horizon_loss, reinforce_surrogate, sequence_log_probs
+from chaosfm.train import (
+    REWARDS,
+    exact_kl,
+    horizon_loss,
+    pnl_reward,
+    reinforce_surrogate,
+    rl_loss,
+    sequence_log_probs,
+    sharpe_reward,
+)
 
 ARM_MEANS = jnp.array([1.0, 2.0, 0.5, 3.0])  # arm 3 is the best
 NOISE = 0.5
@@ -160,3 +169,34 @@ def test_a_bins_tokenizer_has_no_return_decoder():
     tokenizer.fit(frame, key=jax.random.key(0))
     with pytest.raises(ConfigError, match="decodes no returns.*candle tokenizer"):
         tokenizer.return_decoder()
+
+
+def _decode(codes):
+    """A stand-in return decoder: code k is a return of (k - 2)%, so code 2 is flat."""
+    return (codes.astype(jnp.float32) - 2.0) / 100.0
+
+
+def test_trading_rewards_match_a_hand_worked_case():
+    context = jnp.asarray([1, 3], jnp.int32)
+    samples = jnp.asarray([[3, 3, 3, 3], [0, 4, 1, 3], [2, 2, 2, 2]], jnp.int32)  # all long; mixed; flat
+    true = jnp.asarray([0.01, -0.02, 0.005, 0.0])  # log returns of the four horizon codes
+    kwargs = dict(context=context, true_returns=true, decode_returns=_decode)
+    truth = jnp.zeros(4, jnp.int32)
+    # Positions sign(k - 2): [+,+,+,+], [-,+,-,+], [0,0,0,0]; P&L in percent per code.
+    pnl = np.array([[1.0, -2.0, 0.5, 0.0], [-1.0, -2.0, -0.5, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(np.asarray(pnl_reward(samples, truth, **kwargs)), pnl.sum(axis=1), rtol=1e-6)
+    sharpe = [pnl[0].mean() / pnl[0].std(), pnl[1].mean() / pnl[1].std(), 0.0]
+    np.testing.assert_allclose(np.asarray(sharpe_reward(samples, truth, **kwargs)), sharpe, rtol=1e-5)
+    assert {"pnl", "sharpe"} <= set(REWARDS)
+
+
+@pytest.mark.parametrize("reward", ["pnl", "sharpe"])
+def test_the_rl_loss_takes_a_trading_reward(gpt, reward):
+    codes = jax.random.randint(jax.random.key(0), (2, 9), 0, gpt.config.vocab_size)
+    returns = 0.01 * jax.random.normal(jax.random.key(1), (2, 9))
+    loss_fn = lambda m: rl_loss(m, {"codes": codes, "returns": returns}, jax.random.key(2), reference=gpt,  # noqa: E731
+                                horizon=3, samples=4, reward=reward, kl_coef=0.05, decode_returns=_decode)
+    (loss, metrics), grads = eqx.filter_jit(eqx.filter_value_and_grad(loss_fn, has_aux=True))(gpt)
+    assert np.isfinite(float(loss)) and np.isfinite(float(metrics["reward_mean"]))
+    assert float(metrics["reward_std"]) > 0  # the samples differ in what they earn
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree_util.tree_leaves(grads))

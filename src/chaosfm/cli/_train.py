@@ -133,7 +133,9 @@ def add_stages(commands: Any) -> None:
             p.add_argument("--context-length", type=int, help="context codes (default: model context - horizon)")
             p.add_argument("--horizon", type=int, help="codes predicted after each context (default: 5)")
         if name == "rl":
-            p.add_argument("--reward", choices=["token_accuracy", "return_mse"], help="the reward (default: token_accuracy)")
+            p.add_argument("--reward", choices=["token_accuracy", "return_mse", "pnl", "sharpe"],
+                           help="the reward: token_accuracy, return_mse, or the P&L / Sharpe of trading the sign of each "
+                                "sampled code's decoded return (default: token_accuracy)")
             p.add_argument("--kl-coef", type=float, help="weight of KL(policy || sft model) (default: 0.05)")
             p.add_argument("--num-samples", type=int, help="horizons sampled per context (default: 8)")
         p.set_defaults(run=cmd_stage)

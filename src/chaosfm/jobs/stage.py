@@ -99,7 +99,8 @@ class StageConfig(BaseModel):
     epochs: float | None = Field(None, gt=0, description="passes over the training windows; sets train.steps")
     context_len: int | None = Field(None, ge=1, description="sft/rl: context codes (default: model context - horizon)")
     horizon: int = Field(5, ge=1, description="sft/rl: codes predicted after each context")
-    reward: Literal["token_accuracy", "return_mse"] = "token_accuracy"
+    reward: Literal["token_accuracy", "return_mse", "pnl", "sharpe"] = Field(
+        "token_accuracy", description="rl: token_accuracy, return_mse, or the trading rewards pnl and sharpe")
     kl_coef: float = Field(0.05, ge=0, description="rl: weight of KL(policy || sft model)")
     samples: int = Field(8, ge=1, description="rl: horizons sampled per context")
     temperature: float = Field(1.0, gt=0, description="rl: sampling temperature of the policy")

@@ -215,6 +215,30 @@ class MLP(eqx.Module):
         return (hidden * hidden) @ self.w_out.astype(dtype)
 
 
+class GatedMLP(eqx.Module):
+    """``(silu(x W_gate) * x W_up) W_down`` (SwiGLU, Shazeer 2020), no biases; ``W_down`` starts at 0."""
+
+    w_gate: Float[Array, "d_model hidden"]
+    w_up: Float[Array, "d_model hidden"]
+    w_down: Float[Array, "hidden d_model"]
+    dtype: str = eqx.field(static=True)
+
+    def __init__(
+        self, d_model: int, hidden: int, *, dtype: str = "float32", key: PRNGKeyArray | np.random.Generator
+    ):
+        rng = init_rng(key)
+        self.w_gate = normal_init(rng, (d_model, hidden), d_model**-0.5)
+        self.w_up = normal_init(rng, (d_model, hidden), d_model**-0.5)
+        self.w_down = jnp.zeros((hidden, d_model), jnp.float32)
+        self.dtype = dtype
+
+    def __call__(self, x: Float[Array, "time d_model"]) -> Float[Array, "time d_model"]:
+        dtype = jnp.dtype(self.dtype)
+        x = x.astype(dtype)
+        hidden = jax.nn.silu(x @ self.w_gate.astype(dtype)) * (x @ self.w_up.astype(dtype))
+        return hidden @ self.w_down.astype(dtype)
+
+
 class Block(eqx.Module):
     """Pre-norm residual block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
 

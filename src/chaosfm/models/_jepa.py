@@ -67,7 +67,7 @@ from chaosfm.models._cfm import VelocityField, sample_flow
 from chaosfm.models._gpt import MLP, Attention, Block
 from chaosfm.models._kan import KAN_BASES, KANLayer
 from chaosfm.data import parse_session
-from chaosfm.models._mamba import Mamba2Mixer, MambaConfig, mamba_layers
+from chaosfm.models._mamba import Mamba2Mixer, MambaBlock, MambaConfig, apply_layer, mamba_layers
 
 __all__ = [
     "PREDICTORS",
@@ -173,6 +173,7 @@ class JEPAConfig:
     trapezoidal: bool = False  # Mamba-3 trapezoidal discretisation
     complex_phase: bool = False  # Mamba-3 rotating state
     bc_norm: bool = False  # Mamba-3 BC normalisation
+    gated_mlp: bool = False  # a SwiGLU MLP after every mixer, in its own residual
     attention_every: int = 0  # N > 0: every N-th encoder layer is a sliding-window attention block
     attention_heads: int = 2
     attention_kv_heads: int = 1
@@ -276,6 +277,7 @@ class JEPAConfig:
             trapezoidal=self.trapezoidal,
             complex_phase=self.complex_phase,
             bc_norm=self.bc_norm,
+            gated_mlp=self.gated_mlp,
         )
 
     def replace(self, **changes: Any) -> "JEPAConfig":
@@ -287,7 +289,7 @@ class JEPAEncoder(eqx.Module):
 
     w_in: Float[Array, "inputs d_model"] | None
     embedding: Float[Array, "codes d_model"] | None  # vocab_size + 1 rows; the last is the hidden step
-    layers: tuple[Mamba2Mixer | Block, ...]
+    layers: tuple[Mamba2Mixer | MambaBlock | Block, ...]
     depth_queries: Float[Array, "layers d_model"] | None
     w_out: Float[Array, "d_model d_embed"]
     window_norm: bool = eqx.field(static=True)
@@ -329,11 +331,11 @@ class JEPAEncoder(eqx.Module):
         outputs = [h]  # outputs of the embedding and of each layer, for depth attention
         for index, layer in enumerate(self.layers):
             x = h if self.depth_queries is None else self._depth_mix(outputs, index)
-            if isinstance(layer, Block):
-                out, _ = layer(x, None)
-                update = out - x
-            else:
+            if isinstance(layer, Mamba2Mixer):
                 update, _ = layer(rms_norm(x), None, exo, clock=clock)
+            else:  # an attention block, or a mixer with its gated MLP: both return the new stream
+                out, _ = apply_layer(layer, x, None, exo, clock=clock)
+                update = out - x
             outputs.append(update.astype(_F32))
             h = x + update.astype(_F32) if self.depth_queries is None else update.astype(_F32)
         if self.depth_queries is not None:

@@ -11,6 +11,10 @@ head; the output is ``norm(y * silu(z)) W_out``. Options, each off by default:
   as if volatile bars held more business time.
 * ``attention_every = N``: every N-th layer is a GPT block (sliding-window attention + MLP)
   instead of a mixer, the hybrid layout of Jamba / Samba / Nemotron-H.
+* ``gated_mlp``: every mixer layer is followed by a gated MLP (SwiGLU, ``mlp_ratio * d_model``
+  wide) in its own pre-norm residual, ``h + mixer(norm h)`` then ``+ mlp(norm h)``
+  (:class:`MambaBlock`), as the Transformer-style blocks of Mamba-3's language models; without it a
+  layer is the mixer alone, Mamba-2's layout.
 * ``trapezoidal`` (Mamba-3, Lahoti et al. 2025, §3.1): the generalised trapezoidal rule
   ``h_t = a_t h_{t-1} + g_t B_t x_t + b_t B_{t-1} x_{t-1}`` with ``g_t = lam_t dt_t``,
   ``b_t = (1 - lam_t) dt_t a_t`` and a data-dependent ``lam_t in (0, 1)`` (``lam = 1`` is
@@ -55,16 +59,18 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from chaosfm.models._base import AbstractCodeModel, init_rng, normal_init, rms_norm
-from chaosfm.models._gpt import MLP, Attention, Block, KVMemory
+from chaosfm.models._gpt import MLP, Attention, Block, GatedMLP, KVMemory
 from chaosfm.models._ssd import ssd_chunked
 
 __all__ = [
     "MAMBA_SIZES",
     "Mamba",
     "Mamba2Mixer",
+    "MambaBlock",
     "MambaConfig",
     "MixerState",
     "ScanCarry",
+    "apply_layer",
     "mamba_layers",
     "selective_scan",
     "selective_scan_reference",
@@ -106,6 +112,7 @@ class MambaConfig:
     trapezoidal: bool = False  # Mamba-3 trapezoidal discretisation
     complex_phase: bool = False  # Mamba-3 complex (rotating) state via rotary B, C
     bc_norm: bool = False  # Mamba-3 BC normalisation: RMS-normalised B and C with learned gains
+    gated_mlp: bool = False  # a SwiGLU MLP after every mixer, in its own residual (MambaBlock)
     dtype: str = "float32"  # activation dtype; SSM cumsums, decays and states stay float32
 
     def __post_init__(self) -> None:
@@ -457,10 +464,55 @@ class Mamba2Mixer(eqx.Module):
 
 
 
-def mamba_layers(config: MambaConfig, rng: np.random.Generator) -> tuple[Mamba2Mixer | Block, ...]:
-    """The layer stack of ``config``: Mamba mixers, with a GPT block (sliding-window attention +
-    MLP) as every ``attention_every``-th layer; shared by :class:`Mamba` and the JEPA encoder."""
-    layers: list[Mamba2Mixer | Block] = []
+class MambaBlock(eqx.Module):
+    """A mixer and a gated MLP, each in a pre-norm residual (``gated_mlp``)."""
+
+    mixer: Mamba2Mixer
+    mlp: GatedMLP
+
+    def init_state(self) -> MixerState:
+        return self.mixer.init_state()
+
+    def __call__(
+        self,
+        h: Float[Array, "time d_model"],
+        state: MixerState | None = None,
+        exo: Float[Array, " time"] | None = None,
+        *,
+        clock: Float[Array, " time"] | None = None,
+        reference: bool = False,
+    ) -> tuple[Float[Array, "time d_model"], MixerState | None]:
+        update, state = self.mixer(rms_norm(h), state, exo, clock=clock, reference=reference)
+        h = h + update.astype(h.dtype)
+        return h + self.mlp(rms_norm(h)).astype(h.dtype), state
+
+
+Layer = Mamba2Mixer | MambaBlock | Block
+
+
+def apply_layer(
+    layer: Layer,
+    h: Float[Array, "time d_model"],
+    state: Any = None,
+    exo: Float[Array, " time"] | None = None,
+    *,
+    clock: Float[Array, " time"] | None = None,
+    reference: bool = False,
+) -> tuple[Float[Array, "time d_model"], Any]:
+    """One layer of a :func:`mamba_layers` stack on the residual stream ``h``: the new stream and state."""
+    if isinstance(layer, Block):
+        return layer(h, state)
+    if isinstance(layer, MambaBlock):
+        return layer(h, state, exo, clock=clock, reference=reference)
+    update, state = layer(rms_norm(h), state, exo, clock=clock, reference=reference)
+    return h + update.astype(h.dtype), state
+
+
+def mamba_layers(config: MambaConfig, rng: np.random.Generator) -> tuple[Layer, ...]:
+    """The layer stack of ``config``: Mamba mixers (each with its gated MLP when ``gated_mlp``), with
+    a GPT block (sliding-window attention + MLP) as every ``attention_every``-th layer; shared by
+    :class:`Mamba` and the JEPA encoder."""
+    layers: list[Layer] = []
     for index in range(config.n_layers):
         if config.is_attention(index):
             attention = Attention(
@@ -473,6 +525,10 @@ def mamba_layers(config: MambaConfig, rng: np.random.Generator) -> tuple[Mamba2M
             )
             mlp = MLP(config.d_model, config.mlp_ratio * config.d_model, dtype=config.dtype, key=rng)
             layers.append(Block(attention, mlp))
+        elif config.gated_mlp:
+            mixer = Mamba2Mixer(config, key=rng)
+            layers.append(MambaBlock(mixer, GatedMLP(config.d_model, config.mlp_ratio * config.d_model,
+                                                     dtype=config.dtype, key=rng)))
         else:
             layers.append(Mamba2Mixer(config, key=rng))
     return tuple(layers)
@@ -488,7 +544,7 @@ class Mamba(AbstractCodeModel):
 
     config: MambaConfig = eqx.field(static=True)
     embedding: Float[Array, "vocab d_model"]
-    layers: tuple[Mamba2Mixer | Block, ...]
+    layers: tuple[Layer, ...]
     head: Float[Array, "d_model vocab"]
 
     def __init__(self, config: MambaConfig, *, key: PRNGKeyArray | np.random.Generator):
@@ -520,11 +576,7 @@ class Mamba(AbstractCodeModel):
         states = (None,) * len(self.layers) if state is None else state
         new_state = []
         for layer, layer_state in zip(self.layers, states):
-            if isinstance(layer, Block):
-                h, layer_state = layer(h, layer_state)
-            else:
-                update, layer_state = layer(rms_norm(h), layer_state, exo, reference=reference)
-                h = h + update.astype(h.dtype)
+            h, layer_state = apply_layer(layer, h, layer_state, exo, reference=reference)
             new_state.append(layer_state)
         logits = rms_norm(h) @ self.head.astype(h.dtype)
         return logits.astype(_F32), (None if state is None else tuple(new_state))

@@ -169,6 +169,7 @@ class MambaSection(_ModelSectionBase):
     trapezoidal: bool = False
     complex_phase: bool = False
     bc_norm: bool = False
+    gated_mlp: bool = False
 
     def to_model_config(self) -> MambaConfig:
         return _build(MambaConfig, self.size, self._overrides())

@@ -23,9 +23,15 @@ mean would shrink the expected gradient by ``(N - 1) / N``. The KL penalty to th
 summed over the horizon: exact is cheap for small vocabularies and has less variance than the
 one-sample estimate ``log pi(x) - log pi_ref(x)``.
 
-Rewards (:func:`token_accuracy_reward`, :func:`return_mse_reward`): the fraction of sampled codes
-equal to the true ones, or minus the mean squared difference (in percent) between the per-code
-log returns decoded from the sample and the true log returns of the same candles.
+Rewards (:data:`REWARDS`): the fraction of sampled codes equal to the true ones
+(:func:`token_accuracy_reward`); minus the mean squared difference (in percent) between the
+per-code log returns decoded from the sample and the true log returns of the same candles
+(:func:`return_mse_reward`); or what trading on the sample would have earned
+(:func:`pnl_reward`, :func:`sharpe_reward`): at each horizon code the sample's decoded return
+sets a position ``sign(r_hat_h)`` (long, short, or flat at exactly 0), which earns ``sign(r_hat_h)
+r_h`` of the true log return ``r_h`` (in percent); ``pnl`` sums that over the horizon, ``sharpe`` is
+its mean over its standard deviation across the horizon's codes (0 for a flat or constant P&L).
+The trading rewards score direction only, not size, and charge no costs.
 """
 
 from __future__ import annotations
@@ -45,9 +51,11 @@ __all__ = [
     "exact_kl",
     "horizon_loss",
     "reinforce_surrogate",
+    "pnl_reward",
     "return_mse_reward",
     "rl_loss",
     "sequence_log_probs",
+    "sharpe_reward",
     "token_accuracy_reward",
 ]
 
@@ -161,10 +169,60 @@ def return_mse_reward(
     return jax.vmap(one)(samples)
 
 
+def _trade_pnl(
+    samples: Int[Array, "G H"],
+    context: Int[Array, " C"],
+    true_returns: Float[Array, " H"],
+    decode_returns: Callable[[Int[Array, " n"]], Float[Array, " n"]],
+) -> Float[Array, "G H"]:
+    """Per sample and horizon code: ``sign(decoded return) * true return``, in percent."""
+    horizon = samples.shape[1]
+
+    def one(sample):
+        decoded = decode_returns(jnp.concatenate([context, sample]))[-horizon:]
+        return jnp.sign(decoded) * 100.0 * true_returns
+
+    return jax.vmap(one)(samples)
+
+
+def pnl_reward(
+    samples: Int[Array, "G H"],
+    truth: Int[Array, " H"],
+    *,
+    context: Int[Array, " C"],
+    true_returns: Float[Array, " H"],
+    decode_returns: Callable[[Int[Array, " n"]], Float[Array, " n"]],
+    **_: Any,
+) -> Float[Array, " G"]:
+    """The P&L, in percent, of holding ``sign`` of each code's decoded return over that code."""
+    del truth
+    return jnp.sum(_trade_pnl(samples, context, true_returns, decode_returns), axis=-1)
+
+
+def sharpe_reward(
+    samples: Int[Array, "G H"],
+    truth: Int[Array, " H"],
+    *,
+    context: Int[Array, " C"],
+    true_returns: Float[Array, " H"],
+    decode_returns: Callable[[Int[Array, " n"]], Float[Array, " n"]],
+    **_: Any,
+) -> Float[Array, " G"]:
+    """Mean over standard deviation (population, across the horizon's codes) of that P&L; 0 when
+    the P&L does not vary (a flat sample)."""
+    del truth
+    pnl = _trade_pnl(samples, context, true_returns, decode_returns)
+    mean, std = jnp.mean(pnl, axis=-1), jnp.std(pnl, axis=-1)
+    return jnp.where(std > 1e-9, mean / jnp.where(std > 1e-9, std, 1.0), 0.0)
+
+
 REWARDS: dict[str, Callable[..., jax.Array]] = {
     "token_accuracy": token_accuracy_reward,
     "return_mse": return_mse_reward,
+    "pnl": pnl_reward,
+    "sharpe": sharpe_reward,
 }
+"""Reward name -> reward of G sampled horizons; all but ``token_accuracy`` decode returns."""
 
 
 def _frozen(model: eqx.Module) -> eqx.Module:
@@ -191,15 +249,15 @@ def rl_loss(
         model: the policy being trained.
         batch: ``codes`` ``(B, C + H)`` (context then the true horizon), ``exo`` of the same shape
             for ``exo_clock`` models, and ``returns`` ``(B, C + H)`` (per-code log returns) for
-            the ``return_mse`` reward.
+            every reward but ``token_accuracy``.
         key: this step's key (from the loop): the sampling noise.
         reference: the frozen SFT model.
         horizon: H, codes sampled after each context.
         samples: G, horizons sampled per context (the baseline is the mean over all B * G).
-        reward: ``token_accuracy`` or ``return_mse``.
+        reward: a key of :data:`REWARDS`.
         kl_coef: weight of the KL penalty.
         temperature: sampling temperature of the policy (1 samples the policy itself).
-        decode_returns: codes -> per-code log returns, for ``return_mse``.
+        decode_returns: codes -> per-code log returns, for every reward but ``token_accuracy``.
 
     Returns:
         The loss and ``reward_mean``, ``reward_std``, ``kl`` and ``surrogate``.

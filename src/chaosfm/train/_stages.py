@@ -37,7 +37,7 @@ class StageSettings:
     Attributes:
         horizon: sft/rl: codes predicted after each context.
         context_len: sft/rl: context codes (None: the model's context minus the horizon).
-        reward: rl: ``token_accuracy`` or ``return_mse``.
+        reward: rl: a key of :data:`chaosfm.train.REWARDS` (``token_accuracy``, ``return_mse``, ``pnl``, ``sharpe``).
         kl_coef: rl: weight of KL(policy || sft model).
         samples: rl: horizons sampled per context.
         temperature: rl: sampling temperature of the policy.
@@ -173,7 +173,7 @@ class RL(_Horizon):
         return {**super().train_defaults(given), "log_every": 1}
 
     def needs_returns(self, settings: StageSettings) -> bool:
-        return settings.reward == "return_mse"
+        return settings.reward != "token_accuracy"  # every other reward decodes returns
 
     def check(self, settings: StageSettings, batch_size: int) -> None:
         if batch_size * settings.samples < 2:
