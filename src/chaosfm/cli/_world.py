@@ -129,8 +129,9 @@ def add(commands: Any) -> None:
                    help="score this cross-sectional agent (Sharpe) on each encoder instead of the forecasting heads; "
                         "bare --agent: qrdqn (agent; its settings: agent_options; default: off, the heads)")
     p.add_argument("--sizes", help="capacity study: encoder sizes nano,tiny,small,medium; one leakage study per "
-                                   "(size, cfm weight) cell")
-    p.add_argument("--cfm-weights", help="capacity study: flow-matching weights, e.g. 0,0.5,1,2 (0: no flow head)")
+                                   "(size, cfm weight) cell (default: off, one study)")
+    p.add_argument("--cfm-weights", help="capacity study: flow-matching weights, e.g. 0,0.5,1,2; 0 is no flow head (default: "
+                                         "--cfm-weight alone, with --sizes)")
     p.add_argument("--fast", action="store_true",
-                   help="capacity study on the fast grid: nano,tiny x 0,1, three steps per encoder")
+                   help="capacity study on the fast grid: nano,tiny x 0,1, three steps per encoder (default: off)")
     p.set_defaults(run=cmd_leakage)
