@@ -140,7 +140,9 @@ class PretrainConfig(BaseModel):
         if vocab_size is None:
             vocab_size = 2 if self.tokenizer is not None else 0
         try:
-            return JEPAConfig(n_features=len(features), vocab_size=vocab_size, exo_column=features.index("realized_vol"),
+            # The exo clock's column only when it is on: a saved config then reads as before the key existed.
+            exo_column = features.index("realized_vol") if self.model.get("exo_clock") else -1
+            return JEPAConfig(n_features=len(features), vocab_size=vocab_size, exo_column=exo_column,
                               clock_unit=clock_unit, **self.model)
         except (ValueError, TypeError) as error:
             raise ConfigError("; ".join(f"model.{p}" for p in str(error).split("; "))) from None
