@@ -66,13 +66,18 @@ def parse_session(session: str) -> tuple[bool, int, int]:
     return True, start, end
 
 
+def _day_parts(stamps: pd.Series | pd.DatetimeIndex | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each timestamp's day (``datetime64[D]``) and seconds into that day."""
+    times = np.asarray(pd.to_datetime(np.asarray(stamps)), dtype="datetime64[ns]")
+    days = times.astype("datetime64[D]")
+    return days, (times - days.astype("datetime64[ns]")).astype(np.int64) / 1e9
+
+
 def open_seconds(stamps: pd.Series | pd.DatetimeIndex | np.ndarray, session: str) -> np.ndarray:
     """Seconds of market time from a fixed origin (a Monday, 1970-01-05) to each timestamp: a
     non-decreasing function whose differences are the open time between two timestamps."""
     weekdays, start, end = parse_session(session)
-    times = np.asarray(pd.to_datetime(np.asarray(stamps)), dtype="datetime64[ns]")
-    days = times.astype("datetime64[D]")
-    into_day = (times - days.astype("datetime64[ns]")).astype(np.int64) / 1e9  # seconds
+    days, into_day = _day_parts(stamps)
     length = end - start
     within = np.clip(into_day - start, 0.0, length)
     if not weekdays:
@@ -89,9 +94,7 @@ def open_seconds(stamps: pd.Series | pd.DatetimeIndex | np.ndarray, session: str
 def in_session(stamps: pd.Series | pd.DatetimeIndex | np.ndarray, session: str) -> np.ndarray:
     """Per timestamp, whether it lies in the session (see the module docstring): a bool array."""
     weekdays, start, end = parse_session(session)
-    times = np.asarray(pd.to_datetime(np.asarray(stamps)), dtype="datetime64[ns]")
-    days = times.astype("datetime64[D]")
-    into_day = (times - days.astype("datetime64[ns]")).astype(np.int64) / 1e9
+    days, into_day = _day_parts(stamps)
     inside = (into_day >= start) & (into_day <= end)
     if weekdays:
         inside &= (days - _MONDAY).astype(np.int64) % 7 < 5

@@ -295,7 +295,7 @@ def run(config: LeakageConfig) -> dict[str, Any]:
     if config.sizes or config.cfm_weights or config.fast:
         from chaosfm.jobs._capacity import run_grid
 
-        return run_grid(config, _one_study)
+        return run_grid(config, run)
     started = time.perf_counter()
     if config.tokenizer is not None:
         config.tokenizer.check("tokenizer", config.seed)
@@ -323,13 +323,13 @@ def run(config: LeakageConfig) -> dict[str, Any]:
                                                      tokenizers[protocol])
     if config.agent:
         return _finish_agent_study(config, frame, dates, runs, started)
-    for name, run in runs.items():
-        forecasters[name] = JEPAForecaster(run, horizon=config.horizon, alpha=config.alpha, name=name,
+    for name, run_dir in runs.items():
+        forecasters[name] = JEPAForecaster(run_dir, horizon=config.horizon, alpha=config.alpha, name=name,
                                            seed=config.seed)
         if name.endswith("(fenced)"):
             # The fence is checked on what the artifacts say they saw, not on the config.
             for seen in forecasters[name].upstream_trained_through():
-                TimeFence(cutoff).check_trained_through(seen, f"{run}")
+                TimeFence(cutoff).check_trained_through(seen, f"{run_dir}")
     fit_through(forecasters, frame, cutoff, config.embargo)
     context = max(f.min_context() for f in forecasters.values())
     protocol = Protocol(
@@ -388,11 +388,6 @@ def run(config: LeakageConfig) -> dict[str, Any]:
     atomic_write_text(out / "report.md", _report(metrics, config, seconds))
     finish_run(out, seed=config.seed, trained_through=None, kind="leakage_study", wall_time_s=seconds)
     return metrics
-
-
-def _one_study(config: LeakageConfig) -> dict[str, Any]:
-    """One cell of the capacity grid: the study :func:`run` runs (``run`` names a local there)."""
-    return run(config)
 
 
 def _finish_agent_study(config: LeakageConfig, frame: pd.DataFrame, dates: dict[str, Any], runs: dict[str, Path],

@@ -160,13 +160,19 @@ def return_mse_reward(
     after the context (the tokenizer's decoder is causal, the context fills its receptive field).
     """
     del truth
+    decoded = _decoded(samples, context, decode_returns)
+    return -jnp.mean((100.0 * (decoded - true_returns[None, :])) ** 2, axis=-1)
+
+
+def _decoded(
+    samples: Int[Array, "G H"],
+    context: Int[Array, " C"],
+    decode_returns: Callable[[Int[Array, " n"]], Float[Array, " n"]],
+) -> Float[Array, "G H"]:
+    """Each sample's per-code log returns, decoded after the context (the tokenizer's decoder is
+    causal, the context fills its receptive field)."""
     horizon = samples.shape[1]
-
-    def one(sample):
-        decoded = decode_returns(jnp.concatenate([context, sample]))[-horizon:]
-        return -jnp.mean((100.0 * (decoded - true_returns)) ** 2)
-
-    return jax.vmap(one)(samples)
+    return jax.vmap(lambda sample: decode_returns(jnp.concatenate([context, sample]))[-horizon:])(samples)
 
 
 def _trade_pnl(
@@ -176,13 +182,7 @@ def _trade_pnl(
     decode_returns: Callable[[Int[Array, " n"]], Float[Array, " n"]],
 ) -> Float[Array, "G H"]:
     """Per sample and horizon code: ``sign(decoded return) * true return``, in percent."""
-    horizon = samples.shape[1]
-
-    def one(sample):
-        decoded = decode_returns(jnp.concatenate([context, sample]))[-horizon:]
-        return jnp.sign(decoded) * 100.0 * true_returns
-
-    return jax.vmap(one)(samples)
+    return jnp.sign(_decoded(samples, context, decode_returns)) * 100.0 * true_returns[None, :]
 
 
 def pnl_reward(
