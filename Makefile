@@ -23,6 +23,13 @@ install-dev: $(BIN)/python
 	  else \
 	    echo "note: no chromium (install it as root: apt-get install -y chromium); tests/report/test_browser.py will skip"; \
 	  fi; }
+	@# The PostgreSQL tuning test starts a throw-away server from Debian's postgresql (it skips without one).
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u 2>/dev/null)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) || echo "note: could not install postgresql; tests/jobs/test_tune_postgres.py will skip"; \
+	  else \
+	    echo "note: no PostgreSQL server (install it as root: apt-get install -y postgresql); tests/jobs/test_tune_postgres.py will skip"; \
+	  fi; }
 
 demo: install
 	$(BIN)/chaosfm demo --fast

@@ -1,12 +1,12 @@
 """chaosfm tune: the config, a study shared by two processes, budgets, stale trials, resume."""
 
+import os
 import subprocess
 import sys
 import textwrap
 import time
 
 import numpy as np
-import optuna
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
@@ -91,28 +91,32 @@ WORKER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
-def test_two_processes_share_one_sqlite_study_with_an_exact_budget(tmp_path):
-    config = settings(tmp_path, trials=8)
+def two_workers(tmp_path, config, environments=({}, {})):
+    """Two WORKER processes started at once on ``config``, each with its extra environment
+    variables; the study they filled."""
     path = tmp_path / "tune.yaml"
     path.write_text(__import__("yaml").safe_dump(config.model_dump(mode="json")))
     (tmp_path / "ready").mkdir()
     workers = [
         subprocess.Popen([sys.executable, "-c", WORKER, str(path), str(tmp_path / "ready"), name],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for name in ("a", "b")
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **extra})
+        for name, extra in zip(("a", "b"), environments)
     ]
     for worker in workers:
         output, _ = worker.communicate(timeout=240)
         assert worker.returncode == 0, output
-    study = optuna.load_study(study_name=config.study, storage=config.storage_url())
+    return open_study(config)  # the same storage URL handling the workers had
+
+
+def check_exact_budget(study, config):
+    """``config.trials`` complete trials, by both workers, each point once; best.yaml is the best."""
     trials = study.get_trials()
     done = complete(study)
-    assert len(done) == 8  # not 7, not 9: no trial lost, none run twice past the budget
+    assert len(done) == config.trials  # not one fewer, not one more: no trial lost, none past the budget
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL)]
     assert all(t.user_attrs.get("surplus") for t in trials if t.state == TrialState.PRUNED)
-    assert len({t.number for t in done}) == 8
-    assert len({tuple(sorted(t.params.items())) for t in done}) == 8  # no point evaluated twice
+    assert len({t.number for t in done}) == config.trials
+    assert len({tuple(sorted(t.params.items())) for t in done}) == config.trials  # no point evaluated twice
     assert len({t.user_attrs["worker"] for t in done}) == 2  # both processes ran trials
     assert sum(bool(t.user_attrs.get("base")) for t in trials) == 1  # base queued once
     best = read_config(StreamConfig, config.out / "best.yaml")  # what `chaosfm stream --config` reads
@@ -120,29 +124,51 @@ def test_two_processes_share_one_sqlite_study_with_an_exact_budget(tmp_path):
     assert best.predictor.orchestrator.epsilon == winner.params["orchestrator.epsilon"]
     assert best.predictor.signature.depth == winner.params["signature.depth"]
     table = pd.read_csv(config.out / "trials.csv")
-    assert (table["state"] == "COMPLETE").sum() == 8
+    assert (table["state"] == "COMPLETE").sum() == config.trials
 
 
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() by hand, as a killed worker did
-def test_a_stale_trial_is_failed_and_requeued_and_the_budget_still_completes(tmp_path):
-    config = settings(tmp_path, trials=3)
+@pytest.mark.slow
+def test_two_processes_share_one_sqlite_study_with_an_exact_budget(tmp_path):
+    config = settings(tmp_path, trials=8)
+    check_exact_budget(two_workers(tmp_path, config), config)
+
+
+def check_stale_trial_requeued(config, silence):
+    """A trial asked by hand, as a worker killed after one heartbeat left it, ``silence`` seconds
+    later: the next worker fails it, re-runs its point and completes the budget of 3."""
+    assert config.trials == 3
     study = open_study(config)
     assert study.get_trials()[0].state == TrialState.WAITING  # the base config, queued by the creator
     stale = study.ask()  # pops the base trial, as a worker about to be killed would
     stale.suggest_float("orchestrator.epsilon", 0.02, 1.0, log=True)
     study._storage.record_heartbeat(stale._trial_id)
-    # More than two heartbeat intervals of silence: SQLite's clock, which Optuna reads for both
-    # the heartbeat and the staleness check, has one-second resolution and the check is strict,
-    # so 2.5 s could read as exactly the 2 s grace period and leave the trial running.
-    time.sleep(3.5)
+    time.sleep(silence)
     metrics = run(config, score=quadratic)
-    study = optuna.load_study(study_name=config.study, storage=config.storage_url())
     trials = study.get_trials()
     assert trials[stale.number].state == TrialState.FAIL
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == stale.number]
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
     assert retried[0].params["orchestrator.epsilon"] == stale.params["orchestrator.epsilon"]
     assert len(complete(study)) == 3 and metrics["trials"]["complete"] == 3
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() by hand, as a killed worker did
+def test_a_stale_trial_is_failed_and_requeued_and_the_budget_still_completes(tmp_path):
+    # More than two heartbeat intervals of silence: SQLite's clock, which Optuna reads for both
+    # the heartbeat and the staleness check, has one-second resolution and the check is strict,
+    # so 2.5 s could read as exactly the 2 s grace period and leave the trial running.
+    check_stale_trial_requeued(settings(tmp_path, trials=3), silence=3.5)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_worker_waits_for_the_last_slot_a_dead_worker_holds_and_reruns_it(tmp_path):
+    config = settings(tmp_path, trials=3)
+    study = open_study(config)
+    stale = study.ask()  # a worker that dies at once, holding one of the three slots
+    study._storage.record_heartbeat(stale._trial_id)
+    metrics = run(config, score=quadratic)  # runs two, then waits for the third rather than stop
+    assert metrics["trials"]["complete"] == 3 and metrics["trials"]["fail"] == 1
+    assert [t.system_attrs.get("failed_trial") for t in complete(study)].count(stale.number) == 1
 
 
 def test_an_interrupted_study_resumes_to_its_new_budget(tmp_path):

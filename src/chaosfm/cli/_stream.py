@@ -159,7 +159,8 @@ def add_tune(commands: Any) -> None:
     p.add_argument("--metric", choices=["crps", "mae", "rmse", "smape", "mase", "wql"],
                    help="score minimised (default crps)")
     p.add_argument("--trials", type=int, help="completed trials in the study, over all workers (default 20)")
-    p.add_argument("--storage", help="Optuna RDB URL shared by workers (default sqlite:///OUT/optuna.db)")
+    p.add_argument("--storage", help="Optuna RDB URL shared by workers, postgresql://USER:PASS@HOST:5432/DB"
+                   " across machines (default sqlite:///OUT/optuna.db)")
     p.add_argument("--study", help="study name (default chaosfm-tune); same storage and study: one search")
     p.add_argument("--heartbeat-seconds", type=int, help="trial heartbeat in seconds; silent for 2x: failed, re-queued (default: 30)")
     p.add_argument("--retries", type=int, help="times an interrupted trial is re-queued (default 2)")

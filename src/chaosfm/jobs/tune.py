@@ -294,11 +294,21 @@ def run(
         if not work_left(study, config.trials) or len(failures) > config.trials:
             study.stop()
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # before counting: a dead worker's trial is free
-    if work_left(study, config.trials):
-        study.optimize(objective, callbacks=[budget], catch=(TrialFailed, ArithmeticError))
+    while len(failures) <= config.trials:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # before counting: a dead worker's trial is free
+        if work_left(study, config.trials):
+            study.optimize(objective, callbacks=[budget], catch=(TrialFailed, ArithmeticError))
+            continue
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if not running:
+            break
+        # The last slots are held by other workers. Wait for them: if one's machine died, its
+        # heartbeat stops, the check above fails the trial and this worker runs it again, so the
+        # budget completes without that machine (and the outputs written below are the study's).
+        say(f"waiting for {len(running)} trial(s) of other workers: {[t.number for t in running]}")
+        time.sleep(config.heartbeat_seconds)
     return write_outputs(config, study, frame, folds)
 
 
