@@ -7,6 +7,7 @@ import textwrap
 import time
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
@@ -169,6 +170,25 @@ def test_a_worker_waits_for_the_last_slot_a_dead_worker_holds_and_reruns_it(tmp_
     metrics = run(config, score=quadratic)  # runs two, then waits for the third rather than stop
     assert metrics["trials"]["complete"] == 3 and metrics["trials"]["fail"] == 1
     assert [t.system_attrs.get("failed_trial") for t in complete(study)].count(stale.number) == 1
+
+
+def test_a_worker_whose_trial_was_failed_as_stale_meanwhile_goes_on(tmp_path):
+    # A machine cut off for more than two heartbeats: the others failed its running trial and
+    # queued the point again. Its late result is refused by Optuna; the worker must carry on.
+    config = settings(tmp_path, trials=3)
+    calls = []
+
+    def cut_off(predictor: PredictorConfig) -> float:
+        calls.append(predictor)
+        if len(calls) == 1:
+            study = optuna.load_study(study_name=config.study, storage=config.storage_url())
+            (running,) = study.get_trials(states=(TrialState.RUNNING,))
+            study._storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
+        return quadratic(predictor)
+
+    metrics = run(config, score=cut_off)
+    assert metrics["trials"]["complete"] == 3 and metrics["trials"]["fail"] == 1
+    assert len(calls) == 4  # the late result was dropped and three more points scored
 
 
 def test_an_interrupted_study_resumes_to_its_new_budget(tmp_path):

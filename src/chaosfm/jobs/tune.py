@@ -299,7 +299,15 @@ def run(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # before counting: a dead worker's trial is free
         if work_left(study, config.trials):
-            study.optimize(objective, callbacks=[budget], catch=(TrialFailed, ArithmeticError))
+            try:
+                study.optimize(objective, callbacks=[budget], catch=(TrialFailed, ArithmeticError))
+            except ValueError as error:
+                # This worker was cut off for more than two heartbeats mid-trial and the others
+                # failed its trial as stale (and queued its point again): Optuna refuses the late
+                # result with this ValueError. The point runs again, so this worker goes on.
+                if not str(error).startswith("Cannot tell a FAIL trial"):
+                    raise
+                say("a trial of this worker was failed as stale while it was silent; its point is queued again")
             continue
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         if not running:
