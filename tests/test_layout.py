@@ -13,7 +13,7 @@ import pytest
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "chaosfm"
 
-CORE = {"_config", "_artifacts", "_progress", "_random", "_lazy"}
+CORE = {"_config", "_artifacts", "_progress", "_random", "_lazy", "_storage"}
 """The small core every package may import (DESIGN.md: data imports nothing else of chaosfm);
 ``_lazy`` is how a package imports its modules on first use."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -115,3 +115,37 @@ def say(message: str) -> None:
     if _quiet():
         return
     print(message, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def byte_progress(total: int, description: str, *, after: float = 2.0) -> Iterator[Callable[[int], None]]:
+    """A progress bar over ``total`` bytes, shown once the work has taken ``after`` seconds (a quick
+    copy shows none); the block calls the yielded ``advance(bytes_done_since_last_call)``."""
+    if not _enabled():
+        yield lambda done: None
+        return
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    started, state = time.monotonic(), {"done": 0}
+    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    task = None
+
+    def advance(done: int) -> None:
+        nonlocal task
+        state["done"] += done
+        if task is None:
+            if time.monotonic() - started < after:
+                return
+            bar.start()
+            task = bar.add_task(description, total=total)
+        bar.update(task, completed=state["done"])
+
+    try:
+        yield advance
+    finally:
+        if task is not None:
+            bar.stop()

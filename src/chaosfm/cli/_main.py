@@ -16,6 +16,7 @@ from chaosfm.cli import _agent, _backtest, _bench, _data, _evaluate, _multitask,
 from chaosfm.cli import _config_size
 from chaosfm.cli import _greeks
 from chaosfm.cli import _inspect
+from chaosfm.cli import _shard
 from chaosfm.cli._parser import HELP_FOOTER, Parser, UsageError, name_commands
 
 
@@ -35,6 +36,7 @@ def build_parser() -> Parser:
     _backtest.add(commands)
     _tokenize.add(commands)
     _train.add_train(commands)
+    _shard.add(commands)
     _train.add_stages(commands)
     _train.add_sampling(commands)
     _stream.add(commands)

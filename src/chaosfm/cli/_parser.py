@@ -86,6 +86,14 @@ def assignment(text: str) -> tuple[str, Any]:
     return key, _plain(value)
 
 
+def location(text: str) -> Path | str:
+    """A folder flag's value: an fsspec URL (``memory://x``, ``s3://b/x``) stays text, since a Path
+    would fold its ``//``; anything else is a Path."""
+    from chaosfm._storage import is_url  # no fsspec: is_url only reads the text
+
+    return text if is_url(text) else Path(text)
+
+
 _COMMON: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "data": (("--data",), {"help": "dataset names or CSV/Parquet paths, comma-separated (default: the config's)"}),
     "cutoff": (("--cutoff",), {
@@ -93,7 +101,8 @@ _COMMON: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                 "(default: each asset's row at 80%% of its rows)"}),
     "seed": (("--seed",), {"type": int, "help": "the run's one seed: every random draw derives from it (default: the "
                                                      "config's, else 0)"}),
-    "out": (("--out",), {"type": Path, "help": "where to write: the run folder (default: runs/{command}-YYYYmmdd-HHMMSS)"}),
+    "out": (("--out",), {"type": location,
+                         "help": "where to write: the run folder (default: runs/{command}-YYYYmmdd-HHMMSS)"}),
     "config": (("--config",), {"type": Path, "help": "YAML config file; flags override it (default: none, the built-in "
                                                          "defaults)"}),
     "set": (("--set",), {"action": "append", "metavar": "KEY=VALUE", "dest": "assignments", "type": assignment,

@@ -15,7 +15,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from chaosfm.jobs import train
 
     values = overrides(args, train.FLAGS, ("cutoff", "seed", "out", "resume", "coordinator", "num_processes",
-                                           "process_id"))
+                                           "process_id", "shards"))
     if args.data:
         values["data.names"] = split(args.data)
     config = train.read(args.config, values)
@@ -99,7 +99,12 @@ def cmd_forecast(args: argparse.Namespace) -> None:
 def add_train(commands: Any) -> None:
     p = commands.add_parser("train", help="fit a tokenizer and train a GPT or Mamba on its codes",
                             parents=common("config", "out", "resume", "data", "cutoff", "seed", "set",
-                                           required=("config",)))
+                                           required=("config",), helps={"out": (
+                                               "where to write: the run folder, a path or an fsspec URL (memory://, "
+                                               "s3://...: trained in $CHAOSFM_WORK_DIR, copied there at each "
+                                               "checkpoint) (default: runs/train-YYYYmmdd-HHMMSS)")}))
+    p.add_argument("--shards", metavar="DIR", help="train from the windows of a chaosfm shard folder, read through "
+                                                   "Grain, instead of loading --data (default: none, in memory)")
     several = p.add_argument_group("several processes (JAX's multi-controller runtime; all unset: one process)")
     several.add_argument("--coordinator", metavar="HOST:PORT",
                          help="process 0's coordinator address, the same for every process; auto: detect the "

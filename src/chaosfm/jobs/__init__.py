@@ -9,11 +9,12 @@ loading, picking an asset, the run folder's ``config.yaml`` and ``meta.json``) i
 
 | command | module |
 |---|---|
-| ``datasets``, ``data check`` | ``data`` |
+| ``datasets``, ``data check``, ``data stage``, ``data archive`` | ``data`` |
 | ``evaluate`` | ``evaluate`` |
 | ``demo`` | ``demo`` |
 | ``tokenize`` (and ``inspect``) | ``tokenize`` |
 | ``train`` | ``train`` |
+| ``shard`` (and ``train --shards``) | ``shard`` |
 | ``stage`` | ``stage`` |
 | ``pipeline`` | ``pipeline`` |
 | ``generate``, ``forecast`` | ``forecast`` |

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from chaosfm._artifacts import atomic_write_bytes, write_meta, write_yaml
 from chaosfm._config import ConfigError, split_commas
+from chaosfm._progress import say
+from chaosfm._storage import MANIFEST, copy_tree, filesystem, is_url
 from chaosfm.data import DataError, TimeFence, load
 
 DEFAULT_CUTOFF_FRACTION = 0.8
@@ -33,12 +36,101 @@ def default_out(command: str, suffix: str = "") -> Path:
     return Path("runs") / f"{command}-{datetime.now():%Y%m%d-%H%M%S}{suffix}"
 
 
-def out_field(command: str, what: str = "the run folder", suffix: str = "") -> Any:
-    """The ``out`` field of a job's config: ``what`` to write, defaulting to :func:`default_out`."""
+def out_field(command: str, what: str = "the run folder", suffix: str = "", *, url: bool = False) -> Any:
+    """The ``out`` field of a job's config: ``what`` to write, defaulting to :func:`default_out`.
+
+    ``url``: the job writes through :func:`run_location`, so ``out`` may be an fsspec URL (kept as
+    text; annotate the field ``Path | str``); otherwise a URL is refused, naming the commands that
+    take one (a ``Path`` would fold ``memory://x`` into a local folder ``memory:/x``).
+    """
     from functools import partial
 
-    return Field(default_factory=partial(default_out, command, suffix),
-                 description=f"{what} (--out; default: runs/{command}-YYYYmmdd-HHMMSS{suffix})")
+    field = Field(default_factory=partial(default_out, command, suffix),
+                  description=f"{what}{', a local folder or an fsspec URL' if url else ''} "
+                              f"(--out; default: runs/{command}-YYYYmmdd-HHMMSS{suffix})")
+    # Field() takes no validator; one in its metadata runs as an Annotated one does, so every job's
+    # `out: Path = out_field(...)` is checked here without changing its annotation.
+    field.metadata.append(BeforeValidator(partial(_url_out if url else _local_out, command)))
+    return field
+
+
+URL_OUT_COMMANDS = ("train",)
+"""The commands whose ``--out`` may be an fsspec URL (:func:`run_location`)."""
+
+WORK_DIR_ENV = "CHAOSFM_WORK_DIR"
+"""Where a run whose ``--out`` is a URL is trained before it is copied there (default: the user
+cache dir's ``chaosfm/work``, from platformdirs)."""
+
+
+def _url_out(command: str, value: Any) -> Any:
+    if isinstance(value, str):
+        return value if is_url(value) else Path(value)
+    return value
+
+
+def _local_out(command: str, value: Any) -> Any:
+    if isinstance(value, str) and is_url(value):
+        commands = ", ".join(f"`chaosfm {name}`" for name in URL_OUT_COMMANDS)
+        raise ValueError(
+            f"{command} writes to a local folder, not a URL; only {commands} writes its run folder to a URL. "
+            "Write it locally, then copy it with `chaosfm data archive FOLDER URL`"
+        )
+    return value
+
+
+def work_folder(url: str, process: int = 0) -> Path:
+    """The local folder a run at ``url`` is trained in: ``$CHAOSFM_WORK_DIR`` (default: the user
+    cache dir's ``chaosfm/work``), then ``<last part of the URL>-<12 hex digits of its sha256>``
+    (``-p<process>`` for processes after the first, so processes on one machine never share one)."""
+    import hashlib
+    import re
+
+    import platformdirs
+
+    configured = os.environ.get(WORK_DIR_ENV)
+    root = Path(configured).expanduser() if configured else Path(platformdirs.user_cache_dir("chaosfm")) / "work"
+    name = url.rstrip("/")
+    tail = re.sub(r"[^A-Za-z0-9._-]", "_", name.rsplit("/", 1)[-1]) or "run"
+    return root / f"{tail}-{hashlib.sha256(name.encode()).hexdigest()[:12]}{f'-p{process}' if process else ''}"
+
+
+def run_location(
+    out: str | os.PathLike[str], *, resume: bool, command: str, process: int = 0
+) -> tuple[Path, Callable[..., None] | None]:
+    """The local folder a job writes its run into, and how it reaches ``out`` when that is a URL.
+
+    A local ``out`` is the folder itself (no mirror: None). For a URL, the job works in
+    :func:`work_folder` and calls the returned ``mirror()`` after each checkpoint and at the end,
+    which copies the folder to the URL (:func:`chaosfm._storage.copy_tree`: only changed files,
+    each sha256 checked, the manifest last). With ``resume`` the URL's folder is first copied down
+    (every file checked against its manifest and its source), replacing the work folder's files;
+    without it the URL must hold no run yet.
+
+    Raises:
+        ConfigError: ``out`` already holds a run and ``resume`` is not given, or its filesystem is
+            not installed.
+    """
+    if not is_url(out):
+        return Path(out), None
+    url = str(out)
+    local = work_folder(url, process)
+    fs, root = filesystem(url)
+    holds = fs.exists(root) and bool(fs.find(root))
+    if resume and holds:
+        copied = copy_tree(url, local, what=f"{command} --resume", force=True, partial_source=True)
+        (local / MANIFEST).unlink()  # the job changes the folder from here on: it is no longer a copy
+        say(f"staged {url} to {local} ({copied.files} files copied, {copied.skipped} already there)")
+    elif holds:
+        raise ConfigError(
+            f"--out {url}: already holds a run; pass --resume to continue it, or choose another URL"
+        )
+    elif not resume and local.exists():
+        shutil.rmtree(local)  # the work folder of a run that never reached the URL: not this run's
+
+    def mirror(step: int | None = None) -> None:
+        copy_tree(local, url, what=f"{command} --out", force=True)
+
+    return local, mirror
 
 def _some(names: list[str]) -> list[str]:
     if not names:

@@ -5,6 +5,8 @@ runs (a typo, a wrong type, a context longer than the data or a vocabulary that 
 the tokenizer is a :class:`ConfigError` naming the key):
 
 - ``data``: dataset names or paths, load options, the cutoff (or ``cutoff_fraction``), embargo;
+  or ``shards``, a folder of ``chaosfm shard`` to read the training windows from (Grain over
+  ArrayRecord, :mod:`chaosfm.jobs.shard`) instead of loading and encoding the data;
 - ``tokenizer``: ``kind`` (``fsq``, ``vqvae``, ``bins``) with ``options`` (fields of its config
   dataclass) and ``steps`` of its fit; or ``path`` to a saved tokenizer folder;
 - ``model`` and ``train``: as :class:`~chaosfm.train.TrainRunConfig` (``model.vocab_size`` may be
@@ -55,6 +57,7 @@ from chaosfm.jobs._common import (
     load_data,
     out_field,
     resolve_fence,
+    run_location,
     write_config,
     write_loss_plot,
 )
@@ -68,6 +71,7 @@ from chaosfm.train import (
     MODEL_FILE,
     TOKENIZER_DIR,
     CodeData,
+    ShardSet,
     DistributedConfig,
     TrainResult,
     TrainRunConfig,
@@ -84,12 +88,13 @@ from chaosfm.train import (
     stream_lengths,
 )
 
-__all__ = ["FLAGS", "DataSection", "TokenizerSection", "TrainRunFile", "read", "run", "train_code_model"]
+__all__ = ["FLAGS", "DataSection", "TokenizerSection", "TrainRunFile", "code_facts", "fenced_codes", "read", "run",
+           "train_code_model"]
 
 FLAGS = {"data": "data.names", "cutoff": "data.cutoff", "embargo": "data.embargo", "seed": "train.seed",
          "steps": "train.steps", **{key: f"data.{key}" for key in ReadOptions.model_fields},
          "coordinator": "distributed.coordinator", "num_processes": "distributed.num_processes",
-         "process_id": "distributed.process_id"}
+         "process_id": "distributed.process_id", "shards": "data.shards"}
 """CLI flag -> config key."""
 
 
@@ -106,6 +111,9 @@ class DataSection(ReadOptions):
     )
     embargo: int = Field(0, ge=0, description="rows after the cutoff left out of the held-out codes")
     vol_window: int = Field(20, ge=2, description="rows of the realized volatility fed to exo_clock models")
+    shards: str | None = Field(None, description="train from this shard folder of chaosfm shard (--shards)")
+    read_threads: int = Field(2, ge=0, description="with shards: Grain's read threads per process")
+    prefetch: int = Field(64, ge=0, description="with shards: windows Grain reads ahead per process (0: none)")
 
 
 
@@ -173,7 +181,7 @@ class TrainRunFile(BaseModel):
     distributed: DistributedConfig = Field(
         default_factory=DistributedConfig, description="joining a multi-process run (unset: one process)"
     )
-    out: Path = out_field("train")
+    out: Path | str = out_field("train", url=True)
     resume: bool = Field(False, description="continue from the run folder's newest checkpoint (--resume)")
 
     def run_config(self, vocab_size: int | None = None) -> TrainRunConfig:
@@ -221,6 +229,10 @@ def _same_sections(out: Path, config: TrainRunFile) -> None:
         return
     saved = yaml.safe_load(saved_path.read_text()) or {}
     now = config.sections()
+    # A run folder written before a key existed lacks it: the key's default is what that run used.
+    fields = DataSection.model_fields
+    now["data"] = {k: v for k, v in now["data"].items()
+                   if k in (saved.get("data") or {}) or k not in fields or v != fields[k].default}
     for section in ("data", "tokenizer"):
         if section in saved and saved[section] != now[section]:
             raise ConfigError(
@@ -231,25 +243,68 @@ def _same_sections(out: Path, config: TrainRunFile) -> None:
 
 def run(config: TrainRunFile, *, on_step: Any = None) -> dict[str, Any]:
     """Fit the tokenizer up to the cutoff, encode, train the code model, write the run folder
-    ``config.out``; return ``metrics.json``.
+    ``config.out``; return ``metrics.json``. An fsspec URL ``out`` (``memory://``, ``s3://``...) is
+    trained in a local work folder and copied there after each checkpoint and at the end
+    (:func:`~chaosfm.jobs._common.run_location`); ``resume`` copies it down first.
 
     Raises:
         ConfigError, DataError: before training starts, naming the key or the data problem.
     """
     initialize_distributed(config.distributed)  # before any JAX computation
     writes = is_main_process()
-    out, resume = Path(config.out), config.resume
+    # A URL out: train in a local work folder, mirrored to the URL at each checkpoint and at the end.
+    out, mirror = run_location(config.out, resume=config.resume, command="train", process=jax.process_index())
+    resume = config.resume
     seed = config.seed
     loop = config.run_config().train
     data_mesh(loop.devices, loop.batch_size)  # devices that do not fit fail before the tokenizer's fit
     if resume:
         _same_sections(out, config)
+    if config.data.shards is not None:
+        from chaosfm.jobs.shard import train_from_shards  # chaosfm.jobs.shard imports this module
+
+        return train_from_shards(config, out, mirror, on_step=on_step)
+    saved_tokenizer = out / TOKENIZER_DIR
+    tokenizer, data, layout, train_rows = fenced_codes(config, saved_tokenizer if resume else None)
+    run_config = config.run_config(tokenizer.vocab_size)
+
+    out.mkdir(parents=True, exist_ok=True)
+    if writes:
+        tokenizer.save(saved_tokenizer)
+        write_json(out / CODES_FILE, layout)
+    result = train_code_model(run_config, out, data, resume=resume, on_step=on_step, on_checkpoint=mirror)
+    if not writes:
+        return result.metrics | _run_metrics(config, tokenizer, train_rows, data)
+    # config.yaml holds the whole file (train_code_model wrote its model and train sections).
+    write_config(out, {**config.sections(), **run_config.model_dump(mode="json")})
+    metrics = result.metrics | _run_metrics(config, tokenizer, train_rows, data)
+    write_json(out / METRICS_FILE, metrics)
+    finish_run(
+        out, seed=seed, trained_through=trained_through_to_json(data.trained_through),
+        kind="code_model", command="train",
+        upstream_trained_through=trained_through_to_json(tokenizer.trained_through),
+    )
+    if mirror is not None:
+        mirror()
+    return metrics
+
+
+def fenced_codes(
+    config: TrainRunFile, saved_tokenizer: Path | None = None
+) -> tuple[AbstractTokenizer, CodeData, dict[str, Any], pd.DataFrame]:
+    """Load and fence the data, fit the tokenizer on the rows up to the cutoff (or load it from
+    ``saved_tokenizer`` when that folder holds one: a resumed run's), encode: the tokenizer, the
+    code streams, the ``codes.json`` layout and the training rows (what ``chaosfm shard`` writes
+    from too).
+
+    Raises:
+        ConfigError, DataError: naming the key or the data problem.
+    """
     frame = load_data(config.data.names, config.data.options, config.data)
     fence = resolve_fence(frame, config.data.cutoff, config.data.cutoff_fraction, config.data.embargo,
                           key="data.cutoff")
     train_rows = fence.train(frame)
-    saved_tokenizer = out / TOKENIZER_DIR
-    if resume and (saved_tokenizer / "tokenizer.json").is_file():
+    if saved_tokenizer is not None and (saved_tokenizer / "tokenizer.json").is_file():
         tokenizer, to_fit = load_tokenizer(saved_tokenizer), False
         check_saved_tokenizer(tokenizer, train_rows, fence, str(saved_tokenizer))
     else:
@@ -265,27 +320,9 @@ def run(config: TrainRunFile, *, on_step: Any = None) -> dict[str, Any]:
                 f"model.context_length: {first.model.context_length} is longer than the data: a "
                 f"window needs {window} codes, the longest training stream has at most {longest}"
             )
-        config.tokenizer.fit(tokenizer, train_rows, fence, seed)
-    run_config = config.run_config(tokenizer.vocab_size)
+        config.tokenizer.fit(tokenizer, train_rows, fence, config.seed)
     data, layout, _ = code_data(tokenizer, frame, train_rows, config.data.embargo, config.data.vol_window)
-
-    out.mkdir(parents=True, exist_ok=True)
-    if writes:
-        tokenizer.save(saved_tokenizer)
-        write_json(out / CODES_FILE, layout)
-    result = train_code_model(run_config, out, data, resume=resume, on_step=on_step)
-    if not writes:
-        return result.metrics | _run_metrics(config, tokenizer, train_rows, data)
-    # config.yaml holds the whole file (train_code_model wrote its model and train sections).
-    write_config(out, {**config.sections(), **run_config.model_dump(mode="json")})
-    metrics = result.metrics | _run_metrics(config, tokenizer, train_rows, data)
-    write_json(out / METRICS_FILE, metrics)
-    finish_run(
-        out, seed=seed, trained_through=trained_through_to_json(data.trained_through),
-        kind="code_model", command="train",
-        upstream_trained_through=trained_through_to_json(tokenizer.trained_through),
-    )
-    return metrics
+    return tokenizer, data, layout, train_rows
 
 
 def _run_metrics(config: TrainRunFile, tokenizer: AbstractTokenizer, train_rows: pd.DataFrame,
@@ -357,6 +394,13 @@ def code_data(
     return data, new_layout, train_ends
 
 
+def code_facts(data: CodeData) -> dict[str, Any]:
+    """What :func:`~chaosfm.train.check_against_data` checks a config against (a shard folder's
+    ``index.json`` records it as ``data``)."""
+    return {"vocab_size": int(data.vocab_size), "stream_lengths": stream_lengths(dict(data.train)),
+            "has_exo": data.exo_train is not None, "max_code": int(data.max_code)}
+
+
 def _same_run(saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Resuming must not change what the run computes: the model, and the loop but for ``steps``."""
     check_resume(saved, current, sections=("model", "train"))
@@ -366,8 +410,8 @@ _CODE_LOSS = "cross-entropy (nats per code)"
 
 
 def train_code_model(
-    config: TrainRunConfig, out_dir: str | os.PathLike[str], data: CodeData, *, resume: bool = False,
-    on_step: Any = None,
+    config: TrainRunConfig, out_dir: str | os.PathLike[str], data: CodeData | None, *, resume: bool = False,
+    on_step: Any = None, on_checkpoint: Any = None, shards: ShardSet | None = None,
 ) -> TrainResult:
     """Train the configured code model on ``data`` and write its files into ``out_dir``:
     ``config.yaml`` (model and train), ``model_config.json``, ``model.eqx``, ``metrics.json`` (held-out
@@ -376,20 +420,17 @@ def train_code_model(
 
     The last ``train.val_fraction`` of each training stream (codes at or before the cutoff) is kept
     out of the gradient; its loss is logged as ``val_loss`` every ``train.eval_every`` steps and
-    drawn in ``loss.png`` with the training loss.
+    drawn in ``loss.png`` with the training loss. ``on_checkpoint(step)`` is called after each
+    checkpoint, once ``loss.png`` is redrawn (a run whose ``out`` is a URL mirrors itself there).
+    With ``shards`` (and ``data`` None) the windows, held-out batch and ``trained_through`` are the
+    shards' (``chaosfm shard``), and no codes after the cutoff are scored.
 
     Raises:
         ConfigError: before training, naming the key, when the config does not fit the data.
     """
     train_config = config.train
-    check_against_data(
-        config,
-        vocab_size=data.vocab_size,
-        stream_lengths=stream_lengths(dict(data.train)),
-        has_exo=data.exo_train is not None,
-        max_code=data.max_code,
-        available_devices=len(jax.devices()),
-    )
+    facts = code_facts(data) if shards is None else shards.index["data"]
+    check_against_data(config, **facts, available_devices=len(jax.devices()))
     mesh = data_mesh(train_config.devices, train_config.batch_size)
     model_config = config.model.to_model_config()
     out = Path(out_dir)
@@ -404,8 +445,13 @@ def train_code_model(
     def draw(step: int) -> None:
         write_loss_plot(out, loss_label=_CODE_LOSS, title=f"train {config.model.kind}")
 
+    def checkpointed(step: int) -> None:
+        draw(step)
+        if on_checkpoint is not None:
+            on_checkpoint(step)
+
     result = fit_code_model(config, data, out, resume=resume, mesh=mesh, on_step=on_step,
-                            val_fraction=train_config.val_fraction, on_checkpoint=draw)
+                            val_fraction=train_config.val_fraction, on_checkpoint=checkpointed, shards=shards)
     if writes:
         atomic_write_bytes(out / MODEL_FILE, serialise(result.model))
         draw(result.step)
@@ -417,7 +463,7 @@ def train_code_model(
         "final_train_loss": result.history[-1]["loss"] if result.history else None,
         "final_val_loss": next((e["val_loss"] for e in reversed(result.history) if "val_loss" in e), None),
     }
-    if data.valid:
+    if data is not None and data.valid:
         metrics["heldout"] = nan_to_none(evaluate_codes(
             result.model, data.valid, train=data.train,
             exo=data.exo_valid if uses_exo else None, exo_train=data.exo_train if uses_exo else None,
@@ -425,9 +471,9 @@ def train_code_model(
         ))
     if writes:
         write_json(out / METRICS_FILE, metrics)
-        finish_run(
-            out, seed=train_config.seed, trained_through=trained_through_to_json(data.trained_through),
-            kind="code_model", upstream_trained_through=trained_through_to_json(data.upstream_trained_through),
-        )
+        fenced = (shards.index["trained_through"], shards.index["upstream_trained_through"]) if data is None else (
+            trained_through_to_json(data.trained_through), trained_through_to_json(data.upstream_trained_through))
+        finish_run(out, seed=train_config.seed, trained_through=fenced[0], kind="code_model",
+                   upstream_trained_through=fenced[1])
     result.metrics = metrics
     return result

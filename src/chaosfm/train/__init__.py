@@ -6,6 +6,7 @@ takes arrays, frames and config objects.
 """
 
 from chaosfm.train._checkpoint import (
+    BATCHES_FILE,
     Checkpoint,
     checkpoint_path,
     latest_checkpoint,
@@ -14,7 +15,15 @@ from chaosfm.train._checkpoint import (
     load_newest_intact,
     save_checkpoint,
 )
-from chaosfm.train._codes import CodeData, code_loss, exo_series, exo_statistics, fit_code_model, row_volatility
+from chaosfm.train._codes import (
+    CodeData,
+    code_loss,
+    code_windows,
+    exo_series,
+    exo_statistics,
+    fit_code_model,
+    row_volatility,
+)
 from chaosfm.train._config import (
     GPTSection,
     MambaSection,
@@ -29,6 +38,7 @@ from chaosfm.train._config import (
 from chaosfm.train._distributed import (
     DistributedConfig,
     barrier,
+    gather_json,
     gather_to_host,
     global_batch,
     initialize_distributed,
@@ -50,6 +60,7 @@ from chaosfm.train._evaluate import evaluate_codes, next_token_metrics, unigram_
 from chaosfm.train._jepa import embed_windows, heldout_spread
 from chaosfm.train._loop import (
     LOG_FILE,
+    AbstractBatchStream,
     NonFiniteError,
     TrainResult,
     eval_interval,
@@ -126,11 +137,22 @@ from chaosfm.train._sizing import (
     warmup_steps_for,
 )
 from chaosfm.train._stages import STAGES, RL, SFT, AbstractStage, Midtrain, Pretrain, StageSettings
-from chaosfm.train._windows import WindowSampler, hold_out
+from chaosfm.train._shards import (
+    HELDOUT_FILE,
+    INDEX_FILE,
+    ShardSet,
+    ShardStream,
+    decode_window,
+    encode_window,
+    record_layout,
+    write_shards,
+)
+from chaosfm.train._windows import WindowSampler, draw_windows, hold_out
 
 __all__ = [
     # the loop
     "LOG_FILE",
+    "AbstractBatchStream",
     "NonFiniteError",
     "TrainConfig",
     "TrainResult",
@@ -144,6 +166,7 @@ __all__ = [
     "choose_mesh_shape",
     "batch_sharding",
     "MESH_AXES",
+    "BATCHES_FILE",
     "Checkpoint",
     "checkpoint_path",
     "latest_checkpoint",
@@ -152,10 +175,21 @@ __all__ = [
     "load_newest_intact",
     "save_checkpoint",
     "WindowSampler",
+    "draw_windows",
     "hold_out",
+    # ArrayRecord shards read through Grain
+    "HELDOUT_FILE",
+    "INDEX_FILE",
+    "ShardSet",
+    "ShardStream",
+    "decode_window",
+    "encode_window",
+    "record_layout",
+    "write_shards",
     # several processes
     "DistributedConfig",
     "barrier",
+    "gather_json",
     "gather_to_host",
     "global_batch",
     "initialize_distributed",
@@ -171,6 +205,7 @@ __all__ = [
     "TrainRunConfig",
     "check_against_data",
     "code_loss",
+    "code_windows",
     "evaluate_codes",
     "exo_series",
     "exo_statistics",

@@ -2,7 +2,9 @@
 
 A checkpoint is a folder ``checkpoints/step_00000100/`` holding ``model.eqx`` and ``opt_state.eqx``
 (``eqx.tree_serialise_leaves``: raw NumPy arrays, no pickle), ``state.json`` (step, key data,
-anything the caller adds) and ``meta.json`` (versions and the sha256 of each file, from
+anything the caller adds), ``batches.json`` when the run reads a checkpointable batch stream (each
+process's stream position, e.g. a Grain iterator's state, so a resumed run continues the same
+stream) and ``meta.json`` (versions and the sha256 of each file, from
 :func:`chaosfm._artifacts.write_meta`). It is written into a hidden temporary folder and renamed
 into place, so a run killed at any moment leaves either the whole checkpoint or none of it.
 Loading checks every hash first and names the damaged file; resuming falls back to the newest
@@ -33,6 +35,7 @@ import numpy as np
 from chaosfm._artifacts import ArtifactError, atomic_write_bytes, verify_run, write_json, write_meta
 
 __all__ = [
+    "BATCHES_FILE",
     "Checkpoint",
     "checkpoint_path",
     "latest_checkpoint",
@@ -46,6 +49,7 @@ CHECKPOINTS = "checkpoints"
 MODEL_FILE = "model.eqx"
 OPT_FILE = "opt_state.eqx"
 STATE_FILE = "state.json"
+BATCHES_FILE = "batches.json"
 _NAME = re.compile(r"^step_(\d{8})$")
 
 
@@ -59,6 +63,8 @@ class Checkpoint:
     key: Any
     path: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    batch_states: list[Any] | None = None
+    """Each process's batch-stream state, in process order (None: the run had no batch stream)."""
 
 
 def _serialise(tree: Any) -> bytes:
@@ -96,6 +102,7 @@ def save_checkpoint(
     seed: int | None = None,
     extra: dict[str, Any] | None = None,
     keep: int = 2,
+    batch_states: list[Any] | None = None,
 ) -> Path:
     """Write ``checkpoints/step_{step:08d}`` atomically and keep only the ``keep`` newest.
 
@@ -108,6 +115,8 @@ def save_checkpoint(
         seed: recorded in meta.json.
         extra: JSON-ready values stored in state.json.
         keep: how many checkpoints to keep.
+        batch_states: JSON-ready state of each process's batch stream, in process order, stored in
+            ``batches.json`` (hashed in meta.json like the other files).
     """
     final = checkpoint_path(run_dir, step)
     root = final.parent
@@ -124,6 +133,8 @@ def save_checkpoint(
             **dict(extra or {}),
         }
         write_json(temporary / STATE_FILE, state)
+        if batch_states is not None:
+            write_json(temporary / BATCHES_FILE, {"processes": list(batch_states)})
         write_meta(temporary, seed=seed, extra={"step": int(step)})
         if final.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=root))
@@ -195,7 +206,17 @@ def load_checkpoint(path: str | os.PathLike[str], *, params_like: Any, opt_state
     except (KeyError, TypeError, ValueError) as error:
         raise ArtifactError(f"{state_path}: damaged ({type(error).__name__}: {error})") from None
     extra = {k: v for k, v in state.items() if k not in ("step", "key_data", "key_impl")}
-    return Checkpoint(step=step, params=trees[0], opt_state=trees[1], key=key, path=folder, extra=extra)
+    batch_states = None
+    batches_path = folder / BATCHES_FILE
+    if batches_path.is_file():
+        try:
+            batch_states = json.loads(batches_path.read_text())["processes"]
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+            raise ArtifactError(f"{batches_path}: damaged ({type(error).__name__}: {error})") from None
+        if not isinstance(batch_states, list):
+            raise ArtifactError(f"{batches_path}: damaged ('processes' must be a list, one state per process)")
+    return Checkpoint(step=step, params=trees[0], opt_state=trees[1], key=key, path=folder, extra=extra,
+                      batch_states=batch_states)
 
 
 def load_newest_intact(

@@ -34,9 +34,10 @@ from chaosfm._random import run_keys
 from chaosfm.models import AbstractCodeModel, build_model
 from chaosfm.train._config import TrainRunConfig
 from chaosfm.train._loop import TrainResult, train
+from chaosfm.train._shards import ShardSet
 from chaosfm.train._windows import WindowSampler, hold_out
 
-__all__ = ["CodeData", "code_loss", "exo_series", "exo_statistics", "fit_code_model", "row_volatility"]
+__all__ = ["CodeData", "code_loss", "code_windows", "exo_series", "exo_statistics", "fit_code_model", "row_volatility"]
 
 
 @dataclass(frozen=True)
@@ -158,9 +159,29 @@ def code_loss(
     return loss_sum / count, {"accuracy": hits / count}
 
 
+def code_windows(
+    config: TrainRunConfig, data: CodeData, *, val_fraction: float, with_exo: bool
+) -> tuple[WindowSampler, dict[str, np.ndarray] | None]:
+    """The windows a code model trains on: a :class:`WindowSampler` over ``data.train`` (codes,
+    and ``exo`` when ``with_exo``) after :func:`hold_out` kept the last ``val_fraction`` of each
+    stream out as the held-out batch (returned beside it; None when nothing was held out)."""
+    train_config = config.train
+    window = config.model.context_length * train_config.tbptt_segments + 1
+    streams = {
+        asset: {"codes": np.asarray(codes, np.int32)}
+        | ({"exo": np.asarray(data.exo_train[asset], np.float32)} if with_exo else {})
+        for asset, codes in data.train.items()
+    }
+    streams, heldout = hold_out(streams, val_fraction, window, train_config.batch_size,
+                                label=f"train {config.model.kind}")
+    sampler = WindowSampler(streams, window, train_config.batch_size, train_config.seed,
+                            what="model.context_length: a training window")
+    return sampler, heldout
+
+
 def fit_code_model(
     config: TrainRunConfig,
-    data: CodeData,
+    data: CodeData | None,
     run_dir: str | os.PathLike[str],
     *,
     resume: bool = False,
@@ -168,6 +189,7 @@ def fit_code_model(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     val_fraction: float = 0.0,
     on_checkpoint: Callable[[int], None] | None = None,
+    shards: ShardSet | None = None,
 ) -> TrainResult:
     """Train the configured code model on windows of ``data.train`` with :func:`~chaosfm.train.train`.
 
@@ -179,7 +201,7 @@ def fit_code_model(
 
     Args:
         config: the model and loop sections.
-        data: the training code streams (and their exogenous series).
+        data: the training code streams (and their exogenous series); None with ``shards``.
         run_dir: the folder of the loop's checkpoints and log.
         resume: continue from the newest checkpoint in ``run_dir``.
         mesh: the devices to train on (a ``data`` Mesh from :func:`~chaosfm.train.data_mesh`,
@@ -189,22 +211,24 @@ def fit_code_model(
             scored as ``val_loss`` (:func:`~chaosfm.train.heldout_split`; ``chaosfm train``
             passes ``train.val_fraction``); 0: every training code is trained on.
         on_checkpoint: called as ``on_checkpoint(step)`` after each checkpoint.
+        shards: read the windows :func:`code_windows` gave (and its held-out batch) from these
+            shards through Grain (:class:`~chaosfm.train.ShardStream`, this process's rows, in the
+            same order) instead of ``data``.
     """
     train_config = config.train
     model_config = config.model.to_model_config()
     model = build_model(model_config, key=run_keys(train_config.seed).init)
     segments = train_config.tbptt_segments
     window = model_config.context_length * segments + 1
-    uses_exo = model.uses_exo
-    streams = {
-        asset: {"codes": np.asarray(codes, np.int32)}
-        | ({"exo": np.asarray(data.exo_train[asset], np.float32)} if uses_exo else {})
-        for asset, codes in data.train.items()
-    }
-    streams, heldout = hold_out(streams, val_fraction, window, train_config.batch_size,
-                                label=f"train {config.model.kind}")
-    sampler = WindowSampler(streams, window, train_config.batch_size, train_config.seed,
-                            what="model.context_length: a training window")
+    if shards is None:
+        if data is None:
+            raise ValueError("fit_code_model: give data or shards")
+        sampler, heldout = code_windows(config, data, val_fraction=val_fraction, with_exo=model.uses_exo)
+    else:
+        names = ["codes", "exo"] if model.uses_exo else ["codes"]
+        sampler = shards.stream(batch_size=train_config.batch_size, seed=train_config.seed, names=names,
+                                process_index=jax.process_index(), process_count=jax.process_count())
+        heldout = shards.heldout(names)
 
     def loss_fn(model, batch, key):
         return code_loss(model, batch, key, segments=segments)

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 __all__ = [
     "DistributedConfig",
     "barrier",
+    "gather_json",
     "gather_to_host",
     "global_batch",
     "initialize_distributed",
@@ -219,6 +220,25 @@ def place(tree: Any, shardings: Any) -> Any:
         return jax.device_put(np.asarray(leaf), sharding)
 
     return jax.tree_util.tree_map(one, tree, shardings)
+
+
+def gather_json(value: Any) -> list[Any]:
+    """``value`` (JSON-ready, e.g. a batch stream's state) of every process, in process order, on
+    every process (a collective: all processes call it). With one process, ``[value]``."""
+    import json
+
+    import jax
+
+    if jax.process_count() == 1:
+        return [value]
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+    lengths = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int64))).reshape(-1)
+    padded = np.zeros(int(lengths.max()), np.uint8)  # allgather needs one shape on every process
+    padded[: data.size] = data
+    rows = np.asarray(multihost_utils.process_allgather(padded))  # (processes, longest)
+    return [json.loads(bytes(row[:size])) for row, size in zip(rows, lengths)]
 
 
 def gather_to_host(tree: Any) -> Any:

@@ -1,7 +1,8 @@
 """The one training loop every chaosfm model uses.
 
 :func:`train` takes a model (an equinox module), a loss ``loss_fn(model, batch, key) -> (loss,
-metrics)`` and a batch source ``batch_at(step) -> batch`` that depends on the step alone, and runs
+metrics)`` and a batch source ``batch_at(step) -> batch`` that depends on the step alone (or an
+:class:`AbstractBatchStream`, read in order, whose position is saved in every checkpoint), and runs
 ``config.steps`` AdamW updates with:
 
 * a linear warm-up to ``learning_rate``, then cosine decay to ``learning_rate * final_lr_fraction``;
@@ -35,6 +36,7 @@ metrics)`` and a batch source ``batch_at(step) -> batch`` that depends on the st
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import signal
@@ -65,6 +67,7 @@ from chaosfm.train._checkpoint import (
 from chaosfm.train._config import TrainConfig
 from chaosfm.train._distributed import (
     barrier,
+    gather_json,
     gather_to_host,
     global_batch,
     is_main_process,
@@ -75,6 +78,7 @@ from chaosfm.train._mesh import batch_sharding, param_sharding, training_mesh
 
 __all__ = [
     "LOG_FILE",
+    "AbstractBatchStream",
     "NonFiniteError",
     "TrainResult",
     "eval_interval",
@@ -103,6 +107,31 @@ class NonFiniteError(FloatingPointError):
         self.step, self.tensor, self.checkpoint = step, tensor, checkpoint
         kept = f"last good checkpoint: {checkpoint}" if checkpoint else "no checkpoint was written before it"
         super().__init__(f"step {step}: non-finite values in {tensor}; training stopped; {kept}")
+
+
+class AbstractBatchStream(abc.ABC):
+    """Batches read in step order from a stream whose position is checkpointed with the run (e.g. a
+    Grain iterator over ArrayRecord shards, :class:`~chaosfm.train.ShardStream`).
+
+    The loop calls ``stream(step)`` for ``step = start, start + 1, ...``; it saves
+    :meth:`get_state` (every process's) in each checkpoint and hands it back to :meth:`set_state`
+    on resume, so a resumed run reads what an uninterrupted one would. In a multi-process run a
+    stream yields only this process's rows of each batch: process ``p`` of ``P`` holds rows
+    ``p * B / P .. (p + 1) * B / P - 1`` of a ``B``-window batch.
+    """
+
+    @abc.abstractmethod
+    def __call__(self, step: int) -> Any:
+        """The batch of ``step`` (this process's rows); raises ValueError when ``step`` is not the
+        stream's next one."""
+
+    @abc.abstractmethod
+    def get_state(self) -> Any:
+        """The stream's position, JSON-ready."""
+
+    @abc.abstractmethod
+    def set_state(self, state: Any) -> None:
+        """Continue from a position :meth:`get_state` returned (raises ValueError when it does not fit)."""
 
 
 @dataclass
@@ -240,10 +269,25 @@ def _truncate_log(path: Path, step: int, *, write: bool = True) -> list[dict[str
     return kept
 
 
+def _restore_stream(stream: AbstractBatchStream, states: list[Any] | None, path: Path, processes: int) -> None:
+    """Put ``stream`` where this process's stream was when checkpoint ``path`` was written."""
+    if states is None:
+        raise ArtifactError(
+            f"{path}: holds no batches.json (the run it continues read no batch stream); resume it the way "
+            "it was started, or start a new folder"
+        )
+    if len(states) != processes:
+        raise ArtifactError(
+            f"{path}/batches.json: written by {len(states)} processes, resumed by {processes}; a batch "
+            "stream resumes with the same number of processes"
+        )
+    stream.set_state(states[jax.process_index()])
+
+
 def train(
     model: eqx.Module,
     loss_fn: LossFn,
-    batch_at: Callable[[int], Any],
+    batch_at: Callable[[int], Any] | AbstractBatchStream,
     config: TrainConfig,
     run_dir: str | os.PathLike[str],
     *,
@@ -262,7 +306,9 @@ def train(
         model: the initial model (also the template checkpoints are restored into).
         loss_fn: ``loss_fn(model, batch, key) -> (scalar loss, dict of scalar metrics)``.
         batch_at: ``batch_at(step) -> batch``, a pytree of arrays with the batch on axis 0; must
-            depend on ``step`` only (it is how a resumed run sees the same data).
+            depend on ``step`` only (it is how a resumed run sees the same data); or an
+            :class:`AbstractBatchStream`, whose state each checkpoint saves (``batches.json``) and a
+            resumed run restores.
         config: the loop's settings.
         run_dir: where ``checkpoints/`` and ``log.jsonl`` go.
         resume: continue from the newest checkpoint in ``run_dir`` (start fresh if there is none).
@@ -310,6 +356,7 @@ def train(
         opt_state = jax.jit(optimizer.init)(params)  # one compile, not one per parameter shape
     key = run_keys(config.seed).loop
     start, history, resumed_from = 0, [], None
+    stream = batch_at if isinstance(batch_at, AbstractBatchStream) else None
 
     if writes:
         remove_partial_checkpoints(run)
@@ -323,6 +370,8 @@ def train(
         assert restored is not None  # latest exists, so either one loaded or an error was raised
         params, opt_state, key, start = restored.params, restored.opt_state, restored.key, restored.step
         resumed_from = start
+        if stream is not None:
+            _restore_stream(stream, restored.batch_states, restored.path, processes)
         history = _truncate_log(log_path, start, write=writes)
         for reason in skipped:
             say(f"skipping checkpoint {reason}")
@@ -339,6 +388,15 @@ def train(
         params, opt_state = place((params, opt_state), (params_layout, opt_layout))
         key = place(key, replicated)
         rows = local_rows(batch_layout, config.batch_size)
+        if stream is not None and processes > 1:
+            share = config.batch_size // processes
+            block = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+            if rows != block:
+                raise ValueError(
+                    f"this process's devices hold rows {rows.start}..{rows.stop - 1} of the batch, but a batch "
+                    f"stream reads rows {block.start}..{block.stop - 1} (process {jax.process_index()} of "
+                    f"{processes}); order the mesh's devices by process"
+                )
         jit_kwargs: dict[str, Any] = {
             "in_shardings": (params_layout, opt_layout, replicated, batch_layout, replicated),
             "out_shardings": (params_layout, opt_layout, replicated, replicated, replicated),
@@ -380,6 +438,7 @@ def train(
         previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
 
     def checkpoint(step: int) -> Path:
+        batch_states = None if stream is None else gather_json(stream.get_state())
         if processes == 1:
             return save_checkpoint(
                 run,
@@ -389,6 +448,7 @@ def train(
                 key=key,
                 seed=config.seed,
                 keep=config.keep_checkpoints,
+                batch_states=batch_states,
             )
         # A collective: every process gathers, process 0 writes, the others wait until it has.
         host_params, host_opt_state, host_key = gather_to_host((params, opt_state, key))
@@ -401,6 +461,7 @@ def train(
                 key=host_key,
                 seed=config.seed,
                 keep=config.keep_checkpoints,
+                batch_states=batch_states,
             )
         barrier(f"checkpoint {step}")
         return checkpoint_path(run, step)
@@ -415,7 +476,8 @@ def train(
             for step in progress(range(start, config.steps), live, total=config.steps - start, first=COMPILING):
                 batch = batch_at(step)
                 if batch_layout is not None and processes > 1:
-                    mine = jax.tree_util.tree_map(lambda rows_all: np.asarray(rows_all)[rows], batch)
+                    mine = batch if stream is not None else jax.tree_util.tree_map(
+                        lambda rows_all: np.asarray(rows_all)[rows], batch)  # a stream reads only its rows
                     batch = global_batch(mine, batch_layout, config.batch_size)
                 elif batch_layout is not None:
                     batch = jax.device_put(batch, batch_layout)

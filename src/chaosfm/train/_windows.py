@@ -21,7 +21,15 @@ from chaosfm._config import ConfigError
 from chaosfm._progress import say
 from chaosfm.data import heldout_split, heldout_windows
 
-__all__ = ["WindowSampler", "hold_out"]
+__all__ = ["WindowSampler", "draw_windows", "hold_out"]
+
+
+def draw_windows(windows: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """The windows of ``step``'s batch: ``batch_size`` indices in ``0 .. windows - 1``, uniform with
+    replacement, from ``numpy.random.default_rng([seed, step])``: the one draw behind every
+    :class:`WindowSampler` batch and every shard stream's record order
+    (:class:`~chaosfm.train.ShardStream`)."""
+    return np.random.default_rng([seed, step]).integers(0, windows, batch_size)
 
 
 class WindowSampler:
@@ -76,8 +84,11 @@ class WindowSampler:
         return int(self.starts.size)
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([self.seed, step])
-        starts = self.starts[rng.integers(0, self.starts.size, self.batch_size)]
+        return self.windows_at(draw_windows(self.starts.size, self.batch_size, self.seed, step))
+
+    def windows_at(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """The windows numbered ``indices`` (into :attr:`starts`): ``{name: (len(indices), window, ...)}``."""
+        starts = self.starts[np.asarray(indices)]
         index = starts[:, None] + np.arange(self.window)[None, :]  # (batch, window)
         return {name: array[index] for name, array in self.arrays.items()}
 
