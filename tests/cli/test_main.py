@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from chaosfm.cli import build_parser, main
+from chaosfm.cli._parser import location
 
 
 def write_candles(path, broken=None):
@@ -334,7 +335,8 @@ def test_pretrain_then_mvx(tmp_path, capsys):
 CONFIGS = Path(__file__).parents[2] / "configs"
 
 COMMANDS = {"agent", "datasets", "data", "evaluate", "tokenize", "train", "stage", "pipeline", "generate", "forecast",
-            "stream", "tune", "multitask", "pretrain", "mvx", "leakage", "demo", "bench", "backtest", "config", "greeks", "inspect"}
+            "stream", "tune", "multitask", "pretrain", "mvx", "leakage", "demo", "bench", "backtest", "config", "greeks", "inspect",
+            "shard"}
 
 
 def _subcommands(parser):
@@ -392,8 +394,10 @@ def test_the_common_flags_have_one_spelling_and_meaning_everywhere():
             seen[action.dest].add(name)
             if action.dest == "seed":
                 assert action.type is int, name
-            if action.dest in ("out", "config"):
+            if action.dest == "config":
                 assert action.type is Path, name
+            if action.dest == "out":  # a folder, or an fsspec URL kept as text (a Path folds its //)
+                assert action.type is location, name
             if action.dest == "assignments":
                 assert action.nargs is None and isinstance(action, argparse._AppendAction), name
         # A command that reads a config file takes --set too.

@@ -1,7 +1,8 @@
 """Several processes (``train/_distributed.py``): the ``distributed`` config, and ``chaosfm train``
 run as two processes on this machine (CPU collectives over gloo, one CPU device each) against
 the same run as one process on two forced devices: the same losses and final weights, one writer
-of the checkpoints, and a resume of the two-process run's checkpoint by one process."""
+of the checkpoints, a resume of the two-process run's checkpoint by one process, and two processes
+reading their own rows from shards."""
 
 import io
 import json
@@ -119,14 +120,15 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _launch(workdir: Path, env: dict, out: Path, devices: int, extra: list[str], tag: str) -> subprocess.Popen:
+def _launch(workdir: Path, env: dict, out: Path, devices: int, extra: list[str], tag: str,
+            command: str = "train") -> subprocess.Popen:
     child = dict(env, JAX_PLATFORMS="cpu", XLA_FLAGS=f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip(),
                  SAVES_FILE=str(workdir / f"saves-{tag}.txt"))
     child.pop("JAX_COORDINATOR_ADDRESS", None)
-    command = [sys.executable, str(workdir / "worker.py"), "train", "--config", str(workdir / "config.yaml"),
-               "--out", str(out), *extra]
+    argv = [sys.executable, str(workdir / "worker.py"), command, "--config", str(workdir / "config.yaml"),
+            "--out", str(out), *extra]
     log = open(workdir / f"{tag}.log", "w")
-    return subprocess.Popen(command, env=child, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(argv, env=child, stdout=log, stderr=subprocess.STDOUT)
 
 
 def _wait(processes: dict[str, subprocess.Popen], workdir: Path) -> None:
@@ -167,12 +169,15 @@ def runs(tmp_path_factory, subprocess_env_module):
                                f"rank{rank}")
         for rank in (0, 1)
     }, work)
-    # The same two processes with the parameters and optimizer state split over them (fsdp 2).
+    # The same two processes with the parameters and optimizer state split over them (fsdp 2),
+    # each reading only its own rows of every batch from ArrayRecord shards (`chaosfm shard`).
+    _wait({"shard": _launch(work, subprocess_env_module, work / "shards", 1, [], "shard", command="shard")}, work)
     address = f"127.0.0.1:{_free_port()}"
     _wait({
         f"fsdp{rank}": _launch(work, subprocess_env_module, work / "fsdp", 1,
                                ["--coordinator", address, "--num-processes", "2", "--process-id", str(rank),
-                                "--set", "train.mesh={data: 1, fsdp: 2}"], f"fsdp{rank}")
+                                "--set", "train.mesh={data: 1, fsdp: 2}", "--shards", str(work / "shards")],
+                               f"fsdp{rank}")
         for rank in (0, 1)
     }, work)
     # Resume the two-process run's step-3 checkpoint as one process (on two devices).
@@ -247,3 +252,8 @@ def test_two_processes_with_split_parameters_train_what_one_process_trains(runs)
         np.testing.assert_allclose(b, a, rtol=TOLERANCE, atol=TOLERANCE * np.abs(a).max())
     calls = (runs / "saves-fsdp0.txt").read_text().split()
     assert calls == ["0", "3", "0", "6"] and not (runs / "saves-fsdp1.txt").exists()
+    # Read from shards: each process's stream position is in the checkpoint, and the two read
+    # different records (process p reads rows p*B/2 .. (p+1)*B/2 - 1 of every batch).
+    states = json.loads((fsdp / "checkpoints" / "step_00000006" / "batches.json").read_text())["processes"]
+    assert [(s["process"], s["processes"], s["next_step"]) for s in states] == [(0, 2, 6), (1, 2, 6)]
+    assert states[0]["grain"] != states[1]["grain"]
