@@ -226,7 +226,7 @@ def test_the_agent_study_runs_tdmpc2_through_the_cli_with_dynamic_cvar_on_the_fl
     assert "the agent: TD-MPC2, CVaR 0.5 on the features alone" in (out / "report.md").read_text()
 
 
-@pytest.mark.slow  # four leakage studies (two sizes x two flow weights), a few steps each
+@pytest.mark.slow  # two leakage studies (the two flow weights at the smallest size), a few steps each
 def test_the_capacity_grid_runs_one_study_per_cell_from_the_command_line(tmp_path, capsys):
     from chaosfm.cli import main
     from chaosfm.jobs._capacity import JEPA_SIZES
@@ -235,7 +235,7 @@ def test_the_capacity_grid_runs_one_study_per_cell_from_the_command_line(tmp_pat
     out = tmp_path / "grid"
     model = ",".join(f"model.{k}={v}" for k, v in TINY_MODEL.items() if k not in JEPA_SIZES["nano"])
     args = ["leakage", "--data", path, "--cutoff", "2005-12-30", "--fresh-start", "2006-12-29", "--horizon", "3",
-            "--fast", "--out", str(out)]
+            "--fast", "--sizes", "nano", "--out", str(out)]
     for assignment in model.split(","):
         args += ["--set", assignment]
     assert main(args) == 0
@@ -243,8 +243,7 @@ def test_the_capacity_grid_runs_one_study_per_cell_from_the_command_line(tmp_pat
     assert "capacity study" in printed and "capacity.md" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     cells = metrics["cells"]
-    assert [(c["size"], c["cfm_weight"], c["model"]) for c in cells] == [
-        ("nano", 0.0, "jepa"), ("nano", 1.0, "jepa_cfm"), ("tiny", 0.0, "jepa"), ("tiny", 1.0, "jepa_cfm")]
+    assert [(c["size"], c["cfm_weight"], c["model"]) for c in cells] == [("nano", 0.0, "jepa"), ("nano", 1.0, "jepa_cfm")]
     # Each cell is a whole leakage study: its encoders at that size and weight, its own numbers.
     for cell in cells:
         folder = out / "cells" / f"{cell['size']}-cfm{cell['cfm_weight']:g}"
@@ -259,12 +258,27 @@ def test_the_capacity_grid_runs_one_study_per_cell_from_the_command_line(tmp_pat
         same = study["same_windows_leaky_minus_fenced"][cell["model"]]
         assert cell["same_windows_n"] == same["n_windows"] > 0
         assert json.loads((folder / "runs" / f"{cell['model']}-leaky" / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
-    tiny = [c["params"] for c in cells if c["size"] == "tiny"]
-    assert min(tiny) > max(c["params"] for c in cells if c["size"] == "nano")
+    assert cells[1]["params"] > cells[0]["params"]  # the flow head's weights
     table = pd.read_csv(out / "capacity.csv")
-    assert len(table) == 4 and {"crps_gap", "same_windows", "sharpe_gap"} <= set(table.columns)
+    assert len(table) == 2 and {"crps_gap", "same_windows", "sharpe_gap"} <= set(table.columns)
     assert "| size | cfm weight |" in (out / "capacity.md").read_text()
     assert (out / "capacity.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_fast_grid_varies_both_axes_on_small_budgets_and_each_cell_sets_its_size(tmp_path):
+    from chaosfm.jobs._capacity import FAST_GRID, JEPA_SIZES, _cell_config, grid_of
+
+    config, sizes, weights = grid_of(LeakageConfig(data=["sp500"], fast=True, out=tmp_path / "grid"))
+    assert (sizes, weights) == (["nano", "tiny"], [0.0, 1.0])
+    assert (config.train.steps, config.train.batch_size, config.max_windows) == (
+        FAST_GRID["steps"], FAST_GRID["batch_size"], FAST_GRID["max_windows"])
+    given, _, _ = grid_of(LeakageConfig(data=["sp500"], fast=True, max_windows=17, out=tmp_path / "grid"))
+    assert given.max_windows == 17  # what the user set is kept
+    cell = _cell_config(config, "tiny", 1.0)
+    assert cell.models == ["jepa_cfm"] and cell.cfm_weight == 1.0 and not cell.fast
+    assert {k: cell.model[k] for k in JEPA_SIZES["tiny"]} == JEPA_SIZES["tiny"]
+    assert cell.out == tmp_path / "grid" / "cells" / "tiny-cfm1"
+    assert _cell_config(config, "nano", 0.0).models == ["jepa"]
 
 
 def test_the_capacity_grid_names_a_bad_size_or_weight(tmp_path):
