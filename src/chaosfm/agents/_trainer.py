@@ -50,6 +50,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from chaosfm._progress import COMPILING, progress
@@ -59,6 +60,7 @@ from chaosfm.agents._qrdqn import AgentState, QRDQNConfig, QuantileNetwork, qrdq
 from chaosfm.agents._quantile import cvar_from_quantiles
 from chaosfm.agents._replay import ReplayState, Transition, replay_add_batch, replay_init, replay_sample
 from chaosfm.evaluate import trade_cost
+from chaosfm.train import batch_sharding, param_sharding
 
 __all__ = ["AgentTrainConfig", "train_agent"]
 
@@ -186,20 +188,23 @@ def _episode(params: QuantileNetwork, panel: MarketPanel, config: AgentTrainConf
     return transitions, {**record, "start": start.t}
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def _iteration(agent: AgentState, buffer: ReplayState, panel: MarketPanel, key: PRNGKeyArray,
-               first: Int[Array, ""], last: Int[Array, ""], *, config: AgentTrainConfig):
-    """Collect ``B`` episodes, add their transitions to the buffer, take the gradient steps."""
+def _iteration_body(agent: AgentState, buffer: ReplayState, panel: MarketPanel, key: PRNGKeyArray,
+                    first: Int[Array, ""], last: Int[Array, ""], *, config: AgentTrainConfig, mesh: Any = None):
+    """Collect ``B`` episodes, add their transitions to the buffer, take the gradient steps.
+
+    With a ``mesh``, the portfolios (their keys, drawn as on one device) and each replay sample are
+    split along their first axis over ``('data', 'fsdp')``; XLA places the rest and its collectives.
+    """
     collect_key, update_key = jax.random.split(key)
     epsilon = config.qrdqn.epsilon(agent.step)
     episodes = jax.vmap(_episode, in_axes=(None, None, None, 0, None, None, None))
-    transitions, record = episodes(agent.params, panel, config, jax.random.split(collect_key, config.portfolios),
-                                   first, last, epsilon)
+    portfolio_keys = _split_rows(jax.random.split(collect_key, config.portfolios), mesh)  # (B,)
+    transitions, record = episodes(agent.params, panel, config, portfolio_keys, first, last, epsilon)
     flat = jax.tree_util.tree_map(lambda leaf: leaf.reshape(-1, *leaf.shape[3:]), transitions)  # (B * S * K, ...)
     buffer = replay_add_batch(buffer, flat)
 
     def update(agent, sample_key):
-        batch = replay_sample(buffer, config.qrdqn.batch_size, key=sample_key)
+        batch = _split_rows(replay_sample(buffer, config.qrdqn.batch_size, key=sample_key), mesh)
         return qrdqn_train_step(agent, batch, config=config.qrdqn)
 
     agent, metrics = jax.lax.scan(update, agent, jax.random.split(update_key, config.updates_per_iteration))
@@ -207,6 +212,38 @@ def _iteration(agent: AgentState, buffer: ReplayState, panel: MarketPanel, key: 
                "first_row": jnp.min(record["start"]),
                "last_row": jnp.max(record["start"]) + config.env.episode_rows}
     return agent, buffer, summary
+
+
+def _split_rows(tree: Any, mesh: Any) -> Any:
+    """``tree`` with its leaves' first axis split over the mesh's ``('data', 'fsdp')`` (no mesh: as it is)."""
+    if mesh is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, batch_sharding(mesh))
+
+
+_iteration = functools.partial(jax.jit, static_argnames=("config",))(_iteration_body)
+
+
+def _mesh_iteration(agent: AgentState, config: AgentTrainConfig, mesh: Any) -> tuple[Callable, Any]:
+    """The iteration compiled for ``mesh``, and the agent's layout.
+
+    The agent's arrays (online and target networks, Adam's moments, which mirror them) are laid out
+    by :func:`~chaosfm.train.param_sharding`; the buffer, the panel, the key and the bounds are
+    replicated: a replay sample draws rows from anywhere in the buffer, so a buffer split by rows
+    would be gathered whole for every sample, and at ``C x (2 O + 3)`` floats it is small beside what
+    each device already holds (the panel).
+    """
+    problems = [f"{name}: {count} does not split over the mesh's data x fsdp = {mesh.size} devices"
+                for name, count in (("portfolios", config.portfolios), ("qrdqn.batch_size", config.qrdqn.batch_size))
+                if count % mesh.size]
+    if problems:
+        raise ValueError("; ".join(problems))
+    layout = param_sharding(agent, mesh)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    compiled = jax.jit(functools.partial(_iteration_body, config=config, mesh=mesh),
+                       in_shardings=(layout, replicated, replicated, replicated, replicated, replicated),
+                       out_shardings=(layout, replicated, replicated))
+    return compiled, layout
 
 
 def train_agent(
@@ -217,6 +254,7 @@ def train_agent(
     last: int,
     key: PRNGKeyArray,
     on_iteration: Callable[[int, dict[str, float]], None] | None = None,
+    mesh: Any = None,
 ) -> tuple[AgentState, dict[str, np.ndarray]]:
     """Train a fresh QR-DQN critic on episodes inside rows ``[first, last]``.
 
@@ -233,15 +271,21 @@ def train_agent(
         key: the randomness of the initialisation, the episodes, exploration and replay.
         on_iteration: called after each iteration with its index and its entry of the history
             (e.g. a job's log); a progress bar is shown to a person watching either way.
+        mesh: a ``('data', 'fsdp')`` mesh (:func:`~chaosfm.train.training_mesh`) to train on, or
+            None for one device. The agent's arrays are laid out by
+            :func:`~chaosfm.train.param_sharding`, the portfolios and each replay sample split over
+            both axes; every key is the one-device key, so the result does not depend on the layout
+            (up to the order of float32 reductions).
 
     Returns:
-        The trained agent and the history, ``(I,)`` arrays per iteration: ``loss`` (mean over its
+        The trained agent (its arrays where the mesh put them) and the history, ``(I,)`` arrays per iteration: ``loss`` (mean over its
         gradient steps), ``return`` (the greedy book's mean net return per rebalance on the
         iteration's training episodes), ``epsilon``, ``first_row`` and ``last_row`` (the earliest
         and latest rows its episodes touched).
 
     Raises:
-        ValueError: the critic's ``obs_dim`` is not the panel's features + 1, or no episode fits.
+        ValueError: the critic's ``obs_dim`` is not the panel's features + 1, no episode fits, or
+            ``portfolios`` or ``qrdqn.batch_size`` does not split over the mesh's devices.
     """
     _check(panel, config, config.qrdqn.obs_dim, first, last)
     init_key, loop_key = jax.random.split(key)
@@ -252,9 +296,16 @@ def train_agent(
     buffer = replay_init(config.qrdqn.buffer_size, example)
     bounds = jnp.asarray(first, jnp.int32), jnp.asarray(last, jnp.int32)
     keys = jax.random.split(loop_key, config.iterations)
+    if mesh is None:
+        iteration = functools.partial(_iteration, config=config)
+    else:
+        iteration, layout = _mesh_iteration(agent, config, mesh)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        agent = jax.device_put(agent, layout)
+        buffer, panel, bounds, keys = jax.device_put((buffer, panel, bounds, keys), replicated)
     summaries = []
     for index, iteration_key in enumerate(progress(keys, "training the agent", total=config.iterations, first=COMPILING)):
-        agent, buffer, summary = _iteration(agent, buffer, panel, iteration_key, *bounds, config=config)
+        agent, buffer, summary = iteration(agent, buffer, panel, iteration_key, *bounds)
         summaries.append(summary)
         if on_iteration is not None:
             on_iteration(index, {name: float(value) for name, value in summary.items()})

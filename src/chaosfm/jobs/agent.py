@@ -63,6 +63,7 @@ from chaosfm.evaluate import PORTFOLIO, backtest_statistics
 from chaosfm.jobs._agent_panel import AgentPanel, build_panel, period_rows, score_classes
 from chaosfm.jobs._common import ReadOptions, finish_run, load_data, out_field, write_config
 from chaosfm.report import tearsheet_section, write_report
+from chaosfm.train import DEVICES_HELP, MESH_HELP, data_mesh, devices_of_the_mesh, mesh_type, training_mesh
 
 __all__ = ["AgentConfig", "AgentEvalConfig", "FLAGS", "EVAL_FLAGS", "evaluate", "read", "train"]
 
@@ -102,6 +103,8 @@ class AgentConfig(ReadOptions):
     temperature: float = Field(1.0, gt=0, description="soft allocation temperature")
     encoder: str | None = Field(None, description="a `chaosfm pretrain` run (JEPA): its frozen embedding of each "
                                                   "asset's last context joins the features")
+    devices: int | None = Field(None, gt=0, description=DEVICES_HELP + " (agent: qrdqn)")
+    mesh: mesh_type("mesh") = Field(None, description=MESH_HELP + " (agent: qrdqn)")  # type: ignore[valid-type]
     seed: int = 0
     out: Path = out_field("agent-train")
 
@@ -142,6 +145,11 @@ class AgentConfig(ReadOptions):
         for block, owner in (("critic", "qrdqn"), ("tdmpc2", "tdmpc2")):
             if getattr(self, block) and self.agent != owner:
                 raise ValueError(f"{block}: its fields are for agent {owner}, and agent is {self.agent!r}")
+        for key in ("devices", "mesh"):
+            if getattr(self, key) is not None and not AGENTS[self.agent].mesh:
+                raise ValueError(f"{key}: agent {self.agent!r} trains on one device; a device mesh is for agent "
+                                 "qrdqn (leave devices and mesh out)")
+        self.devices = devices_of_the_mesh(self.devices, self.mesh, section="")
         return self
 
 
@@ -183,14 +191,30 @@ class _Agent:
     risk: Callable[[Any, AgentPanel], Any]  # the CVaR level metrics.json reports
     convergence: Callable[[AgentConfig], bool]  # training needs the encoder's convergence
     gate: bool  # the MVX gate (mvx_thresholds) applies
+    mesh: bool  # trains on a ('data', 'fsdp') mesh (devices, mesh); fit then takes it
 
 
-def _fit_qrdqn(universe: AgentPanel, trainer: AgentTrainConfig, key: Any):
-    state, history = train_agent(universe.panel, trainer, first=0, last=universe.last, key=key)
+def _fit_qrdqn(universe: AgentPanel, trainer: AgentTrainConfig, key: Any, mesh: Any = None):
+    state, history = train_agent(universe.panel, trainer, first=0, last=universe.last, key=key, mesh=mesh)
     return state.params, history
 
 
-def _fit_tdmpc2(universe: AgentPanel, trainer: MarketTDMPC2Config, key: Any):
+def _qrdqn_mesh(config: AgentConfig, trainer: AgentTrainConfig) -> Any:
+    """The ('data', 'fsdp') mesh of ``devices`` / ``mesh`` (the code models' rules), or None.
+
+    Raises:
+        ConfigError: naming ``devices``, ``mesh``, ``portfolios`` or ``critic.batch_size``.
+    """
+    if config.devices is None and config.mesh is None:
+        return None
+    state = jax.eval_shape(lambda: qrdqn_init(trainer.qrdqn, key=jax.random.key(0)))
+    state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(state))
+    state_bytes += sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(state.params))  # grads
+    return training_mesh(config, data_mesh(config.devices, None, section=""), state_bytes=state_bytes, section="",
+                         batches={"portfolios": trainer.portfolios, "critic.batch_size": trainer.qrdqn.batch_size})
+
+
+def _fit_tdmpc2(universe: AgentPanel, trainer: MarketTDMPC2Config, key: Any, mesh: Any = None):
     state, history = train_tdmpc2_market(universe.panel, trainer, first=0, last=universe.last, key=key,
                                          convergence=universe.convergence)
     return MarketTDMPC2Agent(state.model, state.policy), history
@@ -209,7 +233,7 @@ AGENTS = {
         label="QR-DQN", trainer=AgentConfig.trainer, fit=_fit_qrdqn, saved_config=lambda trainer: None,
         like=lambda trainer, saved: qrdqn_init(trainer.qrdqn, key=jax.random.key(0)).params,
         evaluator=lambda universe: evaluate_agent, book=lambda trainer: trainer,
-        risk=lambda trainer, universe: trainer.qrdqn.alpha, convergence=lambda config: False, gate=True),
+        risk=lambda trainer, universe: trainer.qrdqn.alpha, convergence=lambda config: False, gate=True, mesh=True),
     "tdmpc2": _Agent(
         label="TD-MPC2", trainer=AgentConfig.tdmpc2_trainer, fit=_fit_tdmpc2,
         saved_config=lambda trainer: dataclasses.asdict(trainer.model),
@@ -217,7 +241,7 @@ AGENTS = {
         evaluator=lambda universe: functools.partial(evaluate_tdmpc2_market, convergence=universe.convergence),
         book=lambda trainer: trainer.book, risk=_tdmpc2_risk,
         convergence=lambda config: config.encoder is not None and not config.tdmpc2.get("fixed_alpha", False),
-        gate=False),
+        gate=False, mesh=False),
 }
 """``agent`` -> how the job handles it."""
 WEIGHTS_CONFIG = "weights.json"
@@ -235,9 +259,10 @@ def train(config: AgentConfig) -> dict[str, Any]:
     universe = _universe(config, convergence=kind.convergence(config))
     seen, panel, stamps, assets, last = universe.seen, universe.panel, universe.stamps, universe.names, universe.last
     trainer = kind.trainer(config, int(panel.features.shape[-1]))
+    mesh = _qrdqn_mesh(config, trainer) if kind.mesh else None
     train_key = jax.random.split(jax.random.key(config.seed))[0]
     try:
-        weights, history = kind.fit(universe, trainer, train_key)
+        weights, history = kind.fit(universe, trainer, train_key, mesh)
     except ValueError as error:  # no episode of K valid assets fits before the fence
         raise ConfigError(f"{config.data}: {error}; fewer assets per portfolio (env.n_assets) or shorter episodes "
                           "(env.episode_rebalances, env.holding) may fit") from None

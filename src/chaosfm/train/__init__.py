@@ -25,6 +25,8 @@ from chaosfm.train._codes import (
     row_volatility,
 )
 from chaosfm.train._config import (
+    DEVICES_HELP,
+    MESH_HELP,
     GPTSection,
     MambaSection,
     MeshShape,
@@ -32,6 +34,8 @@ from chaosfm.train._config import (
     TrainConfig,
     TrainRunConfig,
     check_against_data,
+    devices_of_the_mesh,
+    mesh_type,
     parse_train_run_config,
     stream_lengths,
 )
@@ -166,6 +170,10 @@ __all__ = [
     "choose_mesh_shape",
     "batch_sharding",
     "MESH_AXES",
+    "DEVICES_HELP",
+    "MESH_HELP",
+    "devices_of_the_mesh",
+    "mesh_type",
     "BATCHES_FILE",
     "Checkpoint",
     "checkpoint_path",

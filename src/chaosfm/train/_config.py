@@ -7,6 +7,7 @@ data can tell (vocabulary, stream lengths, exogenous input, devices), before any
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -16,12 +17,16 @@ from chaosfm._config import ConfigError, parse_config
 from chaosfm.models import GPT_SIZES, MAMBA_SIZES, GPTConfig, MambaConfig
 
 __all__ = [
+    "DEVICES_HELP",
+    "MESH_HELP",
     "GPTSection",
     "MambaSection",
     "MeshShape",
     "ModelSection",
     "TrainConfig",
     "TrainRunConfig",
+    "devices_of_the_mesh",
+    "mesh_type",
     "parse_train_run_config",
 ]
 
@@ -38,27 +43,58 @@ class MeshShape(BaseModel):
     fsdp: int = Field(1, gt=0, description="devices each parameter and its optimizer state are split over")
 
 
-def _read_mesh(value: Any) -> Any:
-    """``auto``, null or ``{data, fsdp}``, with one message naming ``train.mesh`` otherwise
+def _read_mesh(value: Any, key: str = "train.mesh") -> Any:
+    """``auto``, null or ``{data, fsdp}``, with one message naming ``key`` otherwise
     (not pydantic's two, one per member of the union)."""
     if value is None or value == "auto" or isinstance(value, MeshShape):
         return value
     if not isinstance(value, dict):
-        raise ValueError(f"train.mesh: {value!r} is not a layout; write {{data: D, fsdp: F}} or auto")
+        raise ValueError(f"{key}: {value!r} is not a layout; write {{data: D, fsdp: F}} or auto")
     try:
         return MeshShape.model_validate(value)
     except ValidationError as error:
         problems = []
         for problem in error.errors():
-            key = ".".join(str(part) for part in problem["loc"])
+            part = ".".join(str(piece) for piece in problem["loc"])
             if problem["type"] == "extra_forbidden":
-                problems.append(f"unknown key {key!r}; allowed: data, fsdp")
+                problems.append(f"unknown key {part!r}; allowed: data, fsdp")
             else:
-                problems.append(f"{key}: {problem['msg']} (got {problem.get('input')!r})")
-        raise ValueError("train.mesh: " + "; ".join(problems)) from None
+                problems.append(f"{part}: {problem['msg']} (got {problem.get('input')!r})")
+        raise ValueError(f"{key}: " + "; ".join(problems)) from None
 
 
-_Mesh = Annotated[MeshShape | Literal["auto"] | None, BeforeValidator(_read_mesh)]
+def mesh_type(key: str = "train.mesh") -> Any:
+    """The type of a config's ``mesh`` key (``{data, fsdp}``, ``auto`` or null), its errors
+    naming ``key``: one declaration for every config that takes a mesh."""
+    return Annotated[MeshShape | Literal["auto"] | None, BeforeValidator(functools.partial(_read_mesh, key=key))]
+
+
+DEVICES_HELP = "devices to train on, laid out by mesh; null: one device (all of them with mesh: auto)"
+MESH_HELP = ("('data', 'fsdp') layout: {data: D, fsdp: F}, or auto (all devices on data unless the training "
+             "state does not fit one device); null: {data: devices, fsdp: 1}")
+
+
+def devices_of_the_mesh(devices: int | None, mesh: Any, section: str = "train") -> int | None:
+    """The device count of a config with ``devices`` and ``mesh`` keys under ``section`` (``""``:
+    top-level keys): a mesh of D × F devices is a run on that many devices.
+
+    Raises:
+        ValueError: ``devices`` is set and is not D × F.
+    """
+    prefix = f"{section}." if section else ""
+    if isinstance(mesh, MeshShape):
+        count = mesh.data * mesh.fsdp
+        if devices is None:
+            return count
+        if devices != count:
+            raise ValueError(
+                f"{prefix}mesh: data {mesh.data} × fsdp {mesh.fsdp} = {count} devices, "
+                f"but {prefix}devices is {devices}; the product must be the device count"
+            )
+    return devices
+
+
+_Mesh = mesh_type("train.mesh")
 
 
 class TrainConfig(BaseModel):
@@ -91,16 +127,8 @@ class TrainConfig(BaseModel):
     tbptt_segments: int = Field(
         1, ge=1, description="segments per window; the model state carries across them, gradient stopped"
     )
-    devices: int | None = Field(
-        None,
-        gt=0,
-        description="devices to train on, laid out by mesh; null: one device (all of them with mesh: auto)",
-    )
-    mesh: _Mesh = Field(
-        None,
-        description="('data', 'fsdp') layout: {data: D, fsdp: F}, or auto (all devices on data "
-        "unless the training state does not fit one device); null: {data: devices, fsdp: 1}",
-    )
+    devices: int | None = Field(None, gt=0, description=DEVICES_HELP)
+    mesh: _Mesh = Field(None, description=MESH_HELP)
     eval_segment: int | None = Field(
         None, gt=0, description="segment length when scoring held-out codes; null: the context length"
     )
@@ -109,15 +137,7 @@ class TrainConfig(BaseModel):
     def _devices_of_the_mesh(self) -> "TrainConfig":
         # A mesh of D × F devices is a run on that many devices: the jobs' device checks (count
         # available, batch split) then cover it before anything trains.
-        if isinstance(self.mesh, MeshShape):
-            count = self.mesh.data * self.mesh.fsdp
-            if self.devices is None:
-                self.devices = count
-            elif self.devices != count:
-                raise ValueError(
-                    f"train.mesh: data {self.mesh.data} × fsdp {self.mesh.fsdp} = {count} devices, "
-                    f"but train.devices is {self.devices}; the product must be the device count"
-                )
+        self.devices = devices_of_the_mesh(self.devices, self.mesh)
         return self
 
 

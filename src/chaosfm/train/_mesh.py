@@ -39,10 +39,16 @@ STATE_SHARE = 0.5
 device's memory; the rest is left to activations."""
 
 
-def data_mesh(devices: int | None, batch_size: int):
+def data_mesh(devices: int | None, batch_size: int | None, *, section: str = "train"):
     """A ``jax.sharding.Mesh`` with one ``data`` axis over the first ``devices`` devices, or None
     for one device (``devices`` None). The loop lays it out as ``('data', 'fsdp')`` with
     :func:`training_mesh`.
+
+    Args:
+        devices: the config's ``devices``.
+        batch_size: the config's ``batch_size``, checked to split over the devices (None: no check;
+            :func:`training_mesh` checks the counts it is given).
+        section: where the config's ``devices`` key lives (``""``: at the top level), for errors.
 
     Raises:
         ConfigError: more devices than there are, or a batch that does not split over them.
@@ -52,14 +58,19 @@ def data_mesh(devices: int | None, batch_size: int):
     import jax
     from jax.sharding import Mesh
 
-    if batch_size % devices:
+    if batch_size is not None and batch_size % devices:
         raise ConfigError(f"train.batch_size: {batch_size} does not split over train.devices={devices}")
     available = len(jax.devices())
     if devices > available:
         raise ConfigError(
-            f"train.devices: {devices} asked for, {available} available (with train.mesh: its data × fsdp)"
+            f"{_key(section, 'devices')}: {devices} asked for, {available} available (with "
+            f"{_key(section, 'mesh')}: its data × fsdp)"
         )
     return Mesh(np.asarray(jax.devices()[:devices]), ("data",))
+
+
+def _key(section: str, name: str) -> str:
+    return f"{section}.{name}" if section else name
 
 
 def device_memory_bytes(device: Any, devices_sharing_host: int) -> int:
@@ -86,7 +97,9 @@ def choose_mesh_shape(devices: int, state_bytes: int, device_bytes: int) -> tupl
     return 1, devices
 
 
-def training_mesh(config: Any, mesh: Any, *, state_bytes: int):
+def training_mesh(
+    config: Any, mesh: Any, *, state_bytes: int, section: str = "train", batches: dict[str, int] | None = None
+):
     """The ``('data', 'fsdp')`` mesh the loop trains on, or None for one device.
 
     Args:
@@ -96,6 +109,10 @@ def training_mesh(config: Any, mesh: Any, *, state_bytes: int):
             (its devices are used, laid out as ``config.mesh`` says; ``{data: N, fsdp: 1}``
             when it says nothing), or a mesh that already has ``('data', 'fsdp')`` axes.
         state_bytes: bytes of parameters, gradients and optimizer state, for ``mesh: auto``.
+        section: where the config's ``devices`` and ``mesh`` keys live (``""``: at the top
+            level, as in the agent's config), for errors.
+        batches: the counts that are split over ``data × fsdp``, by the config key that sets
+            them; None: ``{section.batch_size: config.batch_size}``.
 
     Raises:
         ConfigError: a layout whose product is not the device count, more devices than there
@@ -106,23 +123,27 @@ def training_mesh(config: Any, mesh: Any, *, state_bytes: int):
     from jax.sharding import AxisType
 
     layout = config.mesh
+    if batches is None:
+        batches = {_key(section, "batch_size"): config.batch_size}
     if mesh is not None and tuple(mesh.axis_names) == MESH_AXES:
         shape = (mesh.shape["data"], mesh.shape["fsdp"])
-        _check_batch(config.batch_size, shape)
-        _check_every_process(list(mesh.devices.flat))
+        _check_batch(batches, shape)
+        _check_every_process(list(mesh.devices.flat), section)
         return mesh
     if mesh is None and layout is None:
         if jax.process_count() == 1:
             return None
-        mesh = data_mesh(len(jax.devices()), config.batch_size)
+        mesh = data_mesh(len(jax.devices()), None, section=section)
     if mesh is not None:
         devices = list(mesh.devices.flat)
     else:
         count = len(jax.devices()) if layout == "auto" else layout.data * layout.fsdp
         if count > len(jax.devices()):
-            raise ConfigError(f"train.mesh: {count} devices asked for, {len(jax.devices())} available")
+            raise ConfigError(
+                f"{_key(section, 'mesh')}: {count} devices asked for, {len(jax.devices())} available"
+            )
         devices = jax.devices()[:count]
-    _check_every_process(devices)
+    _check_every_process(devices, section)
     if layout is None:
         shape = (len(devices), 1)
     elif layout == "auto":
@@ -132,30 +153,31 @@ def training_mesh(config: Any, mesh: Any, *, state_bytes: int):
         shape = (layout.data, layout.fsdp)
         if shape[0] * shape[1] != len(devices):
             raise ConfigError(
-                f"train.mesh: data {shape[0]} × fsdp {shape[1]} = {shape[0] * shape[1]} devices, "
+                f"{_key(section, 'mesh')}: data {shape[0]} × fsdp {shape[1]} = {shape[0] * shape[1]} devices, "
                 f"but the run has {len(devices)}; the product must be the device count"
             )
-    _check_batch(config.batch_size, shape)
+    _check_batch(batches, shape)
     return jax.make_mesh(shape, MESH_AXES, (AxisType.Auto, AxisType.Auto), devices=devices)
 
 
-def _check_every_process(devices: list[Any]) -> None:
+def _check_every_process(devices: list[Any], section: str) -> None:
     import jax
 
     if jax.process_count() > 1 and len(devices) != jax.device_count():
         raise ConfigError(
-            f"train.devices: {len(devices)} of the {jax.device_count()} devices of this "
+            f"{_key(section, 'devices')}: {len(devices)} of the {jax.device_count()} devices of this "
             f"{jax.process_count()}-process run; with several processes the mesh must span every "
-            "device of every process (leave train.devices out, or set it to the total)"
+            f"device of every process (leave {_key(section, 'devices')} out, or set it to the total)"
         )
 
 
-def _check_batch(batch_size: int, shape: tuple[int, int]) -> None:
-    if batch_size % (shape[0] * shape[1]):
-        raise ConfigError(
-            f"train.batch_size: {batch_size} does not split over the mesh data {shape[0]} × fsdp "
-            f"{shape[1]} = {shape[0] * shape[1]} devices (the batch is split over both axes)"
-        )
+def _check_batch(batches: dict[str, int], shape: tuple[int, int]) -> None:
+    for key, count in batches.items():
+        if count % (shape[0] * shape[1]):
+            raise ConfigError(
+                f"{key}: {count} does not split over the mesh data {shape[0]} × fsdp "
+                f"{shape[1]} = {shape[0] * shape[1]} devices (the batch is split over both axes)"
+            )
 
 
 def param_sharding(tree: Any, mesh: Any, *, min_size: int = MIN_SHARDED_SIZE) -> Any:
