@@ -1,7 +1,7 @@
-"""The QR-DQN agent on the ('data', 'fsdp') mesh: a tiny training on 8 forced CPU devices laid out
-(8, 1), (4, 2), (2, 4), (1, 8) gives the one-device loss curve and weights, every array of the agent
-lies where ``param_sharding``'s rule says, and ``chaosfm agent train`` takes ``devices`` / ``mesh``
-(refusing counts that do not split and agents that do not train on a mesh)."""
+"""The agents on the ('data', 'fsdp') mesh: a tiny QR-DQN training on 8 forced CPU devices laid out
+(8, 1), (4, 2), (2, 4), (1, 8), and a tiny TD-MPC2 market training laid out (2, 4), give
+the one-device loss curve and weights, every array of the agent lies where ``param_sharding``'s rule
+says, and ``chaosfm agent train`` takes ``devices`` / ``mesh`` (refusing counts that do not split)."""
 
 import json
 import subprocess
@@ -73,6 +73,33 @@ _SCRIPT = textwrap.dedent(
         job.train(job.read(None, values))
         return pd.read_csv(values["out"] + "/history.csv")["loss"].tolist()
 
+    # TD-MPC2's market training (the tiny config of test_tdmpc2_market.py, 8 portfolios, 16 samples):
+    # one device against (2, 4), with the convergence map (dynamic CVaR, gated assets).
+    from agents import test_tdmpc2_market as small
+    from chaosfm.agents import MarketTDMPC2Config, train_tdmpc2_market
+    tdmpc2 = MarketTDMPC2Config.from_fields(small.BOOK.replace(portfolios=8), small.FEATURES + 1,
+                                            {{**small.TINY, "hidden": 32, "latent_dim": 32, "seed_iterations": 1,
+                                             "actor": "policy"}})
+    report["tdmpc2"] = {{}}
+    # One split layout: (8, 1) replication is the QR-DQN layouts' case, and each compile here is long.
+    for name, keys in (("one", None), ("2x4", {{"mesh": {{"data": 2, "fsdp": 4}}}})):
+        mesh = None
+        if keys is not None:  # the job's keys for agent tdmpc2, laid out by the one mesh builder
+            layout = job.read(None, {{"agent": "tdmpc2", **keys}})
+            mesh = training_mesh(layout, data_mesh(layout.devices, None, section=""), state_bytes=0, section="",
+                                 batches={{"portfolios": 8, "tdmpc2.batch_size": tdmpc2.batch_size}})
+        state, history = train_tdmpc2_market(small._panel(0), tdmpc2, first=0, last=small.FENCE,
+                                             key=jax.random.key(0), convergence=small._convergence(), mesh=mesh)
+        entry = {{"losses": history["loss"].tolist(), "policy": history["policy"].tolist(),
+                 "params": [np.asarray(leaf).ravel().tolist() for leaf in jax.tree_util.tree_leaves(state)]}}
+        if mesh is not None:
+            placed = paths(state)
+            rule = paths(param_sharding(state, mesh))
+            entry["mesh"] = dict(mesh.shape)
+            entry["specs"] = {{path: str(leaf.sharding.spec) for path, leaf in placed.items()}}
+            entry["off_rule"] = [path for path, leaf in placed.items() if leaf.sharding.spec != rule[path].spec]
+        report["tdmpc2"][name] = entry
+
     report["job"] = {{"one": run("one"), "2x4": run("mesh", mesh={{"data": 2, "fsdp": 4}})}}
     for label, keys in (("portfolios", {{"portfolios": 6}}), ("batch", {{"critic": {{"batch_size": 20}}}}),
                         ("devices", {{"devices": 16}})):
@@ -143,7 +170,31 @@ def test_the_job_takes_a_mesh_and_refuses_what_does_not_split(report):
     assert errors["devices"].startswith("devices: 16 asked for, 8 available")
 
 
-def test_the_config_takes_devices_and_mesh_and_refuses_them_for_tdmpc2():
+@pytest.mark.slow
+def test_tdmpc2_trains_like_one_device_on_a_mesh_and_places_the_learner_by_the_rule(report):
+    runs = report["tdmpc2"]
+    reference = np.asarray(runs["one"]["losses"])
+    assert reference.size == 3 and np.all(np.isfinite(reference))
+    for name in ("2x4",):
+        data, fsdp = map(int, name.split("x"))
+        assert runs[name]["mesh"] == {"data": data, "fsdp": fsdp}, name
+        np.testing.assert_allclose(runs[name]["losses"], reference, rtol=TOLERANCE, atol=0, err_msg=name)
+        np.testing.assert_allclose(runs[name]["policy"], runs["one"]["policy"], rtol=TOLERANCE, atol=0, err_msg=name)
+        assert len(runs[name]["params"]) == len(runs["one"]["params"]), name
+        for got, want in zip(runs[name]["params"], runs["one"]["params"], strict=True):
+            got, want = np.asarray(got), np.asarray(want)
+            assert np.max(np.abs(got - want), initial=0) <= TOLERANCE * max(1.0, np.max(np.abs(want), initial=0))
+        assert runs[name]["off_rule"] == [], name
+    specs = runs["2x4"]["specs"]
+    split = {path: spec for path, spec in specs.items() if "fsdp" in spec}
+    # hidden 32, latent 32: e.g. the dynamics' (32, 33) first layer splits its 32 rows, and every
+    # part of the learner has a split array: the model, the policy, the target critics, both Adam states.
+    for part in (".model.", ".policy.", ".target_critics.", ".model_opt_state", ".policy_opt_state"):
+        assert any(path.startswith(part) for path in split), part
+    assert specs[".step"] == "P()" and specs[".value_scale"] == "P()"
+
+
+def test_the_config_takes_devices_and_mesh_for_both_agents():
     assert agent.read(None, {"mesh": {"data": 2, "fsdp": 4}}).devices == 8
     assert agent.read(None, {"devices": 4}).mesh is None
     assert agent.read(None, {}).devices is None and agent.read(None, {}).mesh is None
@@ -151,7 +202,5 @@ def test_the_config_takes_devices_and_mesh_and_refuses_them_for_tdmpc2():
         agent.read(None, {"mesh": {"data": 4, "fsdp": 2}, "devices": 6})
     with pytest.raises(ConfigError, match=r"key 'mesh': Value error, mesh: unknown key 'tensor'"):
         agent.read(None, {"mesh": {"tensor": 2}})
-    with pytest.raises(ConfigError, match=r"mesh: agent 'tdmpc2' trains on one device"):
-        agent.read(None, {"agent": "tdmpc2", "mesh": "auto"})
-    with pytest.raises(ConfigError, match=r"devices: agent 'tdmpc2' trains on one device"):
-        agent.read(None, {"agent": "tdmpc2", "devices": 2})
+    assert agent.read(None, {"agent": "tdmpc2", "mesh": {"data": 2, "fsdp": 4}}).devices == 8
+    assert agent.read(None, {"agent": "tdmpc2", "devices": 2}).mesh is None

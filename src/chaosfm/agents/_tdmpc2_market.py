@@ -53,6 +53,7 @@ length, W = S - H + 1 windows per asset and episode, P portfolios of a calendar.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from chaosfm._progress import COMPILING, progress
@@ -80,7 +82,8 @@ from chaosfm.agents._tdmpc2 import (
 )
 from chaosfm.agents._tdmpc2_plan import tdmpc2_plan
 from chaosfm.agents._tdmpc2_trainer import episode_windows
-from chaosfm.agents._trainer import AgentTrainConfig, _check, _observe, _reward
+from chaosfm.agents._trainer import AgentTrainConfig, _check, _observe, _reward, _split_rows
+from chaosfm.train import param_sharding
 
 __all__ = [
     "ACTORS",
@@ -268,22 +271,25 @@ def _episode(agent: MarketTDMPC2Agent, panel: MarketPanel, convergence: Float[Ar
     return windows, alphas, {**record, "start": start.t}
 
 
-@eqx.filter_jit
-def _iteration(state: TDMPC2State, buffer: ReplayState, panel: MarketPanel, convergence: Array | None,
-               key: PRNGKeyArray, first: Int[Array, ""], last: Int[Array, ""], seeding: Bool[Array, ""],
-               config: MarketTDMPC2Config):
-    """Collect ``B`` episodes, add their sub-trajectories to the buffer, take the updates."""
+def _iteration_body(state: TDMPC2State, buffer: ReplayState, panel: MarketPanel, convergence: Array | None,
+                    key: PRNGKeyArray, first: Int[Array, ""], last: Int[Array, ""], seeding: Bool[Array, ""],
+                    config: MarketTDMPC2Config, mesh: Any = None):
+    """Collect ``B`` episodes, add their sub-trajectories to the buffer, take the updates.
+
+    With a ``mesh``, the portfolios (their keys, drawn as on one device) and each replay sample are
+    split along their first axis over ``('data', 'fsdp')``; XLA places the rest and its collectives.
+    """
     collect_key, update_key = jax.random.split(key)
     agent = MarketTDMPC2Agent(state.model, state.policy)
     episodes = jax.vmap(_episode, in_axes=(None, None, None, None, 0, None, None, None))
-    windows, alphas, record = episodes(agent, panel, convergence, config,
-                                       jax.random.split(collect_key, config.book.portfolios), first, last, seeding)
+    portfolio_keys = _split_rows(jax.random.split(collect_key, config.book.portfolios), mesh)  # (B,)
+    windows, alphas, record = episodes(agent, panel, convergence, config, portfolio_keys, first, last, seeding)
     flat = jax.tree_util.tree_map(lambda leaf: leaf.reshape(-1, *leaf.shape[2:]), (windows, alphas))  # (B K W, ...)
     buffer = replay_add_batch(buffer, flat)
 
     def update(state, update_key):
         sample_key, step_key = jax.random.split(update_key)
-        batch, alpha = replay_sample(buffer, config.batch_size, key=sample_key)
+        batch, alpha = _split_rows(replay_sample(buffer, config.batch_size, key=sample_key), mesh)
         return tdmpc2_update(state, batch, alpha, key=step_key)
 
     state, metrics = jax.lax.scan(update, state, jax.random.split(update_key, config.updates_per_iteration))
@@ -292,6 +298,29 @@ def _iteration(state: TDMPC2State, buffer: ReplayState, panel: MarketPanel, conv
                "alpha": jnp.mean(alphas), "traded": jnp.mean(record["traded"]),
                "first_row": jnp.min(record["start"]), "last_row": jnp.max(record["start"]) + config.env.episode_rows}
     return state, buffer, summary
+
+
+_iteration = eqx.filter_jit(_iteration_body)
+
+
+def _mesh_iteration(state: TDMPC2State, config: MarketTDMPC2Config, mesh: Any) -> tuple[Callable, Any]:
+    """The iteration compiled for ``mesh``, and the learner's layout.
+
+    The learner's arrays (world model, policy, target critics, both Adam states, which mirror
+    them) are laid out by :func:`~chaosfm.train.param_sharding`; the buffer, the panel, the
+    convergence, the key, the bounds and the seeding flag are replicated (a replay sample draws
+    rows from anywhere in the buffer, as for QR-DQN).
+    """
+    problems = [f"{name}: {count} does not split over the mesh's data x fsdp = {mesh.size} devices"
+                for name, count in (("portfolios", config.book.portfolios), ("batch_size", config.batch_size))
+                if count % mesh.size]
+    if problems:
+        raise ValueError("; ".join(problems))
+    layout = param_sharding(state, mesh)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    compiled = jax.jit(functools.partial(_iteration_body, config=config, mesh=mesh),
+                       in_shardings=(layout,) + (replicated,) * 7, out_shardings=(layout, replicated, replicated))
+    return compiled, layout
 
 
 def _convergence(panel: MarketPanel, convergence: Float[np.ndarray, "T A"] | None) -> Array | None:
@@ -313,6 +342,7 @@ def train_tdmpc2_market(
     key: PRNGKeyArray,
     convergence: Float[np.ndarray, "T A"] | None = None,
     on_iteration: Callable[[int, dict[str, float]], None] | None = None,
+    mesh: Any = None,
 ) -> tuple[TDMPC2State, dict[str, np.ndarray]]:
     """Train a fresh TD-MPC2 agent on episodes inside rows ``[first, last]`` (module docstring).
 
@@ -330,16 +360,23 @@ def train_tdmpc2_market(
         convergence: ``(T, A)`` causal Multiverse Crossing convergence (NaN where unknown) for the
             dynamic CVaR, or None for the fixed ``alpha``.
         on_iteration: called after each iteration with its index and its entry of the history.
+        mesh: a ``('data', 'fsdp')`` mesh (:func:`~chaosfm.train.training_mesh`) to train on, or
+            None for one device. The learner's arrays (world model, policy, target critics, both
+            Adam states) are laid out by :func:`~chaosfm.train.param_sharding`, the portfolios and
+            each replay sample split over both axes; every key is the one-device key, so the result
+            does not depend on the layout (up to the order of float32 reductions).
 
     Returns:
-        The learner and the history, ``(I,)`` arrays: ``loss`` (the model's total), ``td``,
+        The learner (its arrays where the mesh put them) and the history, ``(I,)`` arrays: ``loss``
+        (the model's total), ``td``,
         ``policy``, ``return`` (the book's mean net return per rebalance), ``alpha`` (the mean CVaR
         level of the new sub-trajectories), ``traded`` (the share of asset-rebalances traded),
         ``first_row`` and ``last_row`` (the earliest and latest rows the episodes touched).
 
     Raises:
-        ValueError: the model's ``obs_dim`` is not the panel's features + 1, no episode fits, or
-            ``convergence`` is not ``(T, A)``.
+        ValueError: the model's ``obs_dim`` is not the panel's features + 1, no episode fits,
+            ``convergence`` is not ``(T, A)``, or ``book.portfolios`` or ``batch_size`` does not
+            split over the mesh's devices.
     """
     _check(panel, config.book, config.model.obs_dim, first, last)
     convergence = _convergence(panel, convergence)
@@ -352,9 +389,19 @@ def train_tdmpc2_market(
     bounds = jnp.asarray(first, jnp.int32), jnp.asarray(last, jnp.int32)
     summaries = []
     keys = jax.random.split(loop_key, config.iterations)
+    if mesh is None:
+        iteration = functools.partial(_iteration, config=config)
+    else:
+        iteration, layout = _mesh_iteration(state, config, mesh)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        state = jax.device_put(state, layout)
+        buffer, panel, convergence, bounds, keys = jax.device_put(
+            (buffer, panel, convergence, bounds, keys), replicated)
     for index, iteration_key in enumerate(progress(keys, "training TD-MPC2", total=config.iterations, first=COMPILING)):
         seeding = jnp.asarray(index < config.seed_iterations)
-        state, buffer, summary = _iteration(state, buffer, panel, convergence, iteration_key, *bounds, seeding, config)
+        if mesh is not None:
+            seeding = jax.device_put(seeding, replicated)
+        state, buffer, summary = iteration(state, buffer, panel, convergence, iteration_key, *bounds, seeding)
         summaries.append(summary)
         if on_iteration is not None:
             on_iteration(index, {name: float(value) for name, value in summary.items()})

@@ -55,6 +55,7 @@ from chaosfm.agents import (
     evaluate_tdmpc2_market,
     market_tdmpc2_agent,
     qrdqn_init,
+    tdmpc2_init,
     train_agent,
     train_tdmpc2_market,
 )
@@ -103,8 +104,8 @@ class AgentConfig(ReadOptions):
     temperature: float = Field(1.0, gt=0, description="soft allocation temperature")
     encoder: str | None = Field(None, description="a `chaosfm pretrain` run (JEPA): its frozen embedding of each "
                                                   "asset's last context joins the features")
-    devices: int | None = Field(None, gt=0, description=DEVICES_HELP + " (agent: qrdqn)")
-    mesh: mesh_type("mesh") = Field(None, description=MESH_HELP + " (agent: qrdqn)")  # type: ignore[valid-type]
+    devices: int | None = Field(None, gt=0, description=DEVICES_HELP)
+    mesh: mesh_type("mesh") = Field(None, description=MESH_HELP)  # type: ignore[valid-type]
     seed: int = 0
     out: Path = out_field("agent-train")
 
@@ -145,10 +146,6 @@ class AgentConfig(ReadOptions):
         for block, owner in (("critic", "qrdqn"), ("tdmpc2", "tdmpc2")):
             if getattr(self, block) and self.agent != owner:
                 raise ValueError(f"{block}: its fields are for agent {owner}, and agent is {self.agent!r}")
-        for key in ("devices", "mesh"):
-            if getattr(self, key) is not None and not AGENTS[self.agent].mesh:
-                raise ValueError(f"{key}: agent {self.agent!r} trains on one device; a device mesh is for agent "
-                                 "qrdqn (leave devices and mesh out)")
         self.devices = devices_of_the_mesh(self.devices, self.mesh, section="")
         return self
 
@@ -191,7 +188,7 @@ class _Agent:
     risk: Callable[[Any, AgentPanel], Any]  # the CVaR level metrics.json reports
     convergence: Callable[[AgentConfig], bool]  # training needs the encoder's convergence
     gate: bool  # the MVX gate (mvx_thresholds) applies
-    mesh: bool  # trains on a ('data', 'fsdp') mesh (devices, mesh); fit then takes it
+    mesh: Callable[[AgentConfig, Any], Any]  # the ('data', 'fsdp') mesh of devices / mesh (config, trainer), or None
 
 
 def _fit_qrdqn(universe: AgentPanel, trainer: AgentTrainConfig, key: Any, mesh: Any = None):
@@ -199,24 +196,46 @@ def _fit_qrdqn(universe: AgentPanel, trainer: AgentTrainConfig, key: Any, mesh: 
     return state.params, history
 
 
-def _qrdqn_mesh(config: AgentConfig, trainer: AgentTrainConfig) -> Any:
+def _job_mesh(config: AgentConfig, state: Any, grads: Any, batches: dict[str, int]) -> Any:
     """The ('data', 'fsdp') mesh of ``devices`` / ``mesh`` (the code models' rules), or None.
 
+    ``state`` and ``grads`` are shapes (``mesh: auto`` sizes their bytes); ``batches`` are the counts
+    split over ``data x fsdp``, by config key.
+
     Raises:
-        ConfigError: naming ``devices``, ``mesh``, ``portfolios`` or ``critic.batch_size``.
+        ConfigError: naming ``devices``, ``mesh`` or a key of ``batches``.
     """
     if config.devices is None and config.mesh is None:
         return None
-    state = jax.eval_shape(lambda: qrdqn_init(trainer.qrdqn, key=jax.random.key(0)))
-    state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(state))
-    state_bytes += sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(state.params))  # grads
+    state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves((state, grads)))
     return training_mesh(config, data_mesh(config.devices, None, section=""), state_bytes=state_bytes, section="",
-                         batches={"portfolios": trainer.portfolios, "critic.batch_size": trainer.qrdqn.batch_size})
+                         batches=batches)
+
+
+def _qrdqn_mesh(config: AgentConfig, trainer: AgentTrainConfig) -> Any:
+    """QR-DQN's mesh: both networks, Adam's moments and the gradients sized; portfolios and
+    ``critic.batch_size`` split."""
+    if config.devices is None and config.mesh is None:
+        return None
+    state = jax.eval_shape(lambda: qrdqn_init(trainer.qrdqn, key=jax.random.key(0)))
+    return _job_mesh(config, state, state.params,
+                     {"portfolios": trainer.portfolios, "critic.batch_size": trainer.qrdqn.batch_size})
+
+
+def _tdmpc2_mesh(config: AgentConfig, trainer: MarketTDMPC2Config) -> Any:
+    """TD-MPC2's mesh: world model, policy, target critics, both Adam states and the gradients
+    sized; portfolios and ``tdmpc2.batch_size`` split."""
+    if config.devices is None and config.mesh is None:
+        return None
+    state = jax.eval_shape(lambda: tdmpc2_init(trainer.model, key=jax.random.key(0)))
+    grads = eqx.filter((state.model, state.policy), lambda leaf: np.issubdtype(leaf.dtype, np.inexact))
+    return _job_mesh(config, state, grads,
+                     {"portfolios": trainer.book.portfolios, "tdmpc2.batch_size": trainer.batch_size})
 
 
 def _fit_tdmpc2(universe: AgentPanel, trainer: MarketTDMPC2Config, key: Any, mesh: Any = None):
     state, history = train_tdmpc2_market(universe.panel, trainer, first=0, last=universe.last, key=key,
-                                         convergence=universe.convergence)
+                                         convergence=universe.convergence, mesh=mesh)
     return MarketTDMPC2Agent(state.model, state.policy), history
 
 
@@ -233,7 +252,8 @@ AGENTS = {
         label="QR-DQN", trainer=AgentConfig.trainer, fit=_fit_qrdqn, saved_config=lambda trainer: None,
         like=lambda trainer, saved: qrdqn_init(trainer.qrdqn, key=jax.random.key(0)).params,
         evaluator=lambda universe: evaluate_agent, book=lambda trainer: trainer,
-        risk=lambda trainer, universe: trainer.qrdqn.alpha, convergence=lambda config: False, gate=True, mesh=True),
+        risk=lambda trainer, universe: trainer.qrdqn.alpha, convergence=lambda config: False, gate=True,
+        mesh=_qrdqn_mesh),
     "tdmpc2": _Agent(
         label="TD-MPC2", trainer=AgentConfig.tdmpc2_trainer, fit=_fit_tdmpc2,
         saved_config=lambda trainer: dataclasses.asdict(trainer.model),
@@ -241,7 +261,7 @@ AGENTS = {
         evaluator=lambda universe: functools.partial(evaluate_tdmpc2_market, convergence=universe.convergence),
         book=lambda trainer: trainer.book, risk=_tdmpc2_risk,
         convergence=lambda config: config.encoder is not None and not config.tdmpc2.get("fixed_alpha", False),
-        gate=False, mesh=False),
+        gate=False, mesh=_tdmpc2_mesh),
 }
 """``agent`` -> how the job handles it."""
 WEIGHTS_CONFIG = "weights.json"
@@ -259,7 +279,7 @@ def train(config: AgentConfig) -> dict[str, Any]:
     universe = _universe(config, convergence=kind.convergence(config))
     seen, panel, stamps, assets, last = universe.seen, universe.panel, universe.stamps, universe.names, universe.last
     trainer = kind.trainer(config, int(panel.features.shape[-1]))
-    mesh = _qrdqn_mesh(config, trainer) if kind.mesh else None
+    mesh = kind.mesh(config, trainer)
     train_key = jax.random.split(jax.random.key(config.seed))[0]
     try:
         weights, history = kind.fit(universe, trainer, train_key, mesh)
