@@ -132,3 +132,86 @@ def test_same_key_gives_same_weights_and_exo_is_refused():
     assert max_error(a, b) == 0.0
     with pytest.raises(ValueError, match="exo"):
         a(jnp.zeros(3, jnp.int32), exo=jnp.zeros(3))
+
+
+def _written_out_attention(attention, x, memory):
+    """Attention over ``memory`` then ``x`` the textbook way: keys and values concatenated, one
+    (query, key) mask from the positions, plain ``jax.nn.softmax`` (autodiff's own backward)."""
+    time, heads, kv_heads, head_dim = x.shape[0], attention.n_heads, attention.n_kv_heads, attention.head_dim
+    q = rms_norm((x @ attention.w_q).reshape(time, heads, head_dim))
+    k = rms_norm((x @ attention.w_k).reshape(time, kv_heads, head_dim))
+    v = (x @ attention.w_v).reshape(time, kv_heads, head_dim)
+    keys, values = jnp.concatenate([memory.keys, k]), jnp.concatenate([memory.values, v])
+    size = memory.keys.shape[0]
+    key_positions, query_positions = jnp.arange(size + time), size + jnp.arange(time)
+    q, keys = rope(q, query_positions, attention.rope_base), rope(keys, key_positions, attention.rope_base)
+    lag = query_positions[:, None] - key_positions[None, :]
+    visible = (lag >= 0) & (lag < attention.window) & (key_positions[None, :] >= size - memory.length)
+    outs = []
+    for h in range(heads):
+        g = h // (heads // kv_heads)
+        scores = jnp.where(visible, q[:, h] @ keys[:, g].T / math.sqrt(head_dim), -jnp.inf)
+        outs.append(jax.nn.softmax(scores, axis=-1) @ values[:, g])
+    return jnp.concatenate(outs, axis=-1) @ attention.w_o
+
+
+@pytest.mark.parametrize("window, time, remembered", [(8, 6, 0), (8, 6, 3), (8, 6, 7), (100, 150, 40)])
+def test_attention_gradients_match_written_out_attention(window, time, remembered):
+    # The attention's softmax has a hand-written backward and its queries go in blocks of 64 that
+    # skip keys out of reach; outputs and gradients (weights, input, memory) must be autodiff's
+    # through the textbook formula, with and without earlier codes in memory, in one block or three.
+    attention = perturb(Attention(32, 4, 2, window=window, key=jax.random.key(5)), seed=5)
+    keys = jax.random.split(jax.random.key(6), 4)
+    x = jax.random.normal(keys[0], (time, 32))
+    probe = jax.random.normal(keys[1], (time, 32))
+    empty = attention.init_memory()
+    memory = empty._replace(
+        keys=rms_norm(jax.random.normal(keys[2], empty.keys.shape)),
+        values=jax.random.normal(keys[3], empty.values.shape),
+        length=jnp.asarray(remembered, jnp.int32),
+    )
+
+    @jax.jit
+    def gradients(attention, x, memory):
+        def fast(attention, x, keys, values):
+            out, _ = attention(x, memory._replace(keys=keys, values=values))
+            return jnp.sum(out * probe)
+
+        def reference(attention, x, keys, values):
+            out = _written_out_attention(attention, x, memory._replace(keys=keys, values=values))
+            return jnp.sum(out * probe)
+
+        args = (attention, x, memory.keys, memory.values)
+        outputs = attention(x, memory)[0], _written_out_attention(attention, x, memory)
+        every = (0, 1, 2, 3)
+        return outputs, jax.grad(fast, argnums=every)(*args), jax.grad(reference, argnums=every)(*args)
+
+    (out, expected), fast, reference = gradients(attention, x, memory)
+    assert max_error(out, expected) <= 1e-5
+    assert max_error(fast, reference) <= 1e-5
+    # Masked memory rows (before the first remembered one) get exactly zero gradient.
+    unseen = memory.keys.shape[0] - remembered
+    assert np.all(np.asarray(fast[2][:unseen]) == 0) and np.all(np.asarray(fast[3][:unseen]) == 0)
+    if remembered:
+        assert np.max(np.abs(np.asarray(fast[2][unseen:]))) > 1e-6
+
+
+@pytest.mark.parametrize("window, time", [(16, 10), (300, 200), (50, 200)])
+def test_attention_gradients_without_memory_match_written_out_attention(window, time):
+    # Without memory: one block, four blocks of the causal triangle, four blocks of a window of 50.
+    attention = perturb(Attention(32, 4, 2, window=window, key=jax.random.key(8)), seed=8)
+    x = jax.random.normal(jax.random.key(9), (time, 32))
+    probe = jax.random.normal(jax.random.key(10), (time, 32))
+    empty = attention.init_memory()  # length 0: the reference then masks exactly as no memory does
+
+    @jax.jit
+    def gradients(attention, x):
+        fast = jax.grad(lambda a, x: jnp.sum(a(x)[0] * probe), argnums=(0, 1))(attention, x)
+        reference = jax.grad(
+            lambda a, x: jnp.sum(_written_out_attention(a, x, empty) * probe), argnums=(0, 1)
+        )(attention, x)
+        return attention(x)[0], _written_out_attention(attention, x, empty), fast, reference
+
+    out, expected, fast, reference = gradients(attention, x)
+    assert max_error(out, expected) <= 1e-5
+    assert max_error(fast, reference) <= 1e-5

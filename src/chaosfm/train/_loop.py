@@ -484,7 +484,7 @@ def train(
                 new_params, new_opt_state, new_key, report, flags = update(
                     params, opt_state, key, batch, jnp.asarray(step, jnp.int32)
                 )
-                flags = jax.device_get(flags)
+                flags, report = jax.device_get((flags, report))  # one host sync per step, not two
                 if not all(bool(x) for x in jax.tree_util.tree_leaves(flags)):
                     tensor = _first_non_finite(flags)
                     log.write(json.dumps({"step": step + 1, "event": "non_finite", "tensor": tensor}) + "\n")
@@ -493,7 +493,7 @@ def train(
                 params, opt_state, key = new_params, new_opt_state, new_key
                 done = step + 1
                 window_tokens += tokens_per_step or 0
-                metrics = {name: float(value) for name, value in jax.device_get(report).items()}
+                metrics = {name: float(value) for name, value in report.items()}
                 val_loss = None
                 if heldout is not None and (done % every_eval == 0 or done == config.steps):
                     evaluating = time.perf_counter()
