@@ -22,6 +22,7 @@ ENVIRONMENT = {
     "CHAOSFM_X64": "1 computes in float64 (the same as --x64 where a command has it)",
     "CHAOSFM_CACHE_DIR": "JAX's compilation cache and the predictor's exports (default: the user cache dir)",
     "CHAOSFM_CONFIG_DIR": "where cache.key, the key that signs the predictor's exports, lives",
+    "CHAOSFM_WORK_DIR": "where a run whose --out is a URL trains before each copy up (default: the user cache dir)",
 }
 """The environment variables chaosfm reads, shown in ``chaosfm --help`` and the README."""
 
