@@ -82,8 +82,7 @@ from chaosfm.agents._tdmpc2 import (
 )
 from chaosfm.agents._tdmpc2_plan import tdmpc2_plan
 from chaosfm.agents._tdmpc2_trainer import episode_windows
-from chaosfm.agents._trainer import AgentTrainConfig, _check, _observe, _reward, _split_rows
-from chaosfm.train import param_sharding
+from chaosfm.agents._trainer import AgentTrainConfig, _check, _mesh_iteration, _observe, _reward, _split_rows
 
 __all__ = [
     "ACTORS",
@@ -303,26 +302,6 @@ def _iteration_body(state: TDMPC2State, buffer: ReplayState, panel: MarketPanel,
 _iteration = eqx.filter_jit(_iteration_body)
 
 
-def _mesh_iteration(state: TDMPC2State, config: MarketTDMPC2Config, mesh: Any) -> tuple[Callable, Any]:
-    """The iteration compiled for ``mesh``, and the learner's layout.
-
-    The learner's arrays (world model, policy, target critics, both Adam states, which mirror
-    them) are laid out by :func:`~chaosfm.train.param_sharding`; the buffer, the panel, the
-    convergence, the key, the bounds and the seeding flag are replicated (a replay sample draws
-    rows from anywhere in the buffer, as for QR-DQN).
-    """
-    problems = [f"{name}: {count} does not split over the mesh's data x fsdp = {mesh.size} devices"
-                for name, count in (("portfolios", config.book.portfolios), ("batch_size", config.batch_size))
-                if count % mesh.size]
-    if problems:
-        raise ValueError("; ".join(problems))
-    layout = param_sharding(state, mesh)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    compiled = jax.jit(functools.partial(_iteration_body, config=config, mesh=mesh),
-                       in_shardings=(layout,) + (replicated,) * 7, out_shardings=(layout, replicated, replicated))
-    return compiled, layout
-
-
 def _convergence(panel: MarketPanel, convergence: Float[np.ndarray, "T A"] | None) -> Array | None:
     if convergence is None:
         return None
@@ -392,7 +371,10 @@ def train_tdmpc2_market(
     if mesh is None:
         iteration = functools.partial(_iteration, config=config)
     else:
-        iteration, layout = _mesh_iteration(state, config, mesh)
+        # The buffer, panel, convergence, key, bounds and seeding flag are replicated.
+        iteration, layout = _mesh_iteration(
+            _iteration_body, state, config, mesh, others=7,
+            counts={"portfolios": config.book.portfolios, "batch_size": config.batch_size})
         replicated = NamedSharding(mesh, PartitionSpec())
         state = jax.device_put(state, layout)
         buffer, panel, convergence, bounds, keys = jax.device_put(

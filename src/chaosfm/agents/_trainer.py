@@ -224,25 +224,29 @@ def _split_rows(tree: Any, mesh: Any) -> Any:
 _iteration = functools.partial(jax.jit, static_argnames=("config",))(_iteration_body)
 
 
-def _mesh_iteration(agent: AgentState, config: AgentTrainConfig, mesh: Any) -> tuple[Callable, Any]:
-    """The iteration compiled for ``mesh``, and the agent's layout.
+def _mesh_iteration(
+    body: Callable, learner: Any, config: Any, mesh: Any, *, counts: dict[str, int], others: int
+) -> tuple[Callable, Any]:
+    """An agent's iteration ``body(learner, *others, config=, mesh=) -> (learner, buffer, summary)``
+    compiled for ``mesh`` (QR-DQN's and TD-MPC2's), and the learner's layout.
 
-    The agent's arrays (online and target networks, Adam's moments, which mirror them) are laid out
-    by :func:`~chaosfm.train.param_sharding`; the buffer, the panel, the key and the bounds are
-    replicated: a replay sample draws rows from anywhere in the buffer, so a buffer split by rows
-    would be gathered whole for every sample, and at ``C x (2 O + 3)`` floats it is small beside what
-    each device already holds (the panel).
+    The learner's arrays (networks and the Adam moments, which mirror them) are laid out by
+    :func:`~chaosfm.train.param_sharding`; the ``others`` arguments (buffer, panel, key, bounds, ...)
+    are replicated: a replay sample draws rows from anywhere in the buffer, so a buffer split by rows
+    would be gathered whole for every sample, and it is small beside what each device already holds
+    (the panel).
+
+    Raises:
+        ValueError: a count of ``counts`` (portfolios, replay batch) does not split over the mesh.
     """
     problems = [f"{name}: {count} does not split over the mesh's data x fsdp = {mesh.size} devices"
-                for name, count in (("portfolios", config.portfolios), ("qrdqn.batch_size", config.qrdqn.batch_size))
-                if count % mesh.size]
+                for name, count in counts.items() if count % mesh.size]
     if problems:
         raise ValueError("; ".join(problems))
-    layout = param_sharding(agent, mesh)
+    layout = param_sharding(learner, mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
-    compiled = jax.jit(functools.partial(_iteration_body, config=config, mesh=mesh),
-                       in_shardings=(layout, replicated, replicated, replicated, replicated, replicated),
-                       out_shardings=(layout, replicated, replicated))
+    compiled = jax.jit(functools.partial(body, config=config, mesh=mesh),
+                       in_shardings=(layout,) + (replicated,) * others, out_shardings=(layout, replicated, replicated))
     return compiled, layout
 
 
@@ -299,7 +303,9 @@ def train_agent(
     if mesh is None:
         iteration = functools.partial(_iteration, config=config)
     else:
-        iteration, layout = _mesh_iteration(agent, config, mesh)
+        iteration, layout = _mesh_iteration(
+            _iteration_body, agent, config, mesh, others=5,
+            counts={"portfolios": config.portfolios, "qrdqn.batch_size": config.qrdqn.batch_size})
         replicated = NamedSharding(mesh, PartitionSpec())
         agent = jax.device_put(agent, layout)
         buffer, panel, bounds, keys = jax.device_put((buffer, panel, bounds, keys), replicated)
