@@ -117,11 +117,9 @@ TOLERANCE = 1e-5
 replay batch's mean loss, the gradient's all-reduce); every key is the one-device key."""
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory) -> dict:
+def _report(root: Path) -> dict:
     import os
 
-    root = tmp_path_factory.mktemp("agent_mesh")
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
     env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
     tests_dir = str(Path(__file__).resolve().parents[1])
@@ -132,7 +130,16 @@ def report(tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-def test_every_layout_trains_like_one_device_and_places_the_agent_by_the_rule(report):
+def test_both_agents_train_like_one_device_on_every_layout_and_the_job_takes_a_mesh(tmp_path):
+    # One test, not one per check: a module fixture of this report was built once per xdist worker
+    # (one Python process on 8 forced devices, ~2 min), as tests of the module landed on both workers.
+    report = _report(tmp_path)
+    _check_every_layout_trains_like_one_device_and_places_the_agent_by_the_rule(report)
+    _check_the_job_takes_a_mesh_and_refuses_what_does_not_split(report)
+    _check_tdmpc2_trains_like_one_device_on_a_mesh_and_places_the_learner_by_the_rule(report)
+
+
+def _check_every_layout_trains_like_one_device_and_places_the_agent_by_the_rule(report: dict) -> None:
     runs = report["runs"]
     reference = np.asarray(runs["one"]["losses"])
     assert reference.size == 4 and np.all(np.isfinite(reference))
@@ -159,8 +166,7 @@ def test_every_layout_trains_like_one_device_and_places_the_agent_by_the_rule(re
         assert specs[".step"] == "P()", name
 
 
-@pytest.mark.slow
-def test_the_job_takes_a_mesh_and_refuses_what_does_not_split(report):
+def _check_the_job_takes_a_mesh_and_refuses_what_does_not_split(report: dict) -> None:
     job = report["job"]
     assert len(job["one"]) == 3
     np.testing.assert_allclose(job["2x4"], job["one"], rtol=TOLERANCE, atol=0)
@@ -170,8 +176,7 @@ def test_the_job_takes_a_mesh_and_refuses_what_does_not_split(report):
     assert errors["devices"].startswith("devices: 16 asked for, 8 available")
 
 
-@pytest.mark.slow
-def test_tdmpc2_trains_like_one_device_on_a_mesh_and_places_the_learner_by_the_rule(report):
+def _check_tdmpc2_trains_like_one_device_on_a_mesh_and_places_the_learner_by_the_rule(report: dict) -> None:
     runs = report["tdmpc2"]
     reference = np.asarray(runs["one"]["losses"])
     assert reference.size == 3 and np.all(np.isfinite(reference))

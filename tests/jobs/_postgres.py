@@ -55,6 +55,14 @@ def require_server() -> Path:
                 " CHAOSFM_REQUIRE_POSTGRES=1 makes this a failure)")
 
 
+def _others_can_enter(folder: Path) -> bool:
+    """Whether a user other than the owner may pass through ``folder`` and each of its parents."""
+    import stat
+
+    folder = folder.resolve()
+    return all(path.stat().st_mode & stat.S_IXOTH for path in (folder, *folder.parents))
+
+
 def _unprivileged() -> list[str]:
     """The command prefix that runs the server's tools as ``nobody`` when this process is root."""
     if os.geteuid() != 0:
@@ -89,7 +97,9 @@ def postgres_server(bindir: Path) -> Iterator[tuple[str, int]]:
     """
     as_user = _unprivileged()
     # Not pytest's tmp_path: its parents are private to the current user, and the server may be nobody.
-    root = Path(tempfile.mkdtemp(prefix="chaosfm-pg-"))
+    # Nor a TMPDIR nobody cannot enter (a private temporary folder): then the system's /tmp.
+    parent = None if not as_user or _others_can_enter(Path(tempfile.gettempdir())) else "/tmp"
+    root = Path(tempfile.mkdtemp(prefix="chaosfm-pg-", dir=parent))
     data = root / "data"
     try:
         if as_user:

@@ -6,7 +6,6 @@ reading their own rows from shards."""
 
 import io
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -155,26 +154,24 @@ def _losses(out: Path, name: str = "loss") -> list[float]:
             if name in entry]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, subprocess_env_module):
-    work = tmp_path_factory.mktemp("distributed")
+def _build_runs(work: Path, env: dict) -> Path:
     (work / "worker.py").write_text(WORKER)
     (work / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     one, two = work / "one", work / "two"
-    _wait({"one": _launch(work, subprocess_env_module, one, 2, [], "one")}, work)
+    _wait({"one": _launch(work, env, one, 2, [], "one")}, work)
     address = f"127.0.0.1:{_free_port()}"
     _wait({
-        f"rank{rank}": _launch(work, subprocess_env_module, two, 1,
+        f"rank{rank}": _launch(work, env, two, 1,
                                ["--coordinator", address, "--num-processes", "2", "--process-id", str(rank)],
                                f"rank{rank}")
         for rank in (0, 1)
     }, work)
     # The same two processes with the parameters and optimizer state split over them (fsdp 2),
     # each reading only its own rows of every batch from ArrayRecord shards (`chaosfm shard`).
-    _wait({"shard": _launch(work, subprocess_env_module, work / "shards", 1, [], "shard", command="shard")}, work)
+    _wait({"shard": _launch(work, env, work / "shards", 1, [], "shard", command="shard")}, work)
     address = f"127.0.0.1:{_free_port()}"
     _wait({
-        f"fsdp{rank}": _launch(work, subprocess_env_module, work / "fsdp", 1,
+        f"fsdp{rank}": _launch(work, env, work / "fsdp", 1,
                                ["--coordinator", address, "--num-processes", "2", "--process-id", str(rank),
                                 "--set", "train.mesh={data: 1, fsdp: 2}", "--shards", str(work / "shards")],
                                f"fsdp{rank}")
@@ -184,23 +181,22 @@ def runs(tmp_path_factory, subprocess_env_module):
     resumed = work / "resumed"
     shutil.copytree(two, resumed)
     shutil.rmtree(resumed / "checkpoints" / "step_00000006")
-    _wait({"resumed": _launch(work, subprocess_env_module, resumed, 2, ["--resume"], "resumed")}, work)
+    _wait({"resumed": _launch(work, env, resumed, 2, ["--resume"], "resumed")}, work)
     return work
 
 
-@pytest.fixture(scope="module")
-def subprocess_env_module():
-    import jax
-
-    cache = jax.config.jax_compilation_cache_dir  # conftest.py's, shared with the subprocesses
-    env = dict(os.environ)
-    env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
-               CHAOSFM_PROGRESS="0", CHAOSFM_QUIET="1", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    return env
-
-
 @pytest.mark.slow
-def test_two_processes_train_what_one_process_trains(runs):
+def test_several_processes_train_checkpoint_and_resume_as_one_process_does(tmp_path, subprocess_env):
+    # One test, not one per check: a module fixture of these runs was built once per xdist worker
+    # (six Python processes, ~2 min), as tests of the module landed on both workers.
+    runs = _build_runs(tmp_path, subprocess_env)
+    _check_two_processes_train_what_one_process_trains(runs)
+    _check_only_process_zero_writes_the_checkpoints(runs)
+    _check_a_two_process_checkpoint_resumes_on_one_process(runs)
+    _check_two_processes_with_split_parameters_train_what_one_process_trains(runs)
+
+
+def _check_two_processes_train_what_one_process_trains(runs: Path) -> None:
     one, two = runs / "one", runs / "two"
     losses_one, losses_two = _losses(one), _losses(two)
     assert len(losses_one) == len(losses_two) == CONFIG["train"]["steps"]
@@ -221,8 +217,7 @@ def test_two_processes_train_what_one_process_trains(runs):
     assert metrics["steps"] == CONFIG["train"]["steps"]
 
 
-@pytest.mark.slow
-def test_only_process_zero_writes_the_checkpoints(runs):
+def _check_only_process_zero_writes_the_checkpoints(runs: Path) -> None:
     calls = (runs / "saves-rank0.txt").read_text().split("\n")
     assert [line.split() for line in calls if line] == [["0", "3"], ["0", "6"]]
     assert not (runs / "saves-rank1.txt").exists()  # process 1 never called the writer
@@ -232,8 +227,7 @@ def test_only_process_zero_writes_the_checkpoints(runs):
     assert "Traceback" not in log
 
 
-@pytest.mark.slow
-def test_a_two_process_checkpoint_resumes_on_one_process(runs):
+def _check_a_two_process_checkpoint_resumes_on_one_process(runs: Path) -> None:
     one, resumed = runs / "one", runs / "resumed"
     assert [line.split() for line in (runs / "saves-resumed.txt").read_text().split("\n") if line] == [["0", "6"]]
     np.testing.assert_allclose(_losses(resumed), _losses(one), rtol=TOLERANCE)
@@ -241,8 +235,7 @@ def test_a_two_process_checkpoint_resumes_on_one_process(runs):
         np.testing.assert_allclose(b, a, rtol=TOLERANCE, atol=TOLERANCE * np.abs(a).max())
 
 
-@pytest.mark.slow
-def test_two_processes_with_split_parameters_train_what_one_process_trains(runs):
+def _check_two_processes_with_split_parameters_train_what_one_process_trains(runs: Path) -> None:
     one, fsdp = runs / "one", runs / "fsdp"
     # Per-leaf AdamW state instead of one raveled vector: the same update up to float32 rounding.
     np.testing.assert_allclose(_losses(fsdp), _losses(one), rtol=TOLERANCE)
