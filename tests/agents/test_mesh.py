@@ -37,6 +37,13 @@ _SCRIPT = textwrap.dedent(
         flat = jax.tree_util.tree_flatten_with_path(tree)[0]
         return {{jax.tree_util.keystr(path): leaf for path, leaf in flat}}
 
+    def placement(state, mesh):
+        # Where each array of the state is, and which ones are not where the rule puts them.
+        placed, rule = paths(state), paths(param_sharding(state, mesh))
+        return {{"mesh": dict(mesh.shape),
+                "specs": {{path: str(leaf.sharding.spec) for path, leaf in placed.items()}},
+                "off_rule": [path for path, leaf in placed.items() if leaf.sharding.spec != rule[path].spec]}}
+
     report = {{"runs": {{}}, "errors": {{}}}}
     layouts = {{"one": None, "8x1": {{"devices": 8}}, "4x2": {{"mesh": {{"data": 4, "fsdp": 2}}}},
                "2x4": {{"mesh": {{"data": 2, "fsdp": 4}}}}, "1x8": {{"mesh": {{"data": 1, "fsdp": 8}}}}}}
@@ -50,11 +57,7 @@ _SCRIPT = textwrap.dedent(
         entry = {{"losses": history["loss"].tolist(),
                  "params": [np.asarray(leaf).ravel().tolist() for leaf in jax.tree_util.tree_leaves(state)]}}
         if mesh is not None:
-            placed = paths(state)
-            rule = paths(param_sharding(state, mesh))
-            entry["mesh"] = dict(mesh.shape)
-            entry["specs"] = {{path: str(leaf.sharding.spec) for path, leaf in placed.items()}}
-            entry["off_rule"] = [path for path, leaf in placed.items() if leaf.sharding.spec != rule[path].spec]
+            entry.update(placement(state, mesh))
         report["runs"][name] = entry
 
     # The job: one device against (2, 4), and what it refuses.
@@ -93,11 +96,7 @@ _SCRIPT = textwrap.dedent(
         entry = {{"losses": history["loss"].tolist(), "policy": history["policy"].tolist(),
                  "params": [np.asarray(leaf).ravel().tolist() for leaf in jax.tree_util.tree_leaves(state)]}}
         if mesh is not None:
-            placed = paths(state)
-            rule = paths(param_sharding(state, mesh))
-            entry["mesh"] = dict(mesh.shape)
-            entry["specs"] = {{path: str(leaf.sharding.spec) for path, leaf in placed.items()}}
-            entry["off_rule"] = [path for path, leaf in placed.items() if leaf.sharding.spec != rule[path].spec]
+            entry.update(placement(state, mesh))
         report["tdmpc2"][name] = entry
 
     report["job"] = {{"one": run("one"), "2x4": run("mesh", mesh={{"data": 2, "fsdp": 4}})}}

@@ -53,7 +53,7 @@ def _feedback_draws(config: PredictorConfig, dtype: str = "float32"):
 
 
 @functools.lru_cache(maxsize=8)
-def _feedback_scale(config: PredictorConfig, dtype: str = "float32"):
+def _feedback_scale(config: PredictorConfig):
     """``packed state -> scale``: the EMA scale the next increment's normal is drawn at."""
     layout = packed_step(config).state_layout
     return jax.jit(lambda packed: layout.unpack(packed).scale)
@@ -178,7 +178,7 @@ class OnlinePredictorForecaster(AbstractForecaster):
                 if _normal_increments(self.config):
                     # The next increment is N(0, scale^2): its quantiles in closed form, not
                     # estimated from FEEDBACK_DRAWS draws (whose noise the levels would follow).
-                    scale = float(_feedback_scale(self.config, step.dtype.name)(packed))
+                    scale = float(_feedback_scale(self.config)(packed))
                     calibration = self._calibrate_normal(calibration, scale, increment)
                 else:
                     draws = np.asarray(_feedback_draws(self.config, step.dtype.name)(
